@@ -1,0 +1,336 @@
+//! Registry settings (`[registry]` of the layered configuration) and the duration
+//! format shared by every section.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// The default key prefix under which services live.
+pub const DEFAULT_PREFIX: &str = "/grpc-cluster/services";
+
+/// The smallest lease TTL etcd grants at its defaults.
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
+
+/// Settings of the etcd registry: where etcd is, where services live in it, and how
+/// registrations and watches retry. The `[registry]` section of the configuration.
+///
+/// Every setter states its default; [`RegistryConfig::validate`] checks the whole.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use registry_actor::RegistryConfig;
+///
+/// let config = RegistryConfig::default()
+///     .with_endpoints(["127.0.0.1:2379"])
+///     .with_lease_ttl(Duration::from_secs(5));
+/// config.validate()?;
+/// assert_eq!(config.prefix(), "/grpc-cluster/services");
+/// # Ok::<(), registry_actor::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    endpoints: Vec<String>,
+    prefix: String,
+    #[serde(with = "duration")]
+    lease_ttl: Duration,
+    #[serde(with = "duration")]
+    connect_timeout: Duration,
+    #[serde(with = "duration")]
+    request_timeout: Duration,
+    #[serde(with = "duration")]
+    backoff_min: Duration,
+    #[serde(with = "duration")]
+    backoff_max: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["127.0.0.1:2379".to_owned()],
+            prefix: DEFAULT_PREFIX.to_owned(),
+            lease_ttl: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(3),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RegistryConfig {
+    /// etcd endpoints as `host:port` (default `["127.0.0.1:2379"]`).
+    pub fn with_endpoints<I, S>(mut self, endpoints: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.endpoints = endpoints.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Key prefix of all services (default `/grpc-cluster/services`).
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// TTL of a server's lease (default 10 s, at least 2 s); kept alive every TTL/3.
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Timeout of establishing a connection to etcd (default 2 s).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Timeout of each unary etcd request (default 3 s).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Retry backoff of registrations and watches: first delay `min` (default
+    /// 100 ms), doubling up to `max` (default 5 s).
+    pub fn with_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff_min = min;
+        self.backoff_max = max;
+        self
+    }
+
+    /// etcd endpoints, `host:port`.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Key prefix of all services.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Lease TTL of registrations.
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
+    }
+
+    /// Connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Timeout of each unary etcd request.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// A fresh backoff with the configured bounds.
+    pub fn backoff(&self) -> crate::Backoff {
+        crate::Backoff::new(self.backoff_min, self.backoff_max)
+    }
+
+    /// Checks every value; the error names the key (`registry.…`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for no endpoints, an endpoint that is not `host:port`, a
+    /// prefix not starting with `/` or ending with `/`, a TTL below 2 s, a zero
+    /// timeout, or a backoff whose min is zero or above its max.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |key: &str, why: String| Err(Error::Config(format!("registry.{key}: {why}")));
+        if self.endpoints.is_empty() {
+            return bad(
+                "endpoints",
+                "at least one etcd endpoint (host:port) is needed".into(),
+            );
+        }
+        for e in &self.endpoints {
+            let ok = e
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+            if !ok {
+                return bad("endpoints", format!("`{e}` is not host:port"));
+            }
+        }
+        if !self.prefix.starts_with('/') || (self.prefix.len() > 1 && self.prefix.ends_with('/')) {
+            return bad(
+                "prefix",
+                format!("`{}` must start with `/` and not end with `/`", self.prefix),
+            );
+        }
+        if self.lease_ttl < MIN_LEASE_TTL {
+            return bad(
+                "lease_ttl",
+                format!("{:?} is below etcd's minimum of 2s", self.lease_ttl),
+            );
+        }
+        if self.connect_timeout.is_zero() {
+            return bad("connect_timeout", "must be above zero".into());
+        }
+        if self.request_timeout.is_zero() {
+            return bad("request_timeout", "must be above zero".into());
+        }
+        if self.backoff_min.is_zero() || self.backoff_min > self.backoff_max {
+            return bad(
+                "backoff_min",
+                format!(
+                    "{:?} must be above zero and at most backoff_max ({:?})",
+                    self.backoff_min, self.backoff_max
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Durations as strings: `"250ms"`, `"10s"`, `"1.5s"`, `"2m"`, `"1h"`, `"500us"`.
+///
+/// Use with `#[serde(with = "registry_actor::config::duration")]`.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Parses `"250ms"`, `"10s"`, `"1.5s"`, `"2m"`, `"1h"`, `"500us"`; a bare `"0"`
+    /// is zero.
+    ///
+    /// # Errors
+    ///
+    /// A message saying what was expected, for anything else.
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let t = s.trim();
+        if t == "0" {
+            return Ok(Duration::ZERO);
+        }
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("`{s}` has no unit; use e.g. \"250ms\", \"10s\", \"2m\""))?;
+        let (num, unit) = t.split_at(split);
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration such as \"250ms\" or \"10s\""))?;
+        let secs = match unit.trim() {
+            "us" | "µs" => value / 1e6,
+            "ms" => value / 1e3,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            other => {
+                return Err(format!(
+                    "`{s}` has unknown unit `{other}`; use us, ms, s, m or h"
+                ))
+            }
+        };
+        Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is out of range"))
+    }
+
+    /// Formats a duration in the shortest exact unit: `"250ms"`, `"10s"`.
+    pub fn format(d: Duration) -> String {
+        let us = d.as_micros();
+        if us % 1_000_000 == 0 {
+            format!("{}s", us / 1_000_000)
+        } else if us % 1_000 == 0 {
+            format!("{}ms", us / 1_000)
+        } else {
+            format!("{us}us")
+        }
+    }
+
+    /// serde: serializes as [`format`].
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*d))
+    }
+
+    /// serde: deserializes with [`parse`].
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn parses_and_formats_every_unit() {
+            for (s, d) in [
+                ("250ms", Duration::from_millis(250)),
+                ("10s", Duration::from_secs(10)),
+                ("1.5s", Duration::from_millis(1500)),
+                ("2m", Duration::from_secs(120)),
+                ("1h", Duration::from_secs(3600)),
+                ("500us", Duration::from_micros(500)),
+                ("0", Duration::ZERO),
+            ] {
+                assert_eq!(parse(s), Ok(d), "{s}");
+                assert_eq!(parse(&format(d)), Ok(d));
+            }
+        }
+
+        #[test]
+        fn rejects_garbage_with_a_message() {
+            for s in ["", "10", "abc", "10 parsecs", "-1s", "1e400s", "1..5s"] {
+                assert!(parse(s).is_err(), "{s} should be rejected");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_name_their_key() {
+        RegistryConfig::default()
+            .validate()
+            .expect("defaults valid");
+        let cases = [
+            (
+                RegistryConfig::default().with_endpoints(Vec::<String>::new()),
+                "registry.endpoints",
+            ),
+            (
+                RegistryConfig::default().with_endpoints(["localhost"]),
+                "registry.endpoints",
+            ),
+            (
+                RegistryConfig::default().with_endpoints(["h:99999"]),
+                "registry.endpoints",
+            ),
+            (
+                RegistryConfig::default().with_prefix("svc"),
+                "registry.prefix",
+            ),
+            (
+                RegistryConfig::default().with_lease_ttl(Duration::from_secs(1)),
+                "registry.lease_ttl",
+            ),
+            (
+                RegistryConfig::default()
+                    .with_backoff(Duration::from_secs(2), Duration::from_secs(1)),
+                "registry.backoff_min",
+            ),
+        ];
+        for (config, key) in cases {
+            let err = config.validate().expect_err(key).to_string();
+            assert!(err.contains(key), "`{err}` should name {key}");
+        }
+    }
+
+    #[test]
+    fn deserializes_durations_from_strings() {
+        let c: RegistryConfig =
+            serde_json::from_str(r#"{"lease_ttl":"5s","backoff_min":"50ms"}"#).expect("valid");
+        assert_eq!(c.lease_ttl(), Duration::from_secs(5));
+        let err =
+            serde_json::from_str::<RegistryConfig>(r#"{"lease_ttl":"5"}"#).expect_err("no unit");
+        assert!(err.to_string().contains("no unit"));
+    }
+}

@@ -1,0 +1,36 @@
+//! etcd service registration and discovery for grpc-cluster.
+//!
+//! * [`Node`] — one replica of a service and its etcd value format (DESIGN §4).
+//! * [`Registrar`] — keeps one node registered: lease, keepalive at TTL/3, and
+//!   re-registration after any loss, for ever, with capped backoff.
+//! * [`RegistryActor`] — one etcd watch per service; pushes
+//!   [`NodesChanged`]`(Arc<[Node]>, revision)` to every subscriber; resumes after
+//!   stream errors, re-reads after compaction, keeps the last known set while etcd
+//!   is down.
+//! * [`RegistryConfig`] — the `[registry]` settings, and [`connect`] to open an
+//!   etcd client with them.
+//! * `testing` (feature `testing`) — a real etcd on free loopback ports for tests.
+//!
+//! Keys are `{prefix}/{service}/{node_id}`, default prefix `/grpc-cluster/services`.
+
+mod backoff;
+pub mod config;
+mod error;
+mod etcd;
+mod node;
+mod registrar;
+mod registry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use backoff::Backoff;
+pub use config::RegistryConfig;
+pub use error::Error;
+pub use etcd::connect;
+pub use etcd_client;
+pub use node::{node_key, service_prefix, DecodeError, DecodeErrorKind, Node, DEFAULT_WEIGHT};
+pub use registrar::{Registrar, RegistrationState};
+pub use registry::{
+    NodesChanged, RegistryActor, RegistryStats, Snapshot, Stats, Subscribe, SubscriptionId,
+    Unsubscribe,
+};
