@@ -1,0 +1,72 @@
+//! Shared pieces of the end-to-end tests: a private etcd, echo servers on
+//! `127.0.0.1:0`, logging. Each area's tests add their own helpers in a file of
+//! this folder.
+
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use grpc_cluster::echo::{EchoService, EchoStats};
+pub use registry_actor::testing::{wait_until, EtcdServer};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// Logs to the test output when `RUST_LOG` is set.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A plain tonic echo server on `127.0.0.1:0` (no server kit), stopped on drop.
+pub struct PlainEcho {
+    pub addr: SocketAddr,
+    pub stats: std::sync::Arc<EchoStats>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl PlainEcho {
+    pub async fn start(node_id: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let service = EchoService::new(node_id);
+        let stats = service.stats();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let incoming = tokio_stream_from(listener);
+            let _ = tonic::transport::Server::builder()
+                .add_service(service.into_server())
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Self {
+            addr,
+            stats,
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for PlainEcho {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn tokio_stream_from(
+    listener: TcpListener,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures_util::stream::unfold(listener, |l| async move {
+        let next = l.accept().await.map(|(s, _)| s);
+        Some((next, l))
+    })
+}
+
+/// The deadline tests give a distributed event to happen.
+pub const EVENTUALLY: Duration = Duration::from_secs(10);
