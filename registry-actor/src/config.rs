@@ -7,6 +7,37 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
+/// A configuration value that is not acceptable: its full key path and why.
+///
+/// Every section's `validate()` in grpc-cluster reports this, so the loader can
+/// add where the value was set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct InvalidValue {
+    key: String,
+    reason: String,
+}
+
+impl InvalidValue {
+    /// `key` (the full path, e.g. `registry.lease_ttl`) is wrong because `reason`.
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The full key path.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Why the value is wrong.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
 /// The default key prefix under which services live.
 pub const DEFAULT_PREFIX: &str = "/grpc-cluster/services";
 
@@ -143,7 +174,9 @@ impl RegistryConfig {
     /// prefix not starting with `/` or ending with `/`, a TTL below 2 s, a zero
     /// timeout, or a backoff whose min is zero or above its max.
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |key: &str, why: String| Err(Error::Config(format!("registry.{key}: {why}")));
+        let bad = |key: &str, why: String| {
+            Err(Error::Config(InvalidValue::new(format!("registry.{key}"), why)))
+        };
         if self.endpoints.is_empty() {
             return bad(
                 "endpoints",

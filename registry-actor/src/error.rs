@@ -23,9 +23,9 @@ pub enum Error {
         /// The timeout that passed.
         timeout: Duration,
     },
-    /// A setting is invalid; the message names the key.
+    /// A setting is invalid; names the key.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] crate::config::InvalidValue),
     /// A node value is invalid.
     #[error(transparent)]
     Decode(#[from] crate::DecodeError),

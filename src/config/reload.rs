@@ -1,0 +1,114 @@
+//! Hot reload: the settings in a `watch` channel, refreshed when a layer changes.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use super::{ConfigError, ConfigLoader, Section};
+
+/// Loaded settings that follow their files. See the [module docs](super).
+///
+/// Readers take [`current`](Self::current) or [`subscribe`](Self::subscribe) to a
+/// `watch` channel and apply each new value. [`reload`](Self::reload) reloads now;
+/// [`watch_files`](Self::watch_files) reloads whenever the content of a layer
+/// file changes. A reload that fails keeps the previous settings in force and
+/// logs the error.
+#[derive(Debug)]
+pub struct Reloadable<T> {
+    loader: ConfigLoader,
+    tx: watch::Sender<Arc<T>>,
+    /// The content of each layer file at the last reload (None: absent).
+    seen: Mutex<Vec<(PathBuf, Option<Vec<u8>>)>>,
+}
+
+impl<T: Section + Send + Sync + 'static> Reloadable<T> {
+    /// Loads the settings once.
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] of the first load: a process should not start on a bad
+    /// configuration.
+    pub fn load(loader: ConfigLoader) -> Result<Self, ConfigError> {
+        let seen = read_layers(&loader);
+        let value = loader.load::<T>()?;
+        let (tx, _) = watch::channel(Arc::new(value));
+        Ok(Self {
+            loader,
+            tx,
+            seen: Mutex::new(seen),
+        })
+    }
+
+    /// The settings in force.
+    pub fn current(&self) -> Arc<T> {
+        self.tx.borrow().clone()
+    }
+
+    /// A receiver that sees every accepted reload.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<T>> {
+        self.tx.subscribe()
+    }
+
+    /// Reloads every layer now. On success the new settings are published and
+    /// returned; on failure the error is logged and returned, and the settings in
+    /// force do not change.
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] of the rejected configuration.
+    pub fn reload(&self) -> Result<Arc<T>, ConfigError> {
+        let layers = read_layers(&self.loader);
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = layers;
+        }
+        match self.loader.load::<T>() {
+            Ok(value) => {
+                let value = Arc::new(value);
+                self.tx.send_replace(value.clone());
+                info!(dir = %self.loader.dir().display(), "configuration reloaded");
+                Ok(value)
+            }
+            Err(e) => {
+                error!(error = %e, "configuration reload rejected; the previous configuration stays in force");
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether a layer file changed since the last (re)load.
+    pub fn files_changed(&self) -> bool {
+        let now = read_layers(&self.loader);
+        self.seen.lock().map(|seen| *seen != now).unwrap_or(true)
+    }
+
+    /// Polls the layer files every `interval` and reloads when one changed.
+    /// Stops when the returned handle is aborted or `self` is dropped.
+    pub fn watch_files(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(me) = me.upgrade() else { return };
+                if me.files_changed() {
+                    let _ = me.reload();
+                }
+            }
+        })
+    }
+}
+
+fn read_layers(loader: &ConfigLoader) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    loader
+        .layer_files()
+        .into_iter()
+        .map(|path| {
+            let content = std::fs::read(&path).ok();
+            (path, content)
+        })
+        .collect()
+}

@@ -1,0 +1,274 @@
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::*;
+
+/// A nested section shaped like `[server.rate_limit]`, for the loader's own tests.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+struct Doc {
+    registry: registry_actor::RegistryConfig,
+    outer: Outer,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+struct Outer {
+    inner: Inner,
+    name: String,
+}
+
+impl Default for Outer {
+    fn default() -> Self {
+        Self {
+            inner: Inner::default(),
+            name: "default".into(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+struct Inner {
+    rps: u32,
+    tags: Vec<String>,
+}
+
+impl Section for Doc {
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.outer.inner.rps > 1000 {
+            return Err((
+                "outer.inner.rps".into(),
+                format!("{} is above 1000", self.outer.inner.rps),
+            ));
+        }
+        Settings {
+            registry: self.registry.clone(),
+        }
+        .validate()
+    }
+}
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "gc-config-{name}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+
+    fn write(&self, file: &str, body: &str) -> &Self {
+        std::fs::write(self.0.join(file), body).expect("write");
+        self
+    }
+
+    fn loader(&self) -> ConfigLoader {
+        ConfigLoader::from_env()
+            .with_dir(&self.0)
+            .with_env_name(None)
+            .with_env_vars(HashMap::new())
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn no_files_at_all_gives_the_defaults() {
+    let dir = Dir::new("empty");
+    let doc: Doc = dir.loader().load().expect("defaults load");
+    assert_eq!(doc, Doc::default());
+}
+
+#[test]
+fn each_layer_overrides_the_one_before() {
+    let dir = Dir::new("layers");
+    dir.write(
+        "default.toml",
+        "[registry]\nprefix = \"/from-default\"\nlease_ttl = \"4s\"\nrequest_timeout = \"1s\"\n[outer]\nname = \"d\"\n",
+    )
+    .write("staging.toml", "[registry]\nprefix = \"/from-staging\"\nlease_ttl = \"5s\"\n")
+    .write("local.toml", "[registry]\nprefix = \"/from-local\"\n");
+    let loader = dir.loader().with_env_name(Some("staging".into()));
+
+    let doc: Doc = loader.load().expect("loads");
+    assert_eq!(
+        doc.registry.prefix(),
+        "/from-local",
+        "local beats the env file"
+    );
+    assert_eq!(
+        doc.registry.lease_ttl(),
+        Duration::from_secs(5),
+        "the env file beats default"
+    );
+    assert_eq!(
+        doc.registry.request_timeout(),
+        Duration::from_secs(1),
+        "default beats built-in"
+    );
+    assert_eq!(doc.outer.name, "d");
+
+    let doc: Doc = loader
+        .with_env_vars(vars(&[("GRPC_CLUSTER__REGISTRY__PREFIX", "/from-env")]))
+        .load()
+        .expect("loads");
+    assert_eq!(
+        doc.registry.prefix(),
+        "/from-env",
+        "the environment beats every file"
+    );
+}
+
+#[test]
+fn env_vars_override_a_nested_key_and_a_list() {
+    let dir = Dir::new("env");
+    dir.write("default.toml", "[outer.inner]\nrps = 10\n");
+    let doc: Doc = dir
+        .loader()
+        .with_env_vars(vars(&[
+            ("GRPC_CLUSTER__OUTER__INNER__RPS", "250"),
+            (
+                "GRPC_CLUSTER__REGISTRY__ENDPOINTS",
+                "10.0.0.1:2379,10.0.0.2:2379",
+            ),
+            ("UNRELATED", "x"),
+        ]))
+        .load()
+        .expect("loads");
+    assert_eq!(doc.outer.inner.rps, 250);
+    assert_eq!(doc.registry.endpoints(), ["10.0.0.1:2379", "10.0.0.2:2379"]);
+}
+
+#[test]
+fn every_kind_of_bad_value_names_the_key_and_where_it_was_set() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "[outer.inner]\nrps = \"many\"\n",
+            "wrong type",
+            &["outer.inner.rps", "local.toml"],
+        ),
+        (
+            "[outer.inner]\nrps = -1\n",
+            "negative into unsigned",
+            &["outer.inner.rps", "local.toml"],
+        ),
+        (
+            "[outer.inner]\nrps = 5000\n",
+            "out of range",
+            &["outer.inner.rps", "local.toml", "above 1000"],
+        ),
+        (
+            "[registry]\nlease_ttl = \"10\"\n",
+            "duration without unit",
+            &["lease_ttl", "local.toml", "no unit"],
+        ),
+        (
+            "[registry]\nlease_ttl = \"1s\"\n",
+            "below the minimum",
+            &["registry.lease_ttl", "local.toml"],
+        ),
+        (
+            "[registry]\nendpoints = [\"nohost\"]\n",
+            "bad address",
+            &["registry.endpoints", "local.toml"],
+        ),
+        (
+            "[registry]\nlease_tll = \"5s\"\n",
+            "misspelt key",
+            &["lease_tll", "local.toml"],
+        ),
+        ("[registry\nprefix = 1\n", "broken TOML", &["local.toml"]),
+    ];
+    for (body, what, needles) in cases {
+        let dir = Dir::new("bad");
+        dir.write("default.toml", "[registry]\nprefix = \"/ok\"\n")
+            .write("local.toml", body);
+        let err = dir.loader().load::<Doc>().expect_err(what).to_string();
+        for needle in *needles {
+            assert!(
+                err.contains(needle),
+                "{what}: `{err}` should mention `{needle}`"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_env_value_names_the_environment() {
+    let dir = Dir::new("badenv");
+    let err = dir
+        .loader()
+        .with_env_vars(vars(&[("GRPC_CLUSTER__REGISTRY__LEASE_TTL", "1s")]))
+        .load::<Doc>()
+        .expect_err("1s is below the minimum")
+        .to_string();
+    assert!(
+        err.contains("registry.lease_ttl") && err.contains("environment"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reload_applies_a_valid_edit_and_keeps_the_old_settings_on_an_invalid_one() {
+    let dir = Dir::new("reload");
+    dir.write("local.toml", "[outer.inner]\nrps = 10\n");
+    let settings = Reloadable::<Doc>::load(dir.loader()).expect("first load");
+    let mut changes = settings.subscribe();
+    assert_eq!(settings.current().outer.inner.rps, 10);
+    assert!(!settings.files_changed());
+
+    dir.write("local.toml", "[outer.inner]\nrps = 20\n");
+    assert!(settings.files_changed());
+    assert_eq!(settings.reload().expect("valid edit").outer.inner.rps, 20);
+    assert!(changes.has_changed().expect("open"));
+    assert_eq!(changes.borrow_and_update().outer.inner.rps, 20);
+
+    dir.write("local.toml", "[outer.inner]\nrps = 99999\n");
+    let err = settings.reload().expect_err("invalid edit").to_string();
+    assert!(err.contains("outer.inner.rps"), "{err}");
+    assert_eq!(
+        settings.current().outer.inner.rps,
+        20,
+        "the old settings stay in force"
+    );
+    assert!(!changes.has_changed().expect("open"), "nothing published");
+    assert!(
+        !settings.files_changed(),
+        "the rejected content counts as seen"
+    );
+}
+
+#[tokio::test]
+async fn file_watcher_picks_up_an_edit() {
+    let dir = Dir::new("watch");
+    dir.write("default.toml", "[outer]\nname = \"one\"\n");
+    let settings = std::sync::Arc::new(Reloadable::<Doc>::load(dir.loader()).expect("load"));
+    let mut changes = settings.subscribe();
+    let watcher = settings.watch_files(Duration::from_millis(20));
+    dir.write("default.toml", "[outer]\nname = \"two\"\n");
+    tokio::time::timeout(Duration::from_secs(5), changes.changed())
+        .await
+        .expect("the watcher reloads within a few polls")
+        .expect("open");
+    assert_eq!(settings.current().outer.name, "two");
+    watcher.abort();
+}
