@@ -1,0 +1,496 @@
+//! Serving tonic services as a cluster member: [`serve`], [`ServeBuilder`],
+//! [`Serving`] and [`ServeHandle`].
+//!
+//! # Start-up
+//!
+//! 1. The configuration is checked (errors name the key).
+//! 2. `server.listen` is bound; with port 0 the real port is what is advertised.
+//! 3. The gRPC health service (`grpc.health.v1.Health`) is added and reports
+//!    `SERVING` for `""` and every service of the [`Routes`].
+//! 4. The middleware is stacked, outermost first: bearer-token check
+//!    (`server.token`), [rate limits](crate::rate_limit), in-flight counting.
+//! 5. Only now, with a registry given, the node registers through a
+//!    [`Registrar`] (lease, keepalive, re-registration for ever; etcd down at
+//!    start-up is retried, not fatal), and a watch of its own service keeps the
+//!    live instance count for `cluster_rps`.
+//!
+//! # Shutdown
+//!
+//! On SIGTERM or SIGINT (unless [`ServeBuilder::signals`] turned them off), or
+//! [`ServeHandle::shutdown`], in this order (DESIGN §5):
+//!
+//! 1. **deregister**: the lease is revoked, then etcd is read until the key is
+//!    seen gone (at most `server.shutdown.deregister_timeout`; past it, or with
+//!    etcd down, the key expires with its lease);
+//! 2. **lame duck**: serving goes on for `server.shutdown.lame_duck`, so clients
+//!    that picked this node just before see it leave;
+//! 3. **NOT_SERVING**: the health service reports it for every service;
+//! 4. **stop accepting**: the listener is closed and GOAWAY is sent on every
+//!    connection;
+//! 5. **drain**: calls in flight finish, up to `server.shutdown.drain_timeout`;
+//! 6. **cancel**: connections still open at the deadline are closed, which
+//!    cancels their calls (handlers are dropped, clients see the stream reset).
+//!
+//! The [`ShutdownReport`] says what was drained and cancelled and how long each
+//! step took; it is logged and returned.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! # use std::convert::Infallible;
+//! # use tonic::{body::Body, server::NamedService};
+//! # async fn run<S>(my_service: S) -> Result<(), server_kit::Error>
+//! # where
+//! #     S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+//! #         + NamedService + Clone + Send + Sync + 'static,
+//! #     S::Future: Send + 'static,
+//! # {
+//! use registry_actor::RegistryConfig;
+//! use server_kit::{RateLimitConfig, Routes, ServeBuilder, ServerConfig};
+//!
+//! let config = ServerConfig::default()
+//!     .with_listen("127.0.0.1:0")
+//!     .with_service("echo")
+//!     .with_rate_limit(RateLimitConfig::default().with_rps(1000));
+//! let serving = ServeBuilder::new(config)
+//!     .routes(Routes::new(my_service))
+//!     .registry(RegistryConfig::default())
+//!     .start()
+//!     .await?;
+//! let handle = serving.handle();
+//! println!("listening on {}", handle.local_addr());
+//! // Later, e.g. from a config reload: handle.set_rate_limits(..)?;
+//! let report = serving.wait().await?; // returns after SIGTERM / handle.shutdown()
+//! println!("{report}");
+//! # Ok(()) }
+//! ```
+
+mod handle;
+mod routes;
+mod shutdown;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use governor::clock::MonotonicClock;
+use registry_actor::{Node, Registrar, RegistryConfig};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tower::{Service, ServiceBuilder};
+use tracing::{info, warn};
+
+pub use handle::ServeHandle;
+pub use routes::Routes;
+pub use shutdown::{Deregistration, Phase, ShutdownReport, ShutdownTrigger};
+
+use crate::auth::BearerAuthLayer;
+use crate::cluster::InstanceWatch;
+use crate::drain::{Connections, InFlight, TrackLayer};
+use crate::rate_limit::{LimiterClock, RateLimitLayer, RateLimits};
+use crate::{Error, ServerConfig};
+
+/// Serves `routes` with `config` until SIGTERM or SIGINT, without a registry,
+/// then shuts down in order and returns the report. For registration, runtime
+/// control or tests, use [`ServeBuilder`].
+///
+/// # Errors
+///
+/// [`Error::Config`] for a bad setting, [`Error::Bind`] when the address cannot
+/// be bound, [`Error::Serve`]/[`Error::Task`] when the server fails.
+pub async fn serve(
+    routes: impl Into<Routes>,
+    config: ServerConfig,
+) -> Result<ShutdownReport, Error> {
+    ServeBuilder::new(config)
+        .routes(routes)
+        .start()
+        .await?
+        .wait()
+        .await
+}
+
+/// Builds a server: services, settings, an optional registry. See the
+/// [module docs](self).
+pub struct ServeBuilder<C: LimiterClock = MonotonicClock> {
+    config: ServerConfig,
+    registry: Option<RegistryConfig>,
+    routes: Routes,
+    signals: bool,
+    clock: C,
+}
+
+impl ServeBuilder<MonotonicClock> {
+    /// A server with `config`, no service yet, no registry, stopped by SIGTERM
+    /// and SIGINT.
+    pub fn new(config: ServerConfig) -> Self {
+        Self {
+            config,
+            registry: None,
+            routes: Routes::default(),
+            signals: true,
+            clock: MonotonicClock,
+        }
+    }
+}
+
+impl<C: LimiterClock> ServeBuilder<C> {
+    /// Adds a service (default: none; the health service is always added).
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.routes = self.routes.add_service(service);
+        self
+    }
+
+    /// Replaces the services with `routes`.
+    pub fn routes(mut self, routes: impl Into<Routes>) -> Self {
+        self.routes = routes.into();
+        self
+    }
+
+    /// Registers the server in this registry once bound (default: no registry,
+    /// a standalone server). `server.service` is then required.
+    pub fn registry(mut self, registry: RegistryConfig) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Whether SIGTERM and SIGINT start the shutdown (default `true`). Tests
+    /// running several servers in one process turn it off.
+    pub fn signals(mut self, on: bool) -> Self {
+        self.signals = on;
+        self
+    }
+
+    /// The clock of the rate limiters (default governor's `MonotonicClock`;
+    /// tests use `FakeRelativeClock` for exact counts).
+    pub fn clock<C2: LimiterClock>(self, clock: C2) -> ServeBuilder<C2> {
+        ServeBuilder {
+            config: self.config,
+            registry: self.registry,
+            routes: self.routes,
+            signals: self.signals,
+            clock,
+        }
+    }
+
+    /// Binds, starts serving, then registers; returns once the listener accepts.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a bad setting (also: a registry without
+    /// `server.service`, or `listen` on every interface without `advertise`),
+    /// [`Error::Registry`] for bad registry settings, [`Error::Bind`] when the
+    /// address cannot be bound.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub async fn start(self) -> Result<Serving<C>, Error> {
+        let Self {
+            config,
+            registry,
+            routes,
+            signals,
+            clock,
+        } = self;
+        config.validate()?;
+        if let Some(registry) = &registry {
+            registry.validate().map_err(|e| match e {
+                registry_actor::Error::Config(invalid) => Error::Config(invalid),
+                other => Error::Registry(other),
+            })?;
+            if config.service().is_empty() {
+                return Err(Error::invalid(
+                    "server.service",
+                    "required to register in the registry",
+                ));
+            }
+        }
+        let limits = RateLimits::with_clock(config.rate_limit(), clock)?;
+
+        let listen = config.listen_addr()?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: listen,
+            source,
+        })?;
+        let advertised = advertised_addr(&config, local_addr)?;
+        let node_id = if config.node_id().is_empty() {
+            advertised.clone()
+        } else {
+            config.node_id().to_owned()
+        };
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let (routes, names) = routes.into_parts();
+        for name in &names {
+            health
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
+        }
+        let routes = routes.add_service(health_service);
+
+        let counters = Arc::new(InFlight::default());
+        let connections = Arc::new(Connections::new());
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).map({
+            let connections = connections.clone();
+            move |accepted| accepted.map(|stream| connections.wrap(stream))
+        });
+        let stack = ServiceBuilder::new()
+            .layer(BearerAuthLayer::new(config.token()))
+            .layer(RateLimitLayer::new(limits.clone()))
+            .layer(TrackLayer::new(counters.clone()))
+            .into_inner();
+        let (goaway, goaway_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(stack)
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = goaway_rx.await;
+                }),
+        );
+        info!(%local_addr, %advertised, services = ?names, "serving");
+
+        let mut background = vec![tokio::spawn(prune_callers(limits.clone())).abort_handle()];
+        let (trigger, trigger_rx) = watch::channel(None);
+        if signals {
+            let trigger = trigger.clone();
+            background.push(
+                tokio::spawn(async move {
+                    let name = shutdown::wait_for_signal().await;
+                    info!(signal = name, "signal received");
+                    handle::trigger(&trigger, ShutdownTrigger::Signal(name));
+                })
+                .abort_handle(),
+            );
+        }
+
+        // Registration comes last: the listener is bound and serving.
+        let (registrar, etcd) = match &registry {
+            None => (None, None),
+            Some(registry) => {
+                let node = node(&config, &node_id, &advertised)?;
+                let client = registry_actor::connect(registry).await?;
+                let registrar = Registrar::start(client.clone(), node, registry);
+                let watch = InstanceWatch::new(
+                    client.clone(),
+                    registry,
+                    config.service(),
+                    &node_id,
+                    limits.clone(),
+                );
+                background.push(tokio::spawn(watch.run()).abort_handle());
+                (Some(registrar), Some(client))
+            }
+        };
+        if registry.is_none() && config.rate_limit().cluster_rps() > 0 {
+            warn!("server.rate_limit.cluster_rps is set without a registry: this server takes all of it");
+        }
+
+        let handle = ServeHandle::new(handle::Inner {
+            trigger,
+            limits,
+            local_addr,
+            advertised,
+            node_id,
+            registry_key: registrar.as_ref().map(|r| r.key().to_owned()),
+            registration: registrar.as_ref().map(Registrar::state_changes),
+            counters: counters.clone(),
+        });
+        let driver = shutdown::Shutdown {
+            config: config.shutdown().clone(),
+            trigger: trigger_rx,
+            registrar,
+            etcd,
+            health,
+            names,
+            goaway: Some(goaway),
+            server,
+            counters,
+            connections,
+            background,
+        };
+        let driver = tokio::spawn(driver.run());
+        Ok(Serving { handle, driver })
+    }
+}
+
+impl<C: LimiterClock> std::fmt::Debug for ServeBuilder<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeBuilder")
+            .field("config", &self.config)
+            .field("registry", &self.registry)
+            .field("routes", &self.routes)
+            .field("signals", &self.signals)
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+/// A running server. [`wait`](Self::wait) for its [`ShutdownReport`]; control it
+/// through its [`ServeHandle`]. Dropping it leaves the server running until a
+/// signal or a handle stops it.
+#[derive(Debug)]
+pub struct Serving<C: LimiterClock = MonotonicClock> {
+    handle: ServeHandle<C>,
+    driver: tokio::task::JoinHandle<Result<ShutdownReport, Error>>,
+}
+
+impl<C: LimiterClock> Serving<C> {
+    /// A handle to control the server.
+    pub fn handle(&self) -> ServeHandle<C> {
+        self.handle.clone()
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    /// Waits until the server has shut down, and returns what the shutdown did.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Serve`] or [`Error::Task`] when the server ended without a
+    /// shutdown (it is deregistered all the same).
+    pub async fn wait(self) -> Result<ShutdownReport, Error> {
+        self.driver
+            .await
+            .map_err(|e| Error::Task(format!("shutdown task: {e}")))?
+    }
+}
+
+/// The node written to the registry.
+fn node(config: &ServerConfig, id: &str, addr: &str) -> Result<Node, Error> {
+    let mut node = Node::new(id, config.service(), addr)
+        .map_err(|e| Error::invalid("server.advertise", e.to_string()))?
+        .with_version(config.version())
+        .with_group(config.group())
+        .with_weight(config.weight())
+        .with_zone(config.zone());
+    for (k, v) in config.labels() {
+        node = node.with_label(k, v);
+    }
+    Ok(node)
+}
+
+/// `host:port` for the registry: `server.advertise` (a host gets the bound
+/// port), else the bound address unless it is every interface.
+fn advertised_addr(config: &ServerConfig, local: SocketAddr) -> Result<String, Error> {
+    let port = local.port();
+    let Some(advertise) = config.advertise() else {
+        if local.ip().is_unspecified() {
+            return Err(Error::invalid(
+                "server.advertise",
+                format!(
+                    "required when server.listen binds every interface ({}); \
+                     set the host other nodes reach this one at",
+                    config.listen()
+                ),
+            ));
+        }
+        return Ok(local.to_string());
+    };
+    if let Some(rest) = advertise.strip_prefix('[') {
+        // [v6] or [v6]:port
+        return match rest.split_once(']') {
+            Some((_, "")) => Ok(format!("{advertise}:{port}")),
+            Some((_, p))
+                if p.strip_prefix(':')
+                    .is_some_and(|p| p.parse::<u16>().is_ok()) =>
+            {
+                Ok(advertise.to_owned())
+            }
+            _ => Err(Error::invalid(
+                "server.advertise",
+                format!("`{advertise}` is not [ipv6] or [ipv6]:port"),
+            )),
+        };
+    }
+    match advertise.matches(':').count() {
+        0 => Ok(format!("{advertise}:{port}")),
+        1 => Ok(advertise.to_owned()),
+        _ => Ok(format!("[{advertise}]:{port}")), // a bare IPv6 address
+    }
+}
+
+/// Prunes idle callers every `prune_interval` (re-read each time: hot reload).
+async fn prune_callers<C: LimiterClock>(limits: RateLimits<C>) {
+    loop {
+        tokio::time::sleep(limits.prune_interval()).await;
+        limits.prune();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertises_the_bound_port_on_the_configured_host() {
+        let local: SocketAddr = "127.0.0.1:4321".parse().expect("addr");
+        let any: SocketAddr = "0.0.0.0:4321".parse().expect("addr");
+        let cases = [
+            (ServerConfig::default(), local, Ok("127.0.0.1:4321")),
+            (ServerConfig::default(), any, Err("server.advertise")),
+            (
+                ServerConfig::default().with_advertise("10.1.2.3"),
+                any,
+                Ok("10.1.2.3:4321"),
+            ),
+            (
+                ServerConfig::default().with_advertise("node-a:80"),
+                any,
+                Ok("node-a:80"),
+            ),
+            (
+                ServerConfig::default().with_advertise("[::1]"),
+                any,
+                Ok("[::1]:4321"),
+            ),
+            (
+                ServerConfig::default().with_advertise("[::1]:80"),
+                any,
+                Ok("[::1]:80"),
+            ),
+            (
+                ServerConfig::default().with_advertise("fe80::1"),
+                any,
+                Ok("[fe80::1]:4321"),
+            ),
+            (
+                ServerConfig::default().with_advertise("[::1]x"),
+                any,
+                Err("server.advertise"),
+            ),
+        ];
+        for (config, local, want) in cases {
+            let got = advertised_addr(&config, local);
+            match (got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want),
+                (Err(e), Err(key)) => assert!(e.to_string().contains(key), "{e}"),
+                (got, want) => panic!("{config:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The services a server serves, with their names for the health service.
+
+use std::convert::Infallible;
+use std::fmt;
+
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tower::Service;
+
+/// The tonic services to serve, and their names: each is reported `SERVING` by
+/// the health service while the server is up, `NOT_SERVING` during shutdown.
+///
+/// Built like tonic's `Routes`; a `tonic::service::Routes` converts too, but
+/// then only the overall health (service `""`) is reported, as its names cannot
+/// be read back.
+#[derive(Default)]
+pub struct Routes {
+    routes: tonic::service::Routes,
+    names: Vec<&'static str>,
+}
+
+impl Routes {
+    /// Routes serving `service`.
+    pub fn new<S>(service: S) -> Self
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        Self::default().add_service(service)
+    }
+
+    /// Adds `service` (a generated tonic server such as `EchoServer::new(..)`).
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.routes = self.routes.add_service(service);
+        if !self.names.contains(&S::NAME) {
+            self.names.push(S::NAME);
+        }
+        self
+    }
+
+    /// The names of the services, e.g. `echo.v1.Echo`.
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+
+    pub(crate) fn into_parts(self) -> (tonic::service::Routes, Vec<&'static str>) {
+        (self.routes, self.names)
+    }
+}
+
+impl From<tonic::service::Routes> for Routes {
+    fn from(routes: tonic::service::Routes) -> Self {
+        Self {
+            routes,
+            names: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for Routes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Routes")
+            .field("names", &self.names)
+            .finish()
+    }
+}
