@@ -1,1 +1,77 @@
-//! placeholder
+//! The actix cluster client of grpc-cluster.
+//!
+//! This part holds the **pickers**: one [`PickerActor`] per service, subscribed to
+//! the [`RegistryActor`](registry_actor::RegistryActor), that chooses the node of
+//! each call.
+//!
+//! ```text
+//! RegistryActor ──NodesChanged──▶ PickerActor ◀──Pick / PickAll── call actor
+//!                                   ▲   (snapshot, balancer,
+//!                                   │    selectors, ejection,
+//!                                   │    panic threshold)
+//!         ReportLoad, ConnectionFailed, ConnectionSucceeded ── connection actors
+//! ```
+//!
+//! # Picking
+//!
+//! * **Balancers** ([`Balancer`]): `pick_first`, `round_robin`, `random`,
+//!   `weighted_random` (alias table), `weighted_round_robin` (smooth, as nginx),
+//!   `least_request` (power of two choices on calls in flight), `consistent_hash`
+//!   (ring of virtual nodes; the key comes with the call as a [`HashKey`]).
+//! * **Selectors** ([`Selector`]): version (exact or a semver range such as
+//!   `>=1.2, <2`), group, zone, labels; [`Fallback`] `strict` (error naming the
+//!   selector and the versions available) or `any` (all nodes).
+//! * **Exclusion**: a [`Pick`] lists the nodes its call already tried.
+//! * **Ejection**: N consecutive connection failures eject a node for a backoff
+//!   growing per ejection, never more than a share of the nodes at once.
+//! * **Panic threshold**: a registry change removing more than a share of the
+//!   nodes at once is held until those nodes fail or a grace period passes.
+//!
+//! Everything a pick reads is built when the node set (or an ejection) changes;
+//! a pick only steps a prebuilt balancer. [`Picker`] is that logic without the
+//! actor.
+//!
+//! # Configuration
+//!
+//! [`ClientConfig`] is the picker part of `[client]` with its
+//! `[client.services.NAME]` tables ([`ServiceConfig`], [`EjectionConfig`]);
+//! [`ClientConfig::picker_config`] resolves a service's [`PickerConfig`].
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use actix::prelude::*;
+//! use cluster_client::{ClientConfig, Pick, PickerActor};
+//! use registry_actor::{RegistryActor, RegistryConfig};
+//!
+//! # #[actix::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry_config = RegistryConfig::default();
+//! let registry =
+//!     RegistryActor::new(registry_actor::connect(&registry_config).await?, &registry_config)
+//!         .start();
+//! let client_config = ClientConfig::default();
+//! let echo = PickerActor::new("echo", client_config.picker_config("echo")?, registry).start();
+//! let picked = echo.send(Pick::new()).await??;
+//! println!("call {} at {}", picked.node().id(), picked.node().addr());
+//! # Ok(()) }
+//! ```
+
+mod balance;
+mod config;
+mod ejection;
+mod error;
+mod hash;
+mod panic_guard;
+mod picker;
+mod selector;
+
+pub use balance::Balancer;
+pub use config::{ClientConfig, EjectionConfig, PickerConfig, ServiceConfig};
+pub use error::Error;
+pub use hash::HashKey;
+pub use picker::{
+    ConnectionFailed, ConnectionSucceeded, Inspect, NodeHandle, NodeStatus, Pick, PickAll, Picked,
+    Picker, PickerActor, PickerStatus, ReportLoad,
+};
+pub use selector::{Fallback, Selector};

@@ -1,0 +1,143 @@
+//! Pick cost of every balancer at 10, 1,000 and 10,000 nodes, the cost of a
+//! snapshot rebuild at 10,000 nodes, and one actor round trip for scale.
+//!
+//! `cargo bench -p cluster-client --bench picker -- --warm-up-time 1 --measurement-time 2`
+
+#![allow(missing_docs)] // criterion_group! generates an undocumented function.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use cluster_client::{
+    Balancer, HashKey, NodeHandle, Pick, Picker, PickerActor, PickerConfig, Selector,
+};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use registry_actor::{Node, NodesChanged, RegistryActor, RegistryConfig};
+
+const SIZES: [usize; 3] = [10, 1_000, 10_000];
+
+/// `n` nodes in three weight classes (50, 100, 150) and two versions.
+fn nodes(n: usize) -> Arc<[Node]> {
+    (0..n)
+        .map(|i| {
+            Node::new(
+                format!("echo-{i:05}"),
+                "echo",
+                format!("10.{}.{}.{}:50051", i >> 16, (i >> 8) & 255, i & 255),
+            )
+            .expect("valid node")
+            .with_weight(50 + 50 * (i % 3) as u32)
+            .with_version(if i % 2 == 0 { "1.4.0" } else { "2.0.0" })
+            .with_group(if i % 4 == 0 { "blue" } else { "green" })
+        })
+        .collect()
+}
+
+fn picker(balancer: Balancer, nodes: Arc<[Node]>) -> Picker {
+    let mut p = Picker::with_seed("echo", PickerConfig::default().with_balancer(balancer), 42);
+    p.update(nodes, 1, Instant::now());
+    p
+}
+
+/// A different, well-spread key per pick (for `consistent_hash`; others ignore it).
+fn next_key(counter: &mut u64) -> HashKey {
+    *counter = counter.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    HashKey::from_hash(*counter)
+}
+
+fn pick(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pick");
+    for balancer in Balancer::ALL {
+        for n in SIZES {
+            let mut p = picker(balancer, nodes(n));
+            let mut counter = 0u64;
+            group.bench_with_input(BenchmarkId::new(balancer.name(), n), &n, |b, _| {
+                b.iter(|| black_box(p.pick(None, &[], Some(next_key(&mut counter)))))
+            });
+        }
+    }
+    group.finish();
+}
+
+fn pick_with_exclusion_and_selector(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pick_10k");
+    let n = 10_000;
+    for balancer in Balancer::ALL {
+        let mut p = picker(balancer, nodes(n));
+        let status = p.status();
+        let exclude: Vec<NodeHandle> = status.nodes[..2].iter().map(|s| s.handle).collect();
+        let mut counter = 0u64;
+        group.bench_function(BenchmarkId::new("excluding_2", balancer.name()), |b| {
+            b.iter(|| black_box(p.pick(None, &exclude, Some(next_key(&mut counter)))))
+        });
+        let selector = Selector::new()
+            .with_version(">=1.2, <2")
+            .expect("range")
+            .with_group("blue");
+        group.bench_function(BenchmarkId::new("call_selector", balancer.name()), |b| {
+            b.iter(|| black_box(p.pick(Some(&selector), &[], Some(next_key(&mut counter)))))
+        });
+    }
+    group.finish();
+}
+
+fn rebuild(c: &mut Criterion) {
+    let mut group = c.benchmark_group("rebuild_10k");
+    group.sample_size(10);
+    let set = nodes(10_000);
+    for balancer in Balancer::ALL {
+        let mut p = picker(balancer, set.clone());
+        let mut revision = 1;
+        group.bench_function(balancer.name(), |b| {
+            b.iter(|| {
+                revision += 1;
+                p.update(set.clone(), revision, Instant::now());
+            })
+        });
+    }
+    group.finish();
+}
+
+fn actor_round_trip(c: &mut Criterion) {
+    let system = System::new();
+    let picker = system.block_on(async {
+        // A registry whose etcd is nowhere: the bench feeds the node set itself.
+        let config = RegistryConfig::default().with_endpoints(["127.0.0.1:9"]);
+        let client = registry_actor::connect(&config).await.expect("lazy client");
+        let registry = RegistryActor::new(client, &config).start();
+        let picker = PickerActor::new("echo", PickerConfig::default(), registry).start();
+        picker
+            .send(NodesChanged {
+                service: "echo".into(),
+                nodes: nodes(10_000),
+                revision: 1,
+            })
+            .await
+            .expect("picker alive");
+        picker
+    });
+    c.bench_function("actor_pick_round_trip/round_robin/10000", |b| {
+        b.iter_custom(|iters| {
+            system.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let picked = picker.send(Pick::new()).await.expect("alive");
+                    black_box(picked.expect("a node"));
+                }
+                start.elapsed()
+            })
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    // The bench harness's entry point.
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(1));
+    targets = pick, pick_with_exclusion_and_selector, rebuild, actor_round_trip
+}
+criterion_main!(benches);

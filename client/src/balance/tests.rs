@@ -1,0 +1,330 @@
+//! Property tests of the balancers: each against its defining property.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+use super::least_request::choose_less_loaded;
+use super::*;
+use crate::hash::HashKey;
+
+fn members<'a>(ids: &'a [String], weights: &[u32]) -> Vec<Member<'a>> {
+    ids.iter()
+        .zip(weights)
+        .map(|(id, &weight)| Member { id, weight })
+        .collect()
+}
+
+fn ids(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("node-{i}")).collect()
+}
+
+/// Picks `count` times with nothing excluded and no load.
+fn picks(policy: &mut Policy, rng: &mut SmallRng, count: usize) -> Vec<usize> {
+    (0..count)
+        .map(|_| {
+            policy
+                .pick(&mut PickCx {
+                    rng: &mut *rng,
+                    hash: None,
+                    accept: |_| true,
+                    load: |_| 0,
+                })
+                .expect("a candidate")
+        })
+        .collect()
+}
+
+fn counts(picks: &[usize], n: usize) -> Vec<usize> {
+    let mut c = vec![0; n];
+    for &p in picks {
+        c[p] += 1;
+    }
+    c
+}
+
+/// nginx's smooth weighted round robin, O(n) per pick, as written in
+/// `ngx_http_upstream_get_peer`: the reference the weight-class version must equal.
+fn nginx_swrr(weights: &[u32], picks: usize) -> Vec<usize> {
+    let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
+    let mut current = vec![0i64; weights.len()];
+    (0..picks)
+        .map(|_| {
+            let mut best: Option<usize> = None;
+            for (i, &w) in weights.iter().enumerate() {
+                if w == 0 {
+                    continue;
+                }
+                current[i] += i64::from(w);
+                if best.is_none_or(|b| current[i] > current[b]) {
+                    best = Some(i);
+                }
+            }
+            let b = best.expect("a positive weight");
+            current[b] -= total;
+            b
+        })
+        .collect()
+}
+
+/// Asserts every node's share of `picks` is within 2 percentage points of its
+/// share of the weights.
+fn assert_within_2_percent(picks: &[usize], weights: &[u32]) -> Result<(), TestCaseError> {
+    let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+    for (i, &c) in counts(picks, weights.len()).iter().enumerate() {
+        let expected = f64::from(weights[i]) / total;
+        let observed = c as f64 / picks.len() as f64;
+        prop_assert!(
+            (observed - expected).abs() <= 0.02,
+            "node {i}: observed {observed:.4}, expected {expected:.4}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn smooth_wrr_5_1_1_gives_the_nginx_sequence() {
+    let ids = ids(3);
+    let mut wrr = SmoothWrr::new(&members(&ids, &[5, 1, 1]));
+    let mut rng = SmallRng::seed_from_u64(1);
+    let names: String = (0..14)
+        .map(|_| {
+            let p = wrr
+                .pick(&mut PickCx {
+                    rng: &mut rng,
+                    hash: None,
+                    accept: |_| true,
+                    load: |_| 0,
+                })
+                .expect("pick");
+            ['a', 'b', 'c'][p]
+        })
+        .collect();
+    assert_eq!(names, "aabacaaaabacaa", "a a b a c a a, twice");
+}
+
+#[test]
+fn balancer_names_round_trip_and_unknown_names_list_the_choices() {
+    for b in Balancer::ALL {
+        assert_eq!(b.name().parse::<Balancer>().expect("known"), b);
+        assert_eq!(b.to_string(), b.name());
+    }
+    let err = "fastest"
+        .parse::<Balancer>()
+        .expect_err("unknown")
+        .to_string();
+    assert!(
+        err.contains("unknown balancer \"fastest\"; expected one of pick_first"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pick_first_takes_the_first_not_excluded() {
+    let mut p = Policy::PickFirst { len: 3 };
+    let mut rng = SmallRng::seed_from_u64(1);
+    let mut cx = PickCx {
+        rng: &mut rng,
+        hash: None,
+        accept: |i| i != 0,
+        load: |_| 0,
+    };
+    assert_eq!(p.pick(&mut cx), Some(1));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn round_robin_cycles_exactly(n in 1usize..60, rounds in 1usize..6, seed: u64) {
+        let ids = ids(n);
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut p = Policy::build(Balancer::RoundRobin, &members(&ids, &vec![100; n]), &mut rng);
+        let seq = picks(&mut p, &mut rng, n * rounds);
+        prop_assert!(counts(&seq, n).iter().all(|&c| c == rounds), "every node exactly {rounds} times");
+        for w in seq.windows(2) {
+            prop_assert_eq!(w[1], (w[0] + 1) % n, "each pick is the next position");
+        }
+    }
+
+    #[test]
+    fn round_robin_skips_excluded_and_keeps_cycling(n in 2usize..40, excluded in 0usize..40, seed: u64) {
+        let excluded = excluded % n;
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut rr = RoundRobin::new(n, &mut rng);
+        let seq: Vec<usize> = (0..2 * (n - 1)).map(|_| rr.pick(|i| i != excluded).expect("pick")).collect();
+        prop_assert!(!seq.contains(&excluded));
+        let c = counts(&seq, n);
+        prop_assert!((0..n).filter(|&i| i != excluded).all(|i| c[i] == 2));
+    }
+
+    #[test]
+    fn weighted_random_is_within_2_percent_of_the_weights(
+        weights in prop::collection::vec(1u32..200, 1..9), seed: u64,
+    ) {
+        let ids = ids(weights.len());
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut p = Policy::build(Balancer::WeightedRandom, &members(&ids, &weights), &mut rng);
+        let seq = picks(&mut p, &mut rng, 100_000);
+        assert_within_2_percent(&seq, &weights)?;
+    }
+
+    #[test]
+    fn alias_table_holds_exactly_the_weights(weights in prop::collection::vec(1u32..u32::MAX, 1..50)) {
+        let ids = ids(weights.len());
+        let table = AliasTable::new(&members(&ids, &weights));
+        let n = weights.len() as f64;
+        let mut mass = vec![0f64; weights.len()];
+        for (i, (&t, &a)) in table.threshold.iter().zip(table.alias.iter()).enumerate() {
+            let keep = t as f64 / 2f64.powi(32);
+            mass[i] += keep / n;
+            mass[a as usize] += (1.0 - keep) / n;
+        }
+        let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+        for (i, &w) in weights.iter().enumerate() {
+            prop_assert!((mass[i] - f64::from(w) / total).abs() < 1e-6, "node {i}");
+        }
+    }
+
+    #[test]
+    fn weighted_round_robin_is_within_2_percent_and_exact_per_period(
+        weights in prop::collection::vec(1u32..200, 1..9), seed: u64,
+    ) {
+        let ids = ids(weights.len());
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut p = Policy::build(Balancer::WeightedRoundRobin, &members(&ids, &weights), &mut rng);
+        let seq = picks(&mut p, &mut rng, 100_000);
+        assert_within_2_percent(&seq, &weights)?;
+        let period: usize = weights.iter().map(|&w| w as usize).sum();
+        let c = counts(&seq[..period], weights.len());
+        prop_assert!(c.iter().zip(&weights).all(|(&c, &w)| c == w as usize), "one period holds each weight exactly");
+    }
+
+    #[test]
+    fn weighted_round_robin_equals_nginx(
+        weights in prop::collection::vec(prop_oneof![Just(1u32), Just(5), 1u32..20], 1..30),
+    ) {
+        let ids = ids(weights.len());
+        let mut wrr = SmoothWrr::new(&members(&ids, &weights));
+        let mut rng = SmallRng::seed_from_u64(0);
+        let period: usize = weights.iter().map(|&w| w as usize).sum();
+        let ours: Vec<usize> = (0..2 * period + 7)
+            .map(|_| wrr.pick(&mut PickCx { rng: &mut rng, hash: None, accept: |_| true, load: |_| 0 }).expect("pick"))
+            .collect();
+        prop_assert_eq!(ours, nginx_swrr(&weights, 2 * period + 7));
+    }
+
+    #[test]
+    fn consistent_hash_keeps_a_key_on_its_node_while_the_set_is_unchanged(
+        n in 1usize..40, keys in prop::collection::vec(any::<u64>(), 1..200), seed: u64,
+    ) {
+        let ids = ids(n);
+        let weights = vec![100; n];
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let ring = Ring::new(&members(&ids, &weights));
+        let rebuilt = Ring::new(&members(&ids, &weights));
+        for &key in &keys {
+            let mut cx = PickCx { rng: &mut rng, hash: Some(key), accept: |_| true, load: |_| 0 };
+            let first = ring.pick(&mut cx);
+            prop_assert_eq!(first, ring.pick(&mut cx), "same ring, same node");
+            prop_assert_eq!(first, rebuilt.pick(&mut cx), "rebuilt ring, same node");
+        }
+    }
+
+    #[test]
+    fn consistent_hash_moves_about_one_eleventh_when_an_eleventh_node_joins(prefix in "[a-z]{1,8}") {
+        let ten: Vec<String> = (0..10).map(|i| format!("{prefix}-{i}")).collect();
+        let mut eleven = ten.clone();
+        eleven.push(format!("{prefix}-new"));
+        let weights = vec![100; 11];
+        let before = Ring::new(&members(&ten, &weights));
+        let after = Ring::new(&members(&eleven, &weights));
+        let mut rng = SmallRng::seed_from_u64(0);
+        let mut moved = 0;
+        for k in 0..10_000u32 {
+            let hash = Some(HashKey::of(k.to_le_bytes()).get());
+            let mut cx = PickCx { rng: &mut rng, hash, accept: |_| true, load: |_| 0 };
+            let (a, b) = (before.pick(&mut cx), after.pick(&mut cx));
+            if a != b {
+                moved += 1;
+                prop_assert_eq!(b, Some(10), "a key only ever moves to the new node");
+            }
+        }
+        prop_assert!(moved as f64 <= 10_000.0 * (1.0 / 11.0 + 0.03), "{moved} of 10000 keys moved");
+    }
+
+    #[test]
+    fn least_request_picks_the_less_loaded_of_two(loads in prop::collection::vec(0u32..10, 2..3), seed: u64) {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut p = Policy::build(Balancer::LeastRequest, &members(&ids(2), &[100, 100]), &mut rng);
+        for _ in 0..20 {
+            let pick = p.pick(&mut PickCx { rng: &mut rng, hash: None, accept: |_| true, load: |i| loads[i] }).expect("pick");
+            prop_assert_eq!(loads[pick], *loads.iter().min().expect("two"));
+        }
+    }
+
+    #[test]
+    fn least_request_never_takes_the_worse_of_its_two(a in 0usize..100, b in 0usize..100, loads in prop::collection::vec(0u32..5, 100)) {
+        let chosen = choose_less_loaded(a, b, |i| loads[i]);
+        prop_assert!(chosen == a || chosen == b);
+        prop_assert_eq!(loads[chosen], loads[a].min(loads[b]));
+    }
+
+    #[test]
+    fn least_request_never_picks_a_unique_most_loaded_node(n in 3usize..30, hot in 0usize..30, seed: u64) {
+        let hot = hot % n;
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut p = Policy::build(Balancer::LeastRequest, &members(&ids(n), &vec![100; n]), &mut rng);
+        for _ in 0..200 {
+            let pick = p.pick(&mut PickCx { rng: &mut rng, hash: None, accept: |_| true, load: |i| if i == hot { 9 } else { 1 } });
+            prop_assert_ne!(pick, Some(hot));
+        }
+    }
+
+    #[test]
+    fn no_balancer_picks_an_excluded_node(
+        weights in prop::collection::vec(1u32..50, 1..30),
+        excluded in prop::collection::btree_set(0usize..30, 0..30),
+        which in 0usize..7, seed: u64, hash: u64,
+    ) {
+        let balancer = Balancer::ALL[which];
+        let n = weights.len();
+        let ids = ids(n);
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut p = Policy::build(balancer, &members(&ids, &weights), &mut rng);
+        let all_excluded = (0..n).all(|i| excluded.contains(&i));
+        for _ in 0..20 {
+            let pick = p.pick(&mut PickCx { rng: &mut rng, hash: Some(hash), accept: |i| !excluded.contains(&i), load: |_| 0 });
+            match pick {
+                Some(i) => prop_assert!(i < n && !excluded.contains(&i), "{balancer} picked excluded {i}"),
+                None => prop_assert!(all_excluded, "{balancer} found nothing though some node is left"),
+            }
+        }
+    }
+
+    #[test]
+    fn randomized_balancers_reach_every_node(n in 1usize..20, which in prop::sample::select(vec![2usize, 3, 5]), seed: u64) {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut p = Policy::build(Balancer::ALL[which], &members(&ids(n), &vec![100; n]), &mut rng);
+        let seq = picks(&mut p, &mut rng, 400 * n);
+        let seen: HashMap<usize, usize> = seq.iter().map(|&i| (i, 1)).collect();
+        prop_assert_eq!(seen.len(), n);
+    }
+}
+
+#[test]
+fn big_rings_are_capped_and_keep_every_node() {
+    let ids = ids(10_000);
+    let ring = Ring::new(&members(&ids, &vec![100; 10_000]));
+    assert!(ring.len() as u64 <= consistent_hash::MAX_POINTS + 10_000);
+    assert!(ring.len() >= 10_000, "every node keeps at least one point");
+    let small = Ring::new(&members(&ids[..3], &[100, 200, 0]));
+    let per_default = consistent_hash::VNODES_PER_DEFAULT_WEIGHT as usize;
+    assert_eq!(
+        small.len(),
+        3 * per_default,
+        "points follow the weight; weight 0 has none"
+    );
+}

@@ -1,0 +1,710 @@
+//! Settings of the client's pickers: the picker part of `[client]` and its
+//! `[client.services.NAME]` tables.
+//!
+//! ```toml
+//! [client]
+//! balancer = "round_robin"      # pick_first | round_robin | random | weighted_random
+//!                               # | weighted_round_robin | least_request | consistent_hash
+//! fallback = "any"              # strict | any: when no node matches a selector
+//! panic_threshold = 0.5         # hold a registry change removing more than this share
+//! panic_grace = "30s"           # ... until the nodes fail or this passes
+//! discovery_timeout = "5s"      # how long a pick waits for the first node set
+//!
+//! [client.ejection]
+//! failures = 5                  # consecutive connection failures that eject a node
+//! base_time = "10s"             # first ejection; doubles per ejection ...
+//! max_time = "5m"               # ... up to this
+//! max_share = 0.5               # never eject more than this share of the nodes
+//!
+//! [client.services.echo]        # per service; every key above may be overridden
+//! balancer = "consistent_hash"
+//! version = ">=1.2, <2"         # exact ("v1") or a semver range
+//! group = "blue"
+//! zone = "eu-1"
+//! labels = ["canary=false"]
+//! fallback = "strict"
+//! ejection = { failures = 3 }   # the other ejection keys come from [client.ejection]
+//! ```
+//!
+//! The types are plain serde data with private fields; [`ClientConfig::validate`]
+//! checks every value and names the full key path in its error, and
+//! [`ClientConfig::picker_config`] resolves one service's [`PickerConfig`].
+//!
+//! # Examples
+//!
+//! ```
+//! use cluster_client::{Balancer, ClientConfig};
+//!
+//! let config: ClientConfig = serde_json::from_str(
+//!     r#"{"services": {"echo": {"balancer": "least_request", "version": ">=1.2, <2"}}}"#,
+//! )?;
+//! config.validate()?;
+//! let echo = config.picker_config("echo")?;
+//! assert_eq!(echo.balancer(), Balancer::LeastRequest);
+//! assert_eq!(echo.selector().version(), Some(">=1.2, <2"));
+//! assert_eq!(config.picker_config("other")?.balancer(), Balancer::RoundRobin);
+//!
+//! let bad: ClientConfig =
+//!     serde_json::from_str(r#"{"services": {"echo": {"balancer": "foo"}}}"#)?;
+//! let err = bad.validate().unwrap_err().to_string();
+//! assert!(err.contains(r#"client.services.echo.balancer: unknown balancer "foo""#));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use registry_actor::config::duration;
+use serde::{Deserialize, Serialize};
+
+use crate::selector::parse_label;
+use crate::{Balancer, Error, Fallback, Selector};
+
+const DEFAULT_FAILURES: u32 = 5;
+const DEFAULT_BASE_TIME: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_TIME: Duration = Duration::from_secs(300);
+const DEFAULT_MAX_SHARE: f64 = 0.5;
+const DEFAULT_PANIC_THRESHOLD: f64 = 0.5;
+const DEFAULT_PANIC_GRACE: Duration = Duration::from_secs(30);
+const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The picker part of `[client]`: defaults for every service, and one
+/// [`ServiceConfig`] per `[client.services.NAME]` table. See the
+/// [module docs](self).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    balancer: String,
+    fallback: String,
+    ejection: EjectionConfig,
+    panic_threshold: f64,
+    #[serde(with = "duration")]
+    panic_grace: Duration,
+    #[serde(with = "duration")]
+    discovery_timeout: Duration,
+    services: BTreeMap<String, ServiceConfig>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            balancer: Balancer::default().name().to_owned(),
+            fallback: Fallback::default().name().to_owned(),
+            ejection: EjectionConfig::default(),
+            panic_threshold: DEFAULT_PANIC_THRESHOLD,
+            panic_grace: DEFAULT_PANIC_GRACE,
+            discovery_timeout: DEFAULT_DISCOVERY_TIMEOUT,
+            services: BTreeMap::new(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Default balancer of every service (default `round_robin`).
+    pub fn with_balancer(mut self, balancer: Balancer) -> Self {
+        self.balancer = balancer.name().to_owned();
+        self
+    }
+
+    /// Default fallback of every service (default `any`).
+    pub fn with_fallback(mut self, fallback: Fallback) -> Self {
+        self.fallback = fallback.name().to_owned();
+        self
+    }
+
+    /// Default ejection settings of every service (defaults: see
+    /// [`EjectionConfig`]).
+    pub fn with_ejection(mut self, ejection: EjectionConfig) -> Self {
+        self.ejection = ejection;
+        self
+    }
+
+    /// Default panic threshold (default 0.5): a registry change removing more than
+    /// this share of a service's nodes at once is held.
+    pub fn with_panic_threshold(mut self, share: f64) -> Self {
+        self.panic_threshold = share;
+        self
+    }
+
+    /// Default panic grace (default 30 s): how long held nodes stay at most.
+    pub fn with_panic_grace(mut self, grace: Duration) -> Self {
+        self.panic_grace = grace;
+        self
+    }
+
+    /// Default discovery timeout (default 5 s): how long a pick waits for a
+    /// service's first node set.
+    pub fn with_discovery_timeout(mut self, timeout: Duration) -> Self {
+        self.discovery_timeout = timeout;
+        self
+    }
+
+    /// Sets the table of one service (default: none, every key from the defaults).
+    pub fn with_service(mut self, name: impl Into<String>, service: ServiceConfig) -> Self {
+        self.services.insert(name.into(), service);
+        self
+    }
+
+    /// The `[client.services.NAME]` tables.
+    pub fn services(&self) -> &BTreeMap<String, ServiceConfig> {
+        &self.services
+    }
+
+    /// Checks every value; the error names the full key path
+    /// (`client.services.echo.balancer: unknown balancer "foo"; expected one of ...`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an unknown balancer or fallback, a version that looks
+    /// like a range but is not one, a label that is not `k=v`, an ejection with 0
+    /// failures, a zero base time, a max time below the base time, or a share
+    /// outside 0..=1.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.defaults("client")?;
+        for name in self.services.keys() {
+            if name.is_empty() {
+                return Err(Error::Config(
+                    "client.services: a service name is empty".to_owned(),
+                ));
+            }
+            self.picker_config(name)?;
+        }
+        Ok(())
+    }
+
+    /// The resolved settings of `service`: its table over the defaults. A service
+    /// without a table gets the defaults.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the key path of the first invalid value.
+    pub fn picker_config(&self, service: &str) -> Result<PickerConfig, Error> {
+        let mut config = self.defaults("client")?;
+        let Some(svc) = self.services.get(service) else {
+            return Ok(config);
+        };
+        let path = format!("client.services.{service}");
+        let key = |k: &str| format!("{path}.{k}");
+        if let Some(b) = &svc.balancer {
+            config.balancer = parse_at(&key("balancer"), b)?;
+        }
+        if let Some(f) = &svc.fallback {
+            config.fallback = parse_at(&key("fallback"), f)?;
+        }
+        let mut selector = Selector::new();
+        if let Some(v) = &svc.version {
+            selector = selector
+                .with_version(v)
+                .map_err(|e| Error::Config(format!("{}: {e}", key("version"))))?;
+        }
+        if let Some(g) = &svc.group {
+            selector = selector.with_group(g.clone());
+        }
+        if let Some(z) = &svc.zone {
+            selector = selector.with_zone(z.clone());
+        }
+        for pair in svc.labels.iter().flatten() {
+            let (k, v) = parse_label(pair)
+                .map_err(|why| Error::Config(format!("{}: {why}", key("labels"))))?;
+            selector = selector.with_label(k, v);
+        }
+        config.selector = selector;
+        if let Some(e) = &svc.ejection {
+            config.ejection = e.merged_over(&self.ejection);
+            config.ejection.validate(&key("ejection"))?;
+        }
+        if let Some(t) = svc.panic_threshold {
+            check_share(&key("panic_threshold"), t)?;
+            config.panic_threshold = t;
+        }
+        if let Some(g) = svc.panic_grace {
+            config.panic_grace = g;
+        }
+        if let Some(t) = svc.discovery_timeout {
+            config.discovery_timeout = t;
+        }
+        Ok(config)
+    }
+
+    fn defaults(&self, path: &str) -> Result<PickerConfig, Error> {
+        self.ejection.validate(&format!("{path}.ejection"))?;
+        check_share(&format!("{path}.panic_threshold"), self.panic_threshold)?;
+        Ok(PickerConfig {
+            balancer: parse_at(&format!("{path}.balancer"), &self.balancer)?,
+            selector: Selector::new(),
+            fallback: parse_at(&format!("{path}.fallback"), &self.fallback)?,
+            ejection: self.ejection.clone(),
+            panic_threshold: self.panic_threshold,
+            panic_grace: self.panic_grace,
+            discovery_timeout: self.discovery_timeout,
+        })
+    }
+}
+
+/// One `[client.services.NAME]` table: every key is optional and falls back to
+/// the `[client]` default. See the [module docs](self).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    balancer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fallback: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ejection: Option<EjectionConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    panic_threshold: Option<f64>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    panic_grace: Option<Duration>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    discovery_timeout: Option<Duration>,
+}
+
+impl ServiceConfig {
+    /// The balancer of this service (default: `[client]`'s).
+    pub fn with_balancer(mut self, balancer: Balancer) -> Self {
+        self.balancer = Some(balancer.name().to_owned());
+        self
+    }
+
+    /// Only nodes of this version, exact or a semver range (default: any).
+    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// Only nodes of this group (default: any).
+    pub fn with_group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Only nodes of this zone (default: any).
+    pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
+        self.zone = Some(zone.into());
+        self
+    }
+
+    /// Only nodes with these labels, each `k=v` (default: none required).
+    pub fn with_labels<I, S>(mut self, labels: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.labels = Some(labels.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The fallback when nothing matches (default: `[client]`'s).
+    pub fn with_fallback(mut self, fallback: Fallback) -> Self {
+        self.fallback = Some(fallback.name().to_owned());
+        self
+    }
+
+    /// Ejection keys of this service; unset ones come from `[client.ejection]`.
+    pub fn with_ejection(mut self, ejection: EjectionConfig) -> Self {
+        self.ejection = Some(ejection);
+        self
+    }
+
+    /// The panic threshold of this service (default: `[client]`'s).
+    pub fn with_panic_threshold(mut self, share: f64) -> Self {
+        self.panic_threshold = Some(share);
+        self
+    }
+
+    /// The panic grace of this service (default: `[client]`'s).
+    pub fn with_panic_grace(mut self, grace: Duration) -> Self {
+        self.panic_grace = Some(grace);
+        self
+    }
+}
+
+/// The `ejection` table: when consecutive connection failures take a node out, for
+/// how long, and how many at most. Unset keys take the next level's value, and in
+/// the end the defaults below.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EjectionConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failures: Option<u32>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    base_time: Option<Duration>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    max_time: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_share: Option<f64>,
+}
+
+impl EjectionConfig {
+    /// Consecutive connection failures that eject a node (default 5, at least 1).
+    pub fn with_failures(mut self, failures: u32) -> Self {
+        self.failures = Some(failures);
+        self
+    }
+
+    /// Length of a first ejection (default 10 s); each further ejection doubles it.
+    pub fn with_base_time(mut self, time: Duration) -> Self {
+        self.base_time = Some(time);
+        self
+    }
+
+    /// Longest ejection (default 5 min, at least the base time).
+    pub fn with_max_time(mut self, time: Duration) -> Self {
+        self.max_time = Some(time);
+        self
+    }
+
+    /// Largest share of a service's nodes ejected at once (default 0.5).
+    pub fn with_max_share(mut self, share: f64) -> Self {
+        self.max_share = Some(share);
+        self
+    }
+
+    /// Consecutive failures that eject a node.
+    pub fn failures(&self) -> u32 {
+        self.failures.unwrap_or(DEFAULT_FAILURES)
+    }
+
+    /// Length of a first ejection.
+    pub fn base_time(&self) -> Duration {
+        self.base_time.unwrap_or(DEFAULT_BASE_TIME)
+    }
+
+    /// Longest ejection.
+    pub fn max_time(&self) -> Duration {
+        self.max_time.unwrap_or(DEFAULT_MAX_TIME)
+    }
+
+    /// Largest share of the nodes ejected at once.
+    pub fn max_share(&self) -> f64 {
+        self.max_share.unwrap_or(DEFAULT_MAX_SHARE)
+    }
+
+    /// These keys over `base`: the ones set here win.
+    pub fn merged_over(&self, base: &EjectionConfig) -> EjectionConfig {
+        EjectionConfig {
+            failures: self.failures.or(base.failures),
+            base_time: self.base_time.or(base.base_time),
+            max_time: self.max_time.or(base.max_time),
+            max_share: self.max_share.or(base.max_share),
+        }
+    }
+
+    fn validate(&self, path: &str) -> Result<(), Error> {
+        if self.failures() == 0 {
+            return Err(Error::Config(format!(
+                "{path}.failures: must be at least 1"
+            )));
+        }
+        if self.base_time().is_zero() {
+            return Err(Error::Config(format!(
+                "{path}.base_time: must be above zero"
+            )));
+        }
+        if self.max_time() < self.base_time() {
+            return Err(Error::Config(format!(
+                "{path}.max_time: {} is below base_time {}",
+                duration::format(self.max_time()),
+                duration::format(self.base_time())
+            )));
+        }
+        check_share(&format!("{path}.max_share"), self.max_share())
+    }
+}
+
+/// The resolved picker settings of one service, as [`ClientConfig::picker_config`]
+/// gives them or built directly.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use cluster_client::{Balancer, EjectionConfig, Fallback, PickerConfig, Selector};
+///
+/// let config = PickerConfig::default()
+///     .with_balancer(Balancer::WeightedRoundRobin)
+///     .with_selector(Selector::new().with_group("blue"))
+///     .with_fallback(Fallback::Strict)
+///     .with_ejection(EjectionConfig::default().with_failures(3))
+///     .with_panic_grace(Duration::from_secs(10));
+/// assert_eq!(config.ejection().failures(), 3);
+/// assert_eq!(config.panic_threshold(), 0.5);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct PickerConfig {
+    balancer: Balancer,
+    selector: Selector,
+    fallback: Fallback,
+    ejection: EjectionConfig,
+    panic_threshold: f64,
+    panic_grace: Duration,
+    discovery_timeout: Duration,
+}
+
+impl Default for PickerConfig {
+    fn default() -> Self {
+        Self {
+            balancer: Balancer::default(),
+            selector: Selector::new(),
+            fallback: Fallback::default(),
+            ejection: EjectionConfig::default(),
+            panic_threshold: DEFAULT_PANIC_THRESHOLD,
+            panic_grace: DEFAULT_PANIC_GRACE,
+            discovery_timeout: DEFAULT_DISCOVERY_TIMEOUT,
+        }
+    }
+}
+
+impl PickerConfig {
+    /// The balancer (default `round_robin`).
+    pub fn with_balancer(mut self, balancer: Balancer) -> Self {
+        self.balancer = balancer;
+        self
+    }
+
+    /// The service's selector (default: every node); a call's selector is merged
+    /// over it.
+    pub fn with_selector(mut self, selector: Selector) -> Self {
+        self.selector = selector;
+        self
+    }
+
+    /// The fallback when nothing matches (default `any`).
+    pub fn with_fallback(mut self, fallback: Fallback) -> Self {
+        self.fallback = fallback;
+        self
+    }
+
+    /// Ejection settings (defaults: see [`EjectionConfig`]).
+    pub fn with_ejection(mut self, ejection: EjectionConfig) -> Self {
+        self.ejection = ejection;
+        self
+    }
+
+    /// Panic threshold (default 0.5).
+    pub fn with_panic_threshold(mut self, share: f64) -> Self {
+        self.panic_threshold = share;
+        self
+    }
+
+    /// Panic grace (default 30 s).
+    pub fn with_panic_grace(mut self, grace: Duration) -> Self {
+        self.panic_grace = grace;
+        self
+    }
+
+    /// How long a pick waits for the first node set (default 5 s).
+    pub fn with_discovery_timeout(mut self, timeout: Duration) -> Self {
+        self.discovery_timeout = timeout;
+        self
+    }
+
+    /// The balancer.
+    pub fn balancer(&self) -> Balancer {
+        self.balancer
+    }
+
+    /// The service's selector.
+    pub fn selector(&self) -> &Selector {
+        &self.selector
+    }
+
+    /// The fallback.
+    pub fn fallback(&self) -> Fallback {
+        self.fallback
+    }
+
+    /// The ejection settings.
+    pub fn ejection(&self) -> &EjectionConfig {
+        &self.ejection
+    }
+
+    /// The panic threshold.
+    pub fn panic_threshold(&self) -> f64 {
+        self.panic_threshold
+    }
+
+    /// The panic grace.
+    pub fn panic_grace(&self) -> Duration {
+        self.panic_grace
+    }
+
+    /// The discovery timeout.
+    pub fn discovery_timeout(&self) -> Duration {
+        self.discovery_timeout
+    }
+}
+
+fn parse_at<T: std::str::FromStr<Err = Error>>(key: &str, value: &str) -> Result<T, Error> {
+    value.parse().map_err(|e| match e {
+        Error::Config(why) => Error::Config(format!("{key}: {why}")),
+        other => Error::Config(format!("{key}: {other}")),
+    })
+}
+
+fn check_share(key: &str, share: f64) -> Result<(), Error> {
+    if (0.0..=1.0).contains(&share) {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{key}: {share} is not a share between 0 and 1"
+        )))
+    }
+}
+
+/// `Option<Duration>` as an optional duration string.
+mod opt_duration {
+    use std::time::Duration;
+
+    use registry_actor::config::duration;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        s.map(|s| duration::parse(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> ClientConfig {
+        serde_json::from_str(json).expect("valid json config")
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let config = ClientConfig::default();
+        config.validate().expect("defaults valid");
+        let p = config.picker_config("any-service").expect("defaults");
+        assert_eq!(p.balancer(), Balancer::RoundRobin);
+        assert_eq!(p.fallback(), Fallback::Any);
+        assert_eq!(p.ejection().failures(), 5);
+        assert_eq!(p.ejection().base_time(), Duration::from_secs(10));
+        assert_eq!(p.ejection().max_time(), Duration::from_secs(300));
+        assert_eq!(p.ejection().max_share(), 0.5);
+        assert_eq!(p.panic_threshold(), 0.5);
+        assert_eq!(p.panic_grace(), Duration::from_secs(30));
+        assert!(p.selector().is_empty());
+        assert_eq!(p, PickerConfig::default());
+    }
+
+    #[test]
+    fn service_tables_override_the_defaults_key_by_key() {
+        let config = parse(
+            r#"{"balancer": "random", "ejection": {"failures": 3, "base_time": "1s"},
+                "services": {"echo": {"version": "v1", "group": "blue", "zone": "z",
+                  "labels": ["canary=false"], "fallback": "strict",
+                  "ejection": {"max_share": 0.25}, "panic_grace": "2s"}}}"#,
+        );
+        config.validate().expect("valid");
+        let p = config.picker_config("echo").expect("echo");
+        assert_eq!(p.balancer(), Balancer::Random);
+        assert_eq!(p.fallback(), Fallback::Strict);
+        assert_eq!(
+            p.selector().to_string(),
+            "version v1, group blue, zone z, labels canary=false"
+        );
+        assert_eq!(p.ejection().failures(), 3, "from [client.ejection]");
+        assert_eq!(p.ejection().base_time(), Duration::from_secs(1));
+        assert_eq!(p.ejection().max_share(), 0.25, "from the service");
+        assert_eq!(p.panic_grace(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_values_name_their_full_key_path() {
+        let cases = [
+            (
+                r#"{"services": {"echo": {"balancer": "foo"}}}"#,
+                r#"client.services.echo.balancer: unknown balancer "foo"; expected one of pick_first, round_robin, random, weighted_random, weighted_round_robin, least_request, consistent_hash"#,
+            ),
+            (
+                r#"{"balancer": "rr"}"#,
+                "client.balancer: unknown balancer \"rr\"",
+            ),
+            (
+                r#"{"services": {"echo": {"fallback": "maybe"}}}"#,
+                "client.services.echo.fallback: unknown fallback \"maybe\"",
+            ),
+            (
+                r#"{"services": {"echo": {"version": ">=one"}}}"#,
+                "client.services.echo.version: invalid selector `>=one`",
+            ),
+            (
+                r#"{"services": {"echo": {"labels": ["canary"]}}}"#,
+                "client.services.echo.labels: label \"canary\" is not k=v",
+            ),
+            (
+                r#"{"ejection": {"failures": 0}}"#,
+                "client.ejection.failures",
+            ),
+            (
+                r#"{"ejection": {"base_time": "0"}}"#,
+                "client.ejection.base_time",
+            ),
+            (
+                r#"{"services": {"echo": {"ejection": {"max_time": "1s"}}}}"#,
+                "client.services.echo.ejection.max_time: 1s is below base_time 10s",
+            ),
+            (
+                r#"{"services": {"echo": {"ejection": {"max_share": 1.5}}}}"#,
+                "client.services.echo.ejection.max_share",
+            ),
+            (r#"{"panic_threshold": -0.1}"#, "client.panic_threshold"),
+        ];
+        for (json, expected) in cases {
+            let err = parse(json).validate().expect_err(json).to_string();
+            assert!(
+                err.contains(expected),
+                "`{err}` should contain `{expected}`"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_durations_are_rejected_at_load() {
+        let err = serde_json::from_str::<ClientConfig>(
+            r#"{"services": {"echo": {"balancr": "random"}}}"#,
+        )
+        .expect_err("unknown key");
+        assert!(err.to_string().contains("balancr"), "{err}");
+        let err =
+            serde_json::from_str::<ClientConfig>(r#"{"panic_grace": "5"}"#).expect_err("no unit");
+        assert!(err.to_string().contains("no unit"), "{err}");
+    }
+
+    #[test]
+    fn round_trips_through_serde() {
+        let config = ClientConfig::default().with_service(
+            "echo",
+            ServiceConfig::default()
+                .with_balancer(Balancer::ConsistentHash)
+                .with_labels(["a=b"])
+                .with_ejection(EjectionConfig::default().with_failures(2))
+                .with_panic_grace(Duration::from_millis(1500)),
+        );
+        let json = serde_json::to_string(&config).expect("serialize");
+        let back: ClientConfig = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, config);
+    }
+}

@@ -1,0 +1,217 @@
+//! Ejection: taking a node out of picking after consecutive connection failures.
+//!
+//! Connection actors report every connection attempt's outcome. A node with
+//! `failures` consecutive failures is ejected for a backoff that starts at
+//! `base_time` and doubles with each ejection up to `max_time` (with jitter, see
+//! [`Backoff`]); when the time is up it comes back with a clean failure count. A
+//! node that then stays in for `max_time` without being ejected again starts over
+//! from `base_time`. A success resets the failure count.
+//!
+//! Ejection never takes out more than `max_share` of a service's nodes: a node
+//! that reaches its threshold while the cap is full stays in, and is ejected at its
+//! next failure if room has been made by then.
+
+#[cfg(test)]
+use std::time::Duration;
+use std::time::Instant;
+
+use registry_actor::Backoff;
+
+use crate::config::EjectionConfig;
+
+/// The health of one node as its connection attempts show it.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeHealth {
+    consecutive: u32,
+    ejections: u32,
+    backoff: Backoff,
+    ejected_until: Option<Instant>,
+    returned_at: Option<Instant>,
+}
+
+impl NodeHealth {
+    pub(crate) fn new(policy: &EjectionConfig) -> Self {
+        Self {
+            consecutive: 0,
+            ejections: 0,
+            backoff: Backoff::new(policy.base_time(), policy.max_time()),
+            ejected_until: None,
+            returned_at: None,
+        }
+    }
+
+    /// Whether the node is ejected now.
+    pub(crate) fn is_ejected(&self) -> bool {
+        self.ejected_until.is_some()
+    }
+
+    /// Until when the node is ejected.
+    pub(crate) fn ejected_until(&self) -> Option<Instant> {
+        self.ejected_until
+    }
+
+    /// Consecutive failures since the last success or return.
+    pub(crate) fn consecutive_failures(&self) -> u32 {
+        self.consecutive
+    }
+
+    /// How many times the node was ejected.
+    pub(crate) fn ejections(&self) -> u32 {
+        self.ejections
+    }
+
+    /// Counts a failed connection attempt; answers whether the node has reached
+    /// the threshold and should be ejected (if the share cap allows).
+    pub(crate) fn record_failure(&mut self, policy: &EjectionConfig) -> bool {
+        self.consecutive = self.consecutive.saturating_add(1);
+        !self.is_ejected() && self.consecutive >= policy.failures()
+    }
+
+    /// Counts a successful connection attempt.
+    pub(crate) fn record_success(&mut self) {
+        if !self.is_ejected() {
+            self.consecutive = 0;
+        }
+    }
+
+    /// Ejects the node from `now`; answers until when.
+    pub(crate) fn eject(&mut self, policy: &EjectionConfig, now: Instant) -> Instant {
+        if self
+            .returned_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= policy.max_time())
+        {
+            self.backoff.reset();
+        }
+        let until = now + self.backoff.next_delay();
+        self.ejected_until = Some(until);
+        self.ejections = self.ejections.saturating_add(1);
+        until
+    }
+
+    /// Brings the node back when its time is up; answers whether it came back.
+    pub(crate) fn expire(&mut self, now: Instant) -> bool {
+        match self.ejected_until {
+            Some(until) if until <= now => {
+                self.ejected_until = None;
+                self.consecutive = 0;
+                self.returned_at = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The nominal length of the next ejection (before jitter).
+    #[cfg(test)]
+    pub(crate) fn next_nominal(&self) -> Duration {
+        self.backoff.nominal()
+    }
+}
+
+/// The most nodes that may be ejected at once out of `nodes`.
+pub(crate) fn max_ejected(nodes: usize, max_share: f64) -> usize {
+    let cap = (nodes as f64 * max_share.clamp(0.0, 1.0)).floor();
+    (cap as usize).min(nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn policy(failures: u32, base_ms: u64, max_ms: u64) -> EjectionConfig {
+        EjectionConfig::default()
+            .with_failures(failures)
+            .with_base_time(Duration::from_millis(base_ms))
+            .with_max_time(Duration::from_millis(max_ms))
+    }
+
+    #[test]
+    fn ejects_after_n_failures_and_returns_after_the_backoff() {
+        let p = policy(3, 1_000, 60_000);
+        let mut h = NodeHealth::new(&p);
+        let t0 = Instant::now();
+        assert!(!h.record_failure(&p));
+        assert!(!h.record_failure(&p));
+        assert!(
+            h.record_failure(&p),
+            "third consecutive failure reaches the threshold"
+        );
+        let until = h.eject(&p, t0);
+        assert!(h.is_ejected());
+        // Equal jitter: the wait is within [base/2, base].
+        assert!(until >= t0 + Duration::from_millis(500) && until <= t0 + Duration::from_secs(1));
+        assert!(
+            !h.expire(t0 + Duration::from_millis(499)),
+            "not back before half the base time"
+        );
+        assert!(
+            h.expire(t0 + Duration::from_secs(1)),
+            "back after the base time"
+        );
+        assert!(!h.is_ejected());
+        assert_eq!(h.consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn a_success_resets_the_count() {
+        let p = policy(2, 1_000, 60_000);
+        let mut h = NodeHealth::new(&p);
+        assert!(!h.record_failure(&p));
+        h.record_success();
+        assert!(!h.record_failure(&p), "count restarted after the success");
+        assert!(h.record_failure(&p));
+    }
+
+    #[test]
+    fn backoff_starts_over_after_max_time_in() {
+        let p = policy(1, 1_000, 8_000);
+        let mut h = NodeHealth::new(&p);
+        let mut now = Instant::now();
+        for _ in 0..3 {
+            assert!(h.record_failure(&p));
+            now = h.eject(&p, now);
+            assert!(h.expire(now));
+        }
+        assert_eq!(h.next_nominal(), Duration::from_secs(8));
+        now += Duration::from_secs(8);
+        assert!(h.record_failure(&p));
+        let until = h.eject(&p, now);
+        assert!(
+            until <= now + Duration::from_secs(1),
+            "back to the base time"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn ejection_time_grows_with_each_ejection_up_to_the_cap(
+            base_ms in 1u64..5_000, max_factor in 1u64..64, rounds in 1usize..12,
+        ) {
+            let max_ms = base_ms * max_factor;
+            let p = policy(1, base_ms, max_ms);
+            let mut h = NodeHealth::new(&p);
+            let mut now = Instant::now();
+            let mut last_nominal = Duration::ZERO;
+            for _ in 0..rounds {
+                let nominal = h.next_nominal();
+                prop_assert!(nominal >= last_nominal);
+                prop_assert!(nominal <= Duration::from_millis(max_ms));
+                prop_assert!(h.record_failure(&p));
+                let until = h.eject(&p, now);
+                prop_assert!(until >= now + nominal / 2 && until <= now + nominal);
+                prop_assert!(h.expire(until));
+                // Come back and fail at once: no time to start over.
+                now = until;
+                last_nominal = nominal;
+            }
+        }
+
+        #[test]
+        fn the_cap_never_exceeds_the_share(nodes in 0usize..10_000, share in 0.0f64..=1.0) {
+            let cap = max_ejected(nodes, share);
+            prop_assert!(cap as f64 <= nodes as f64 * share + 1e-9);
+            prop_assert!(cap <= nodes);
+        }
+    }
+}

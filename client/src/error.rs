@@ -1,0 +1,127 @@
+//! The error type of cluster-client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Errors of the cluster client: nothing to pick, nothing matching a selector, bad
+/// settings, a picker that is gone.
+///
+/// Variants are `#[non_exhaustive]`: they are built by the client and matched by
+/// users (with `..`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The registry lists no node for the service (or none is left to pick).
+    #[error("service `{service}` has no nodes in the registry")]
+    #[non_exhaustive]
+    NoNodes {
+        /// The service.
+        service: Arc<str>,
+    },
+    /// Every candidate node has weight 0, which weighted balancers never pick.
+    #[error("every candidate node of service `{service}` has weight 0, which balancer `{balancer}` never picks")]
+    #[non_exhaustive]
+    NoWeight {
+        /// The service.
+        service: Arc<str>,
+        /// The weighted balancer in force.
+        balancer: crate::Balancer,
+    },
+    /// No node matches the selector and the fallback is `strict`.
+    #[error(
+        "no node of service `{service}` matches selector `{selector}` (fallback strict); \
+         versions available: {}",
+        list_versions(available_versions)
+    )]
+    #[non_exhaustive]
+    NoMatch {
+        /// The service.
+        service: Arc<str>,
+        /// The selector that matched nothing, as written.
+        selector: String,
+        /// The distinct versions of the service's nodes, sorted.
+        available_versions: Vec<String>,
+    },
+    /// Every candidate node was already tried by this call.
+    #[error("every candidate node of service `{service}` was already tried by this call ({tried} excluded)")]
+    #[non_exhaustive]
+    AllExcluded {
+        /// The service.
+        service: Arc<str>,
+        /// How many nodes the call excluded.
+        tried: usize,
+    },
+    /// The registry did not deliver the service's node set in time.
+    #[error("service `{service}` was not discovered within {waited:?}: no node set from the registry yet")]
+    #[non_exhaustive]
+    NotDiscovered {
+        /// The service.
+        service: Arc<str>,
+        /// How long the pick waited.
+        waited: Duration,
+    },
+    /// The client has no picker for this service.
+    #[error("unknown service `{service}`: the client has no picker for it")]
+    #[non_exhaustive]
+    UnknownService {
+        /// The service asked for.
+        service: Arc<str>,
+    },
+    /// The picker actor of the service has stopped.
+    #[error("the picker of service `{service}` is gone: {source}")]
+    #[non_exhaustive]
+    PickerGone {
+        /// The service.
+        service: Arc<str>,
+        /// The mailbox error of the send.
+        #[source]
+        source: actix::MailboxError,
+    },
+    /// A selector could not be parsed.
+    #[error("invalid selector `{input}`: {reason}")]
+    #[non_exhaustive]
+    InvalidSelector {
+        /// The selector text.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A setting is invalid; the message starts with the key path
+    /// (`client.services.echo.balancer: ...`).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Maps the mailbox error of a `send` to a picker.
+    pub fn picker_gone(service: impl Into<Arc<str>>, source: actix::MailboxError) -> Self {
+        Self::PickerGone {
+            service: service.into(),
+            source,
+        }
+    }
+
+    /// An unknown service, for the client that routes calls to pickers.
+    pub fn unknown_service(service: impl Into<Arc<str>>) -> Self {
+        Self::UnknownService {
+            service: service.into(),
+        }
+    }
+}
+
+fn list_versions(versions: &[String]) -> String {
+    if versions.is_empty() {
+        return "none".to_owned();
+    }
+    versions
+        .iter()
+        .map(|v| {
+            if v.is_empty() {
+                "(unversioned)".to_owned()
+            } else {
+                format!("`{v}`")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,127 @@
+//! Messages of the [`PickerActor`](super::PickerActor).
+//!
+//! Calls ask with [`Pick`] and [`PickAll`]. Connection actors (one per node,
+//! keyed by [`NodeHandle`]) report with [`ReportLoad`], [`ConnectionFailed`] and
+//! [`ConnectionSucceeded`]; these answer `()` and may be sent with `do_send`
+//! (a lost report only delays an ejection or skews one load reading).
+//! [`Inspect`] reads the state. The registry feeds the actor with
+//! [`NodesChanged`](registry_actor::NodesChanged).
+
+use actix::prelude::*;
+
+use super::state::{NodeHandle, Picked, PickerStatus};
+use crate::{Error, HashKey, Selector};
+
+/// Picks one node for a call. Answers the node and its [`NodeHandle`].
+///
+/// # Examples
+///
+/// ```
+/// use cluster_client::{HashKey, Pick, Selector};
+///
+/// let retry = Pick::new()
+///     .with_selector(Selector::new().with_group("blue"))
+///     .with_hash_key(HashKey::of("user-42"));
+/// assert!(retry.exclude.is_empty());
+/// ```
+#[derive(Debug, Clone, Default, Message)]
+#[rtype(result = "Result<Picked, Error>")]
+pub struct Pick {
+    /// The call's selector, merged over the service's; `None`: the service's.
+    pub selector: Option<Selector>,
+    /// Nodes this call already tried; never picked again by it.
+    pub exclude: Vec<NodeHandle>,
+    /// The key for `consistent_hash`.
+    pub hash_key: Option<HashKey>,
+}
+
+impl Pick {
+    /// A pick with the service's selector, nothing excluded, no hash key.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uses `selector` (merged over the service's).
+    pub fn with_selector(mut self, selector: Selector) -> Self {
+        self.selector = Some(selector);
+        self
+    }
+
+    /// Excludes nodes already tried.
+    pub fn excluding(mut self, nodes: impl IntoIterator<Item = NodeHandle>) -> Self {
+        self.exclude.extend(nodes);
+        self
+    }
+
+    /// Sets the consistent-hash key.
+    pub fn with_hash_key(mut self, key: HashKey) -> Self {
+        self.hash_key = Some(key);
+        self
+    }
+}
+
+/// Every node matching a selector (for broadcast and multicast): the matching
+/// nodes that are not ejected, or all matching ones when every one is.
+#[derive(Debug, Clone, Default, Message)]
+#[rtype(result = "Result<Vec<Picked>, Error>")]
+pub struct PickAll {
+    /// The call's selector, merged over the service's; `None`: the service's.
+    pub selector: Option<Selector>,
+}
+
+impl PickAll {
+    /// Every node matching the service's selector.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uses `selector` (merged over the service's).
+    pub fn with_selector(mut self, selector: Selector) -> Self {
+        self.selector = Some(selector);
+        self
+    }
+}
+
+/// A connection actor's count of calls in flight on its node changed (the load
+/// `least_request` compares). Absolute, so a lost report is healed by the next.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct ReportLoad {
+    /// The node.
+    pub node: NodeHandle,
+    /// Calls in flight on it now.
+    pub in_flight: u32,
+}
+
+/// A connection attempt to a node failed (refused, timed out, TLS, ...).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ConnectionFailed {
+    /// The node.
+    pub node: NodeHandle,
+    /// What happened, for the log.
+    pub reason: String,
+}
+
+impl ConnectionFailed {
+    /// A failure of `node` for `reason`.
+    pub fn new(node: NodeHandle, reason: impl Into<String>) -> Self {
+        Self {
+            node,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A connection attempt to a node succeeded (resets its failure count).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct ConnectionSucceeded {
+    /// The node.
+    pub node: NodeHandle,
+}
+
+/// Asks for the state of every node.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "PickerStatus")]
+pub struct Inspect;

@@ -1,0 +1,655 @@
+//! Tests of the picker: the pure [`Picker`] with explicit time, then the actor
+//! against a real etcd and real (refused) connections.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use registry_actor::etcd_client::{Client, Txn, TxnOp};
+use registry_actor::testing::{wait_until, EtcdServer};
+use registry_actor::{Node, RegistryActor, RegistryConfig};
+
+use super::*;
+use crate::{Balancer, EjectionConfig, Error, Fallback, HashKey, PickerConfig, Selector};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn node(id: &str, port: u16) -> Node {
+    Node::new(id, "echo", format!("127.0.0.1:{port}")).expect("valid node")
+}
+
+fn versioned() -> Arc<[Node]> {
+    [
+        node("a", 1001).with_version("1.0.0"),
+        node("b", 1002).with_version("v1.2"),
+        node("c", 1003).with_version("1.5.3"),
+        node("d", 1004).with_version("2.0.0"),
+    ]
+    .into()
+}
+
+fn picker(config: PickerConfig, nodes: Arc<[Node]>) -> Picker {
+    let mut p = Picker::with_seed("echo", config, 7);
+    p.update(nodes, 1, Instant::now());
+    p
+}
+
+fn ids_of(picked: &[Picked]) -> Vec<String> {
+    let mut ids: Vec<String> = picked.iter().map(|p| p.node().id().to_owned()).collect();
+    ids.sort();
+    ids
+}
+
+fn handle_of(p: &Picker, id: &str) -> NodeHandle {
+    p.status().node(id).expect("node in status").handle
+}
+
+// ---- pure picker -------------------------------------------------------------
+
+#[test]
+fn a_version_range_picks_only_matching_nodes() {
+    let range = Selector::new().with_version(">=1.2, <2").expect("range");
+    for balancer in Balancer::ALL {
+        let mut p = picker(
+            PickerConfig::default()
+                .with_balancer(balancer)
+                .with_selector(range.clone()),
+            versioned(),
+        );
+        for k in 0..200u32 {
+            let picked = p
+                .pick(None, &[], Some(HashKey::of(k.to_le_bytes())))
+                .expect("pick");
+            let id = picked.node().id();
+            assert!(id == "b" || id == "c", "{balancer} picked {id}");
+        }
+        assert_eq!(ids_of(&p.pick_all(None).expect("all")), ["b", "c"]);
+    }
+    // The same as a call selector over an empty service selector.
+    let mut p = picker(PickerConfig::default(), versioned());
+    let all = p.pick_all(Some(&range)).expect("all");
+    assert_eq!(ids_of(&all), ["b", "c"]);
+}
+
+#[test]
+fn strict_without_a_match_is_an_error_naming_the_selector_and_the_versions() {
+    let selector = Selector::new().with_version(">=3").expect("range");
+    let mut p = picker(
+        PickerConfig::default()
+            .with_selector(selector)
+            .with_fallback(Fallback::Strict),
+        versioned(),
+    );
+    let err = p.pick(None, &[], None).expect_err("nothing matches >=3");
+    assert!(
+        matches!(err, Error::NoMatch { ref available_versions, .. } if available_versions.len() == 4)
+    );
+    assert_eq!(
+        err.to_string(),
+        "no node of service `echo` matches selector `version >=3` (fallback strict); \
+         versions available: `1.0.0`, `1.5.3`, `2.0.0`, `v1.2`"
+    );
+    assert!(matches!(p.pick_all(None), Err(Error::NoMatch { .. })));
+}
+
+#[test]
+fn any_falls_back_to_all_nodes() {
+    let mut p = picker(
+        PickerConfig::default()
+            .with_balancer(Balancer::RoundRobin)
+            .with_selector(Selector::new().with_group("nobody")),
+        versioned(),
+    );
+    let picked: Vec<Picked> = (0..4)
+        .map(|_| p.pick(None, &[], None).expect("pick"))
+        .collect();
+    assert_eq!(
+        ids_of(&picked),
+        ["a", "b", "c", "d"],
+        "round robin over all four"
+    );
+    // A call may ask for strict on its own.
+    let strict = Selector::new()
+        .with_group("nobody")
+        .with_fallback(Fallback::Strict);
+    assert!(matches!(
+        p.pick(Some(&strict), &[], None),
+        Err(Error::NoMatch { .. })
+    ));
+}
+
+#[test]
+fn excluded_nodes_are_never_picked_and_all_excluded_is_an_error() {
+    for balancer in Balancer::ALL {
+        let mut p = picker(PickerConfig::default().with_balancer(balancer), versioned());
+        let exclude = [handle_of(&p, "a"), handle_of(&p, "c")];
+        for k in 0..100u32 {
+            let picked = p
+                .pick(None, &exclude, Some(HashKey::of(k.to_le_bytes())))
+                .expect("pick");
+            assert!(
+                !exclude.contains(&picked.handle()),
+                "{balancer} picked an excluded node"
+            );
+        }
+        let every: Vec<NodeHandle> = p.status().nodes.iter().map(|n| n.handle).collect();
+        let err = p.pick(None, &every, None).expect_err("all tried");
+        assert!(
+            matches!(err, Error::AllExcluded { tried: 4, .. }),
+            "{balancer}: {err}"
+        );
+    }
+}
+
+#[test]
+fn weight_zero_is_never_picked_by_weighted_balancers() {
+    let nodes: Arc<[Node]> = [node("a", 1).with_weight(0), node("b", 2), node("c", 3)].into();
+    for balancer in [
+        Balancer::WeightedRandom,
+        Balancer::WeightedRoundRobin,
+        Balancer::ConsistentHash,
+    ] {
+        let mut p = picker(
+            PickerConfig::default().with_balancer(balancer),
+            nodes.clone(),
+        );
+        for k in 0..300u32 {
+            let picked = p
+                .pick(None, &[], Some(HashKey::of(k.to_le_bytes())))
+                .expect("pick");
+            assert_ne!(picked.node().id(), "a", "{balancer}");
+        }
+        assert_eq!(
+            p.pick_all(None).expect("all").len(),
+            3,
+            "broadcast still reaches weight 0"
+        );
+    }
+    let zero: Arc<[Node]> = [node("a", 1).with_weight(0)].into();
+    let mut p = picker(
+        PickerConfig::default().with_balancer(Balancer::WeightedRandom),
+        zero,
+    );
+    assert!(matches!(
+        p.pick(None, &[], None),
+        Err(Error::NoWeight { .. })
+    ));
+}
+
+#[test]
+fn no_nodes_is_an_error() {
+    let mut p = Picker::new("echo", PickerConfig::default());
+    assert!(!p.is_discovered());
+    assert!(matches!(
+        p.pick(None, &[], None),
+        Err(Error::NoNodes { .. })
+    ));
+    p.update(Arc::from(Vec::new()), 3, Instant::now());
+    assert!(p.is_discovered());
+    let err = p.pick(None, &[], None).expect_err("empty");
+    assert_eq!(
+        err.to_string(),
+        "service `echo` has no nodes in the registry"
+    );
+}
+
+#[test]
+fn handles_are_stable_while_id_and_address_are_and_loads_carry_over() {
+    let mut p = picker(PickerConfig::default(), versioned());
+    let b = handle_of(&p, "b");
+    let c = handle_of(&p, "c");
+    p.report_load(b, 4);
+    let changed: Arc<[Node]> = [
+        node("b", 1002).with_version("v1.3").with_weight(7),
+        node("c", 2003),
+        node("e", 1005),
+    ]
+    .into();
+    p.update(changed, 2, Instant::now());
+    let status = p.status();
+    assert_eq!(
+        status.node("b").expect("b").handle,
+        b,
+        "same id and address: same handle"
+    );
+    assert_eq!(
+        status.node("b").expect("b").in_flight,
+        4,
+        "load carried over"
+    );
+    assert_ne!(
+        status.node("c").expect("c").handle,
+        c,
+        "new address: new handle"
+    );
+    assert!(status.node("a").is_none());
+    p.report_load(c, 9); // the old handle is gone: ignored
+    assert_eq!(p.status().node("c").expect("c").in_flight, 0);
+}
+
+#[test]
+fn least_request_follows_reported_loads() {
+    let nodes: Arc<[Node]> = [node("a", 1), node("b", 2)].into();
+    let mut p = picker(
+        PickerConfig::default().with_balancer(Balancer::LeastRequest),
+        nodes,
+    );
+    p.report_load(handle_of(&p, "a"), 10);
+    p.report_load(handle_of(&p, "b"), 2);
+    for _ in 0..50 {
+        assert_eq!(p.pick(None, &[], None).expect("pick").node().id(), "b");
+    }
+}
+
+#[test]
+fn consistent_hash_keeps_a_key_on_its_node_through_unrelated_updates() {
+    let mut p = picker(
+        PickerConfig::default().with_balancer(Balancer::ConsistentHash),
+        versioned(),
+    );
+    let key = HashKey::of("user-42");
+    let home = p
+        .pick(None, &[], Some(key))
+        .expect("pick")
+        .node()
+        .id()
+        .to_owned();
+    for revision in 2..5 {
+        p.update(versioned(), revision, Instant::now());
+        assert_eq!(
+            p.pick(None, &[], Some(key)).expect("pick").node().id(),
+            home
+        );
+    }
+}
+
+#[test]
+fn ejection_takes_out_failing_nodes_within_the_share_cap_and_brings_them_back() {
+    let ejection = EjectionConfig::default()
+        .with_failures(3)
+        .with_base_time(Duration::from_secs(10))
+        .with_max_time(Duration::from_secs(60))
+        .with_max_share(0.5);
+    let mut p = picker(PickerConfig::default().with_ejection(ejection), versioned());
+    let t0 = Instant::now();
+    let (a, b, c) = (handle_of(&p, "a"), handle_of(&p, "b"), handle_of(&p, "c"));
+    assert!(!p.connection_failed(a, t0));
+    p.connection_succeeded(a);
+    assert!(!p.connection_failed(a, t0));
+    assert!(!p.connection_failed(a, t0));
+    assert!(
+        p.connection_failed(a, t0),
+        "third consecutive failure ejects"
+    );
+    for _ in 0..3 {
+        p.connection_failed(b, t0);
+        p.connection_failed(c, t0);
+    }
+    let status = p.status();
+    assert_eq!(status.ejected(), 2, "half of four at most");
+    assert!(status.node("a").expect("a").ejected && status.node("b").expect("b").ejected);
+    assert!(!status.node("c").expect("c").ejected);
+    assert_eq!(status.node("c").expect("c").consecutive_failures, 3);
+    for _ in 0..50 {
+        let id = p
+            .pick(None, &[], None)
+            .expect("pick")
+            .node()
+            .id()
+            .to_owned();
+        assert!(id == "c" || id == "d", "ejected node {id} picked");
+    }
+    let deadline = p.next_deadline().expect("an ejection ends");
+    assert!(deadline >= t0 + Duration::from_secs(5) && deadline <= t0 + Duration::from_secs(10));
+    assert!(
+        !p.expire(t0 + Duration::from_millis(4_999)),
+        "not back before the backoff"
+    );
+    assert!(p.expire(t0 + Duration::from_secs(10)));
+    assert_eq!(p.status().ejected(), 0);
+    assert!(
+        p.connection_failed(c, t0 + Duration::from_secs(10)),
+        "room again: c goes"
+    );
+    // Every candidate ejected or excluded still leaves the ejected ones to pick.
+}
+
+#[test]
+fn panic_threshold_holds_a_mass_removal_until_failure_or_grace() {
+    let grace = Duration::from_secs(30);
+    let mut p = picker(PickerConfig::default().with_panic_grace(grace), versioned());
+    let t0 = Instant::now();
+    let b = handle_of(&p, "b");
+    p.update([node("a", 1001).with_version("1.0.0")].into(), 2, t0);
+    let status = p.status();
+    assert_eq!(
+        (status.listed, status.nodes.len(), status.held()),
+        (1, 4, 3)
+    );
+    assert_eq!(p.pick_all(None).expect("all").len(), 4);
+    assert!(
+        p.connection_failed(b, t0),
+        "a held node goes at its first failure"
+    );
+    assert_eq!(ids_of(&p.pick_all(None).expect("all")), ["a", "c", "d"]);
+    assert!(!p.expire(t0 + grace - Duration::from_millis(1)));
+    assert!(p.expire(t0 + grace));
+    assert_eq!(ids_of(&p.pick_all(None).expect("all")), ["a"]);
+    // Removing half is within the threshold: applied at once.
+    p.update(versioned(), 3, t0 + grace);
+    p.update([node("a", 1001), node("b", 1002)].into(), 4, t0 + grace);
+    assert_eq!(p.status().held(), 0);
+}
+
+// ---- the actor, against a real etcd -------------------------------------------
+
+struct Cluster {
+    etcd: EtcdServer,
+    config: RegistryConfig,
+    client: Client,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let etcd = EtcdServer::start().await.expect("etcd starts");
+        let config = etcd.registry_config();
+        let client = etcd.client().await.expect("etcd client");
+        Self {
+            etcd,
+            config,
+            client,
+        }
+    }
+
+    async fn put(&mut self, node: &Node) -> i64 {
+        let r = self
+            .client
+            .put(node.key(self.config.prefix()), node.encode(), None)
+            .await
+            .expect("put");
+        r.header().map_or(0, |h| h.revision())
+    }
+
+    async fn registry(&self) -> Addr<RegistryActor> {
+        let client = registry_actor::connect(&self.config)
+            .await
+            .expect("connect");
+        RegistryActor::new(client, &self.config).start()
+    }
+}
+
+/// A loopback address nothing listens on: connections to it are refused.
+fn refused_addr() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A real connection attempt, as a connection actor makes it, reported to the
+/// picker.
+async fn connect_and_report(picker: &Addr<PickerActor>, node: NodeHandle, addr: &str) -> bool {
+    let attempt = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await;
+    match attempt {
+        Ok(_) => {
+            picker.do_send(ConnectionSucceeded { node });
+            true
+        }
+        Err(e) => {
+            picker
+                .send(ConnectionFailed::new(node, e.to_string()))
+                .await
+                .expect("picker alive");
+            false
+        }
+    }
+}
+
+async fn status(picker: &Addr<PickerActor>) -> PickerStatus {
+    picker.send(Inspect).await.expect("picker alive")
+}
+
+async fn wait_for_revision(picker: &Addr<PickerActor>, revision: i64) {
+    assert!(
+        wait_until(DEADLINE, || async {
+            status(picker).await.revision >= revision
+        })
+        .await,
+        "the picker never saw revision {revision}"
+    );
+}
+
+#[actix_rt::test]
+async fn the_actor_picks_by_version_range_from_etcd_with_strict_and_any_fallbacks() {
+    let mut cluster = Cluster::start().await;
+    let mut revision = 0;
+    for n in versioned().iter() {
+        revision = cluster.put(n).await;
+    }
+    let config = PickerConfig::default().with_balancer(Balancer::RoundRobin);
+    let picker = PickerActor::new("echo", config, cluster.registry().await).start();
+    wait_for_revision(&picker, revision).await;
+
+    let range = Selector::new().with_version(">=1.2, <2").expect("range");
+    for _ in 0..20 {
+        let picked = picker
+            .send(Pick::new().with_selector(range.clone()))
+            .await
+            .expect("picker alive")
+            .expect("a match");
+        assert!(
+            ["b", "c"].contains(&picked.node().id()),
+            "picked {}",
+            picked.node().id()
+        );
+    }
+    let all = picker
+        .send(PickAll::new().with_selector(range))
+        .await
+        .expect("alive")
+        .expect("all");
+    assert_eq!(ids_of(&all), ["b", "c"]);
+
+    let none = Selector::new().with_version(">=3, <4").expect("range");
+    let err = picker
+        .send(Pick::new().with_selector(none.clone().with_fallback(Fallback::Strict)))
+        .await
+        .expect("alive")
+        .expect_err("strict, nothing matches");
+    let text = err.to_string();
+    assert!(
+        text.contains("version >=3, <4") && text.contains("`2.0.0`"),
+        "{text}"
+    );
+
+    let all = picker
+        .send(PickAll::new().with_selector(none))
+        .await
+        .expect("alive")
+        .expect("any");
+    assert_eq!(ids_of(&all), ["a", "b", "c", "d"], "any: every node");
+}
+
+#[actix_rt::test]
+async fn a_node_refusing_connections_is_ejected_after_n_failures_within_the_cap_and_comes_back() {
+    let mut cluster = Cluster::start().await;
+    let mut revision = 0;
+    let mut addrs = Vec::new();
+    for id in ["n1", "n2", "n3", "n4"] {
+        let n = node(id, refused_addr());
+        addrs.push((id, n.addr().to_owned()));
+        revision = cluster.put(&n).await;
+    }
+    let base = Duration::from_secs(10);
+    let config = PickerConfig::default().with_ejection(
+        EjectionConfig::default()
+            .with_failures(3)
+            .with_base_time(base)
+            .with_max_time(Duration::from_secs(60))
+            .with_max_share(0.5),
+    );
+    let picker = PickerActor::new("echo", config, cluster.registry().await).start();
+    wait_for_revision(&picker, revision).await;
+    let handles = status(&picker).await;
+    let handle = |id: &str| handles.node(id).expect("node").handle;
+
+    for attempt in 1..=3 {
+        assert!(
+            !connect_and_report(&picker, handle("n1"), &addrs[0].1).await,
+            "refused"
+        );
+        let n1 = status(&picker).await.node("n1").cloned().expect("n1");
+        assert_eq!(n1.consecutive_failures, attempt);
+        assert_eq!(
+            n1.ejected,
+            attempt == 3,
+            "ejected at the third failure, not before"
+        );
+    }
+    for _ in 0..3 {
+        connect_and_report(&picker, handle("n2"), &addrs[1].1).await;
+        connect_and_report(&picker, handle("n3"), &addrs[2].1).await;
+    }
+    let s = status(&picker).await;
+    assert_eq!(s.ejected(), 2, "never more than half of four");
+    assert!(s.node("n2").expect("n2").ejected);
+    assert!(!s.node("n3").expect("n3").ejected, "the cap keeps n3 in");
+    for _ in 0..40 {
+        let picked = picker
+            .send(Pick::new())
+            .await
+            .expect("alive")
+            .expect("pick");
+        assert!(
+            ["n3", "n4"].contains(&picked.node().id()),
+            "picked ejected {}",
+            picked.node().id()
+        );
+    }
+
+    // The backoff of a first ejection is within [base/2, base]: step through it on
+    // tokio's clock, which the actor's timers run on.
+    tokio::time::pause();
+    tokio::time::advance(base / 2 - Duration::from_millis(1)).await;
+    assert_eq!(
+        status(&picker).await.ejected(),
+        2,
+        "still out before the backoff"
+    );
+    tokio::time::advance(base / 2 + Duration::from_millis(1)).await;
+    assert!(
+        wait_until(DEADLINE, || async { status(&picker).await.ejected() == 0 }).await,
+        "both back after the backoff"
+    );
+    let s = status(&picker).await;
+    assert_eq!(s.node("n1").expect("n1").consecutive_failures, 0);
+    assert_eq!(s.node("n1").expect("n1").ejections, 1);
+}
+
+#[actix_rt::test]
+async fn etcd_dropping_three_of_four_nodes_at_once_is_held_until_they_fail_or_the_grace_passes() {
+    let mut cluster = Cluster::start().await;
+    let nodes: Vec<Node> = ["n1", "n2", "n3", "n4"]
+        .iter()
+        .map(|id| node(id, refused_addr()))
+        .collect();
+    let mut revision = 0;
+    for n in &nodes {
+        revision = cluster.put(n).await;
+    }
+    let grace = Duration::from_secs(60);
+    let config = PickerConfig::default().with_panic_grace(grace);
+    let picker = PickerActor::new("echo", config, cluster.registry().await).start();
+    wait_for_revision(&picker, revision).await;
+
+    // One etcd transaction: one revision, one change removing 3 of 4.
+    let prefix = cluster.config.prefix().to_owned();
+    let deletes: Vec<TxnOp> = nodes[1..]
+        .iter()
+        .map(|n| TxnOp::delete(n.key(&prefix), None))
+        .collect();
+    let answer = cluster
+        .client
+        .txn(Txn::new().and_then(deletes))
+        .await
+        .expect("txn");
+    let revision = answer.header().map_or(0, |h| h.revision());
+    wait_for_revision(&picker, revision).await;
+
+    let s = status(&picker).await;
+    assert_eq!(
+        (s.listed, s.nodes.len(), s.held()),
+        (1, 4, 3),
+        "kept: {s:?}"
+    );
+    let all = picker
+        .send(PickAll::new())
+        .await
+        .expect("alive")
+        .expect("all");
+    assert_eq!(ids_of(&all), ["n1", "n2", "n3", "n4"]);
+
+    // n2 really is down: its first failed connection lets the removal through.
+    assert!(!connect_and_report(&picker, s.node("n2").expect("n2").handle, nodes[1].addr()).await);
+    let s = status(&picker).await;
+    assert!(s.node("n2").is_none(), "n2 dropped after it failed");
+    assert_eq!(s.held(), 2);
+
+    // The others go when the grace passes.
+    tokio::time::pause();
+    tokio::time::advance(grace).await;
+    assert!(
+        wait_until(DEADLINE, || async {
+            status(&picker).await.nodes.len() == 1
+        })
+        .await,
+        "held nodes dropped after the grace"
+    );
+    let all = picker
+        .send(PickAll::new())
+        .await
+        .expect("alive")
+        .expect("all");
+    assert_eq!(ids_of(&all), ["n1"]);
+}
+
+#[actix_rt::test]
+async fn a_pick_waits_for_the_first_node_set_and_times_out_without_one() {
+    let mut cluster = Cluster::start().await;
+    cluster.put(&node("n1", 1001)).await;
+    cluster.etcd.stop();
+
+    let registry = cluster.registry().await;
+    let impatient = PickerActor::new(
+        "echo",
+        PickerConfig::default().with_discovery_timeout(Duration::from_millis(300)),
+        registry.clone(),
+    )
+    .start();
+    let err = impatient
+        .send(Pick::new())
+        .await
+        .expect("alive")
+        .expect_err("etcd is down");
+    assert!(matches!(err, Error::NotDiscovered { .. }), "{err}");
+
+    let patient = PickerActor::new(
+        "echo",
+        PickerConfig::default().with_discovery_timeout(DEADLINE),
+        registry,
+    )
+    .start();
+    let pending = patient.send(Pick::new());
+    assert!(
+        !status(&patient).await.discovered,
+        "sent before any node set"
+    );
+    cluster.etcd.restart().await.expect("etcd restarts");
+    let picked = pending
+        .await
+        .expect("alive")
+        .expect("picked once discovered");
+    assert_eq!(picked.node().id(), "n1");
+}
