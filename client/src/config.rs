@@ -1,55 +1,4 @@
-//! Settings of the client's pickers: the picker part of `[client]` and its
-//! `[client.services.NAME]` tables.
-//!
-//! ```toml
-//! [client]
-//! balancer = "round_robin"      # pick_first | round_robin | random | weighted_random
-//!                               # | weighted_round_robin | least_request | consistent_hash
-//! fallback = "any"              # strict | any: when no node matches a selector
-//! panic_threshold = 0.5         # hold a registry change removing more than this share
-//! panic_grace = "30s"           # ... until the nodes fail or this passes
-//! discovery_timeout = "5s"      # how long a pick waits for the first node set
-//!
-//! [client.ejection]
-//! failures = 5                  # consecutive connection failures that eject a node
-//! base_time = "10s"             # first ejection; doubles per ejection ...
-//! max_time = "5m"               # ... up to this
-//! max_share = 0.5               # never eject more than this share of the nodes
-//!
-//! [client.services.echo]        # per service; every key above may be overridden
-//! balancer = "consistent_hash"
-//! version = ">=1.2, <2"         # exact ("v1") or a semver range
-//! group = "blue"
-//! zone = "eu-1"
-//! labels = ["canary=false"]
-//! fallback = "strict"
-//! ejection = { failures = 3 }   # the other ejection keys come from [client.ejection]
-//! ```
-//!
-//! The types are plain serde data with private fields; [`ClientConfig::validate`]
-//! checks every value and names the full key path in its error, and
-//! [`ClientConfig::picker_config`] resolves one service's [`PickerConfig`].
-//!
-//! # Examples
-//!
-//! ```
-//! use cluster_client::{Balancer, ClientConfig};
-//!
-//! let config: ClientConfig = serde_json::from_str(
-//!     r#"{"services": {"echo": {"balancer": "least_request", "version": ">=1.2, <2"}}}"#,
-//! )?;
-//! config.validate()?;
-//! let echo = config.picker_config("echo")?;
-//! assert_eq!(echo.balancer(), Balancer::LeastRequest);
-//! assert_eq!(echo.selector().version(), Some(">=1.2, <2"));
-//! assert_eq!(config.picker_config("other")?.balancer(), Balancer::RoundRobin);
-//!
-//! let bad: ClientConfig =
-//!     serde_json::from_str(r#"{"services": {"echo": {"balancer": "foo"}}}"#)?;
-//! let err = bad.validate().unwrap_err().to_string();
-//! assert!(err.contains(r#"client.services.echo.balancer: unknown balancer "foo""#));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! Settings of the client's pickers (see [`ClientConfig`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -69,8 +18,57 @@ const DEFAULT_PANIC_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The picker part of `[client]`: defaults for every service, and one
-/// [`ServiceConfig`] per `[client.services.NAME]` table. See the
-/// [module docs](self).
+/// [`ServiceConfig`] per `[client.services.NAME]` table.
+///
+/// ```toml
+/// [client]
+/// balancer = "round_robin"      # pick_first | round_robin | random | weighted_random
+///                               # | weighted_round_robin | least_request | consistent_hash
+/// fallback = "any"              # strict | any: when no node matches a selector
+/// panic_threshold = 0.5         # hold a registry change removing more than this share
+/// panic_grace = "30s"           # ... until the nodes fail or this passes
+/// discovery_timeout = "5s"      # how long a pick waits for the first node set
+///
+/// [client.ejection]
+/// failures = 5                  # consecutive connection failures that eject a node
+/// base_time = "10s"             # first ejection; doubles per ejection ...
+/// max_time = "5m"               # ... up to this
+/// max_share = 0.5               # never eject more than this share of the nodes
+///
+/// [client.services.echo]        # per service; every key above may be overridden
+/// balancer = "consistent_hash"
+/// version = ">=1.2, <2"         # exact ("v1") or a semver range
+/// group = "blue"
+/// zone = "eu-1"
+/// labels = ["canary=false"]
+/// fallback = "strict"
+/// ejection = { failures = 3 }   # the other ejection keys come from [client.ejection]
+/// ```
+///
+/// The types are plain serde data with private fields; [`ClientConfig::validate`]
+/// checks every value and names the full key path in its error, and
+/// [`ClientConfig::picker_config`] resolves one service's [`PickerConfig`].
+///
+/// # Examples
+///
+/// ```
+/// use cluster_client::{Balancer, ClientConfig};
+///
+/// let config: ClientConfig = serde_json::from_str(
+///     r#"{"services": {"echo": {"balancer": "least_request", "version": ">=1.2, <2"}}}"#,
+/// )?;
+/// config.validate()?;
+/// let echo = config.picker_config("echo")?;
+/// assert_eq!(echo.balancer(), Balancer::LeastRequest);
+/// assert_eq!(echo.selector().version(), Some(">=1.2, <2"));
+/// assert_eq!(config.picker_config("other")?.balancer(), Balancer::RoundRobin);
+///
+/// let bad: ClientConfig =
+///     serde_json::from_str(r#"{"services": {"echo": {"balancer": "foo"}}}"#)?;
+/// let err = bad.validate().unwrap_err().to_string();
+/// assert!(err.contains(r#"client.services.echo.balancer: unknown balancer "foo""#));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
@@ -242,7 +240,7 @@ impl ClientConfig {
 }
 
 /// One `[client.services.NAME]` table: every key is optional and falls back to
-/// the `[client]` default. See the [module docs](self).
+/// the `[client]` default. See [`ClientConfig`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServiceConfig {

@@ -39,6 +39,29 @@ impl HashKey {
     }
 }
 
+/// A hasher for keys that already carry a well-spread 64-bit hash (such as a
+/// [`Selector`](crate::Selector)'s fingerprint): the word is the hash. Other
+/// writes are folded in with FNV-1a and mixed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PrehashedHasher(u64);
+
+impl std::hash::Hasher for PrehashedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = mix64(self.0 ^ fnv1a(bytes));
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 ^= word;
+    }
+}
+
+/// Builds [`PrehashedHasher`]s.
+pub(crate) type Prehashed = std::hash::BuildHasherDefault<PrehashedHasher>;
+
 /// 64-bit FNV-1a.
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

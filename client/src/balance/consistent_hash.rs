@@ -10,8 +10,9 @@
 //! Rings are capped at `MAX_POINTS` points: past that (about 1,600 nodes of the
 //! default weight) every node's count is scaled down alike, trading some balance
 //! for memory and rebuild time. A 65,536-entry index on the top 16 bits of the
-//! hash narrows each lookup to a handful of points, so a pick costs the same at
-//! 10 nodes as at 10,000.
+//! hash narrows each lookup to a handful of points, and each point carries its
+//! owner in its low bits (the hash keeps the high ones), so a pick touches two
+//! cache lines at 10 nodes as at 10,000.
 //!
 //! A call without a key lands on a random point.
 
@@ -31,11 +32,11 @@ const INDEX_BITS: u32 = 16;
 /// The ring of one candidate list.
 #[derive(Debug, Clone)]
 pub(crate) struct Ring {
-    /// Point hashes, ascending.
-    points: Box<[u64]>,
-    /// The candidate position owning each point.
-    owners: Box<[u32]>,
-    /// `index[b]` = the first point whose top 16 bits are ≥ `b`; 65,537 entries.
+    /// Ring points, ascending: the point's hash in the high bits, its owner's
+    /// candidate position in the low `owner_bits`, so one load yields both.
+    entries: Box<[u64]>,
+    owner_mask: u64,
+    /// `index[b]` = the first entry whose top 16 bits are ≥ `b`; 65,537 entries.
     index: Box<[u32]>,
 }
 
@@ -68,40 +69,45 @@ impl Ring {
         } else {
             wanted
         };
-        let mut ring: Vec<(u64, u32)> = Vec::with_capacity(counts.iter().sum::<u64>() as usize);
+        // Enough low bits for the largest position (at least one).
+        let owner_bits =
+            (u64::BITS - (members.len() as u64).saturating_sub(1).leading_zeros()).max(1);
+        let owner_mask = (1u64 << owner_bits) - 1;
+        let mut entries: Vec<u64> = Vec::with_capacity(counts.iter().sum::<u64>() as usize);
         for (pos, (m, &count)) in members.iter().zip(&counts).enumerate() {
             let base = fnv1a(m.id.as_bytes());
             for k in 1..=count {
-                ring.push((mix64(base.wrapping_add(k.wrapping_mul(PHI))), pos as u32));
+                let point = mix64(base.wrapping_add(k.wrapping_mul(PHI)));
+                entries.push((point & !owner_mask) | pos as u64);
             }
         }
-        ring.sort_unstable();
-        let points: Box<[u64]> = ring.iter().map(|p| p.0).collect();
-        let owners: Box<[u32]> = ring.iter().map(|p| p.1).collect();
+        entries.sort_unstable();
         let mut index = Vec::with_capacity((1 << INDEX_BITS) + 1);
         let mut at = 0usize;
         for bucket in 0..(1u64 << INDEX_BITS) {
             let floor = bucket << (64 - INDEX_BITS);
-            while at < points.len() && points[at] < floor {
+            while at < entries.len() && entries[at] < floor {
                 at += 1;
             }
             index.push(at as u32);
         }
-        index.push(points.len() as u32);
+        index.push(entries.len() as u32);
         Self {
-            points,
-            owners,
+            entries: entries.into(),
+            owner_mask,
             index: index.into(),
         }
     }
 
-    /// The index of the first point at or after `hash`, wrapping to 0.
+    /// The index of the first entry at or after `hash` (compared on the hash
+    /// bits), wrapping to 0.
     #[inline]
     fn locate(&self, hash: u64) -> usize {
+        let target = hash & !self.owner_mask;
         let bucket = (hash >> (64 - INDEX_BITS)) as usize;
         let (lo, hi) = (self.index[bucket] as usize, self.index[bucket + 1] as usize);
-        let at = lo + self.points[lo..hi].partition_point(|&p| p < hash);
-        if at == self.points.len() {
+        let at = lo + self.entries[lo..hi].partition_point(|&e| e < target);
+        if at == self.entries.len() {
             0
         } else {
             at
@@ -114,15 +120,14 @@ impl Ring {
         A: Fn(usize) -> bool,
         L: Fn(usize) -> u32,
     {
-        if self.points.is_empty() {
+        if self.entries.is_empty() {
             return None;
         }
         let hash = cx.hash.unwrap_or_else(|| cx.rng.next_u64());
-        let start = self.locate(hash);
-        let len = self.points.len();
-        let mut i = start;
+        let len = self.entries.len();
+        let mut i = self.locate(hash);
         for _ in 0..len {
-            let owner = self.owners[i] as usize;
+            let owner = (self.entries[i] & self.owner_mask) as usize;
             if (cx.accept)(owner) {
                 return Some(owner);
             }
@@ -137,6 +142,6 @@ impl Ring {
     /// Points on the ring.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.points.len()
+        self.entries.len()
     }
 }

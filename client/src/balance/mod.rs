@@ -1,25 +1,5 @@
-//! Load balancers: the pure policies a picker runs over its candidate nodes.
-//!
-//! A picker builds one policy per candidate list (the nodes matching a selector,
-//! less the ejected ones) when the node set changes, and then only reads and
-//! steps it per pick. Every policy picks a *position* in its candidate list:
-//!
-//! | name | per pick | built from |
-//! | --- | --- | --- |
-//! | `pick_first` | first candidate not excluded | nothing |
-//! | `round_robin` | next position, cyclically | a random start |
-//! | `random` | uniform position | nothing |
-//! | `weighted_random` | Vose's alias table: one random word, O(1) | weights |
-//! | `weighted_round_robin` | smooth WRR as nginx, O(distinct weights) | weights |
-//! | `least_request` | power of two choices on in-flight calls | nothing |
-//! | `consistent_hash` | first ring point at or after the key's hash | a ring of virtual nodes |
-//!
-//! Weighted policies (`weighted_random`, `weighted_round_robin`,
-//! `consistent_hash`) never see nodes of weight 0.
-//!
-//! Exclusion (nodes already tried by the call) is a predicate, not a rebuild: each
-//! policy skips or redraws over its prebuilt state, and only when the first few
-//! tries all hit excluded nodes falls back to a scan of the candidates.
+//! Load balancers: the pure policies a picker runs over its candidate nodes
+//! (see [`Balancer`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -47,8 +27,28 @@ pub(crate) use weighted_round_robin::SmoothWrr;
 /// is not excluded.
 const DRAWS: usize = 4;
 
-/// A load-balancing policy, by its configuration name. See the
-/// [module docs](self).
+/// A load-balancing policy, by its configuration name.
+///
+/// A picker builds one policy per candidate list (the nodes matching a selector,
+/// less the ejected ones) when the node set changes, and then only reads and
+/// steps it per pick. Every policy picks a *position* in its candidate list:
+///
+/// | name | per pick | built from |
+/// | --- | --- | --- |
+/// | `pick_first` | first candidate not excluded | nothing |
+/// | `round_robin` | next position, cyclically | a random start |
+/// | `random` | uniform position | nothing |
+/// | `weighted_random` | Vose's alias table: one random word, O(1) | weights |
+/// | `weighted_round_robin` | smooth WRR as nginx, O(distinct weights) | weights |
+/// | `least_request` | power of two choices on in-flight calls | nothing |
+/// | `consistent_hash` | first ring point at or after the key's hash | a ring of virtual nodes |
+///
+/// Weighted policies (`weighted_random`, `weighted_round_robin`,
+/// `consistent_hash`) never see nodes of weight 0.
+///
+/// Exclusion (nodes already tried by the call) is a predicate, not a rebuild: each
+/// policy skips or redraws over its prebuilt state, and only when the first few
+/// tries all hit excluded nodes falls back to a scan of the candidates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Balancer {

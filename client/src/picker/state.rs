@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::balance::{Member, PickCx, Policy};
 use crate::ejection::{max_ejected, NodeHealth};
+use crate::hash::Prehashed;
 use crate::panic_guard::PanicGuard;
 use crate::selector::parse_version_lenient;
 use crate::{Error, Fallback, HashKey, PickerConfig, Selector};
@@ -212,7 +213,7 @@ pub struct Picker {
     by_handle: HashMap<NodeHandle, u32>,
     tracked: HashMap<Box<str>, Tracked>,
     default_pool: Pool,
-    pools: HashMap<Selector, Pool>,
+    pools: HashMap<Selector, Pool, Prehashed>,
     guard: PanicGuard,
     next_handle: u64,
     generation: u64,
@@ -262,7 +263,7 @@ impl Picker {
             versions: None,
             by_handle: HashMap::new(),
             tracked: HashMap::new(),
-            pools: HashMap::new(),
+            pools: HashMap::default(),
             guard,
             next_handle: 0,
             generation: 0,

@@ -1,43 +1,7 @@
-//! Selectors: which nodes of a service a call may go to.
-//!
-//! A [`Selector`] narrows a service's nodes by any of:
-//!
-//! * **version** — exact (`v1`, `1.4.2`: the node's version string must be equal),
-//!   or a semver range when the text starts with an operator (`=`, `>`, `<`, `~`,
-//!   `^`, `*`) or holds a comma: `>=1.2, <2`. For ranges a node's version is read
-//!   leniently: a leading `v` is dropped and missing minor/patch parts are zero
-//!   (`v1.2` → `1.2.0`); a node whose version is not a version never matches a
-//!   range;
-//! * **group** and **zone** — equal strings;
-//! * **labels** — every `k=v` must be present with that value.
-//!
-//! An empty selector matches every node. When nothing matches, the
-//! [`Fallback`] decides: `strict` fails the pick with an error naming the selector
-//! and the versions available, `any` picks among all nodes.
-//!
-//! A service has a selector in its configuration; a call may bring its own, whose
-//! criteria override the service's ones they name ([`Selector::merged_over`]).
-//!
-//! # Examples
-//!
-//! ```
-//! use cluster_client::{Fallback, Selector};
-//! use registry_actor::Node;
-//!
-//! let selector = Selector::new()
-//!     .with_version(">=1.2, <2")?
-//!     .with_label("canary", "false")
-//!     .with_fallback(Fallback::Strict);
-//! let node = Node::new("echo-1", "echo", "127.0.0.1:50051")?
-//!     .with_version("v1.4")
-//!     .with_label("canary", "false");
-//! assert!(selector.matches(&node));
-//! assert!(!selector.matches(&node.clone().with_version("2.0.0")));
-//! assert_eq!(selector.to_string(), "version >=1.2, <2, labels canary=false");
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! Selectors: which nodes of a service a call may go to (see [`Selector`]).
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 
 use registry_actor::Node;
@@ -89,11 +53,52 @@ impl FromStr for Fallback {
     }
 }
 
-/// Which nodes a call may go to. See the [module docs](self).
+/// Which nodes a call may go to.
 ///
-/// Hashable: pickers cache the candidate list of each selector they have seen.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+/// A [`Selector`] narrows a service's nodes by any of:
+///
+/// * **version** — exact (`v1`, `1.4.2`: the node's version string must be equal),
+///   or a semver range when the text starts with an operator (`=`, `>`, `<`, `~`,
+///   `^`, `*`) or holds a comma: `>=1.2, <2`. For ranges a node's version is read
+///   leniently: a leading `v` is dropped and missing minor/patch parts are zero
+///   (`v1.2` → `1.2.0`); a node whose version is not a version never matches a
+///   range;
+/// * **group** and **zone** — equal strings;
+/// * **labels** — every `k=v` must be present with that value.
+///
+/// An empty selector matches every node. When nothing matches, the
+/// [`Fallback`] decides: `strict` fails the pick with an error naming the selector
+/// and the versions available, `any` picks among all nodes.
+///
+/// A service has a selector in its configuration; a call may bring its own, whose
+/// criteria override the service's ones they name ([`Selector::merged_over`]).
+///
+/// # Examples
+///
+/// ```
+/// use cluster_client::{Fallback, Selector};
+/// use registry_actor::Node;
+///
+/// let selector = Selector::new()
+///     .with_version(">=1.2, <2")?
+///     .with_label("canary", "false")
+///     .with_fallback(Fallback::Strict);
+/// let node = Node::new("echo-1", "echo", "127.0.0.1:50051")?
+///     .with_version("v1.4")
+///     .with_label("canary", "false");
+/// assert!(selector.matches(&node));
+/// assert!(!selector.matches(&node.clone().with_version("2.0.0")));
+/// assert_eq!(selector.to_string(), "version >=1.2, <2, labels canary=false");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Hashable: pickers cache the candidate list of each selector they have seen. A
+/// selector keeps a fingerprint of its criteria, computed by the builders, so that
+/// finding its cached candidates costs one word's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selector {
+    /// A hash of all the fields below; first, so that equality fails fast.
+    fingerprint: u64,
     version: Option<VersionMatch>,
     group: Option<String>,
     zone: Option<String>,
@@ -108,14 +113,46 @@ enum VersionMatch {
     Range { text: String, req: VersionReq },
 }
 
+impl Default for Selector {
+    fn default() -> Self {
+        Self {
+            fingerprint: 0,
+            version: None,
+            group: None,
+            zone: None,
+            labels: Vec::new(),
+            fallback: None,
+        }
+        .sealed()
+    }
+}
+
+impl Hash for Selector {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.fingerprint);
+    }
+}
+
 impl Selector {
+    /// Recomputes the fingerprint after a builder changed a field.
+    fn sealed(mut self) -> Self {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.version.hash(&mut h);
+        self.group.hash(&mut h);
+        self.zone.hash(&mut h);
+        self.labels.hash(&mut h);
+        self.fallback.hash(&mut h);
+        self.fingerprint = h.finish();
+        self
+    }
+
     /// A selector that matches every node.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Only nodes of this version: exact, or a semver range such as `>=1.2, <2`
-    /// (see the [module docs](self)). Default: any version.
+    /// (see [`Selector`]). Default: any version.
     ///
     /// # Errors
     ///
@@ -142,19 +179,19 @@ impl Selector {
         } else {
             VersionMatch::Exact(text.to_owned())
         });
-        Ok(self)
+        Ok(self.sealed())
     }
 
     /// Only nodes of this group. Default: any group.
     pub fn with_group(mut self, group: impl Into<String>) -> Self {
         self.group = Some(group.into());
-        self
+        self.sealed()
     }
 
     /// Only nodes of this zone. Default: any zone.
     pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
         self.zone = Some(zone.into());
-        self
+        self.sealed()
     }
 
     /// Only nodes with label `key` set to `value` (replaces an earlier value for the
@@ -165,7 +202,7 @@ impl Selector {
             Ok(i) => self.labels[i].1 = value,
             Err(i) => self.labels.insert(i, (key, value)),
         }
-        self
+        self.sealed()
     }
 
     /// Adds a label written as `k=v`.
@@ -185,7 +222,7 @@ impl Selector {
     /// `any` by default).
     pub fn with_fallback(mut self, fallback: Fallback) -> Self {
         self.fallback = Some(fallback);
-        self
+        self.sealed()
     }
 
     /// The version criterion as written, if any.
@@ -243,7 +280,7 @@ impl Selector {
         if self.fallback.is_some() {
             merged.fallback = self.fallback;
         }
-        merged
+        merged.sealed()
     }
 
     /// Whether `node` matches every criterion.

@@ -105,3 +105,34 @@ proptest! {
         let _ = Selector::new().with_version(&text);
     }
 }
+
+#[test]
+fn equal_criteria_make_equal_selectors_however_built() {
+    use std::collections::hash_map::DefaultHasher;
+    use std::hash::{Hash, Hasher};
+    fn hash(s: &Selector) -> u64 {
+        let mut h = DefaultHasher::new();
+        s.hash(&mut h);
+        h.finish()
+    }
+    let a = Selector::new()
+        .with_label("x", "1")
+        .with_label("y", "2")
+        .with_group("g");
+    let b = Selector::new()
+        .with_group("g")
+        .with_label("y", "2")
+        .with_label("x", "1");
+    let c = Selector::new()
+        .with_label("y", "2")
+        .merged_over(&Selector::new().with_group("g").with_label("x", "1"));
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    assert_eq!(hash(&a), hash(&b));
+    assert_eq!(hash(&a), hash(&c));
+    assert_eq!(
+        Selector::new(),
+        Selector::new().merged_over(&Selector::default())
+    );
+    assert_ne!(a, a.clone().with_zone("z"));
+}
