@@ -161,6 +161,8 @@ struct Pool {
     /// The balancer's candidates: `all`, less weight 0 for weighted balancers.
     indices: Box<[u32]>,
     policy: Policy,
+    /// Whether a call used this pool since the last rebuild.
+    used: bool,
 }
 
 /// The picking logic of one service, without an actor: the immutable node
@@ -343,6 +345,7 @@ impl Picker {
                 }
             }
         };
+        pool.used = true;
         match pool.outcome {
             Outcome::Ready => {}
             Outcome::NoNodes => return Err(no_nodes(&self.service)),
@@ -400,15 +403,16 @@ impl Picker {
     /// fallback is strict.
     pub fn pick_all(&mut self, selector: Option<&Selector>) -> Result<Vec<Picked>, Error> {
         let pool = match selector {
-            None => &self.default_pool,
+            None => &mut self.default_pool,
             Some(s) => {
                 self.ensure_pool(s);
-                match self.pools.get(s) {
+                match self.pools.get_mut(s) {
                     Some(pool) => pool,
                     None => return Err(self.no_nodes()),
                 }
             }
         };
+        pool.used = true;
         match pool.outcome {
             Outcome::Ready => Ok(pool
                 .all
@@ -615,9 +619,14 @@ impl Picker {
         self.ejected_count = self.ejected.iter().filter(|&&e| e).count();
     }
 
+    /// Rebuilds the service's pool and those of the call selectors used since the
+    /// last rebuild; the others are dropped, to be built again if a call comes
+    /// back with them. A change costs a rebuild of the selectors in use, not of
+    /// every selector ever seen.
     fn rebuild_pools(&mut self) {
         let base = self.config.selector().clone();
         self.default_pool = self.build_pool(base);
+        self.pools.retain(|_, pool| pool.used);
         let selectors: Vec<Selector> = self.pools.keys().cloned().collect();
         for s in selectors {
             let pool = self.build_pool(s.merged_over(self.config.selector()));
@@ -702,6 +711,7 @@ impl Picker {
             all,
             indices,
             policy,
+            used: false,
         }
     }
 
@@ -718,6 +728,7 @@ impl Pool {
             all: Box::new([]),
             indices: Box::new([]),
             policy: Policy::PickFirst { len: 0 },
+            used: false,
         }
     }
 }

@@ -228,6 +228,36 @@ fn handles_are_stable_while_id_and_address_are_and_loads_carry_over() {
 }
 
 #[test]
+fn call_selector_candidates_follow_every_node_set_change() {
+    let blue = Selector::new().with_group("blue");
+    let set = |ids: &[&str]| -> Arc<[Node]> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| {
+                node(id, 2000 + i as u16).with_group(if *id == "a" { "green" } else { "blue" })
+            })
+            .collect()
+    };
+    let mut p = picker(PickerConfig::default(), set(&["a", "b"]));
+    assert_eq!(ids_of(&p.pick_all(Some(&blue)).expect("blue")), ["b"]);
+    p.update(set(&["a", "b", "c"]), 2, Instant::now());
+    assert_eq!(
+        ids_of(&p.pick_all(Some(&blue)).expect("blue")),
+        ["b", "c"],
+        "rebuilt at update"
+    );
+    p.update(set(&["a", "c", "d"]), 3, Instant::now());
+    p.update(set(&["a", "d"]), 4, Instant::now());
+    assert_eq!(
+        ids_of(&p.pick_all(Some(&blue)).expect("blue")),
+        ["d"],
+        "unused in between: built anew"
+    );
+    let picked = p.pick(Some(&blue), &[], None).expect("pick");
+    assert_eq!(picked.node().id(), "d");
+}
+
+#[test]
 fn least_request_follows_reported_loads() {
     let nodes: Arc<[Node]> = [node("a", 1), node("b", 2)].into();
     let mut p = picker(
