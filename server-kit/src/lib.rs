@@ -44,6 +44,9 @@ mod serve;
 pub use auth::{BearerAuth, BearerAuthLayer};
 pub use config::{MethodLimit, RateLimitConfig, ServerConfig, ShutdownConfig};
 pub use error::{Error, Limit, RETRY_PUSHBACK_KEY};
+/// governor, re-exported for its clocks (`governor::clock::FakeRelativeClock`
+/// in tests, [`ServeBuilder::clock`]).
+pub use governor;
 pub use rate_limit::{LimiterClock, RateLimit, RateLimitLayer, RateLimitStatus, RateLimits};
 pub use response::ResponseFuture;
 pub use serve::{

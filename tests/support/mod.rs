@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
+pub mod server_kit;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -239,6 +239,14 @@ impl<C: LimiterClock> ServeBuilder<C> {
         } else {
             config.node_id().to_owned()
         };
+        // Everything that can fail comes before the server starts.
+        let etcd = match &registry {
+            Some(registry) => Some((
+                node(&config, &node_id, &advertised)?,
+                registry_actor::connect(registry).await?,
+            )),
+            None => None,
+        };
 
         let (health, health_service) = tonic_health::server::health_reporter();
         let (routes, names) = routes.into_parts();
@@ -286,11 +294,8 @@ impl<C: LimiterClock> ServeBuilder<C> {
         }
 
         // Registration comes last: the listener is bound and serving.
-        let (registrar, etcd) = match &registry {
-            None => (None, None),
-            Some(registry) => {
-                let node = node(&config, &node_id, &advertised)?;
-                let client = registry_actor::connect(registry).await?;
+        let (registrar, etcd) = match (&registry, etcd) {
+            (Some(registry), Some((node, client))) => {
                 let registrar = Registrar::start(client.clone(), node, registry);
                 let watch = InstanceWatch::new(
                     client.clone(),
@@ -302,6 +307,7 @@ impl<C: LimiterClock> ServeBuilder<C> {
                 background.push(tokio::spawn(watch.run()).abort_handle());
                 (Some(registrar), Some(client))
             }
+            _ => (None, None),
         };
         if registry.is_none() && config.rate_limit().cluster_rps() > 0 {
             warn!("server.rate_limit.cluster_rps is set without a registry: this server takes all of it");

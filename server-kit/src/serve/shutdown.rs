@@ -210,7 +210,9 @@ impl Shutdown {
             "deregistered; lame duck");
 
         let started = Instant::now();
-        tokio::time::sleep(self.config.lame_duck()).await;
+        if !self.config.lame_duck().is_zero() {
+            tokio::time::sleep(self.config.lame_duck()).await;
+        }
         report.phases.push((Phase::LameDuck, started.elapsed()));
 
         let started = Instant::now();

@@ -1,0 +1,610 @@
+//! End-to-end tests of `server_kit` with the echo service: real tonic servers on
+//! `127.0.0.1:0`, a real etcd, a real `echo-server` child process and SIGTERM.
+//! Rate-limit counts are exact because the servers run on governor's
+//! `FakeRelativeClock`; nothing waits by sleeping.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use grpc_cluster::echo::{EchoClient, SayRequest};
+use grpc_cluster::server::governor::clock::FakeRelativeClock;
+use grpc_cluster::server::{
+    Deregistration, Phase, RateLimitConfig, ServeBuilder, ServeHandle, ShutdownConfig,
+    ShutdownTrigger,
+};
+use support::server_kit::*;
+use support::{init_tracing, wait_until, EtcdServer, EVENTUALLY};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tonic::{Code, Request};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+const SAY: &str = "/echo.v1.Echo/Say";
+
+fn unlimited() -> RateLimitConfig {
+    RateLimitConfig::default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_limit_is_resource_exhausted_with_pushback_and_admits_exactly_the_quota() {
+    init_tracing();
+    let clock = FakeRelativeClock::default();
+    let config = echo_config(RateLimitConfig::default().with_rps(10).with_burst(5));
+    let builder = ServeBuilder::new(config).clock(clock.clone());
+    let (serving, stats) = start_echo("limit-1", builder, None).await;
+    let mut client = EchoClient::new(channel(serving.local_addr()).await);
+
+    // `admitted` also checks every refusal: RESOURCE_EXHAUSTED, pushback > 0.
+    assert_eq!(admitted(&mut client, 20, None).await, 5, "the burst");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        admitted(&mut client, 20, None).await,
+        5,
+        "a second refills the burst"
+    );
+    clock.advance(Duration::from_millis(100));
+    assert_eq!(
+        admitted(&mut client, 20, None).await,
+        1,
+        "100 ms refill one call"
+    );
+    assert_eq!(
+        stats.processed(),
+        11,
+        "refused calls never reach the service"
+    );
+
+    serving.handle().shutdown();
+    serving.wait().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_method_and_per_caller_limits_compose() {
+    init_tracing();
+    let clock = FakeRelativeClock::default();
+    let config = echo_config(
+        RateLimitConfig::default()
+            .with_method(SAY, 8, 0)
+            .with_caller_rps(5),
+    );
+    let builder = ServeBuilder::new(config).clock(clock.clone());
+    let (serving, _stats) = start_echo("compose-1", builder, None).await;
+    let mut client = EchoClient::new(channel(serving.local_addr()).await);
+
+    // a: its own quota binds (5 of Say's 8).
+    assert_eq!(admitted(&mut client, 10, Some("a")).await, 5);
+    // b: its quota is 5, but Say has only 3 left.
+    assert_eq!(admitted(&mut client, 10, Some("b")).await, 3);
+    // Say is exhausted for everybody, a caller quota left or not.
+    assert_eq!(admitted(&mut client, 10, Some("c")).await, 0);
+    // Other methods are not under Say's limit: Fail(OK) as a caller with quota.
+    let mut fail = Request::new(grpc_cluster::echo::FailRequest {
+        code: 0,
+        message: "ok".into(),
+    });
+    fail.metadata_mut()
+        .insert("x-caller", "d".parse().expect("ascii"));
+    client
+        .fail(fail)
+        .await
+        .expect("Fail is not limited by Say's limit");
+
+    serving.handle().shutdown();
+    serving.wait().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_at_ten_times_its_quota_does_not_reduce_another_callers_admissions() {
+    init_tracing();
+    let clock = FakeRelativeClock::default();
+    // Global room for exactly the two callers' quotas.
+    let config = echo_config(RateLimitConfig::default().with_caller_rps(5).with_rps(10));
+    let builder = ServeBuilder::new(config).clock(clock.clone());
+    let (serving, _stats) = start_echo("fair-1", builder, None).await;
+    let mut client = EchoClient::new(channel(serving.local_addr()).await);
+
+    for second in 0..3 {
+        let greedy = admitted(&mut client, 50, Some("greedy")).await;
+        let modest = admitted(&mut client, 5, Some("modest")).await;
+        assert_eq!(
+            greedy, 5,
+            "second {second}: the greedy caller gets its quota"
+        );
+        assert_eq!(
+            modest, 5,
+            "second {second}: the modest caller gets all of its own"
+        );
+        clock.advance(Duration::from_secs(1));
+    }
+
+    serving.handle().shutdown();
+    serving.wait().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_rate_limits_apply_to_the_next_call_without_restart_or_dropped_call() {
+    init_tracing();
+    let clock = FakeRelativeClock::default();
+    let builder = ServeBuilder::new(echo_config(unlimited())).clock(clock.clone());
+    let (serving, stats) = start_echo("reload-1", builder, None).await;
+    let handle = serving.handle();
+    let channel = channel(serving.local_addr()).await;
+    let mut client = EchoClient::new(channel.clone());
+    assert_eq!(admitted(&mut client, 50, None).await, 50);
+
+    let in_flight = tokio::spawn(slow(
+        EchoClient::new(channel.clone()),
+        Duration::from_millis(300),
+    ));
+    let h = handle.clone();
+    assert!(
+        wait_until(EVENTUALLY, || {
+            let h = h.clone();
+            async move { h.in_flight() == 1 }
+        })
+        .await
+    );
+
+    handle
+        .set_rate_limits(RateLimitConfig::default().with_rps(2))
+        .expect("valid limits");
+    assert_eq!(
+        admitted(&mut client, 10, None).await,
+        2,
+        "the next calls see the new limit"
+    );
+    let invalid = handle.set_rate_limits(RateLimitConfig::default().with_caller_burst(1));
+    assert!(invalid
+        .expect_err("invalid")
+        .to_string()
+        .contains("server.rate_limit.caller_burst"));
+    handle.set_rate_limits(unlimited()).expect("valid limits");
+    assert_eq!(admitted(&mut client, 10, None).await, 10);
+
+    in_flight
+        .await
+        .expect("task")
+        .expect("the call in flight during the changes completes");
+    assert_eq!(stats.cancelled(), 0);
+    handle.shutdown();
+    serving.wait().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_bearer_token_is_required_except_for_health() {
+    init_tracing();
+    let config = echo_config(unlimited()).with_token("s3cret");
+    let (serving, stats) = start_echo("auth-1", ServeBuilder::new(config), None).await;
+    let channel = channel(serving.local_addr()).await;
+    let mut client = EchoClient::new(channel.clone());
+
+    let status = say(&mut client, None).await.expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let mut wrong = Request::new(SayRequest {
+        message: "x".into(),
+    });
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Bearer guess".parse().expect("ascii"));
+    assert_eq!(
+        client.say(wrong).await.expect_err("wrong token").code(),
+        Code::Unauthenticated
+    );
+    let mut right = Request::new(SayRequest {
+        message: "x".into(),
+    });
+    right
+        .metadata_mut()
+        .insert("authorization", "Bearer s3cret".parse().expect("ascii"));
+    client
+        .say(right)
+        .await
+        .expect("the right token is admitted");
+    assert_eq!(stats.processed(), 1);
+
+    let health = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "echo.v1.Echo".into(),
+        })
+        .await
+        .expect("health needs no token")
+        .into_inner();
+    assert_eq!(health.status(), ServingStatus::Serving);
+
+    serving.handle().shutdown();
+    serving.wait().await.expect("clean shutdown");
+}
+
+fn instances_are<C: grpc_cluster::server::LimiterClock>(
+    handles: &[ServeHandle<C>],
+    n: usize,
+) -> impl FnMut() -> std::future::Ready<bool> + '_ {
+    move || std::future::ready(handles.iter().all(|h| h.rate_limits().instances() == n))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_rps_is_divided_by_the_live_instances() {
+    init_tracing();
+    let etcd = EtcdServer::start().await.expect("etcd starts");
+    let clock = FakeRelativeClock::default();
+    let mut servers = Vec::new();
+    for id in ["cluster-1", "cluster-2", "cluster-3"] {
+        let config = echo_config(RateLimitConfig::default().with_cluster_rps(300)).with_node_id(id);
+        let builder = ServeBuilder::new(config).clock(clock.clone());
+        servers.push(
+            start_echo(id, builder, Some(etcd.registry_config()))
+                .await
+                .0,
+        );
+    }
+    let handles: Vec<_> = servers.iter().map(|s| s.handle()).collect();
+    assert!(
+        wait_until(EVENTUALLY, instances_are(&handles, 3)).await,
+        "every server sees 3 instances"
+    );
+    assert_eq!(handles[0].rate_limits().cluster_share(), Some(100.0));
+
+    let mut first = EchoClient::new(channel(handles[0].local_addr()).await);
+    let mut second = EchoClient::new(channel(handles[1].local_addr()).await);
+    assert_eq!(admitted(&mut first, 200, None).await, 100, "300 / 3");
+    assert_eq!(
+        admitted(&mut second, 200, None).await,
+        100,
+        "each instance its share"
+    );
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(admitted(&mut first, 200, None).await, 100, "100 per second");
+
+    // One instance leaves.
+    let leaving = servers.pop().expect("three servers");
+    leaving.handle().shutdown();
+    leaving.wait().await.expect("clean shutdown");
+    let remaining = &handles[..2];
+    assert!(
+        wait_until(EVENTUALLY, instances_are(remaining, 2)).await,
+        "the others see 2 instances"
+    );
+    assert_eq!(handles[0].rate_limits().cluster_share(), Some(150.0));
+    assert_eq!(admitted(&mut first, 300, None).await, 150, "300 / 2");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(admitted(&mut first, 300, None).await, 150, "150 per second");
+    assert_eq!(admitted(&mut second, 300, None).await, 150);
+
+    for serving in servers {
+        serving.handle().shutdown();
+        serving.wait().await.expect("clean shutdown");
+    }
+}
+
+/// Whether `key` is in etcd, as a `wait_until` condition.
+fn key_is<'a>(
+    etcd: &'a registry_actor::etcd_client::Client,
+    key: &'a str,
+    present: bool,
+) -> impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> + 'a {
+    move || {
+        let mut etcd = etcd.clone();
+        Box::pin(async move { key_exists(&mut etcd, key).await == present })
+    }
+}
+
+/// Waits until `addr` refuses connections, then says whether `key` was still in
+/// etcd at that moment.
+fn probe_listener_close(
+    addr: SocketAddr,
+    etcd: &registry_actor::etcd_client::Client,
+    key: &str,
+) -> tokio::task::JoinHandle<(bool, bool)> {
+    let mut etcd = etcd.clone();
+    let key = key.to_owned();
+    tokio::spawn(async move {
+        let closed = wait_until(EVENTUALLY, || refuses_connections(addr)).await;
+        let key_present = key_exists(&mut etcd, &key).await;
+        (closed, key_present)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_under_load_drains_calls_after_deregistering_and_cancels_an_endless_stream() {
+    init_tracing();
+    let etcd = EtcdServer::start().await.expect("etcd starts");
+    let kv = etcd.client().await.expect("etcd client");
+    let config = echo_config(unlimited()).with_node_id("drain-1");
+    let (serving, stats) = start_echo(
+        "drain-1",
+        ServeBuilder::new(config),
+        Some(etcd.registry_config()),
+    )
+    .await;
+    let handle = serving.handle();
+    let addr = serving.local_addr();
+    let key = handle.registry_key().expect("registered").to_owned();
+    assert!(
+        wait_until(EVENTUALLY, key_is(&kv, &key, true)).await,
+        "registered"
+    );
+    let value = key_value(&mut kv.clone(), &key).await.expect("a value");
+    assert!(
+        value.contains(&format!("\"addr\":\"{addr}\"")),
+        "the real port is advertised: {value}"
+    );
+
+    // A stream that never ends: the health Watch, SERVING while up.
+    let channel = channel(addr).await;
+    let mut watch = HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest {
+            service: "echo.v1.Echo".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch
+        .message()
+        .await
+        .expect("a message")
+        .expect("not ended");
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    // Load: 8 Slow(500 ms) calls in flight, plus the watch.
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(slow(
+                EchoClient::new(channel.clone()),
+                Duration::from_millis(500),
+            ))
+        })
+        .collect();
+    let h = handle.clone();
+    assert!(
+        wait_until(EVENTUALLY, || {
+            let h = h.clone();
+            async move { h.in_flight() == 9 }
+        })
+        .await
+    );
+
+    let probe = probe_listener_close(addr, &kv, &key);
+    handle.shutdown();
+
+    let update = watch
+        .message()
+        .await
+        .expect("a message")
+        .expect("not ended");
+    assert_eq!(
+        update.status(),
+        ServingStatus::NotServing,
+        "health reports NOT_SERVING"
+    );
+    let (closed, key_present_at_close) = probe.await.expect("probe task");
+    assert!(closed, "the listener closes");
+    assert!(
+        !key_present_at_close,
+        "the key is gone from etcd before the listener closes"
+    );
+    // New connections are refused while the calls in flight still run.
+    let late = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await;
+    assert!(
+        late.is_err(),
+        "a new connection is refused during the drain"
+    );
+
+    for call in calls {
+        call.await
+            .expect("task")
+            .expect("an in-flight Slow call completes");
+    }
+    // The watch outlives the drain deadline and is cut.
+    let end = watch.message().await;
+    assert!(
+        !matches!(end, Ok(Some(_))),
+        "the endless stream is cancelled: {end:?}"
+    );
+
+    let report = serving
+        .wait()
+        .await
+        .expect("serve returns after the deadline");
+    assert_eq!(report.trigger(), ShutdownTrigger::Handle);
+    assert_eq!(report.deregistration(), &Deregistration::Confirmed);
+    assert_eq!(report.in_flight_at_drain(), 9);
+    assert_eq!(report.drained(), 8, "{report}");
+    assert_eq!(report.cancelled(), 1, "{report}");
+    let phases: Vec<Phase> = report.phases().iter().map(|(p, _)| *p).collect();
+    assert_eq!(
+        phases,
+        [
+            Phase::Deregister,
+            Phase::LameDuck,
+            Phase::NotServing,
+            Phase::StopAccepting,
+            Phase::Drain,
+            Phase::Cancel
+        ]
+    );
+    assert_eq!(stats.processed(), 8);
+    assert_eq!(stats.cancelled(), 0, "no Slow call was cancelled");
+    assert!(!key_exists(&mut kv.clone(), &key).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_the_lame_duck_the_key_is_gone_and_new_calls_are_still_served() {
+    init_tracing();
+    let etcd = EtcdServer::start().await.expect("etcd starts");
+    let kv = etcd.client().await.expect("etcd client");
+    let config = echo_config(unlimited())
+        .with_node_id("lame-1")
+        .with_shutdown(
+            ShutdownConfig::default()
+                .with_lame_duck(Duration::from_secs(1))
+                .with_drain_timeout(Duration::from_secs(2)),
+        );
+    let (serving, stats) = start_echo(
+        "lame-1",
+        ServeBuilder::new(config),
+        Some(etcd.registry_config()),
+    )
+    .await;
+    let handle = serving.handle();
+    let addr = serving.local_addr();
+    let key = handle.registry_key().expect("registered").to_owned();
+    assert!(
+        wait_until(EVENTUALLY, key_is(&kv, &key, true)).await,
+        "registered"
+    );
+
+    let probe = probe_listener_close(addr, &kv, &key);
+    handle.shutdown();
+    assert!(
+        wait_until(EVENTUALLY, key_is(&kv, &key, false)).await,
+        "deregistered"
+    );
+    // The key is gone, the listener still serves a new connection.
+    let mut late = EchoClient::new(channel(addr).await);
+    say(&mut late, None)
+        .await
+        .expect("served during the lame duck");
+
+    let (closed, key_present_at_close) = probe.await.expect("probe task");
+    assert!(closed);
+    assert!(!key_present_at_close);
+    let report = serving.wait().await.expect("clean shutdown");
+    assert_eq!(report.deregistration(), &Deregistration::Confirmed);
+    assert_eq!(report.cancelled(), 0);
+    assert_eq!(stats.processed(), 1);
+}
+
+/// Reads the child's stdout lines until one satisfies `pick`.
+async fn line_where(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    pick: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let read = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if pick(&line) {
+                return Some(line);
+            }
+        }
+        None
+    };
+    tokio::time::timeout(EVENTUALLY, read).await.ok().flatten()
+}
+
+/// The number after `label ` in the report line.
+fn count_after(report: &str, label: &str) -> Option<u64> {
+    let rest = &report[report.find(label)? + label.len()..];
+    rest.trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_to_an_echo_server_process_shuts_it_down_in_the_same_order() {
+    init_tracing();
+    let etcd = EtcdServer::start().await.expect("etcd starts");
+    let kv = etcd.client().await.expect("etcd client");
+    let mut child = tokio::process::Command::new(example_path("echo-server"))
+        .args(["--id", "sigterm-1", "--listen", "127.0.0.1:0"])
+        .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", etcd.endpoint())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("echo-server starts");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let logs = tokio::spawn(async move {
+        let mut all = String::new();
+        let _ = stderr.read_to_string(&mut all).await;
+        all
+    });
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let listening = line_where(&mut lines, |l| l.starts_with("listening on "))
+        .await
+        .expect("echo-server says where it listens");
+    let addr: SocketAddr = listening
+        .split_whitespace()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .expect("listening on ADDR as ID");
+    let key = "/grpc-cluster/services/echo/sigterm-1";
+    assert!(
+        wait_until(EVENTUALLY, key_is(&kv, key, true)).await,
+        "registered"
+    );
+
+    // Calls long enough to outlast the default 1 s lame duck.
+    let channel = channel(addr).await;
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(slow(
+                EchoClient::new(channel.clone()),
+                Duration::from_millis(1500),
+            ))
+        })
+        .collect();
+    let probe = probe_listener_close(addr, &kv, key);
+    let pid = child.id().expect("running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+
+    for call in calls {
+        call.await
+            .expect("task")
+            .expect("an in-flight Slow call completes");
+    }
+    let (closed, key_present_at_close) = probe.await.expect("probe task");
+    assert!(closed);
+    assert!(
+        !key_present_at_close,
+        "the key is gone before the listener closes"
+    );
+    let report = line_where(&mut lines, |l| l.starts_with("shutdown on "))
+        .await
+        .expect("echo-server prints its shutdown report");
+    let status = tokio::time::timeout(EVENTUALLY, child.wait())
+        .await
+        .expect("echo-server exits")
+        .expect("exit status");
+    let logs = logs.await.unwrap_or_default();
+    assert!(
+        status.success(),
+        "exit 0 after a clean shutdown: {status}\n{logs}"
+    );
+    assert!(report.starts_with("shutdown on SIGTERM"), "{report}");
+    assert!(
+        report.contains("deregistration key gone from etcd"),
+        "{report}"
+    );
+    let in_flight = count_after(&report, "in flight").expect("in flight N");
+    assert_eq!(count_after(&report, "drained"), Some(in_flight), "{report}");
+    assert_eq!(count_after(&report, "cancelled"), Some(0), "{report}");
+    let order = [
+        "deregister=",
+        "lame-duck=",
+        "not-serving=",
+        "stop-accepting=",
+        "drain=",
+    ];
+    let positions: Vec<usize> = order
+        .iter()
+        .map(|p| report.find(p).unwrap_or_else(|| panic!("{p} in {report}")))
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "phases in order: {report}"
+    );
+}
