@@ -9,7 +9,7 @@
 //!
 //! Rings are capped at `MAX_POINTS` points: past that (about 1,600 nodes of the
 //! default weight) every node's count is scaled down alike, trading some balance
-//! for memory and rebuild time. A 65,536-entry index on the top 16 bits of the
+//! for memory and rebuild time. A 16,384-entry index on the top 14 bits of the
 //! hash narrows each lookup to a handful of points, and each point carries its
 //! owner in its low bits (the hash keeps the high ones), so a pick touches two
 //! cache lines at 10 nodes as at 10,000.
@@ -27,7 +27,7 @@ pub(crate) const VNODES_PER_DEFAULT_WEIGHT: u64 = 160;
 pub(crate) const MAX_POINTS: u64 = 1 << 18;
 /// The golden-ratio increment of splitmix64.
 const PHI: u64 = 0x9e37_79b9_7f4a_7c15;
-const INDEX_BITS: u32 = 16;
+const INDEX_BITS: u32 = 14;
 
 /// The ring of one candidate list.
 #[derive(Debug, Clone)]
@@ -36,7 +36,7 @@ pub(crate) struct Ring {
     /// candidate position in the low `owner_bits`, so one load yields both.
     entries: Box<[u64]>,
     owner_mask: u64,
-    /// `index[b]` = the first entry whose top 16 bits are ≥ `b`; 65,537 entries.
+    /// `index[b]` = the first entry whose top 14 bits are ≥ `b`; 16,385 entries.
     index: Box<[u32]>,
 }
 

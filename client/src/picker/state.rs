@@ -215,7 +215,9 @@ pub struct Picker {
     by_handle: HashMap<NodeHandle, u32>,
     tracked: HashMap<Box<str>, Tracked>,
     default_pool: Pool,
-    pools: HashMap<Selector, Pool, Prehashed>,
+    /// Call selectors → their pool in `pool_list`.
+    pools: HashMap<Selector, usize, Prehashed>,
+    pool_list: Vec<Pool>,
     guard: PanicGuard,
     next_handle: u64,
     generation: u64,
@@ -266,6 +268,7 @@ impl Picker {
             by_handle: HashMap::new(),
             tracked: HashMap::new(),
             pools: HashMap::default(),
+            pool_list: Vec::new(),
             guard,
             next_handle: 0,
             generation: 0,
@@ -338,11 +341,8 @@ impl Picker {
         let pool = match selector {
             None => &mut self.default_pool,
             Some(s) => {
-                self.ensure_pool(s);
-                match self.pools.get_mut(s) {
-                    Some(pool) => pool,
-                    None => return Err(no_nodes(&self.service)),
-                }
+                let i = self.pool_index(s);
+                &mut self.pool_list[i]
             }
         };
         pool.used = true;
@@ -405,11 +405,8 @@ impl Picker {
         let pool = match selector {
             None => &mut self.default_pool,
             Some(s) => {
-                self.ensure_pool(s);
-                match self.pools.get_mut(s) {
-                    Some(pool) => pool,
-                    None => return Err(self.no_nodes()),
-                }
+                let i = self.pool_index(s);
+                &mut self.pool_list[i]
             }
         };
         pool.used = true;
@@ -626,23 +623,32 @@ impl Picker {
     fn rebuild_pools(&mut self) {
         let base = self.config.selector().clone();
         self.default_pool = self.build_pool(base);
-        self.pools.retain(|_, pool| pool.used);
-        let selectors: Vec<Selector> = self.pools.keys().cloned().collect();
-        for s in selectors {
-            let pool = self.build_pool(s.merged_over(self.config.selector()));
-            self.pools.insert(s, pool);
+        let old = std::mem::take(&mut self.pools);
+        let old_list = std::mem::take(&mut self.pool_list);
+        for (selector, i) in old {
+            if old_list.get(i).is_some_and(|pool| pool.used) {
+                let pool = self.build_pool(selector.merged_over(self.config.selector()));
+                self.pools.insert(selector, self.pool_list.len());
+                self.pool_list.push(pool);
+            }
         }
     }
 
-    fn ensure_pool(&mut self, selector: &Selector) {
-        if self.pools.contains_key(selector) {
-            return;
+    /// The pool of a call selector, built on its first use: one hash lookup when
+    /// it is cached.
+    fn pool_index(&mut self, selector: &Selector) -> usize {
+        if let Some(&i) = self.pools.get(selector) {
+            return i;
         }
         if self.pools.len() >= MAX_CACHED_SELECTORS {
             self.pools.clear();
+            self.pool_list.clear();
         }
         let pool = self.build_pool(selector.merged_over(self.config.selector()));
-        self.pools.insert(selector.clone(), pool);
+        let i = self.pool_list.len();
+        self.pool_list.push(pool);
+        self.pools.insert(selector.clone(), i);
+        i
     }
 
     fn build_pool(&mut self, selector: Selector) -> Pool {
@@ -713,10 +719,6 @@ impl Picker {
             policy,
             used: false,
         }
-    }
-
-    fn no_nodes(&self) -> Error {
-        no_nodes(&self.service)
     }
 }
 
