@@ -92,23 +92,6 @@ pub enum Error {
     Config(String),
 }
 
-impl Error {
-    /// Maps the mailbox error of a `send` to a picker.
-    pub fn picker_gone(service: impl Into<Arc<str>>, source: actix::MailboxError) -> Self {
-        Self::PickerGone {
-            service: service.into(),
-            source,
-        }
-    }
-
-    /// An unknown service, for the client that routes calls to pickers.
-    pub fn unknown_service(service: impl Into<Arc<str>>) -> Self {
-        Self::UnknownService {
-            service: service.into(),
-        }
-    }
-}
-
 fn list_versions(versions: &[String]) -> String {
     if versions.is_empty() {
         return "none".to_owned();

@@ -10,7 +10,7 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use registry_actor::Node;
 use semver::Version;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::balance::{Member, PickCx, Policy};
 use crate::ejection::{max_ejected, NodeHealth};
@@ -459,7 +459,7 @@ impl Picker {
         }
         let cap = max_ejected(self.snapshot.len(), policy.max_share());
         if self.ejected_count >= cap {
-            warn!(
+            debug!(
                 service = %self.service, node = %id, ejected = self.ejected_count, cap,
                 "node keeps failing but the ejection cap is reached; keeping it"
             );
