@@ -7,7 +7,9 @@ use registry_actor::config::duration;
 use serde::{Deserialize, Serialize};
 
 use crate::selector::parse_label;
-use crate::{Balancer, Error, Fallback, Selector};
+use tonic::Code;
+
+use crate::{Balancer, Error, Fallback, Selector, Strategy};
 
 const DEFAULT_FAILURES: u32 = 5;
 const DEFAULT_BASE_TIME: Duration = Duration::from_secs(10);
@@ -80,6 +82,23 @@ pub struct ClientConfig {
     panic_grace: Duration,
     #[serde(with = "duration")]
     discovery_timeout: Duration,
+    strategy: String,
+    retries: u32,
+    #[serde(with = "duration")]
+    timeout: Duration,
+    retry_codes: Vec<String>,
+    #[serde(with = "duration")]
+    retry_backoff: Duration,
+    #[serde(with = "duration")]
+    retry_backoff_max: Duration,
+    budget_ratio: f64,
+    budget_min_per_sec: u32,
+    #[serde(with = "duration")]
+    connect_timeout: Duration,
+    short_connection: bool,
+    caller: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
     services: BTreeMap<String, ServiceConfig>,
 }
 
@@ -92,6 +111,18 @@ impl Default for ClientConfig {
             panic_threshold: DEFAULT_PANIC_THRESHOLD,
             panic_grace: DEFAULT_PANIC_GRACE,
             discovery_timeout: DEFAULT_DISCOVERY_TIMEOUT,
+            strategy: "failover".to_owned(),
+            retries: 2,
+            timeout: Duration::from_secs(5),
+            retry_codes: vec!["UNAVAILABLE".to_owned()],
+            retry_backoff: Duration::from_millis(50),
+            retry_backoff_max: Duration::from_secs(1),
+            budget_ratio: 0.2,
+            budget_min_per_sec: 10,
+            connect_timeout: Duration::from_secs(1),
+            short_connection: false,
+            caller: String::new(),
+            token: None,
             services: BTreeMap::new(),
         }
     }
@@ -137,6 +168,122 @@ impl ClientConfig {
         self
     }
 
+    /// Default strategy (default `failover`): `failfast`, `failover`,
+    /// `failretry`, `forking` or `forking(K)`.
+    pub fn with_strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy.name();
+        self
+    }
+
+    /// Default extra attempts of failover and failretry (default 2).
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Default deadline of a call (default 5 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Codes that failover and failretry retry (default `["UNAVAILABLE"]`;
+    /// `RESOURCE_EXHAUSTED` is always retried elsewhere unless the server's
+    /// pushback forbids it).
+    pub fn with_retry_codes<I: IntoIterator<Item = Code>>(mut self, codes: I) -> Self {
+        self.retry_codes = codes.into_iter().map(code_name).collect();
+        self
+    }
+
+    /// Failretry's backoff between attempts on the same node: first `min`
+    /// (default 50 ms), doubling up to `max` (default 1 s).
+    pub fn with_retry_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.retry_backoff = min;
+        self.retry_backoff_max = max;
+        self
+    }
+
+    /// The retry budget of each service: extra attempts at most `ratio` of the
+    /// calls (default 0.2) plus `min_per_sec` per second (default 10).
+    pub fn with_budget(mut self, ratio: f64, min_per_sec: u32) -> Self {
+        self.budget_ratio = ratio;
+        self.budget_min_per_sec = min_per_sec;
+        self
+    }
+
+    /// Timeout of connecting to a node (default 1 s).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connect per call instead of one long-lived channel per node (default off).
+    pub fn with_short_connection(mut self, short: bool) -> Self {
+        self.short_connection = short;
+        self
+    }
+
+    /// The caller name sent as `x-caller` with every call (default: none), the
+    /// key servers' per-caller limits use.
+    pub fn with_caller(mut self, caller: impl Into<String>) -> Self {
+        self.caller = caller.into();
+        self
+    }
+
+    /// A bearer token sent as `authorization: Bearer TOKEN` (default: none).
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The caller name, `""` when none.
+    pub fn caller(&self) -> &str {
+        &self.caller
+    }
+
+    /// The bearer token.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// The retry budget: ratio of calls, and tokens per second.
+    pub fn budget(&self) -> (f64, u32) {
+        (self.budget_ratio, self.budget_min_per_sec)
+    }
+
+    /// How the client connects to nodes.
+    pub fn connection_settings(&self) -> crate::ConnectionSettings {
+        crate::ConnectionSettings::default()
+            .with_connect_timeout(self.connect_timeout)
+            .with_short_connection(self.short_connection)
+    }
+
+    /// The resolved call settings of `method` (its name, e.g. `Say`) of
+    /// `service`: the method's table over the service's over the defaults.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the key path of the first invalid value.
+    pub fn call_policy(&self, service: &str, method: &str) -> Result<CallPolicy, Error> {
+        let mut policy = CallPolicy {
+            strategy: parse_strategy("client.strategy", &self.strategy)?,
+            retries: self.retries,
+            timeout: self.timeout,
+            retry_codes: parse_codes("client.retry_codes", &self.retry_codes)?,
+            backoff_min: self.retry_backoff,
+            backoff_max: self.retry_backoff_max,
+        };
+        let Some(svc) = self.services.get(service) else {
+            return Ok(policy);
+        };
+        let path = format!("client.services.{service}");
+        svc.call().apply(&path, &mut policy)?;
+        if let Some(m) = svc.methods.get(method) {
+            m.apply(&format!("{path}.methods.{method}"), &mut policy)?;
+        }
+        Ok(policy)
+    }
+
     /// Sets the table of one service (default: none, every key from the defaults).
     pub fn with_service(mut self, name: impl Into<String>, service: ServiceConfig) -> Self {
         self.services.insert(name.into(), service);
@@ -159,13 +306,46 @@ impl ClientConfig {
     /// outside 0..=1.
     pub fn validate(&self) -> Result<(), Error> {
         self.defaults("client")?;
-        for name in self.services.keys() {
+        check_share("client.budget_ratio", self.budget_ratio)?;
+        for (key, d) in [
+            ("client.timeout", self.timeout),
+            ("client.retry_backoff", self.retry_backoff),
+            ("client.connect_timeout", self.connect_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(Error::Config(format!("{key}: must be above zero")));
+            }
+        }
+        if self.retry_backoff_max < self.retry_backoff {
+            return Err(Error::Config(format!(
+                "client.retry_backoff_max: {:?} is below retry_backoff ({:?})",
+                self.retry_backoff_max, self.retry_backoff
+            )));
+        }
+        if let Some(t) = &self.token {
+            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(Error::Config(
+                    "client.token: must be non-empty visible ASCII".to_owned(),
+                ));
+            }
+        }
+        if !self.caller.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::Config(
+                "client.caller: must be visible ASCII".to_owned(),
+            ));
+        }
+        self.call_policy("", "")?;
+        for (name, svc) in &self.services {
             if name.is_empty() {
                 return Err(Error::Config(
                     "client.services: a service name is empty".to_owned(),
                 ));
             }
             self.picker_config(name)?;
+            self.call_policy(name, "")?;
+            for method in svc.methods.keys() {
+                self.call_policy(name, method)?;
+            }
         }
         Ok(())
     }
@@ -264,9 +444,45 @@ pub struct ServiceConfig {
     panic_grace: Option<Duration>,
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
     discovery_timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strategy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retries: Option<u32>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_codes: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    methods: BTreeMap<String, MethodConfig>,
 }
 
 impl ServiceConfig {
+    /// Call settings of this whole service (unset keys: `[client]`'s).
+    pub fn with_call(mut self, call: MethodConfig) -> Self {
+        self.strategy = call.strategy;
+        self.retries = call.retries;
+        self.timeout = call.timeout;
+        self.retry_codes = call.retry_codes;
+        self
+    }
+
+    /// The service-level call keys, as a [`MethodConfig`].
+    fn call(&self) -> MethodConfig {
+        MethodConfig {
+            strategy: self.strategy.clone(),
+            retries: self.retries,
+            timeout: self.timeout,
+            retry_codes: self.retry_codes.clone(),
+        }
+    }
+
+    /// Call settings of one method, by name (`Say`); unset keys come from the
+    /// service, then `[client]`.
+    pub fn with_method(mut self, method: impl Into<String>, call: MethodConfig) -> Self {
+        self.methods.insert(method.into(), call);
+        self
+    }
+
     /// The balancer of this service (default: `[client]`'s).
     pub fn with_balancer(mut self, balancer: Balancer) -> Self {
         self.balancer = Some(balancer.name().to_owned());
@@ -540,6 +756,155 @@ impl PickerConfig {
     pub fn discovery_timeout(&self) -> Duration {
         self.discovery_timeout
     }
+}
+
+/// Call settings of a service (`[client.services.NAME]`) or a method
+/// (`[client.services.NAME.methods.METHOD]`); unset keys come from the level above.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MethodConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strategy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retries: Option<u32>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_codes: Option<Vec<String>>,
+}
+
+impl MethodConfig {
+    /// The strategy.
+    pub fn with_strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = Some(strategy.name());
+        self
+    }
+
+    /// Extra attempts of failover and failretry.
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = Some(retries);
+        self
+    }
+
+    /// The deadline of a call.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    fn apply(&self, path: &str, policy: &mut CallPolicy) -> Result<(), Error> {
+        if let Some(s) = &self.strategy {
+            policy.strategy = parse_strategy(&format!("{path}.strategy"), s)?;
+        }
+        if let Some(r) = self.retries {
+            policy.retries = r;
+        }
+        if let Some(t) = self.timeout {
+            if t.is_zero() {
+                return Err(Error::Config(format!("{path}.timeout: must be above zero")));
+            }
+            policy.timeout = t;
+        }
+        if let Some(c) = &self.retry_codes {
+            policy.retry_codes = parse_codes(&format!("{path}.retry_codes"), c)?;
+        }
+        Ok(())
+    }
+}
+
+/// The resolved call settings of one method ([`ClientConfig::call_policy`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallPolicy {
+    strategy: Strategy,
+    retries: u32,
+    timeout: Duration,
+    retry_codes: std::sync::Arc<[Code]>,
+    backoff_min: Duration,
+    backoff_max: Duration,
+}
+
+impl CallPolicy {
+    /// The strategy.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// Extra attempts of failover and failretry.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// The deadline of a call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Codes retried by failover and failretry.
+    pub fn retry_codes(&self) -> &std::sync::Arc<[Code]> {
+        &self.retry_codes
+    }
+
+    /// Failretry's backoff bounds.
+    pub fn backoff(&self) -> (Duration, Duration) {
+        (self.backoff_min, self.backoff_max)
+    }
+}
+
+fn parse_strategy(key: &str, value: &str) -> Result<Strategy, Error> {
+    Strategy::parse(value).map_err(|why| Error::Config(format!("{key}: {why}")))
+}
+
+/// The names of gRPC codes, as in the gRPC spec (`UNAVAILABLE`).
+const CODE_NAMES: [(&str, Code); 17] = [
+    ("OK", Code::Ok),
+    ("CANCELLED", Code::Cancelled),
+    ("UNKNOWN", Code::Unknown),
+    ("INVALID_ARGUMENT", Code::InvalidArgument),
+    ("DEADLINE_EXCEEDED", Code::DeadlineExceeded),
+    ("NOT_FOUND", Code::NotFound),
+    ("ALREADY_EXISTS", Code::AlreadyExists),
+    ("PERMISSION_DENIED", Code::PermissionDenied),
+    ("RESOURCE_EXHAUSTED", Code::ResourceExhausted),
+    ("FAILED_PRECONDITION", Code::FailedPrecondition),
+    ("ABORTED", Code::Aborted),
+    ("OUT_OF_RANGE", Code::OutOfRange),
+    ("UNIMPLEMENTED", Code::Unimplemented),
+    ("INTERNAL", Code::Internal),
+    ("UNAVAILABLE", Code::Unavailable),
+    ("DATA_LOSS", Code::DataLoss),
+    ("UNAUTHENTICATED", Code::Unauthenticated),
+];
+
+fn code_name(code: Code) -> String {
+    CODE_NAMES
+        .iter()
+        .find(|(_, c)| *c == code)
+        .map_or_else(|| format!("{}", code as i32), |(n, _)| (*n).to_owned())
+}
+
+fn parse_codes(key: &str, names: &[String]) -> Result<std::sync::Arc<[Code]>, Error> {
+    names
+        .iter()
+        .map(|name| {
+            let upper = name.trim().to_ascii_uppercase();
+            CODE_NAMES
+                .iter()
+                .find(|(n, _)| *n == upper)
+                .map(|(_, c)| *c)
+                .or_else(|| {
+                    upper
+                        .parse::<i32>()
+                        .ok()
+                        .filter(|n| (0..=16).contains(n))
+                        .map(Code::from_i32)
+                })
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "{key}: `{name}` is not a gRPC code such as UNAVAILABLE"
+                    ))
+                })
+        })
+        .collect()
 }
 
 fn parse_at<T: std::str::FromStr<Err = Error>>(key: &str, value: &str) -> Result<T, Error> {

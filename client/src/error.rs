@@ -86,10 +86,54 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A method path is not `/package.Service/Method`.
+    #[error("invalid method path `{0}`: expected /package.Service/Method")]
+    BadMethod(String),
     /// A setting is invalid; the message starts with the key path
     /// (`client.services.echo.balancer: ...`).
     #[error("invalid configuration: {0}")]
     Config(String),
+}
+
+impl Error {
+    pub(crate) fn picker_gone(service: impl Into<Arc<str>>, source: actix::MailboxError) -> Self {
+        Self::PickerGone {
+            service: service.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn unknown_service(service: impl Into<Arc<str>>) -> Self {
+        Self::UnknownService {
+            service: service.into(),
+        }
+    }
+
+    /// The gRPC code a call ends with when this error stops it: `UNAVAILABLE`
+    /// when no node can take it now (none registered, none left to try, picker
+    /// gone, none discovered yet); `FAILED_PRECONDITION` when a strict selector
+    /// matches nothing or every candidate has weight 0; `NOT_FOUND` for an
+    /// unknown service; `INVALID_ARGUMENT` for bad input or settings.
+    pub fn code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            Self::NoNodes { .. }
+            | Self::AllExcluded { .. }
+            | Self::PickerGone { .. }
+            | Self::NotDiscovered { .. } => Code::Unavailable,
+            Self::NoWeight { .. } | Self::NoMatch { .. } => Code::FailedPrecondition,
+            Self::UnknownService { .. } => Code::NotFound,
+            Self::InvalidSelector { .. } | Self::BadMethod(_) | Self::Config(_) => {
+                Code::InvalidArgument
+            }
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        tonic::Status::new(e.code(), e.to_string())
+    }
 }
 
 fn list_versions(versions: &[String]) -> String {

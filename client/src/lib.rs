@@ -58,7 +58,10 @@
 //! ```
 
 mod balance;
+mod budget;
+mod call;
 mod config;
+mod connection;
 mod ejection;
 mod error;
 mod hash;
@@ -67,11 +70,19 @@ mod picker;
 mod selector;
 
 pub use balance::Balancer;
-pub use config::{ClientConfig, EjectionConfig, PickerConfig, ServiceConfig};
+pub use budget::RetryBudget;
+pub use call::{
+    Attempt, Broadcast, BroadcastReply, BudgetTokens, Call, CallError, CallOptions, ClusterClient,
+    Completion, NodeResult, Reply, ServiceStatus, Strategy, UpdateConfig, RETRY_PUSHBACK_KEY,
+};
+pub use config::{
+    CallPolicy, ClientConfig, EjectionConfig, MethodConfig, PickerConfig, ServiceConfig,
+};
+pub use connection::{AttemptGuard, Close, ConnectionActor, ConnectionSettings, Execute, Method};
 pub use error::Error;
 pub use hash::HashKey;
 pub use picker::{
     ConnectionFailed, ConnectionSucceeded, Inspect, NodeHandle, NodeStatus, Pick, PickAll, Picked,
-    Picker, PickerActor, PickerStatus, ReportLoad,
+    Picker, PickerActor, PickerStatus, Reconfigure, ReportLoad,
 };
 pub use selector::{Fallback, Selector};

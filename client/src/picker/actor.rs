@@ -1,5 +1,6 @@
 //! The [`PickerActor`]: a thin actor over [`Picker`].
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -7,9 +8,12 @@ use registry_actor::{NodesChanged, RegistryActor, Subscribe, SubscriptionId, Uns
 use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
 
-use super::messages::{ConnectionFailed, ConnectionSucceeded, Inspect, Pick, PickAll, ReportLoad};
-use super::state::{Picked, Picker};
-use crate::{Error, PickerConfig};
+use super::messages::{
+    ConnectionFailed, ConnectionSucceeded, Inspect, Pick, PickAll, Reconfigure, ReportLoad,
+};
+use super::state::{NodeHandle, Picked, Picker};
+use crate::connection::{Close, ConnectionActor, ConnectionSettings, Reports};
+use crate::{Balancer, Error, PickerConfig};
 
 /// The clock of the picker: tokio's, so that tests can pause and advance it.
 fn now() -> std::time::Instant {
@@ -26,6 +30,9 @@ pub struct PickerActor {
     timer: Option<(std::time::Instant, SpawnHandle)>,
     /// Picks waiting for the first node set.
     waiters: Vec<oneshot::Sender<()>>,
+    /// One connection actor per node picked so far, closed when the node leaves.
+    connections: HashMap<NodeHandle, Addr<ConnectionActor>>,
+    connection_settings: ConnectionSettings,
 }
 
 impl std::fmt::Debug for PickerActor {
@@ -45,13 +52,58 @@ impl PickerActor {
 
     /// An actor over a [`Picker`] built by the caller (e.g. seeded).
     pub fn from_picker(picker: Picker, registry: Addr<RegistryActor>) -> Self {
+        let report_load = picker.config().balancer() == Balancer::LeastRequest;
         Self {
             picker,
             registry,
             subscription: None,
             timer: None,
             waiters: Vec::new(),
+            connections: HashMap::new(),
+            connection_settings: ConnectionSettings::default().with_load_reports(report_load),
         }
+    }
+
+    /// Connects to nodes with `settings` (default: [`ConnectionSettings::default`]).
+    /// Load reports are switched on when the balancer is `least_request`.
+    pub fn with_connection_settings(mut self, settings: ConnectionSettings) -> Self {
+        let report_load = self.picker.config().balancer() == Balancer::LeastRequest;
+        self.connection_settings = settings.with_load_reports(report_load);
+        self
+    }
+
+    /// Gives `picked` its node's connection actor, starting it on first use.
+    fn attach(&mut self, picked: &mut Picked, ctx: &mut Context<Self>) {
+        let handle = picked.handle();
+        let connection = self.connections.entry(handle).or_insert_with(|| {
+            let me = ctx.address();
+            let reports = Reports {
+                load: me.clone().recipient(),
+                failed: me.clone().recipient(),
+                succeeded: me.recipient(),
+            };
+            ConnectionActor::new(
+                picked.node().clone(),
+                handle,
+                self.connection_settings.clone(),
+                reports,
+            )
+            .start()
+        });
+        picked.set_connection(connection.clone());
+    }
+
+    /// Closes the connections of nodes no longer in force; each stops once its
+    /// calls in flight have ended.
+    fn close_departed(&mut self) {
+        let picker = &self.picker;
+        self.connections.retain(|handle, connection| {
+            let keep = picker.contains(*handle);
+            if !keep {
+                connection.do_send(Close);
+            }
+            keep
+        });
     }
 
     /// Arms the wake-up for the picker's next deadline, unless an earlier one is
@@ -79,10 +131,11 @@ impl PickerActor {
     /// timeout).
     fn when_discovered<T: 'static>(
         &mut self,
-        pick: impl FnOnce(&mut Picker) -> Result<T, Error> + 'static,
+        ctx: &mut Context<Self>,
+        pick: impl FnOnce(&mut Self, &mut Context<Self>) -> Result<T, Error> + 'static,
     ) -> ActorResponse<Self, Result<T, Error>> {
         if self.picker.is_discovered() {
-            return ActorResponse::reply(pick(&mut self.picker));
+            return ActorResponse::reply(pick(self, ctx));
         }
         let (tx, rx) = oneshot::channel();
         self.waiters.retain(|w| !w.is_closed());
@@ -91,9 +144,9 @@ impl PickerActor {
         let wait = async move {
             let _ = tokio::time::timeout(waited, rx).await;
         };
-        ActorResponse::r#async(wait.into_actor(self).map(move |(), act, _| {
+        ActorResponse::r#async(wait.into_actor(self).map(move |(), act, ctx| {
             if act.picker.is_discovered() {
-                pick(&mut act.picker)
+                pick(act, ctx)
             } else {
                 Err(Error::NotDiscovered {
                     service: act.picker.service().clone(),
@@ -144,6 +197,7 @@ impl Handler<NodesChanged> for PickerActor {
         }
         debug!(service = %msg.service, revision = msg.revision, nodes = msg.nodes.len(), "node set changed");
         self.picker.update(msg.nodes, msg.revision, now());
+        self.close_departed();
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(());
         }
@@ -154,9 +208,13 @@ impl Handler<NodesChanged> for PickerActor {
 impl Handler<Pick> for PickerActor {
     type Result = ActorResponse<Self, Result<Picked, Error>>;
 
-    fn handle(&mut self, msg: Pick, _: &mut Self::Context) -> Self::Result {
-        self.when_discovered(move |picker| {
-            picker.pick(msg.selector.as_ref(), &msg.exclude, msg.hash_key)
+    fn handle(&mut self, msg: Pick, ctx: &mut Self::Context) -> Self::Result {
+        self.when_discovered(ctx, move |act, ctx| {
+            let mut picked = act
+                .picker
+                .pick(msg.selector.as_ref(), &msg.exclude, msg.hash_key)?;
+            act.attach(&mut picked, ctx);
+            Ok(picked)
         })
     }
 }
@@ -164,8 +222,14 @@ impl Handler<Pick> for PickerActor {
 impl Handler<PickAll> for PickerActor {
     type Result = ActorResponse<Self, Result<Vec<Picked>, Error>>;
 
-    fn handle(&mut self, msg: PickAll, _: &mut Self::Context) -> Self::Result {
-        self.when_discovered(move |picker| picker.pick_all(msg.selector.as_ref()))
+    fn handle(&mut self, msg: PickAll, ctx: &mut Self::Context) -> Self::Result {
+        self.when_discovered(ctx, move |act, ctx| {
+            let mut all = act.picker.pick_all(msg.selector.as_ref())?;
+            for picked in &mut all {
+                act.attach(picked, ctx);
+            }
+            Ok(all)
+        })
     }
 }
 
@@ -201,5 +265,18 @@ impl Handler<Inspect> for PickerActor {
 
     fn handle(&mut self, _: Inspect, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.picker.status())
+    }
+}
+
+impl Handler<Reconfigure> for PickerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reconfigure, _: &mut Self::Context) {
+        let report_load = msg.0.balancer() == Balancer::LeastRequest;
+        self.connection_settings = self
+            .connection_settings
+            .clone()
+            .with_load_reports(report_load);
+        self.picker.reconfigure(msg.0);
     }
 }

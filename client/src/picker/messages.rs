@@ -125,3 +125,9 @@ pub struct ConnectionSucceeded {
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "PickerStatus")]
 pub struct Inspect;
+
+/// New settings for the picker (a configuration reload): balancer, selector
+/// and fallback apply from the next pick; nodes keep their handles and health.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Reconfigure(pub crate::PickerConfig);

@@ -26,5 +26,7 @@ mod state;
 mod tests;
 
 pub use actor::PickerActor;
-pub use messages::{ConnectionFailed, ConnectionSucceeded, Inspect, Pick, PickAll, ReportLoad};
+pub use messages::{
+    ConnectionFailed, ConnectionSucceeded, Inspect, Pick, PickAll, Reconfigure, ReportLoad,
+};
 pub use state::{NodeHandle, NodeStatus, Picked, Picker, PickerStatus};

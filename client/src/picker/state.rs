@@ -51,6 +51,7 @@ pub struct Picked {
     index: usize,
     handle: NodeHandle,
     revision: i64,
+    connection: Option<actix::Addr<crate::ConnectionActor>>,
 }
 
 impl Picked {
@@ -67,6 +68,16 @@ impl Picked {
     /// The registry revision of the snapshot the node was picked from.
     pub fn revision(&self) -> i64 {
         self.revision
+    }
+
+    /// The node's connection actor. Set on every answer of a
+    /// [`PickerActor`](crate::PickerActor); `None` from a bare [`Picker`].
+    pub fn connection(&self) -> Option<&actix::Addr<crate::ConnectionActor>> {
+        self.connection.as_ref()
+    }
+
+    pub(crate) fn set_connection(&mut self, connection: actix::Addr<crate::ConnectionActor>) {
+        self.connection = Some(connection);
     }
 }
 
@@ -303,6 +314,23 @@ impl Picker {
         &self.snapshot
     }
 
+    /// Whether `handle` names a node in force.
+    pub fn contains(&self, handle: NodeHandle) -> bool {
+        self.by_handle.contains_key(&handle)
+    }
+
+    /// Applies new settings (a configuration reload): balancer, selector and
+    /// fallback take effect for the next pick; handles, loads and health stay.
+    /// The ejection and panic settings of nodes already tracked keep the values
+    /// they were created with.
+    pub fn reconfigure(&mut self, config: PickerConfig) {
+        if config == self.config {
+            return;
+        }
+        self.config = config;
+        self.rebuild_pools();
+    }
+
     /// Takes a new node set from the registry (at etcd `revision`), applying the
     /// panic threshold, and rebuilds every balancer.
     pub fn update(&mut self, nodes: Arc<[Node]>, revision: i64, now: Instant) {
@@ -391,6 +419,7 @@ impl Picker {
             index,
             handle: self.handles[index],
             revision: self.revision,
+            connection: None,
         })
     }
 
@@ -419,6 +448,7 @@ impl Picker {
                     index: i as usize,
                     handle: self.handles[i as usize],
                     revision: self.revision,
+                    connection: None,
                 })
                 .collect()),
             Outcome::NoNodes => Err(no_nodes(&self.service)),

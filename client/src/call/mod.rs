@@ -1,0 +1,57 @@
+//! The call actor: [`ClusterClient`] and the strategies it runs.
+//!
+//! Apps send a [`ClusterClient`] typed [`Call`] and [`Broadcast`] messages. For each
+//! call it resolves the method's settings (per call over per method over per
+//! service over `[client]`), asks the service's [`PickerActor`](crate::PickerActor)
+//! for nodes, and sends attempts to their connection actors:
+//!
+//! | strategy | attempts |
+//! |---|---|
+//! | `failfast` | one |
+//! | `failover` | up to `retries` more, each on a node not yet tried, for retryable codes (`UNAVAILABLE` by default); `RESOURCE_EXHAUSTED` moves on unless the server's pushback forbids retrying |
+//! | `failretry` | up to `retries` more on the same node, after a backoff (or the server's pushback, when longer) |
+//! | `forking(K)` | K nodes at once; the first success wins, the rest are cancelled |
+//! | broadcast | every matching node in parallel; completion `all`, `quorum(k)` or `first_success` |
+//! | multicast | a broadcast with a selector, e.g. one group |
+//!
+//! Every extra attempt of every strategy (failover and failretry retries, the
+//! extra forks) draws from the service's retry budget, 20 % of calls + 10/s by
+//! default. Broadcast calls are the purpose of the call, not extra attempts, and
+//! do not draw from it. No attempt starts after the call's deadline, and each
+//! carries the remaining deadline as `grpc-timeout`.
+//!
+//! Each call carries `x-request-id` (one per call, the same on all its attempts),
+//! the configured caller as `x-caller`, the bearer token if any, and the call's own
+//! metadata. A failed call answers a [`CallError`] with the final code and every
+//! attempt (node, code, latency); it converts into a `tonic::Status`.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use cluster_client::{Call, CallOptions, ClientConfig, ClusterClient, Method, Strategy};
+//! use registry_actor::RegistryConfig;
+//! # #[derive(Clone, PartialEq, prost::Message)] struct SayRequest { #[prost(string, tag = "1")] message: String }
+//! # #[derive(Clone, PartialEq, prost::Message)] struct SayReply { #[prost(string, tag = "1")] message: String }
+//! const SAY: Method<SayRequest, SayReply> = Method::from_static("/echo.v1.Echo/Say");
+//!
+//! # #[actix::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = ClusterClient::connect(&RegistryConfig::default(), ClientConfig::default()).await?;
+//! let call = Call::new("echo", SAY, SayRequest { message: "hi".into() })
+//!     .with_options(CallOptions::new().with_strategy(Strategy::Failover));
+//! let reply = client.send(call).await??;
+//! println!("{} answered after {} attempt(s)", reply.node.id(), reply.attempts.len());
+//! # Ok(()) }
+//! ```
+
+mod actor;
+mod error;
+mod messages;
+pub(crate) mod strategy;
+
+pub use actor::{BudgetTokens, ClusterClient, ServiceStatus, UpdateConfig};
+pub use error::CallError;
+pub use messages::{
+    Attempt, Broadcast, BroadcastReply, Call, CallOptions, Completion, NodeResult, Reply, Strategy,
+};
+pub use strategy::RETRY_PUSHBACK_KEY;
