@@ -7,7 +7,13 @@
 //!
 //! [`EchoService`] counts the calls it processed and the calls it saw cancelled,
 //! and records the `grpc-timeout` each call carried, so tests can reconcile the
-//! server's view with the client's.
+//! server's view with the client's. Three knobs make nodes differ on purpose:
+//! [`EchoService::with_slow_delay`] (a slow node: every `Slow` waits longer),
+//! [`EchoService::with_gauge`] (a concurrency gauge shared by several nodes, to
+//! see calls overlap), and the request metadata `x-echo-pushback-ms`, which `Fail`
+//! returns as `grpc-retry-pushback-ms` (a server asking for a pushback).
+//!
+//! [`SAY`], [`SLOW`] and [`FAIL`] are the typed methods for the cluster client.
 
 #![allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 
@@ -22,6 +28,47 @@ tonic::include_proto!("echo.v1");
 pub use echo_client::EchoClient;
 pub use echo_server::{Echo, EchoServer};
 
+use cluster_client::Method;
+
+/// `echo.v1.Echo/Say` for [`cluster_client::Call`].
+pub const SAY: Method<SayRequest, SayReply> = Method::from_static("/echo.v1.Echo/Say");
+/// `echo.v1.Echo/Slow` for [`cluster_client::Call`].
+pub const SLOW: Method<SlowRequest, SayReply> = Method::from_static("/echo.v1.Echo/Slow");
+/// `echo.v1.Echo/Fail` for [`cluster_client::Call`].
+pub const FAIL: Method<FailRequest, SayReply> = Method::from_static("/echo.v1.Echo/Fail");
+
+/// The request metadata key whose value `Fail` returns as its pushback.
+pub const PUSHBACK_HOOK: &str = "x-echo-pushback-ms";
+
+/// Calls running at once, and the most ever seen; may be shared by several
+/// services to see whether calls to different nodes overlap.
+#[derive(Debug, Default)]
+pub struct Gauge {
+    now: AtomicU64,
+    max: AtomicU64,
+}
+
+impl Gauge {
+    /// The most calls ever running at once.
+    pub fn max(&self) -> u64 {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    fn enter(&self) -> GaugeGuard<'_> {
+        let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max.fetch_max(now, Ordering::Relaxed);
+        GaugeGuard(self)
+    }
+}
+
+struct GaugeGuard<'a>(&'a Gauge);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Longest `Slow` delay accepted, so a bad request cannot pin a server task.
 pub const MAX_SLOW_DELAY: Duration = Duration::from_secs(60);
 
@@ -31,6 +78,7 @@ pub struct EchoStats {
     processed: AtomicU64,
     cancelled: AtomicU64,
     grpc_timeouts: Mutex<Vec<String>>,
+    request_ids: Mutex<Vec<String>>,
 }
 
 impl EchoStats {
@@ -42,6 +90,14 @@ impl EchoStats {
     /// `Slow` calls whose client went away before the answer was sent.
     pub fn cancelled(&self) -> u64 {
         self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// The `x-request-id` headers received, in arrival order.
+    pub fn request_ids(&self) -> Vec<String> {
+        self.request_ids
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     /// The `grpc-timeout` headers received, in arrival order (`None` entries are
@@ -59,6 +115,8 @@ impl EchoStats {
 pub struct EchoService {
     node_id: Arc<str>,
     stats: Arc<EchoStats>,
+    slow_delay: Duration,
+    gauge: Option<Arc<Gauge>>,
 }
 
 impl EchoService {
@@ -67,7 +125,26 @@ impl EchoService {
         Self {
             node_id: node_id.into(),
             stats: Arc::default(),
+            slow_delay: Duration::ZERO,
+            gauge: None,
         }
+    }
+
+    /// Adds `delay` to every `Slow` call: a slow node (default none).
+    pub fn with_slow_delay(mut self, delay: Duration) -> Self {
+        self.slow_delay = delay;
+        self
+    }
+
+    /// Counts `Slow` calls running at once in `gauge` (default none).
+    pub fn with_gauge(mut self, gauge: Arc<Gauge>) -> Self {
+        self.gauge = Some(gauge);
+        self
+    }
+
+    /// The node id it answers with.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     /// Its counters, shared with every clone.
@@ -81,9 +158,14 @@ impl EchoService {
     }
 
     fn seen<T>(&self, request: &Request<T>) {
-        if let Some(t) = request.metadata().get("grpc-timeout") {
-            if let (Ok(t), Ok(mut all)) = (t.to_str(), self.stats.grpc_timeouts.lock()) {
-                all.push(t.to_owned());
+        for (key, log) in [
+            ("grpc-timeout", &self.stats.grpc_timeouts),
+            ("x-request-id", &self.stats.request_ids),
+        ] {
+            if let Some(v) = request.metadata().get(key) {
+                if let (Ok(v), Ok(mut all)) = (v.to_str(), log.lock()) {
+                    all.push(v.to_owned());
+                }
             }
         }
     }
@@ -132,7 +214,8 @@ impl Echo for EchoService {
             stats: &self.stats,
             done: false,
         };
-        tokio::time::sleep(delay).await;
+        let _running = self.gauge.as_ref().map(|g| g.enter());
+        tokio::time::sleep(delay + self.slow_delay).await;
         guard.done = true;
         self.stats.processed.fetch_add(1, Ordering::Relaxed);
         Ok(self.reply(message))
@@ -141,11 +224,16 @@ impl Echo for EchoService {
     async fn fail(&self, request: Request<FailRequest>) -> Result<Response<SayReply>, Status> {
         self.seen(&request);
         self.stats.processed.fetch_add(1, Ordering::Relaxed);
+        let pushback = request.metadata().get(PUSHBACK_HOOK).cloned();
         let FailRequest { code, message } = request.into_inner();
         let code = Code::from_i32(code);
         if code == Code::Ok {
             return Ok(self.reply(message));
         }
-        Err(Status::new(code, message))
+        let mut status = Status::new(code, message);
+        if let Some(p) = pushback {
+            status.metadata_mut().insert("grpc-retry-pushback-ms", p);
+        }
+        Err(status)
     }
 }

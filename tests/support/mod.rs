@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
+pub mod cluster;
 pub mod server_kit;
 
 use std::net::SocketAddr;
@@ -31,9 +32,15 @@ pub struct PlainEcho {
 
 impl PlainEcho {
     pub async fn start(node_id: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        Self::serve(EchoService::new(node_id)).await
+    }
+
+    /// Serves `service` (a plain tonic server) on a fresh loopback port.
+    pub async fn serve(service: EchoService) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
-        let service = EchoService::new(node_id);
         let stats = service.stats();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
