@@ -175,7 +175,10 @@ impl RegistryConfig {
     /// timeout, or a backoff whose min is zero or above its max.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |key: &str, why: String| {
-            Err(Error::Config(InvalidValue::new(format!("registry.{key}"), why)))
+            Err(Error::Config(InvalidValue::new(
+                format!("registry.{key}"),
+                why,
+            )))
         };
         if self.endpoints.is_empty() {
             return bad(
