@@ -78,7 +78,9 @@ pub use call::{
 pub use config::{
     CallPolicy, ClientConfig, EjectionConfig, MethodConfig, PickerConfig, ServiceConfig,
 };
-pub use connection::{AttemptGuard, Close, ConnectionActor, ConnectionSettings, Execute, Method};
+pub use connection::{
+    AttemptGuard, Close, Connection, ConnectionActor, ConnectionSettings, Execute, Method,
+};
 pub use error::Error;
 pub use hash::HashKey;
 pub use picker::{

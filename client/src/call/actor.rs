@@ -24,15 +24,16 @@ pub struct ClusterClient {
     registry: Addr<RegistryActor>,
     config: ClientConfig,
     services: HashMap<Arc<str>, ServiceState>,
-    /// Resolved settings per (service, method name), cleared on reload.
-    policies: HashMap<(Arc<str>, String), Arc<CallPolicy>>,
     /// `x-caller` and `authorization`, sent with every call.
     base_metadata: MetadataMap,
 }
 
 struct ServiceState {
+    name: Arc<str>,
     picker: Addr<PickerActor>,
     budget: Rc<RefCell<RetryBudget>>,
+    /// Resolved settings per method name, cleared on reload.
+    policies: HashMap<String, Arc<CallPolicy>>,
 }
 
 impl std::fmt::Debug for ClusterClient {
@@ -57,7 +58,6 @@ impl ClusterClient {
             base_metadata: base_metadata(&config)?,
             config,
             services: HashMap::new(),
-            policies: HashMap::new(),
         })
     }
 
@@ -78,7 +78,7 @@ impl ClusterClient {
         Ok(Self::new(registry, config)?.start())
     }
 
-    fn service(&mut self, name: &str) -> Result<&ServiceState, Error> {
+    fn service(&mut self, name: &str) -> Result<&mut ServiceState, Error> {
         if !self.services.contains_key(name) {
             let picker_config = self.config.picker_config(name)?;
             let picker = PickerActor::new(name, picker_config, self.registry.clone())
@@ -86,27 +86,20 @@ impl ClusterClient {
                 .start();
             let (ratio, per_sec) = self.config.budget();
             let budget = RetryBudget::new(ratio, per_sec, std::time::Instant::now());
+            let name: Arc<str> = name.into();
             self.services.insert(
-                name.into(),
+                name.clone(),
                 ServiceState {
+                    name,
                     picker,
                     budget: Rc::new(RefCell::new(budget)),
+                    policies: HashMap::new(),
                 },
             );
         }
         self.services
-            .get(name)
+            .get_mut(name)
             .ok_or_else(|| Error::unknown_service(name))
-    }
-
-    fn policy(&mut self, service: &Arc<str>, method: &str) -> Result<Arc<CallPolicy>, Error> {
-        if let Some(p) = self.policies.get(&(service.clone(), method.to_owned())) {
-            return Ok(p.clone());
-        }
-        let policy = Arc::new(self.config.call_policy(service, method)?);
-        self.policies
-            .insert((service.clone(), method.to_owned()), policy.clone());
-        Ok(policy)
     }
 
     /// Builds the plan of one call, or the error that stops it before any attempt.
@@ -118,10 +111,23 @@ impl ClusterClient {
         options: super::CallOptions,
     ) -> Result<(Plan<Req, Resp>, Strategy), CallError> {
         let before = |e: Error| CallError::new(service, e.code(), e.to_string(), Vec::new());
-        let state = self.service(service).map_err(before)?;
+        if !self.services.contains_key(service) {
+            self.service(service).map_err(before)?;
+        }
+        let config = &self.config;
+        let Some(state) = self.services.get_mut(service) else {
+            return Err(before(Error::unknown_service(service)));
+        };
+        let policy = match state.policies.get(method.name()) {
+            Some(p) => p.clone(),
+            None => {
+                let p = Arc::new(config.call_policy(service, method.name()).map_err(before)?);
+                state.policies.insert(method.name().to_owned(), p.clone());
+                p
+            }
+        };
         let (picker, budget) = (state.picker.clone(), state.budget.clone());
-        let service: Arc<str> = service.into();
-        let policy = self.policy(&service, method.name()).map_err(before)?;
+        let service = state.name.clone();
         let mut metadata = self.base_metadata.clone();
         metadata.insert("x-request-id", request_id());
         for kv in options.metadata.into_headers() {
@@ -258,7 +264,9 @@ impl Handler<UpdateConfig> for ClusterClient {
         }
         self.base_metadata = base;
         self.config = config;
-        self.policies.clear();
+        for state in self.services.values_mut() {
+            state.policies.clear();
+        }
         info!("client configuration updated");
         Ok(())
     }

@@ -1,8 +1,8 @@
 //! The strategies: how one call becomes attempts on nodes.
 //!
 //! Each runs as a plain future (no actor state): it asks the picker for nodes,
-//! sends [`Execute`] to their connection actors and decides from each status
-//! whether to go on. Extra attempts draw from the service's [`RetryBudget`]; no
+//! runs attempts on their connections and decides from each status whether to
+//! go on. Extra attempts draw from the service's [`RetryBudget`]; no
 //! attempt starts after the deadline, and each carries what is left of it as
 //! `grpc-timeout`.
 
@@ -21,7 +21,6 @@ use tonic::{Code, Status};
 use super::error::CallError;
 use super::messages::{Attempt, BroadcastReply, Completion, NodeResult, Reply};
 use crate::budget::RetryBudget;
-use crate::connection::Execute;
 use crate::{Error, HashKey, Method, Pick, PickAll, Picked, PickerActor, Selector};
 
 /// The metadata key of a server's retry pushback, in milliseconds (gRFC A6).
@@ -82,6 +81,11 @@ where
         self.error(err.code(), err.to_string(), attempts)
     }
 
+    fn deadline_status(&self) -> Status {
+        let timeout = self.deadline.saturating_duration_since(self.started);
+        Status::deadline_exceeded(format!("deadline of {timeout:?} passed"))
+    }
+
     fn deadline_error(&self, attempts: Vec<Attempt>) -> CallError {
         let timeout = self.deadline.saturating_duration_since(self.started);
         self.error(
@@ -112,9 +116,9 @@ where
         let mut request = tonic::Request::new(self.request.clone());
         *request.metadata_mut() = self.metadata.clone();
         request.set_timeout(remaining);
-        let (execute, guard) = Execute::new(self.method.clone(), request);
         let Some(connection) = picked.connection().cloned() else {
-            let status = Status::internal("picked without a connection");
+            let status =
+                Status::unavailable(format!("node {} has no usable connection", picked.node()));
             return Some(Tried {
                 attempt: Attempt {
                     node: picked.node().id().to_owned(),
@@ -126,18 +130,19 @@ where
                 result: Err(status),
             });
         };
-        let result = match tokio::time::timeout_at(self.deadline, connection.send(execute)).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Status::unavailable(format!(
-                "the connection to {} closed (the node left)",
-                picked.node().addr()
-            ))),
-            Err(_) => Err(Status::deadline_exceeded(format!(
-                "deadline of {:?} passed",
-                self.deadline.saturating_duration_since(self.started)
-            ))),
-        };
-        drop(guard);
+        // The attempt runs in this task: timing out drops it, which cancels the RPC.
+        let result =
+            match tokio::time::timeout_at(self.deadline, connection.call(&self.method, request))
+                .await
+            {
+                // The server enforces the same deadline (tonic answers CANCELLED when
+                // it expires): past the deadline, the deadline is what ended it.
+                Ok(Err(status)) if Instant::now() >= self.deadline && status.code() != Code::Ok => {
+                    Err(self.deadline_status())
+                }
+                Ok(result) => result,
+                Err(_) => Err(self.deadline_status()),
+            };
         let attempt = Attempt {
             node: picked.node().id().to_owned(),
             addr: picked.node().addr().to_owned(),

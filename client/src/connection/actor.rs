@@ -1,17 +1,16 @@
 //! The [`ConnectionActor`].
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use registry_actor::Node;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 use tracing::debug;
 
+use super::handle::Connection;
 use super::messages::{Close, Execute};
-use crate::{ConnectionFailed, ConnectionSucceeded, NodeHandle, ReportLoad};
+use crate::{ConnectionFailed, ConnectionSucceeded, ReportLoad};
 
 /// How a connection actor connects. Every setter states its default.
 #[derive(Debug, Clone)]
@@ -62,7 +61,15 @@ impl ConnectionSettings {
         self
     }
 
-    fn endpoint(&self, node: &Node) -> Result<Endpoint, Status> {
+    pub(crate) fn short_connection(&self) -> bool {
+        self.short_connection
+    }
+
+    pub(crate) fn reports_load(&self) -> bool {
+        self.report_load
+    }
+
+    pub(crate) fn endpoint(&self, node: &Node) -> Result<Endpoint, Status> {
         let endpoint = Endpoint::from_shared(format!("http://{}", node.addr())).map_err(|e| {
             Status::invalid_argument(format!(
                 "node {} has an unusable address `{}`: {e}",
@@ -89,67 +96,38 @@ pub(crate) struct Reports {
 
 /// One node's connection. See the [module docs](super).
 pub struct ConnectionActor {
-    node: Node,
-    handle: NodeHandle,
-    settings: ConnectionSettings,
-    reports: Reports,
-    channel: Option<Channel>,
-    in_flight: Rc<Cell<u32>>,
-    /// Whether the last attempt reached the node; reports go out on changes only.
-    reachable: Rc<Cell<Option<bool>>>,
+    connection: Connection,
     closing: bool,
 }
 
 impl std::fmt::Debug for ConnectionActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectionActor")
-            .field("node", &self.node.id())
-            .field("addr", &self.node.addr())
-            .field("in_flight", &self.in_flight.get())
-            .finish_non_exhaustive()
+            .field("connection", &self.connection)
+            .field("closing", &self.closing)
+            .finish()
     }
 }
 
 impl ConnectionActor {
-    pub(crate) fn new(
-        node: Node,
-        handle: NodeHandle,
-        settings: ConnectionSettings,
-        reports: Reports,
-    ) -> Self {
+    pub(crate) fn new(connection: Connection) -> Self {
         Self {
-            node,
-            handle,
-            settings,
-            reports,
-            channel: None,
-            in_flight: Rc::default(),
-            reachable: Rc::default(),
+            connection,
             closing: false,
         }
     }
 
-    /// The shared channel, created lazily on the first call.
-    fn channel(&mut self) -> Result<Channel, Status> {
-        if let Some(channel) = &self.channel {
-            return Ok(channel.clone());
-        }
-        let channel = self.settings.endpoint(&self.node)?.connect_lazy();
-        self.channel = Some(channel.clone());
-        Ok(channel)
+    /// The handle calls use.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
     }
 }
 
 impl Actor for ConnectionActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // Calls arrive in bursts; the default 16 would make callers wait for room.
-        ctx.set_mailbox_capacity(1024);
-    }
-
     fn stopped(&mut self, _: &mut Self::Context) {
-        debug!(node = %self.node, "connection closed");
+        debug!(node = %self.connection.node(), "connection closed");
     }
 }
 
@@ -163,114 +141,19 @@ where
     type Result = ResponseFuture<Result<tonic::Response<Resp>, Status>>;
 
     fn handle(&mut self, msg: Execute<Req, Resp>, _: &mut Self::Context) -> Self::Result {
-        let shared = if self.settings.short_connection {
-            None
-        } else {
-            match self.channel() {
-                Ok(c) => Some(c),
-                Err(status) => return Box::pin(std::future::ready(Err(status))),
-            }
-        };
-        let endpoint = self.settings.endpoint(&self.node);
+        let connection = self.connection.clone();
         let Execute {
             method,
             request,
             cancel,
         } = msg;
-        let in_flight = InFlight::enter(
-            self.in_flight.clone(),
-            self.handle,
-            self.settings.report_load,
-            self.reports.load.clone(),
-        );
-        let reachable = self.reachable.clone();
-        let reports = self.reports.clone();
-        let (handle, node_id) = (self.handle, self.node.id().to_owned());
-
-        let call = async move {
-            let channel = match shared {
-                Some(c) => c,
-                None => endpoint?
-                    .connect()
-                    .await
-                    .map_err(|e| Status::from_error(Box::new(e)))?,
-            };
-            let mut grpc = tonic::client::Grpc::new(channel);
-            grpc.ready()
-                .await
-                .map_err(|e| Status::from_error(Box::new(e)))?;
-            let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-            grpc.unary(request, method.path_and_query(), codec).await
-        };
         Box::pin(async move {
-            let _in_flight = in_flight;
-            let result = tokio::select! {
+            tokio::select! {
                 biased;
-                result = call => result,
-                _ = cancel => return Err(Status::cancelled("attempt cancelled by its call")),
-            };
-            // Reachability is reported on changes (and on every failure, which
-            // ejection counts): both messages are absolute, so `try_send` losing
-            // one to a full mailbox is healed by the next.
-            let failed = matches!(&result, Err(status) if is_connection_failure(status));
-            if failed {
-                let why = result
-                    .as_ref()
-                    .err()
-                    .map(|s| s.message().to_owned())
-                    .unwrap_or_default();
-                debug!(node = %node_id, reason = %why, "connection failed");
-                reachable.set(Some(false));
-                let _ = reports.failed.try_send(ConnectionFailed::new(handle, why));
-            } else if reachable.replace(Some(true)) != Some(true) {
-                let _ = reports
-                    .succeeded
-                    .try_send(ConnectionSucceeded { node: handle });
+                result = connection.call(&method, request) => result,
+                _ = cancel => Err(Status::cancelled("attempt cancelled by its call")),
             }
-            result
         })
-    }
-}
-
-/// Counts one call in flight for as long as it lives (also when cancelled).
-struct InFlight {
-    count: Rc<Cell<u32>>,
-    node: NodeHandle,
-    report: Option<Recipient<ReportLoad>>,
-}
-
-impl InFlight {
-    fn enter(
-        count: Rc<Cell<u32>>,
-        node: NodeHandle,
-        report: bool,
-        to: Recipient<ReportLoad>,
-    ) -> Self {
-        count.set(count.get() + 1);
-        let report = report.then_some(to);
-        if let Some(r) = &report {
-            let _ = r.try_send(ReportLoad {
-                node,
-                in_flight: count.get(),
-            });
-        }
-        Self {
-            count,
-            node,
-            report,
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.count.set(self.count.get().saturating_sub(1));
-        if let Some(r) = &self.report {
-            let _ = r.try_send(ReportLoad {
-                node: self.node,
-                in_flight: self.count.get(),
-            });
-        }
     }
 }
 
@@ -282,13 +165,13 @@ impl Handler<Close> for ConnectionActor {
             return;
         }
         self.closing = true;
-        if self.in_flight.get() == 0 {
+        if self.connection.in_flight() == 0 {
             ctx.stop();
             return;
         }
-        // Calls run as their own tasks; look in on them until the last ends.
+        // Calls run in their own tasks; look in on them until the last ends.
         ctx.run_interval(CLOSE_POLL, |act, ctx| {
-            if act.in_flight.get() == 0 {
+            if act.connection.in_flight() == 0 {
                 ctx.stop();
             }
         });

@@ -1,9 +1,12 @@
 //! Connection actors: one per node, owning its tonic `Channel`.
 //!
-//! A [`ConnectionActor`] holds one long-lived, lazily connected HTTP/2 channel to
+//! A [`ConnectionActor`] owns one long-lived, lazily connected HTTP/2 channel to
 //! its node (connect timeout, HTTP/2 keepalive, `TCP_NODELAY`); every call to the
-//! node is multiplexed on it. It runs each [`Execute`] as a concurrent future, so
-//! one actor carries many calls at once, and it reports to its picker:
+//! node is multiplexed on it. Calls reach the channel through its [`Connection`]
+//! handle, which a pick hands out: the attempt runs in the call's own task, with
+//! no further actor hop, and dropping it cancels the RPC. [`Execute`] runs an
+//! attempt through the actor instead, for callers holding only its address.
+//! Either way the connection reports to its picker:
 //!
 //! * the calls in flight ([`ReportLoad`](crate::ReportLoad)), when the picker
 //!   balances by `least_request`;
@@ -17,12 +20,14 @@
 //! for each call and drops the connection after it, for completeness.
 //!
 //! Channels spawn their connection task on the runtime that creates them: the
-//! actor creates its channel inside its own arbiter, which lives as long as the
-//! actor's system.
+//! picker creates each channel on its own arbiter, which lives as long as the
+//! client's system.
 
 mod actor;
+mod handle;
 mod messages;
 
 pub(crate) use actor::Reports;
 pub use actor::{ConnectionActor, ConnectionSettings};
+pub use handle::Connection;
 pub use messages::{AttemptGuard, Close, Execute, Method};

@@ -12,7 +12,7 @@ use super::messages::{
     ConnectionFailed, ConnectionSucceeded, Inspect, Pick, PickAll, Reconfigure, ReportLoad,
 };
 use super::state::{NodeHandle, Picked, Picker};
-use crate::connection::{Close, ConnectionActor, ConnectionSettings, Reports};
+use crate::connection::{Close, Connection, ConnectionActor, ConnectionSettings, Reports};
 use crate::{Balancer, Error, PickerConfig};
 
 /// The clock of the picker: tokio's, so that tests can pause and advance it.
@@ -30,8 +30,9 @@ pub struct PickerActor {
     timer: Option<(std::time::Instant, SpawnHandle)>,
     /// Picks waiting for the first node set.
     waiters: Vec<oneshot::Sender<()>>,
-    /// One connection actor per node picked so far, closed when the node leaves.
-    connections: HashMap<NodeHandle, Addr<ConnectionActor>>,
+    /// One connection actor per node picked so far, closed when the node leaves,
+    /// with the handle calls use.
+    connections: HashMap<NodeHandle, (Addr<ConnectionActor>, Connection)>,
     connection_settings: ConnectionSettings,
 }
 
@@ -72,35 +73,42 @@ impl PickerActor {
         self
     }
 
-    /// Gives `picked` its node's connection actor, starting it on first use.
+    /// Gives `picked` its node's connection, starting the connection actor on
+    /// first use.
     fn attach(&mut self, picked: &mut Picked, ctx: &mut Context<Self>) {
         let handle = picked.handle();
-        let connection = self.connections.entry(handle).or_insert_with(|| {
-            let me = ctx.address();
-            let reports = Reports {
-                load: me.clone().recipient(),
-                failed: me.clone().recipient(),
-                succeeded: me.recipient(),
-            };
-            ConnectionActor::new(
-                picked.node().clone(),
-                handle,
-                self.connection_settings.clone(),
-                reports,
-            )
-            .start()
-        });
-        picked.set_connection(connection.clone());
+        if let Some((_, connection)) = self.connections.get(&handle) {
+            picked.set_connection(connection.clone());
+            return;
+        }
+        let me = ctx.address();
+        let reports = Reports {
+            load: me.clone().recipient(),
+            failed: me.clone().recipient(),
+            succeeded: me.recipient(),
+        };
+        let node = picked.node().clone();
+        match Connection::new(node, handle, self.connection_settings.clone(), reports) {
+            Ok(connection) => {
+                let actor = ConnectionActor::new(connection.clone()).start();
+                self.connections.insert(handle, (actor, connection.clone()));
+                picked.set_connection(connection);
+            }
+            Err(status) => {
+                warn!(service = %self.picker.service(), node = %picked.node(), error = %status.message(), "cannot connect to this node");
+            }
+        }
     }
 
     /// Closes the connections of nodes no longer in force; each stops once its
     /// calls in flight have ended.
     fn close_departed(&mut self) {
         let picker = &self.picker;
-        self.connections.retain(|handle, connection| {
+        self.connections.retain(|handle, (actor, _)| {
             let keep = picker.contains(*handle);
             if !keep {
-                connection.do_send(Close);
+                // Not a call: the actor only waits for its calls to end, then stops.
+                actor.do_send(Close);
             }
             keep
         });

@@ -51,7 +51,7 @@ pub struct Picked {
     index: usize,
     handle: NodeHandle,
     revision: i64,
-    connection: Option<actix::Addr<crate::ConnectionActor>>,
+    connection: Option<crate::Connection>,
 }
 
 impl Picked {
@@ -70,13 +70,14 @@ impl Picked {
         self.revision
     }
 
-    /// The node's connection actor. Set on every answer of a
-    /// [`PickerActor`](crate::PickerActor); `None` from a bare [`Picker`].
-    pub fn connection(&self) -> Option<&actix::Addr<crate::ConnectionActor>> {
+    /// The node's connection, owned by its connection actor. Set on every answer
+    /// of a [`PickerActor`](crate::PickerActor) (unless the node's address cannot
+    /// be used); `None` from a bare [`Picker`].
+    pub fn connection(&self) -> Option<&crate::Connection> {
         self.connection.as_ref()
     }
 
-    pub(crate) fn set_connection(&mut self, connection: actix::Addr<crate::ConnectionActor>) {
+    pub(crate) fn set_connection(&mut self, connection: crate::Connection) {
         self.connection = Some(connection);
     }
 }
