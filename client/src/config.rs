@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use registry_actor::config::duration;
+use registry_actor::config::{duration, InvalidValue};
 use serde::{Deserialize, Serialize};
 
 use crate::selector::parse_label;
@@ -313,33 +313,39 @@ impl ClientConfig {
             ("client.connect_timeout", self.connect_timeout),
         ] {
             if d.is_zero() {
-                return Err(Error::Config(format!("{key}: must be above zero")));
+                return Err(Error::Config(InvalidValue::new(key, "must be above zero")));
             }
         }
         if self.retry_backoff_max < self.retry_backoff {
-            return Err(Error::Config(format!(
-                "client.retry_backoff_max: {:?} is below retry_backoff ({:?})",
-                self.retry_backoff_max, self.retry_backoff
+            return Err(Error::Config(InvalidValue::new(
+                "client.retry_backoff_max",
+                format!(
+                    "{:?} is below retry_backoff ({:?})",
+                    self.retry_backoff_max, self.retry_backoff
+                ),
             )));
         }
         if let Some(t) = &self.token {
             if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(Error::Config(
-                    "client.token: must be non-empty visible ASCII".to_owned(),
-                ));
+                return Err(Error::Config(InvalidValue::new(
+                    "client.token",
+                    "must be non-empty visible ASCII",
+                )));
             }
         }
         if !self.caller.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::Config(
-                "client.caller: must be visible ASCII".to_owned(),
-            ));
+            return Err(Error::Config(InvalidValue::new(
+                "client.caller",
+                "must be visible ASCII",
+            )));
         }
         self.call_policy("", "")?;
         for (name, svc) in &self.services {
             if name.is_empty() {
-                return Err(Error::Config(
-                    "client.services: a service name is empty".to_owned(),
-                ));
+                return Err(Error::Config(InvalidValue::new(
+                    "client.services",
+                    "a service name is empty",
+                )));
             }
             self.picker_config(name)?;
             self.call_policy(name, "")?;
@@ -373,7 +379,7 @@ impl ClientConfig {
         if let Some(v) = &svc.version {
             selector = selector
                 .with_version(v)
-                .map_err(|e| Error::Config(format!("{}: {e}", key("version"))))?;
+                .map_err(|e| Error::Config(InvalidValue::new(key("version"), e.to_string())))?;
         }
         if let Some(g) = &svc.group {
             selector = selector.with_group(g.clone());
@@ -383,7 +389,7 @@ impl ClientConfig {
         }
         for pair in svc.labels.iter().flatten() {
             let (k, v) = parse_label(pair)
-                .map_err(|why| Error::Config(format!("{}: {why}", key("labels"))))?;
+                .map_err(|why| Error::Config(InvalidValue::new(key("labels"), why.to_string())))?;
             selector = selector.with_label(k, v);
         }
         config.selector = selector;
@@ -615,20 +621,25 @@ impl EjectionConfig {
 
     fn validate(&self, path: &str) -> Result<(), Error> {
         if self.failures() == 0 {
-            return Err(Error::Config(format!(
-                "{path}.failures: must be at least 1"
+            return Err(Error::Config(InvalidValue::new(
+                format!("{path}.failures"),
+                "must be at least 1",
             )));
         }
         if self.base_time().is_zero() {
-            return Err(Error::Config(format!(
-                "{path}.base_time: must be above zero"
+            return Err(Error::Config(InvalidValue::new(
+                format!("{path}.base_time"),
+                "must be above zero",
             )));
         }
         if self.max_time() < self.base_time() {
-            return Err(Error::Config(format!(
-                "{path}.max_time: {} is below base_time {}",
-                duration::format(self.max_time()),
-                duration::format(self.base_time())
+            return Err(Error::Config(InvalidValue::new(
+                format!("{path}.max_time"),
+                format!(
+                    "{} is below base_time {}",
+                    duration::format(self.max_time()),
+                    duration::format(self.base_time())
+                ),
             )));
         }
         check_share(&format!("{path}.max_share"), self.max_share())
@@ -801,7 +812,10 @@ impl MethodConfig {
         }
         if let Some(t) = self.timeout {
             if t.is_zero() {
-                return Err(Error::Config(format!("{path}.timeout: must be above zero")));
+                return Err(Error::Config(InvalidValue::new(
+                    format!("{path}.timeout"),
+                    "must be above zero",
+                )));
             }
             policy.timeout = t;
         }
@@ -851,7 +865,7 @@ impl CallPolicy {
 }
 
 fn parse_strategy(key: &str, value: &str) -> Result<Strategy, Error> {
-    Strategy::parse(value).map_err(|why| Error::Config(format!("{key}: {why}")))
+    Strategy::parse(value).map_err(|why| Error::Config(InvalidValue::new(key, why)))
 }
 
 /// The names of gRPC codes, as in the gRPC spec (`UNAVAILABLE`).
@@ -899,8 +913,9 @@ fn parse_codes(key: &str, names: &[String]) -> Result<std::sync::Arc<[Code]>, Er
                         .map(Code::from_i32)
                 })
                 .ok_or_else(|| {
-                    Error::Config(format!(
-                        "{key}: `{name}` is not a gRPC code such as UNAVAILABLE"
+                    Error::Config(InvalidValue::new(
+                        key,
+                        format!("`{name}` is not a gRPC code such as UNAVAILABLE"),
                     ))
                 })
         })
@@ -909,8 +924,8 @@ fn parse_codes(key: &str, names: &[String]) -> Result<std::sync::Arc<[Code]>, Er
 
 fn parse_at<T: std::str::FromStr<Err = Error>>(key: &str, value: &str) -> Result<T, Error> {
     value.parse().map_err(|e| match e {
-        Error::Config(why) => Error::Config(format!("{key}: {why}")),
-        other => Error::Config(format!("{key}: {other}")),
+        Error::Config(why) => Error::Config(InvalidValue::new(key, why.reason())),
+        other => Error::Config(InvalidValue::new(key, other.to_string())),
     })
 }
 
@@ -918,8 +933,9 @@ fn check_share(key: &str, share: f64) -> Result<(), Error> {
     if (0.0..=1.0).contains(&share) {
         Ok(())
     } else {
-        Err(Error::Config(format!(
-            "{key}: {share} is not a share between 0 and 1"
+        Err(Error::Config(InvalidValue::new(
+            key,
+            format!("{share} is not a share between 0 and 1"),
         )))
     }
 }

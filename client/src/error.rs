@@ -89,10 +89,13 @@ pub enum Error {
     /// A method path is not `/package.Service/Method`.
     #[error("invalid method path `{0}`: expected /package.Service/Method")]
     BadMethod(String),
-    /// A setting is invalid; the message starts with the key path
+    /// A setting is invalid; names the key path
     /// (`client.services.echo.balancer: ...`).
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] registry_actor::config::InvalidValue),
+    /// The registry could not be used (bad registry settings).
+    #[error("registry: {0}")]
+    Registry(#[source] std::sync::Arc<registry_actor::Error>),
 }
 
 impl Error {
@@ -123,10 +126,17 @@ impl Error {
             | Self::NotDiscovered { .. } => Code::Unavailable,
             Self::NoWeight { .. } | Self::NoMatch { .. } => Code::FailedPrecondition,
             Self::UnknownService { .. } => Code::NotFound,
-            Self::InvalidSelector { .. } | Self::BadMethod(_) | Self::Config(_) => {
-                Code::InvalidArgument
-            }
+            Self::InvalidSelector { .. }
+            | Self::BadMethod(_)
+            | Self::Config(_)
+            | Self::Registry(_) => Code::InvalidArgument,
         }
+    }
+}
+
+impl From<registry_actor::Error> for Error {
+    fn from(e: registry_actor::Error) -> Self {
+        Self::Registry(std::sync::Arc::new(e))
     }
 }
 

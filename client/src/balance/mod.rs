@@ -7,6 +7,8 @@ use std::str::FromStr;
 use rand::rngs::SmallRng;
 use rand::Rng;
 
+use registry_actor::config::InvalidValue;
+
 use crate::Error;
 
 mod consistent_hash;
@@ -122,9 +124,12 @@ impl FromStr for Balancer {
             .find(|b| b.name() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = Self::ALL.iter().map(|b| b.name()).collect();
-                Error::Config(format!(
-                    "unknown balancer \"{s}\"; expected one of {}",
-                    names.join(", ")
+                Error::Config(InvalidValue::new(
+                    "balancer",
+                    format!(
+                        "unknown balancer \"{s}\"; expected one of {}",
+                        names.join(", ")
+                    ),
                 ))
             })
     }

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use registry_actor::config::InvalidValue;
 use registry_actor::{Backoff, RegistryActor, RegistryConfig};
 use tokio::time::Instant;
 use tonic::metadata::{MetadataMap, MetadataValue};
@@ -71,9 +72,7 @@ impl ClusterClient {
         registry: &RegistryConfig,
         config: ClientConfig,
     ) -> Result<Addr<Self>, Error> {
-        let etcd = registry_actor::connect(registry)
-            .await
-            .map_err(|e| Error::Config(e.to_string()))?;
+        let etcd = registry_actor::connect(registry).await?;
         let registry = RegistryActor::new(etcd, registry).start();
         Ok(Self::new(registry, config)?.start())
     }
@@ -160,13 +159,21 @@ impl ClusterClient {
 fn base_metadata(config: &ClientConfig) -> Result<MetadataMap, Error> {
     let mut md = MetadataMap::new();
     if !config.caller().is_empty() {
-        let v = MetadataValue::try_from(config.caller())
-            .map_err(|_| Error::Config("client.caller: not a valid metadata value".into()))?;
+        let v = MetadataValue::try_from(config.caller()).map_err(|_| {
+            Error::Config(InvalidValue::new(
+                "client.caller",
+                "not a valid metadata value",
+            ))
+        })?;
         md.insert("x-caller", v);
     }
     if let Some(token) = config.token() {
-        let v = MetadataValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| Error::Config("client.token: not a valid metadata value".into()))?;
+        let v = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+            Error::Config(InvalidValue::new(
+                "client.token",
+                "not a valid metadata value",
+            ))
+        })?;
         md.insert("authorization", v);
     }
     Ok(md)

@@ -7,6 +7,8 @@ use std::str::FromStr;
 use registry_actor::Node;
 use semver::{Version, VersionReq};
 
+use registry_actor::config::InvalidValue;
+
 use crate::Error;
 
 #[cfg(test)]
@@ -46,8 +48,9 @@ impl FromStr for Fallback {
         match s {
             "strict" => Ok(Self::Strict),
             "any" => Ok(Self::Any),
-            other => Err(Error::Config(format!(
-                "unknown fallback \"{other}\"; expected one of strict, any"
+            other => Err(Error::Config(InvalidValue::new(
+                "fallback",
+                format!("unknown fallback \"{other}\"; expected one of strict, any"),
             ))),
         }
     }
