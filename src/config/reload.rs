@@ -112,3 +112,74 @@ fn read_layers(loader: &ConfigLoader) -> Vec<(PathBuf, Option<Vec<u8>>)> {
         })
         .collect()
 }
+
+impl Reloadable<super::Settings> {
+    /// Applies every accepted reload to a running server: its rate limits
+    /// (`[server.rate_limit]`) change for the next call, without a restart and
+    /// without dropping a call. Other `[server]` keys (listen address, identity)
+    /// need a restart; a change to them is logged and ignored. Ends when the
+    /// settings or the server are gone.
+    pub fn follow_server<C>(
+        &self,
+        server: server_kit::ServeHandle<C>,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        C: server_kit::LimiterClock + Send + Sync + 'static,
+    {
+        let mut changes = self.subscribe();
+        tokio::spawn(async move {
+            let mut last = changes.borrow_and_update().server.clone();
+            while changes.changed().await.is_ok() {
+                let next = changes.borrow_and_update().server.clone();
+                if server.is_shutting_down() {
+                    return;
+                }
+                if next.rate_limit() != last.rate_limit() {
+                    match server.set_rate_limits(next.rate_limit().clone()) {
+                        Ok(()) => info!("server rate limits reloaded"),
+                        Err(e) => {
+                            error!(error = %e, "reloaded rate limits refused; the old ones stay in force")
+                        }
+                    }
+                }
+                if next.listen() != last.listen()
+                    || next.service() != last.service()
+                    || next.node_id() != last.node_id()
+                {
+                    error!("reloaded [server] identity or listen address ignored: they take effect on restart");
+                }
+                last = next;
+            }
+        })
+    }
+
+    /// Applies every accepted reload to a running client (`[client]`):
+    /// strategies, retries, deadlines and budgets from the next call, balancers
+    /// and selectors from the next pick. Ends when the settings or the client are
+    /// gone. Runs on the current actix arbiter.
+    pub fn follow_client(
+        &self,
+        client: actix::Addr<cluster_client::ClusterClient>,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut changes = self.subscribe();
+        actix::spawn(async move {
+            let mut last = changes.borrow_and_update().client.clone();
+            while changes.changed().await.is_ok() {
+                let next = changes.borrow_and_update().client.clone();
+                if next == last {
+                    continue;
+                }
+                match client
+                    .send(cluster_client::UpdateConfig(next.clone()))
+                    .await
+                {
+                    Ok(Ok(())) => last = next,
+                    Ok(Err(e)) => {
+                        error!(error = %e, "reloaded client settings refused; the old ones stay in force")
+                    }
+                    Err(_) => return,
+                }
+            }
+        })
+    }
+}

@@ -1,24 +1,46 @@
 //! The whole configuration: `[registry]`, `[client]`, `[server]`.
 
+use cluster_client::ClientConfig;
+use registry_actor::config::InvalidValue;
 use registry_actor::RegistryConfig;
 use serde::{Deserialize, Serialize};
+use server_kit::ServerConfig;
 
 use super::Section;
 
-/// Every section of the configuration file, each with its documented defaults.
+/// Every section of the configuration files, each with its documented defaults
+/// (`config/default.toml` lists every key).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Settings {
     /// `[registry]`: where etcd is and how registrations and watches behave.
     pub registry: RegistryConfig,
+    /// `[client]`: balancers, selectors, strategies, retries and deadlines, with
+    /// `[client.services.NAME]` and `[client.services.NAME.methods.METHOD]` tables.
+    pub client: ClientConfig,
+    /// `[server]`: listen address, identity in the registry, `[server.rate_limit]`
+    /// and `[server.shutdown]`.
+    pub server: ServerConfig,
 }
 
 impl Section for Settings {
     fn validate(&self) -> Result<(), (String, String)> {
-        self.registry.validate().map_err(|e| match e {
-            registry_actor::Error::Config(v) => (v.key().to_owned(), v.reason().to_owned()),
-            other => ("registry".to_owned(), other.to_string()),
-        })
+        let keyed = |v: InvalidValue| (v.key().to_owned(), v.reason().to_owned());
+        match self.registry.validate() {
+            Ok(()) => {}
+            Err(registry_actor::Error::Config(v)) => return Err(keyed(v)),
+            Err(other) => return Err(("registry".to_owned(), other.to_string())),
+        }
+        match self.client.validate() {
+            Ok(()) => {}
+            Err(cluster_client::Error::Config(v)) => return Err(keyed(v)),
+            Err(other) => return Err(("client".to_owned(), other.to_string())),
+        }
+        match self.server.validate() {
+            Ok(()) => Ok(()),
+            Err(server_kit::Error::Config(v)) => Err(keyed(v)),
+            Err(other) => Err(("server".to_owned(), other.to_string())),
+        }
     }
 }

@@ -45,10 +45,11 @@ impl Section for Doc {
                 format!("{} is above 1000", self.outer.inner.rps),
             ));
         }
-        Settings {
+        let settings = Settings {
             registry: self.registry.clone(),
-        }
-        .validate()
+            ..Settings::default()
+        };
+        settings.validate()
     }
 }
 
@@ -271,4 +272,88 @@ async fn file_watcher_picks_up_an_edit() {
         .expect("open");
     assert_eq!(settings.current().outer.name, "two");
     watcher.abort();
+}
+
+/// `config/default.toml` is the configuration reference: it must load to exactly
+/// the built-in defaults, and name every key the code knows (optional keys as
+/// commented examples).
+#[test]
+fn shipped_default_toml_lists_every_key_with_its_default() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
+    let text = std::fs::read_to_string(dir.join("default.toml")).expect("config/default.toml");
+    let loader = ConfigLoader::from_env()
+        .with_dir(&dir)
+        .with_env_name(Some("no-such-environment".into()))
+        .with_env_vars(HashMap::new());
+    let shipped: Settings = loader.load().expect("default.toml loads and validates");
+    let defaults = Settings::default();
+    assert_eq!(shipped.registry, defaults.registry);
+    assert_eq!(shipped.server, defaults.server);
+    for service in ["", "echo"] {
+        let (a, b) = (
+            shipped.client.picker_config(service).expect("valid"),
+            defaults.client.picker_config(service).expect("valid"),
+        );
+        assert_eq!(
+            (
+                a.balancer(),
+                a.selector(),
+                a.fallback(),
+                a.panic_threshold(),
+                a.panic_grace()
+            ),
+            (
+                b.balancer(),
+                b.selector(),
+                b.fallback(),
+                b.panic_threshold(),
+                b.panic_grace()
+            )
+        );
+        assert_eq!(a.discovery_timeout(), b.discovery_timeout());
+        let (a, b) = (a.ejection(), b.ejection());
+        assert_eq!(
+            (a.failures(), a.base_time(), a.max_time(), a.max_share()),
+            (b.failures(), b.base_time(), b.max_time(), b.max_share())
+        );
+        assert_eq!(
+            shipped.client.call_policy(service, "Say").expect("valid"),
+            defaults.client.call_policy(service, "Say").expect("valid")
+        );
+    }
+    assert_eq!(shipped.client.budget(), defaults.client.budget());
+
+    let mut keys = Vec::new();
+    leaf_keys(
+        "",
+        &serde_json::to_value(&defaults).expect("serializable"),
+        &mut keys,
+    );
+    for (key, is_null) in keys {
+        let leaf = key.rsplit('.').next().unwrap_or(&key);
+        let present = if is_null {
+            text.contains(&format!("# {leaf} = "))
+        } else {
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{leaf} = ")))
+                || text.contains(&format!("[{key}]"))
+        };
+        assert!(present, "config/default.toml does not document `{key}`");
+    }
+}
+
+fn leaf_keys(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, bool)>) {
+    match value {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaf_keys(&key, v, out);
+            }
+        }
+        other => out.push((prefix.to_owned(), other.is_null())),
+    }
 }
