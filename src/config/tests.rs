@@ -357,3 +357,38 @@ fn leaf_keys(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, boo
         other => out.push((prefix.to_owned(), other.is_null())),
     }
 }
+
+#[test]
+fn documented_env_overrides_reach_the_real_sections() {
+    let dir = Dir::new("settings-env");
+    let settings: Settings = dir
+        .loader()
+        .with_env_vars(vars(&[
+            (
+                "GRPC_CLUSTER__REGISTRY__ENDPOINTS",
+                "10.0.0.1:2379,10.0.0.2:2379",
+            ),
+            ("GRPC_CLUSTER__SERVER__RATE_LIMIT__RPS", "500"),
+            ("GRPC_CLUSTER__SERVER__SHUTDOWN__DRAIN_TIMEOUT", "3s"),
+            ("GRPC_CLUSTER__CLIENT__STRATEGY", "failfast"),
+        ]))
+        .load()
+        .expect("loads");
+    assert_eq!(
+        settings.registry.endpoints(),
+        ["10.0.0.1:2379", "10.0.0.2:2379"]
+    );
+    assert_eq!(settings.server.rate_limit().rps(), 500);
+    assert_eq!(
+        settings.server.shutdown().drain_timeout(),
+        Duration::from_secs(3)
+    );
+    assert_eq!(
+        settings
+            .client
+            .call_policy("echo", "Say")
+            .expect("valid")
+            .strategy(),
+        cluster_client::Strategy::Failfast
+    );
+}
