@@ -608,3 +608,52 @@ async fn sigterm_to_an_echo_server_process_shuts_it_down_in_the_same_order() {
         "phases in order: {report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_serving_shuts_the_server_down() {
+    init_tracing();
+    let (serving, _stats) =
+        start_echo("drop-1", ServeBuilder::new(echo_config(unlimited())), None).await;
+    let handle = serving.handle();
+    let addr = serving.local_addr();
+    drop(serving);
+    assert!(handle.is_shutting_down());
+    assert!(
+        wait_until(EVENTUALLY, || refuses_connections(addr)).await,
+        "the listener closes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_while_etcd_is_down_at_start_up_and_registers_once_it_is_back() {
+    init_tracing();
+    let mut etcd = EtcdServer::start().await.expect("etcd starts");
+    etcd.stop();
+    let config = echo_config(unlimited()).with_node_id("late-1");
+    let (serving, _stats) = start_echo(
+        "late-1",
+        ServeBuilder::new(config),
+        Some(etcd.registry_config()),
+    )
+    .await;
+    let handle = serving.handle();
+    let mut client = EchoClient::new(channel(serving.local_addr()).await);
+    say(&mut client, None).await.expect("serves without etcd");
+
+    etcd.restart().await.expect("etcd restarts");
+    let kv = etcd.client().await.expect("etcd client");
+    let key = handle.registry_key().expect("registering").to_owned();
+    assert!(
+        wait_until(EVENTUALLY, key_is(&kv, &key, true)).await,
+        "registered once etcd is back"
+    );
+    let mut state = handle.registration_changes().expect("registering");
+    // `is_ok_and` drops the watch guard at once (it would block the registrar).
+    let registered = tokio::time::timeout(EVENTUALLY, state.wait_for(|s| s.is_registered()))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    assert!(registered, "registered");
+    handle.shutdown();
+    let report = serving.wait().await.expect("clean shutdown");
+    assert_eq!(report.deregistration(), &Deregistration::Confirmed);
+}

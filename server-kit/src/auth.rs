@@ -16,7 +16,13 @@ use tower::{Layer, Service};
 use crate::rate_limit::is_exempt;
 use crate::{Error, ResponseFuture};
 
-/// Checks the bearer token of every call; see the [module docs](self).
+/// Checks the bearer token of every call (`server.token`).
+///
+/// With a token, every call must carry `authorization: Bearer <token>`; any
+/// other call is answered `UNAUTHENTICATED` without reaching the service or
+/// taking a rate-limit token. The comparison takes the same time wherever the
+/// first difference is. The gRPC health service is exempt. Without a token the
+/// layer lets everything through.
 #[derive(Clone)]
 pub struct BearerAuthLayer {
     /// `Bearer <token>`, or `None` to let everything through.
@@ -51,8 +57,8 @@ impl<S> Layer<S> for BearerAuthLayer {
     }
 }
 
-/// A service whose calls must carry the bearer token; see the
-/// [module docs](self).
+/// A service whose calls must carry the bearer token; see
+/// [`BearerAuthLayer`].
 #[derive(Clone)]
 pub struct BearerAuth<S> {
     inner: S,

@@ -11,6 +11,42 @@
 //!   time through [`ServeHandle::set_rate_limits`].
 //! * [`ServerConfig`] — the `[server]` section of the layered configuration.
 //!
+//! # Start-up
+//!
+//! 1. The configuration is checked (errors name the key).
+//! 2. `server.listen` is bound; with port 0 the real port is what is advertised.
+//! 3. The gRPC health service (`grpc.health.v1.Health`) is added and reports
+//!    `SERVING` for `""` and every service of the [`Routes`].
+//! 4. The middleware is stacked, outermost first: bearer-token check
+//!    (`server.token`), [rate limits](crate::rate_limit), in-flight counting.
+//! 5. Only now, with a registry given, the node registers through a
+//!    [`Registrar`](registry_actor::Registrar) (lease, keepalive,
+//!    re-registration for ever; etcd down at start-up is retried, not fatal),
+//!    and a watch of its own service keeps the live instance count for
+//!    `cluster_rps`.
+//!
+//! # Shutdown
+//!
+//! On SIGTERM or SIGINT (unless [`ServeBuilder::signals`] turned them off), or
+//! [`ServeHandle::shutdown`], in this order (DESIGN §5):
+//!
+//! 1. **deregister**: the lease is revoked, then etcd is read until the key is
+//!    seen gone (at most `server.shutdown.deregister_timeout`; past it, or with
+//!    etcd down, the key expires with its lease);
+//! 2. **lame duck**: serving goes on for `server.shutdown.lame_duck`, so clients
+//!    that picked this node just before see it leave;
+//! 3. **NOT_SERVING**: the health service reports it for every service;
+//! 4. **stop accepting**: the listener is closed and GOAWAY is sent on every
+//!    connection;
+//! 5. **drain**: calls in flight finish, up to `server.shutdown.drain_timeout`;
+//! 6. **cancel**: connections still open at the deadline are closed, which
+//!    cancels their calls (handlers are dropped, clients see the stream reset).
+//!
+//! The [`ShutdownReport`] says what was drained and cancelled and how long each
+//! step took; it is logged and returned.
+//!
+//! # Not included
+//!
 //! gRPC server reflection is not included: tonic-reflection needs the file
 //! descriptor sets of the served protos, which a generic kit does not have.
 //!

@@ -1,8 +1,8 @@
 //! Rate limiting on governor token buckets: global, per method, per caller and
 //! per cluster share, all composable, all changeable at run time.
 //!
-//! [`RateLimits`] holds the limiters built from a [`RateLimitConfig`]; the tower
-//! middleware [`RateLimitLayer`] → [`RateLimit`] → [`ResponseFuture`] checks every
+//! [`RateLimits`] holds the limiters built from a [`RateLimitConfig`](crate::RateLimitConfig); the tower
+//! middleware [`RateLimitLayer`] → [`RateLimit`] → [`ResponseFuture`](crate::ResponseFuture) checks every
 //! call against them before it reaches the service. A call is classified by its
 //! request path `/package.Service/Method`; its caller is the value of the
 //! configured metadata key (`x-caller` by default), else its peer IP.

@@ -1,38 +1,6 @@
 //! Serving tonic services as a cluster member: [`serve`], [`ServeBuilder`],
-//! [`Serving`] and [`ServeHandle`].
-//!
-//! # Start-up
-//!
-//! 1. The configuration is checked (errors name the key).
-//! 2. `server.listen` is bound; with port 0 the real port is what is advertised.
-//! 3. The gRPC health service (`grpc.health.v1.Health`) is added and reports
-//!    `SERVING` for `""` and every service of the [`Routes`].
-//! 4. The middleware is stacked, outermost first: bearer-token check
-//!    (`server.token`), [rate limits](crate::rate_limit), in-flight counting.
-//! 5. Only now, with a registry given, the node registers through a
-//!    [`Registrar`] (lease, keepalive, re-registration for ever; etcd down at
-//!    start-up is retried, not fatal), and a watch of its own service keeps the
-//!    live instance count for `cluster_rps`.
-//!
-//! # Shutdown
-//!
-//! On SIGTERM or SIGINT (unless [`ServeBuilder::signals`] turned them off), or
-//! [`ServeHandle::shutdown`], in this order (DESIGN §5):
-//!
-//! 1. **deregister**: the lease is revoked, then etcd is read until the key is
-//!    seen gone (at most `server.shutdown.deregister_timeout`; past it, or with
-//!    etcd down, the key expires with its lease);
-//! 2. **lame duck**: serving goes on for `server.shutdown.lame_duck`, so clients
-//!    that picked this node just before see it leave;
-//! 3. **NOT_SERVING**: the health service reports it for every service;
-//! 4. **stop accepting**: the listener is closed and GOAWAY is sent on every
-//!    connection;
-//! 5. **drain**: calls in flight finish, up to `server.shutdown.drain_timeout`;
-//! 6. **cancel**: connections still open at the deadline are closed, which
-//!    cancels their calls (handlers are dropped, clients see the stream reset).
-//!
-//! The [`ShutdownReport`] says what was drained and cancelled and how long each
-//! step took; it is logged and returned.
+//! [`Serving`] and [`ServeHandle`]. The crate docs describe start-up and the
+//! ordered shutdown.
 //!
 //! # Examples
 //!
@@ -116,7 +84,7 @@ pub async fn serve(
 }
 
 /// Builds a server: services, settings, an optional registry. See the
-/// [module docs](self).
+/// [crate docs](crate) for what starting and shutting down do.
 pub struct ServeBuilder<C: LimiterClock = MonotonicClock> {
     config: ServerConfig,
     registry: Option<RegistryConfig>,
@@ -337,7 +305,10 @@ impl<C: LimiterClock> ServeBuilder<C> {
             background,
         };
         let driver = tokio::spawn(driver.run());
-        Ok(Serving { handle, driver })
+        Ok(Serving {
+            handle,
+            driver: Some(driver),
+        })
     }
 }
 
@@ -354,12 +325,15 @@ impl<C: LimiterClock> std::fmt::Debug for ServeBuilder<C> {
 }
 
 /// A running server. [`wait`](Self::wait) for its [`ShutdownReport`]; control it
-/// through its [`ServeHandle`]. Dropping it leaves the server running until a
-/// signal or a handle stops it.
+/// through its [`ServeHandle`].
+///
+/// Dropping it without waiting starts the ordered shutdown, as dropping tonic's
+/// serve future stops its server (but here in order, draining): a server is
+/// never left running unowned.
 #[derive(Debug)]
 pub struct Serving<C: LimiterClock = MonotonicClock> {
     handle: ServeHandle<C>,
-    driver: tokio::task::JoinHandle<Result<ShutdownReport, Error>>,
+    driver: Option<tokio::task::JoinHandle<Result<ShutdownReport, Error>>>,
 }
 
 impl<C: LimiterClock> Serving<C> {
@@ -379,10 +353,22 @@ impl<C: LimiterClock> Serving<C> {
     ///
     /// [`Error::Serve`] or [`Error::Task`] when the server ended without a
     /// shutdown (it is deregistered all the same).
-    pub async fn wait(self) -> Result<ShutdownReport, Error> {
-        self.driver
+    pub async fn wait(mut self) -> Result<ShutdownReport, Error> {
+        let driver = self
+            .driver
+            .take()
+            .ok_or_else(|| Error::Task("already waited for".into()))?;
+        driver
             .await
             .map_err(|e| Error::Task(format!("shutdown task: {e}")))?
+    }
+}
+
+impl<C: LimiterClock> Drop for Serving<C> {
+    fn drop(&mut self) {
+        if self.driver.is_some() {
+            self.handle.shutdown();
+        }
     }
 }
 
