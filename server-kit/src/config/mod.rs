@@ -138,14 +138,15 @@ impl ServerConfig {
     }
 
     /// The host (or `host:port`) written to the registry (default: the bound
-    /// address; required when `listen` binds every interface, such as `0.0.0.0`).
+    /// address; required to register when `listen` binds every interface, such
+    /// as `0.0.0.0`).
     pub fn with_advertise(mut self, advertise: impl Into<String>) -> Self {
         self.advertise = Some(advertise.into());
         self
     }
 
-    /// The service name under which the node registers (default `""`; required
-    /// when a registry is given).
+    /// The service name under which the node registers (default `""`: do not
+    /// register, even with a registry given).
     pub fn with_service(mut self, service: impl Into<String>) -> Self {
         self.service = service.into();
         self

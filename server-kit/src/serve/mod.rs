@@ -130,7 +130,8 @@ impl<C: LimiterClock> ServeBuilder<C> {
     }
 
     /// Registers the server in this registry once bound (default: no registry,
-    /// a standalone server). `server.service` is then required.
+    /// a standalone server). An empty `server.service` means "do not register"
+    /// (logged).
     pub fn registry(mut self, registry: RegistryConfig) -> Self {
         self.registry = Some(registry);
         self
@@ -159,8 +160,8 @@ impl<C: LimiterClock> ServeBuilder<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for a bad setting (also: a registry without
-    /// `server.service`, or `listen` on every interface without `advertise`),
+    /// [`Error::Config`] for a bad setting (also: `listen` on every interface
+    /// without `advertise` when registering),
     /// [`Error::Registry`] for bad registry settings, [`Error::Bind`] when the
     /// address cannot be bound.
     ///
@@ -176,17 +177,18 @@ impl<C: LimiterClock> ServeBuilder<C> {
             clock,
         } = self;
         config.validate()?;
+        let registry = match registry {
+            Some(_) if config.service().is_empty() => {
+                warn!("server.service is empty: serving without registering");
+                None
+            }
+            other => other,
+        };
         if let Some(registry) = &registry {
             registry.validate().map_err(|e| match e {
                 registry_actor::Error::Config(invalid) => Error::Config(invalid),
                 other => Error::Registry(other),
             })?;
-            if config.service().is_empty() {
-                return Err(Error::invalid(
-                    "server.service",
-                    "required to register in the registry",
-                ));
-            }
         }
         let limits = RateLimits::with_clock(config.rate_limit(), clock)?;
 
@@ -201,7 +203,7 @@ impl<C: LimiterClock> ServeBuilder<C> {
             addr: listen,
             source,
         })?;
-        let advertised = advertised_addr(&config, local_addr)?;
+        let advertised = advertised_addr(&config, local_addr, registry.is_some())?;
         let node_id = if config.node_id().is_empty() {
             advertised.clone()
         } else {
@@ -387,11 +389,16 @@ fn node(config: &ServerConfig, id: &str, addr: &str) -> Result<Node, Error> {
 }
 
 /// `host:port` for the registry: `server.advertise` (a host gets the bound
-/// port), else the bound address unless it is every interface.
-fn advertised_addr(config: &ServerConfig, local: SocketAddr) -> Result<String, Error> {
+/// port), else the bound address, which must not be every interface when
+/// `registering`.
+fn advertised_addr(
+    config: &ServerConfig,
+    local: SocketAddr,
+    registering: bool,
+) -> Result<String, Error> {
     let port = local.port();
     let Some(advertise) = config.advertise() else {
-        if local.ip().is_unspecified() {
+        if registering && local.ip().is_unspecified() {
             return Err(Error::invalid(
                 "server.advertise",
                 format!(
@@ -446,6 +453,11 @@ mod tests {
             (ServerConfig::default(), local, Ok("127.0.0.1:4321")),
             (ServerConfig::default(), any, Err("server.advertise")),
             (
+                ServerConfig::default().with_advertise("[::1]x"),
+                any,
+                Err("server.advertise"),
+            ),
+            (
                 ServerConfig::default().with_advertise("10.1.2.3"),
                 any,
                 Ok("10.1.2.3:4321"),
@@ -476,8 +488,14 @@ mod tests {
                 Err("server.advertise"),
             ),
         ];
+        let standalone = advertised_addr(&ServerConfig::default(), any, false);
+        assert_eq!(
+            standalone.ok().as_deref(),
+            Some("0.0.0.0:4321"),
+            "not registering"
+        );
         for (config, local, want) in cases {
-            let got = advertised_addr(&config, local);
+            let got = advertised_addr(&config, local, true);
             match (got, want) {
                 (Ok(got), Ok(want)) => assert_eq!(got, want),
                 (Err(e), Err(key)) => assert!(e.to_string().contains(key), "{e}"),
