@@ -137,7 +137,9 @@ impl Connection {
 
     fn observe_err(&self, status: Status) -> Status {
         let inner = &*self.inner;
-        if is_connection_failure(&status) {
+        let failed = is_connection_failure(&status);
+        let status = self.transport_as_unavailable(status);
+        if failed {
             debug!(node = %inner.node, reason = %status.message(), "connection failed");
             inner.reachable.store(UNREACHABLE, Ordering::Relaxed);
             let _ = inner
@@ -150,6 +152,35 @@ impl Connection {
         }
         status
     }
+}
+
+impl Connection {
+    /// A call the transport broke (the connection closed or reset mid-call, a
+    /// server killed) reaches tonic as `UNKNOWN` "transport error". gRPC calls a
+    /// broken transport `UNAVAILABLE`, which strategies may retry. Recognised from
+    /// the source chain (a `tonic::transport::Error`), never the message.
+    fn transport_as_unavailable(&self, status: Status) -> Status {
+        if status.code() != tonic::Code::Unknown || !has_transport_source(&status) {
+            return status;
+        }
+        Status::unavailable(format!(
+            "connection to {} broke: {}",
+            self.inner.node.addr(),
+            status.message()
+        ))
+    }
+}
+
+/// Whether a `tonic::transport::Error` is in the source chain of `status`.
+fn has_transport_source(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<tonic::transport::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Counts one call in flight for as long as it lives (also when cancelled).
