@@ -1,0 +1,558 @@
+//! The grpc-cluster demo: one command, a private cluster, a readable report.
+//!
+//! Starts a private etcd on free loopback ports and `echo-server` processes (two
+//! `1.0.0` in group `blue`, two `2.0.0` in group `green`), then shows with real,
+//! measured numbers: balancing, version routing, multicast, broadcast, failover
+//! while a server is killed, rate limiting with pushback, and a graceful
+//! shutdown under load. Everything it started is stopped at the end, also on
+//! Ctrl-C or a failure.
+//!
+//! Run it with `scripts/demo` (which installs etcd and protoc when missing and
+//! builds the examples), or `cargo build --examples && cargo run --example demo`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::stream::{self, StreamExt};
+use grpc_cluster::client::{
+    Broadcast, Call, CallOptions, ClientConfig, ClusterClient, Selector, ServiceStatus, Strategy,
+};
+use grpc_cluster::echo::{SayRequest, SlowRequest, SAY, SLOW};
+use grpc_cluster::registry::RegistryConfig;
+use registry_actor::testing::EtcdServer;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+type Result<T> = std::result::Result<T, String>;
+
+/// An `echo-server` process; killed (SIGKILL) if still running when dropped.
+struct Server {
+    id: String,
+    child: Child,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    async fn start(etcd: &str, id: &str, extra: &[&str]) -> Result<Self> {
+        let bin = example_binary("echo-server")?;
+        let mut child = Command::new(&bin)
+            .args(["--id", id, "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", etcd)
+            .env("GRPC_CLUSTER__REGISTRY__LEASE_TTL", "2s")
+            .env("GRPC_CLUSTER__SERVER__SHUTDOWN__LAME_DUCK", "1s")
+            .env("GRPC_CLUSTER__SERVER__SHUTDOWN__DRAIN_TIMEOUT", "5s")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let output = Arc::new(Mutex::new(Vec::new()));
+        if let Some(stdout) = child.stdout.take() {
+            let sink = output.clone();
+            actix::spawn(async move {
+                let mut lines = BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Ok(mut all) = sink.lock() {
+                        all.push(line);
+                    }
+                }
+            });
+        }
+        let server = Self {
+            id: id.to_owned(),
+            child,
+            output,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !server.said("listening on") {
+            if Instant::now() > deadline {
+                return Err(format!("{id} did not start within 20 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(server)
+    }
+
+    fn said(&self, what: &str) -> bool {
+        self.output
+            .lock()
+            .map(|o| o.iter().any(|l| l.contains(what)))
+            .unwrap_or(false)
+    }
+
+    fn pid(&self) -> Result<u32> {
+        self.child
+            .id()
+            .ok_or_else(|| format!("{} has no pid", self.id))
+    }
+
+    fn sigterm(&self) -> Result<()> {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid()?.to_string()])
+            .status()
+            .map_err(|e| format!("kill -TERM: {e}"))?;
+        status
+            .success()
+            .then_some(())
+            .ok_or_else(|| format!("kill -TERM {} failed", self.id))
+    }
+
+    /// Waits for the process to exit; answers its exit code and its output.
+    async fn exited(&mut self, within: Duration) -> Result<(Option<i32>, Vec<String>)> {
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .map_err(|_| format!("{} did not exit within {within:?}", self.id))?
+            .map_err(|e| format!("waiting for {}: {e}", self.id))?;
+        // Let the reader take the last lines.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let lines = self.output.lock().map(|o| o.clone()).unwrap_or_default();
+        Ok((status.code(), lines))
+    }
+}
+
+fn example_binary(name: &str) -> Result<PathBuf> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = me.parent().ok_or("no directory for the demo binary")?;
+    let path = dir.join(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is not built; run `cargo build --examples` (scripts/demo does)",
+            path.display()
+        ))
+    }
+}
+
+fn section(title: &str) {
+    println!("\n== {title}");
+}
+
+fn step(what: &str) {
+    println!("   .. {what}");
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// The outcome of a batch of calls.
+#[derive(Default)]
+struct Batch {
+    per_node: BTreeMap<String, usize>,
+    latencies: Vec<Duration>,
+    ok: usize,
+    failed: BTreeMap<String, usize>,
+    retried: usize,
+}
+
+impl Batch {
+    fn line(&self) -> String {
+        let nodes: Vec<String> = self
+            .per_node
+            .iter()
+            .map(|(n, c)| format!("{n}: {c}"))
+            .collect();
+        let failed: Vec<String> = self
+            .failed
+            .iter()
+            .map(|(c, n)| format!("{n} {c}"))
+            .collect();
+        format!(
+            "ok={} failed={}{} | per node {} | p50 {:.2?} p99 {:.2?}",
+            self.ok,
+            self.failed.values().sum::<usize>(),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", failed.join(", "))
+            },
+            nodes.join(", "),
+            percentile(self.latencies.clone(), 0.5),
+            percentile(self.latencies.clone(), 0.99),
+        )
+    }
+}
+
+/// Sends `count` Say calls, `concurrency` at a time; `on_done(n)` runs after
+/// each `n`-th completion (to inject a fault mid-load).
+async fn say_batch(
+    client: &Addr<ClusterClient>,
+    count: usize,
+    concurrency: usize,
+    options: CallOptions,
+    mut on_done: impl FnMut(usize),
+) -> Batch {
+    let mut batch = Batch::default();
+    let mut calls = stream::iter(0..count)
+        .map(|i| {
+            let (client, options) = (client.clone(), options.clone());
+            async move {
+                let call = Call::new(
+                    "echo",
+                    SAY,
+                    SayRequest {
+                        message: format!("m{i}"),
+                    },
+                )
+                .with_options(options);
+                client.send(call).await
+            }
+        })
+        .buffer_unordered(concurrency);
+    let mut done = 0;
+    while let Some(answer) = calls.next().await {
+        done += 1;
+        match answer {
+            Ok(Ok(reply)) => {
+                batch.ok += 1;
+                *batch
+                    .per_node
+                    .entry(reply.node.id().to_owned())
+                    .or_default() += 1;
+                batch.latencies.push(reply.latency);
+                batch.retried += usize::from(reply.attempts.len() > 1);
+            }
+            Ok(Err(e)) => {
+                if std::env::var_os("DEMO_DEBUG").is_some() {
+                    eprintln!("failed: {e}");
+                }
+                *batch.failed.entry(format!("{:?}", e.code())).or_default() += 1
+            }
+            Err(e) => {
+                *batch
+                    .failed
+                    .entry(format!("client stopped: {e}"))
+                    .or_default() += 1
+            }
+        }
+        on_done(done);
+    }
+    batch
+}
+
+async fn wait_nodes(client: &Addr<ClusterClient>, n: usize) -> Result<Duration> {
+    let started = Instant::now();
+    loop {
+        if let Ok(Ok(status)) = client.send(ServiceStatus("echo".into())).await {
+            if status.nodes.len() == n && status.ejected() == 0 {
+                return Ok(started.elapsed());
+            }
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            return Err(format!("the client did not see {n} nodes within 20 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn options(strategy: Strategy) -> CallOptions {
+    CallOptions::new().with_strategy(strategy)
+}
+
+async fn demo() -> Result<()> {
+    println!(
+        "grpc-cluster demo: a private etcd, echo servers as real processes, one cluster client."
+    );
+    section("Setting up");
+    let started = Instant::now();
+    let etcd = EtcdServer::start()
+        .await
+        .map_err(|e| format!("etcd: {e}"))?;
+    let endpoint = etcd.endpoint();
+    step(&format!(
+        "private etcd on {endpoint} ready in {:.2?}",
+        started.elapsed()
+    ));
+    let mut servers = Vec::new();
+    for (id, version, group) in [
+        ("echo-1", "1.0.0", "blue"),
+        ("echo-2", "1.0.0", "blue"),
+        ("echo-3", "2.0.0", "green"),
+        ("echo-4", "2.0.0", "green"),
+    ] {
+        let t = Instant::now();
+        servers
+            .push(Server::start(&endpoint, id, &["--version", version, "--group", group]).await?);
+        step(&format!(
+            "{id} (version {version}, group {group}) serving in {:.2?}",
+            t.elapsed()
+        ));
+    }
+    let registry = RegistryConfig::default()
+        .with_endpoints([endpoint.clone()])
+        .with_lease_ttl(Duration::from_secs(2));
+    let config = ClientConfig::default()
+        .with_timeout(Duration::from_secs(5))
+        .with_caller("demo");
+    let client = ClusterClient::connect(&registry, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let seen = wait_nodes(&client, 4).await?;
+    step(&format!("cluster client discovered 4 nodes in {seen:.2?}"));
+
+    section("Balancing: 400 Say calls, round_robin, 8 at a time");
+    let b = say_batch(&client, 400, 8, options(Strategy::Failfast), |_| {}).await;
+    println!("   {}", b.line());
+
+    section("Version routing: 200 calls with version \">=2, <3\"");
+    let v2 = Selector::new()
+        .with_version(">=2, <3")
+        .map_err(|e| e.to_string())?;
+    let b = say_batch(
+        &client,
+        200,
+        8,
+        options(Strategy::Failfast).with_selector(v2),
+        |_| {},
+    )
+    .await;
+    println!("   {}", b.line());
+
+    section("Multicast to group blue");
+    let blue = CallOptions::new().with_selector(Selector::new().with_group("blue"));
+    let m = client
+        .send(
+            Broadcast::new(
+                "echo",
+                SAY,
+                SayRequest {
+                    message: "blue only".into(),
+                },
+            )
+            .with_options(blue),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    for n in &m.nodes {
+        println!(
+            "   node={} latency={:.2?} {}",
+            n.node.id(),
+            n.latency,
+            if n.result.is_ok() { "ok" } else { "failed" }
+        );
+    }
+
+    section("Broadcast: Slow(100 ms) to every node at once");
+    let slow = SlowRequest {
+        message: "everyone".into(),
+        delay_ms: 100,
+    };
+    let b = client
+        .send(Broadcast::new("echo", SLOW, slow))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    for n in &b.nodes {
+        println!(
+            "   node={} latency={:.2?} {}",
+            n.node.id(),
+            n.latency,
+            if n.result.is_ok() { "ok" } else { "failed" }
+        );
+    }
+    println!(
+        "   {} of {} answered; the whole broadcast took {:.2?} (one call is 100 ms: they ran in parallel)",
+        b.successes(),
+        b.nodes.len(),
+        b.latency
+    );
+
+    section("Failover while a server is killed: 2000 Say calls, failover, 16 at a time; kill -9 echo-2 after 400");
+    let victim = Arc::new(Mutex::new(None::<u32>));
+    if let Some(s) = servers.iter().find(|s| s.id == "echo-2") {
+        *victim.lock().map_err(|_| "lock")? = Some(s.pid()?);
+    }
+    let killed_at = Arc::new(Mutex::new(None::<Instant>));
+    let (v, k) = (victim.clone(), killed_at.clone());
+    let b = say_batch(
+        &client,
+        2000,
+        16,
+        options(Strategy::Failover),
+        move |done| {
+            if done == 400 {
+                if let Ok(Some(pid)) = v.lock().map(|p| *p) {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                    if let Ok(mut k) = k.lock() {
+                        *k = Some(Instant::now());
+                    }
+                }
+            }
+        },
+    )
+    .await;
+    println!("   {}", b.line());
+    println!(
+        "   {} calls met the dead server and succeeded on another node",
+        b.retried
+    );
+    if let Some(pos) = servers.iter().position(|s| s.id == "echo-2") {
+        let mut dead = servers.remove(pos);
+        let (code, _) = dead.exited(Duration::from_secs(5)).await?;
+        println!(
+            "   echo-2 exit status: {} (killed)",
+            code.map_or("signal".to_owned(), |c| c.to_string())
+        );
+    }
+
+    section(
+        "Rate limiting with pushback: echo-5 limited to 20 calls/s, 100 calls as fast as they go",
+    );
+    let mut limited = Server::start(
+        &endpoint,
+        "echo-5",
+        &["--version", "1.0.0", "--group", "limited", "--rps", "20"],
+    )
+    .await?;
+    wait_limited(&client).await?;
+    let only = CallOptions::new()
+        .with_strategy(Strategy::Failfast)
+        .with_selector(Selector::new().with_group("limited"));
+    let mut admitted = 0;
+    let mut pushbacks = Vec::new();
+    let mut other = 0;
+    for i in 0..100 {
+        let call = Call::new(
+            "echo",
+            SAY,
+            SayRequest {
+                message: format!("r{i}"),
+            },
+        )
+        .with_options(only.clone());
+        match client.send(call).await.map_err(|e| e.to_string())? {
+            Ok(_) => admitted += 1,
+            Err(e) if e.code() == tonic::Code::ResourceExhausted => {
+                let status: tonic::Status = e.into();
+                let ms = status
+                    .metadata()
+                    .get("grpc-retry-pushback-ms")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                pushbacks.push(ms.map(Duration::from_millis).unwrap_or_default());
+            }
+            Err(_) => other += 1,
+        }
+    }
+    println!(
+        "   admitted {admitted}, refused RESOURCE_EXHAUSTED {}, other errors {other}; pushback p50 {:.0?}, max {:.0?}",
+        pushbacks.len(),
+        percentile(pushbacks.clone(), 0.5),
+        percentile(pushbacks.clone(), 1.0)
+    );
+    limited.sigterm()?;
+    limited.exited(Duration::from_secs(15)).await?;
+
+    section("Graceful shutdown under load: 800 Slow(20 ms) calls, failfast, 16 at a time; SIGTERM echo-1 after 200");
+    let pid = servers
+        .iter()
+        .find(|s| s.id == "echo-1")
+        .map(Server::pid)
+        .transpose()?;
+    let mut sent_term = false;
+    let mut calls = stream::iter(0..800)
+        .map(|i| {
+            let client = client.clone();
+            async move {
+                let request = SlowRequest {
+                    message: format!("s{i}"),
+                    delay_ms: 20,
+                };
+                client
+                    .send(
+                        Call::new("echo", SLOW, request).with_options(options(Strategy::Failfast)),
+                    )
+                    .await
+            }
+        })
+        .buffer_unordered(16);
+    let (mut ok, mut failed, mut done) = (0usize, 0usize, 0usize);
+    let mut on_victim = 0usize;
+    while let Some(answer) = calls.next().await {
+        done += 1;
+        match answer {
+            Ok(Ok(reply)) => {
+                ok += 1;
+                on_victim += usize::from(reply.node.id() == "echo-1");
+            }
+            _ => failed += 1,
+        }
+        if done == 200 && !sent_term {
+            if let Some(pid) = pid {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+                sent_term = true;
+            }
+        }
+    }
+    println!("   ok={ok} failed={failed}; echo-1 answered {on_victim} of them before it left");
+    if let Some(pos) = servers.iter().position(|s| s.id == "echo-1") {
+        let mut leaving = servers.remove(pos);
+        let (code, lines) = leaving.exited(Duration::from_secs(20)).await?;
+        println!(
+            "   echo-1 exited with status {}; its shutdown report:",
+            code.map_or("signal".to_owned(), |c| c.to_string())
+        );
+        for line in lines.iter().skip_while(|l| !l.contains("shutdown")) {
+            println!("     | {line}");
+        }
+    }
+
+    section("Summary");
+    println!("   every section above ran against real processes over loopback and a real etcd.");
+    drop(servers);
+    drop(etcd);
+    Ok(())
+}
+
+async fn wait_limited(client: &Addr<ClusterClient>) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        if let Ok(Ok(status)) = client.send(ServiceStatus("echo".into())).await {
+            if status.node("echo-5").is_some() {
+                return Ok(());
+            }
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            return Err("the client did not see echo-5 within 20 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn main() -> ExitCode {
+    let system = System::new();
+    let outcome = system.block_on(async {
+        tokio::select! {
+            result = demo() => result,
+            _ = tokio::signal::ctrl_c() => Err("interrupted: stopping everything".to_owned()),
+        }
+    });
+    // The etcd and every server were owned by `demo`: dropping it stopped them.
+    match outcome {
+        Ok(()) => {
+            println!("\nEverything the demo started has been stopped.");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("\ndemo: {e}\nEverything the demo started has been stopped.");
+            ExitCode::FAILURE
+        }
+    }
+}
