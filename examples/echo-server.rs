@@ -7,47 +7,45 @@
 //!     cargo run --example echo-server -- --id echo-1 --listen 127.0.0.1:50051 --rps 100
 //! ```
 //!
-//! Flags: `--id` (default `echo-<pid>`), `--listen` (default `127.0.0.1:50051`),
-//! `--version`, `--group`, `--weight` (default 100), `--rps` (global limit,
-//! default 0 = unlimited), `--config-dir`. The etcd endpoints come from
-//! `GRPC_CLUSTER__REGISTRY__ENDPOINTS` (comma-separated, default
-//! `127.0.0.1:2379`).
+//! Flags: `--id`, `--listen`, `--version`, `--group`, `--weight`, `--rps` (global
+//! limit, 0 = unlimited), `--config-dir`. Everything else comes from the layered
+//! configuration (`config/` or `--config-dir` or `GRPC_CLUSTER_CONFIG_DIR`, then
+//! `GRPC_CLUSTER__…` variables): `[registry]` (etcd endpoints, lease TTL) and
+//! `[server]` (rate limits, shutdown phases, identity). A flag given on the
+//! command line wins over the configuration; without either, the node id is
+//! `echo-<pid>`, the service `echo` and the address `127.0.0.1:50051`. The files
+//! are watched: an edit of `[server.rate_limit]` applies to the next call.
 //!
 //! Prints `listening on ADDR as ID` once serving, and the shutdown report when
-//! done; exits 0 after a clean graceful shutdown, 1 when serving failed, 2 on a
-//! bad flag.
+//! done, followed by `echo totals: processed N, cancelled M` (the service's own
+//! counts); exits 0 after a clean graceful shutdown, 1 when the configuration is
+//! invalid or serving failed, 2 on a bad flag.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use grpc_cluster::config::{ConfigLoader, Reloadable, Settings};
 use grpc_cluster::echo::EchoService;
-use grpc_cluster::registry::RegistryConfig;
-use grpc_cluster::server::{RateLimitConfig, ServeBuilder, ServerConfig};
+use grpc_cluster::server::ServeBuilder;
 
 const USAGE: &str = "usage: echo-server [--id ID] [--listen IP:PORT] [--version V] [--group G] \
                      [--weight N] [--rps N] [--config-dir DIR]";
 
-/// The command line.
-#[derive(Debug)]
+/// The command line; a flag not given leaves the configured value.
+#[derive(Debug, Default)]
 struct Flags {
-    id: String,
-    listen: String,
-    version: String,
-    group: String,
-    weight: u32,
-    rps: u32,
+    id: Option<String>,
+    listen: Option<String>,
+    version: Option<String>,
+    group: Option<String>,
+    weight: Option<u32>,
+    rps: Option<u32>,
     config_dir: Option<String>,
 }
 
 fn parse_flags(args: impl IntoIterator<Item = String>) -> Result<Flags, String> {
-    let mut flags = Flags {
-        id: format!("echo-{}", std::process::id()),
-        listen: "127.0.0.1:50051".to_owned(),
-        version: String::new(),
-        group: String::new(),
-        weight: 100,
-        rps: 0,
-        config_dir: None,
-    };
+    let mut flags = Flags::default();
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         let (name, inline) = match flag.split_once('=') {
@@ -66,12 +64,12 @@ fn parse_flags(args: impl IntoIterator<Item = String>) -> Result<Flags, String> 
                 .map_err(|_| format!("{name}: `{v}` is not a number"))
         };
         match name.as_str() {
-            "--id" => flags.id = value,
-            "--listen" => flags.listen = value,
-            "--version" => flags.version = value,
-            "--group" => flags.group = value,
-            "--weight" => flags.weight = number(&value)?,
-            "--rps" => flags.rps = number(&value)?,
+            "--id" => flags.id = Some(value),
+            "--listen" => flags.listen = Some(value),
+            "--version" => flags.version = Some(value),
+            "--group" => flags.group = Some(value),
+            "--weight" => flags.weight = Some(number(&value)?),
+            "--rps" => flags.rps = Some(number(&value)?),
             "--config-dir" => flags.config_dir = Some(value),
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
@@ -79,45 +77,64 @@ fn parse_flags(args: impl IntoIterator<Item = String>) -> Result<Flags, String> 
     Ok(flags)
 }
 
-fn registry_config() -> RegistryConfig {
-    let endpoints = std::env::var("GRPC_CLUSTER__REGISTRY__ENDPOINTS")
-        .ok()
-        .filter(|e| !e.trim().is_empty())
-        .unwrap_or_else(|| "127.0.0.1:2379".to_owned());
-    RegistryConfig::default().with_endpoints(
-        endpoints
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .map(str::to_owned),
-    )
-}
+/// How often the configuration files are checked for edits.
+const CONFIG_POLL: Duration = Duration::from_secs(1);
 
-async fn run(flags: Flags) -> Result<(), grpc_cluster::server::Error> {
-    // The layered configuration loader plugs in here: `--config-dir` (or
-    // GRPC_CLUSTER_CONFIG_DIR) will feed `[registry]` and `[server]` through
-    // `grpc_cluster::config`, and its reloads will reach the running server
-    // through `ServeHandle::set_rate_limits`. Until it is wired, the flags and
-    // GRPC_CLUSTER__REGISTRY__ENDPOINTS are the configuration.
+async fn run(flags: Flags) -> Result<(), String> {
+    let mut loader = ConfigLoader::from_env();
     if let Some(dir) = &flags.config_dir {
-        tracing::info!(%dir, "--config-dir is accepted; the layered configuration is not wired yet");
+        loader = loader.with_dir(dir);
     }
-    let config = ServerConfig::default()
-        .with_listen(&flags.listen)
-        .with_service("echo")
-        .with_node_id(&flags.id)
-        .with_version(&flags.version)
-        .with_group(&flags.group)
-        .with_weight(flags.weight)
-        .with_rate_limit(RateLimitConfig::default().with_rps(flags.rps));
+    let settings = Arc::new(Reloadable::<Settings>::load(loader).map_err(|e| e.to_string())?);
+    let current = settings.current();
+    let mut config = current.server.clone();
+    if config.service().is_empty() {
+        config = config.with_service("echo");
+    }
+    let id = flags.id.clone().unwrap_or_else(|| {
+        if config.node_id().is_empty() {
+            format!("echo-{}", std::process::id())
+        } else {
+            config.node_id().to_owned()
+        }
+    });
+    config = config.with_node_id(&id);
+    if let Some(listen) = &flags.listen {
+        config = config.with_listen(listen);
+    }
+    if let Some(version) = &flags.version {
+        config = config.with_version(version);
+    }
+    if let Some(group) = &flags.group {
+        config = config.with_group(group);
+    }
+    if let Some(weight) = flags.weight {
+        config = config.with_weight(weight);
+    }
+    if let Some(rps) = flags.rps {
+        let limits = config.rate_limit().clone().with_rps(rps);
+        config = config.with_rate_limit(limits);
+    }
+    let service = EchoService::new(id.as_str());
+    let stats = service.stats();
     let serving = ServeBuilder::new(config)
-        .add_service(EchoService::new(flags.id.as_str()).into_server())
-        .registry(registry_config())
+        .add_service(service.into_server())
+        .registry(current.registry.clone())
         .start()
-        .await?;
-    println!("listening on {} as {}", serving.local_addr(), flags.id);
-    let report = serving.wait().await?;
+        .await
+        .map_err(|e| e.to_string())?;
+    // Edits of the files reach the running server: rate limits apply to the next call.
+    let _watcher = settings.watch_files(CONFIG_POLL);
+    let _follower = settings.follow_server(serving.handle());
+    println!("listening on {} as {id}", serving.local_addr());
+    let report = serving.wait().await.map_err(|e| e.to_string())?;
     println!("{report}");
+    // What the service itself counted, for tests that reconcile it with clients.
+    println!(
+        "echo totals: processed {}, cancelled {}",
+        stats.processed(),
+        stats.cancelled()
+    );
     Ok(())
 }
 

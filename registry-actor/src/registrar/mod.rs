@@ -150,6 +150,11 @@ impl Registrar {
     }
 
     /// A receiver of every state change, e.g. to wait for `Registered`.
+    ///
+    /// The value that `borrow()` and `wait_for()` hand out is a read guard:
+    /// clone what you need and drop it at once. A guard held across an `.await`
+    /// stops the registrar from publishing its next state (on a single-threaded
+    /// runtime, for good).
     pub fn state_changes(&self) -> watch::Receiver<RegistrationState> {
         self.state.clone()
     }
