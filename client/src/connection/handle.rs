@@ -156,11 +156,16 @@ impl Connection {
 
 impl Connection {
     /// A call the transport broke (the connection closed or reset mid-call, a
-    /// server killed) reaches tonic as `UNKNOWN` "transport error". gRPC calls a
-    /// broken transport `UNAVAILABLE`, which strategies may retry. Recognised from
-    /// the source chain (a `tonic::transport::Error`), never the message.
+    /// server killed) reaches tonic as `UNKNOWN` "transport error", or as
+    /// `CANCELLED` "operation was canceled" when the connection went away before
+    /// the answer. gRPC calls a broken transport `UNAVAILABLE`, which strategies may
+    /// retry. Recognised from the source chain (a `tonic::transport::Error`), never
+    /// the message: a status a server sent has no such source.
     fn transport_as_unavailable(&self, status: Status) -> Status {
-        if status.code() != tonic::Code::Unknown || !has_transport_source(&status) {
+        let code = status.code();
+        if !matches!(code, tonic::Code::Unknown | tonic::Code::Cancelled)
+            || !has_transport_source(&status)
+        {
             return status;
         }
         Status::unavailable(format!(
