@@ -171,6 +171,35 @@ impl Flags {
     }
 }
 
+/// Binds `$method` and `$request` to the chosen method's typed descriptor and
+/// request, then evaluates `$body` (each method has its own request type).
+macro_rules! with_method {
+    ($flags:expr, $message:expr, |$method:ident, $request:ident| $body:expr) => {
+        match $flags.method {
+            Method::Say => {
+                let ($method, $request) = (SAY, SayRequest { message: $message });
+                $body
+            }
+            Method::Slow => {
+                let $method = SLOW;
+                let $request = SlowRequest {
+                    message: $message,
+                    delay_ms: $flags.delay_ms,
+                };
+                $body
+            }
+            Method::Fail => {
+                let $method = FAIL;
+                let $request = FailRequest {
+                    code: tonic::Code::Unavailable as i32,
+                    message: $message,
+                };
+                $body
+            }
+        }
+    };
+}
+
 /// One call of the chosen method, answered as one printable line.
 async fn one_call(
     client: &Addr<ClusterClient>,
@@ -185,31 +214,12 @@ async fn one_call(
         flags.message.clone()
     };
     let service = flags.service.clone();
-    let result: Result<Result<Reply<SayReply>, CallError>, MailboxError> = match flags.method {
-        Method::Say => {
+    let result: Result<Result<Reply<SayReply>, CallError>, MailboxError> =
+        with_method!(flags, message, |method, request| {
             client
-                .send(Call::new(service, SAY, SayRequest { message }).with_options(options))
+                .send(Call::new(service, method, request).with_options(options))
                 .await
-        }
-        Method::Slow => {
-            let request = SlowRequest {
-                message,
-                delay_ms: flags.delay_ms,
-            };
-            client
-                .send(Call::new(service, SLOW, request).with_options(options))
-                .await
-        }
-        Method::Fail => {
-            let request = FailRequest {
-                code: tonic::Code::Unavailable as i32,
-                message,
-            };
-            client
-                .send(Call::new(service, FAIL, request).with_options(options))
-                .await
-        }
-    };
+        });
     match result {
         Ok(Ok(reply)) => (
             true,
@@ -235,6 +245,8 @@ async fn one_call(
     }
 }
 
+/// A broadcast of the chosen method, one printed line per node; answers
+/// (succeeded, failed) node counts.
 async fn broadcast(
     client: &Addr<ClusterClient>,
     flags: &Flags,
@@ -242,31 +254,11 @@ async fn broadcast(
 ) -> (usize, usize) {
     let service = flags.service.clone();
     let message = flags.message.clone();
-    let answer = match flags.method {
-        Method::Say => {
-            client
-                .send(Broadcast::new(service, SAY, SayRequest { message }).with_options(options))
-                .await
-        }
-        Method::Slow => {
-            let request = SlowRequest {
-                message,
-                delay_ms: flags.delay_ms,
-            };
-            client
-                .send(Broadcast::new(service, SLOW, request).with_options(options))
-                .await
-        }
-        Method::Fail => {
-            let request = FailRequest {
-                code: tonic::Code::Unavailable as i32,
-                message,
-            };
-            client
-                .send(Broadcast::new(service, FAIL, request).with_options(options))
-                .await
-        }
-    };
+    let answer = with_method!(flags, message, |method, request| {
+        client
+            .send(Broadcast::new(service, method, request).with_options(options))
+            .await
+    });
     match answer {
         Ok(Ok(reply)) => {
             for n in &reply.nodes {

@@ -1,0 +1,226 @@
+//! The example binaries as a user runs them: `echo-server` processes registered
+//! in a private etcd, and `echo-client` with every strategy.
+
+mod support;
+
+use std::process::{Output, Stdio};
+
+use registry_actor::etcd_client::GetOptions;
+use support::server_kit::example_path;
+use support::{wait_until, EtcdServer, EVENTUALLY};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// An `echo-server` process, killed if still running when dropped.
+struct Server {
+    _child: Child,
+}
+
+async fn start_server(etcd: &str, id: &str, version: &str, group: &str) -> Server {
+    let mut child = Command::new(example_path("echo-server"))
+        .args([
+            "--id",
+            id,
+            "--listen",
+            "127.0.0.1:0",
+            "--version",
+            version,
+            "--group",
+            group,
+        ])
+        .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", etcd)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("echo-server starts");
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(EVENTUALLY, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("listening on") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(ready, Ok(true), "{id} printed its listening line");
+    Server { _child: child }
+}
+
+/// Runs `echo-client ARGS` against `etcd` and answers its output.
+async fn echo_client(etcd: &str, args: &[&str]) -> Output {
+    Command::new(example_path("echo-client"))
+        .args(args)
+        .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", etcd)
+        .env("RUST_LOG", "error")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("echo-client runs")
+}
+
+fn lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Checks one line per call, `call N: node=ID latency=… attempts=K ok …`, and the
+/// summary.
+fn assert_calls(output: &Output, count: usize, what: &str) {
+    let lines = lines(output);
+    assert_eq!(
+        lines.len(),
+        count + 1,
+        "{what}: one line per call and a summary: {lines:#?}"
+    );
+    for (i, line) in lines[..count].iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("call {}: node=echo-", i + 1)),
+            "{what}: {line}"
+        );
+        assert!(
+            line.contains(" latency=") && line.contains(" ok message="),
+            "{what}: {line}"
+        );
+    }
+    assert_eq!(lines[count], format!("ok={count} failed=0"), "{what}");
+    assert!(
+        output.status.success(),
+        "{what}: exit status {:?}",
+        output.status
+    );
+}
+
+/// Checks one line per node, `node=ID latency=… ok …`, and the summary.
+fn assert_nodes(output: &Output, nodes: &[&str], what: &str) {
+    let lines = lines(output);
+    assert_eq!(
+        lines.len(),
+        nodes.len() + 1,
+        "{what}: one line per node and a summary: {lines:#?}"
+    );
+    for (line, node) in lines.iter().zip(nodes) {
+        assert!(
+            line.starts_with(&format!("node={node} latency=")),
+            "{what}: {line}"
+        );
+        assert!(line.contains(" ok message="), "{what}: {line}");
+    }
+    assert_eq!(
+        lines[nodes.len()],
+        format!("ok={} failed=0", nodes.len()),
+        "{what}"
+    );
+    assert!(
+        output.status.success(),
+        "{what}: exit status {:?}",
+        output.status
+    );
+}
+
+#[tokio::test]
+async fn echo_client_prints_one_line_per_call_or_node_for_every_strategy() {
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let endpoint = etcd.endpoint();
+    let _servers = [
+        start_server(&endpoint, "echo-1", "1.0.0", "blue").await,
+        start_server(&endpoint, "echo-2", "1.0.0", "blue").await,
+        start_server(&endpoint, "echo-3", "2.0.0", "green").await,
+    ];
+    let raw = etcd.client().await.expect("etcd client");
+    let registered = wait_until(EVENTUALLY, || {
+        let mut raw = raw.clone();
+        async move {
+            raw.get(
+                "/grpc-cluster/services/echo/",
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await
+            .is_ok_and(|r| r.kvs().len() == 3)
+        }
+    })
+    .await;
+    assert!(registered, "the three servers registered");
+
+    for strategy in ["failfast", "failover", "failretry", "forking", "forking(3)"] {
+        let out = echo_client(&endpoint, &["--strategy", strategy, "--count", "3"]).await;
+        assert_calls(&out, 3, strategy);
+    }
+    let out = echo_client(
+        &endpoint,
+        &[
+            "--method",
+            "slow",
+            "--delay-ms",
+            "10",
+            "--count",
+            "4",
+            "--concurrency",
+            "2",
+        ],
+    )
+    .await;
+    assert_calls(&out, 4, "slow, 2 at a time");
+
+    let out = echo_client(&endpoint, &["--strategy", "broadcast"]).await;
+    assert_nodes(&out, &["echo-1", "echo-2", "echo-3"], "broadcast");
+    let out = echo_client(&endpoint, &["--strategy", "multicast", "--group", "blue"]).await;
+    assert_nodes(&out, &["echo-1", "echo-2"], "multicast to blue");
+    let out = echo_client(
+        &endpoint,
+        &["--strategy", "multicast", "--version", ">=2, <3"],
+    )
+    .await;
+    assert_nodes(&out, &["echo-3"], "multicast to 2.x");
+
+    // A failing call: its line names the code and every attempt; exit status 1.
+    let out = echo_client(&endpoint, &["--method", "fail", "--strategy", "failover"]).await;
+    let text = lines(&out);
+    assert!(
+        text[0].starts_with("call 1: node=echo-")
+            && text[0].contains("failed")
+            && text[0].contains("Unavailable"),
+        "{text:?}"
+    );
+    assert_eq!(text.last().map(String::as_str), Some("ok=0 failed=1"));
+    assert_eq!(out.status.code(), Some(1));
+
+    // A bad flag: exit status 2 and the usage.
+    let out = echo_client(&endpoint, &["--strategy", "sometimes"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown strategy"));
+    let out = echo_client(&endpoint, &["--strategy", "multicast"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "multicast without a selector is refused"
+    );
+}
+
+#[tokio::test]
+async fn echo_server_exits_2_on_a_bad_flag_and_1_on_a_bad_configuration() {
+    let out = Command::new(example_path("echo-server"))
+        .args(["--weight", "heavy"])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(example_path("echo-server"))
+        .args(["--id", "x"])
+        .env("GRPC_CLUSTER__REGISTRY__LEASE_TTL", "1s")
+        .stdout(Stdio::null())
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("registry.lease_ttl") && stderr.contains("environment"),
+        "{stderr}"
+    );
+}
