@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 pub mod cluster;
+pub mod faults;
 pub mod server_kit;
 
 use std::net::SocketAddr;
