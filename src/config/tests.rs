@@ -399,7 +399,11 @@ fn readme_names_every_key() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
     let mut keys = Vec::new();
-    leaf_keys("", &serde_json::to_value(Settings::default()).expect("serializable"), &mut keys);
+    leaf_keys(
+        "",
+        &serde_json::to_value(Settings::default()).expect("serializable"),
+        &mut keys,
+    );
     for (key, _) in keys {
         let leaf = key.rsplit('.').next().unwrap_or(&key);
         let named = readme.contains(&format!("`{leaf}`")) || readme.contains(&format!("[{key}]"));
