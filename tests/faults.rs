@@ -24,6 +24,7 @@
 
 mod support;
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -471,36 +472,61 @@ async fn etcd_down_10s_under_load_loses_no_call_and_every_registration_returns_w
     etcd.restart().await.expect("etcd restarts");
     let restarted = Instant::now();
 
+    // When each node registered again (a new live lease on its key), polled
+    // together, and when the client's watch was back, seen meanwhile.
     let kv = etcd.client().await.expect("etcd client");
-    let mut back = Vec::new();
-    for (id, key, old, granted) in &leases {
-        let within = Duration::from_secs(2 * u64::try_from(*granted).expect("a positive TTL"));
-        let (old, key) = (*old, key.clone());
-        let registered =
-            wait_until(within.saturating_sub(restarted.elapsed()), || {
-                let (mut kv, key) = (kv.clone(), key.clone());
-                async move {
-                    matches!(live_lease(&mut kv, &key).await, Some((lease, _, _)) if lease != old)
+    let back: RefCell<Vec<Option<Duration>>> = RefCell::new(vec![None; leases.len()]);
+    let watch_back: Cell<Option<Duration>> = Cell::new(None);
+    let longest_ttl = leases.iter().map(|l| l.3).max().expect("three leases");
+    let within = Duration::from_secs(2 * u64::try_from(longest_ttl).expect("a positive TTL"));
+    let all_back = wait_until(within.saturating_sub(restarted.elapsed()), || {
+        let (kv, registry) = (kv.clone(), registry.clone());
+        let (leases, back, watch_back) = (&leases, &back, &watch_back);
+        async move {
+            for (i, (_, key, old, _)) in leases.iter().enumerate() {
+                let mut kv = kv.clone();
+                if back.borrow()[i].is_none() {
+                    if let Some((lease, _, _)) = live_lease(&mut kv, key).await {
+                        if lease != *old {
+                            back.borrow_mut()[i] = Some(restarted.elapsed());
+                        }
+                    }
                 }
-            })
-            .await;
-        assert!(
-            registered,
-            "{id} registered again (a new live lease on {key}) within 2 × TTL ({within:?}) of \
-             etcd's return"
-        );
-        back.push(format!(
-            "{id} {} (TTL {granted}s)",
-            secs(restarted.elapsed())
-        ));
-    }
-    let watching = wait_until(EVENTUALLY, || {
-        let registry = registry.clone();
-        async move { registry_stats(&registry).await.watches_open >= 1 }
+            }
+            if watch_back.get().is_none() && registry_stats(&registry).await.watches_open >= 1 {
+                watch_back.set(Some(restarted.elapsed()));
+            }
+            back.borrow().iter().all(Option::is_some)
+        }
     })
     .await;
-    assert!(watching, "the client's watch is back");
-    let watch_back = restarted.elapsed();
+    let back = back.into_inner();
+    for ((id, key, _, granted), at) in leases.iter().zip(&back) {
+        let limit = Duration::from_secs(2 * u64::try_from(*granted).expect("a positive TTL"));
+        assert!(
+            at.is_some_and(|at| at <= limit),
+            "{id} registered again (a new live lease on {key}) within 2 × TTL ({limit:?}) of \
+             etcd's return: {at:?}"
+        );
+    }
+    assert!(all_back);
+    if watch_back.get().is_none() {
+        let watching = wait_until(EVENTUALLY, || {
+            let registry = registry.clone();
+            async move { registry_stats(&registry).await.watches_open >= 1 }
+        })
+        .await;
+        assert!(watching, "the client's watch is back");
+        watch_back.set(Some(restarted.elapsed()));
+    }
+    let back: Vec<String> = leases
+        .iter()
+        .zip(&back)
+        .map(|((id, _, _, granted), at)| {
+            format!("{id} {} (TTL {granted}s)", secs(at.unwrap_or_default()))
+        })
+        .collect();
+    let watch_back = watch_back.get().unwrap_or_default();
     wait_listed(&client, &servers.iter().collect::<Vec<_>>()).await;
     wait_more_calls(&load, 2 * RATE as usize).await;
     let report = load.stop().await;
