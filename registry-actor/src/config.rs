@@ -161,6 +161,17 @@ impl RegistryConfig {
         self.request_timeout
     }
 
+    /// The first retry delay.
+    pub fn backoff_min(&self) -> Duration {
+        self.backoff_min
+    }
+
+    /// The longest retry delay (registrations retry within a third of the lease
+    /// TTL whatever this says).
+    pub fn backoff_max(&self) -> Duration {
+        self.backoff_max
+    }
+
     /// A fresh backoff with the configured bounds.
     pub fn backoff(&self) -> crate::Backoff {
         crate::Backoff::new(self.backoff_min, self.backoff_max)

@@ -122,30 +122,37 @@ impl Connection {
         }
     }
 
-    /// A transport-level failure is reported every time (ejection counts them);
-    /// a success only after a failure, or the first time. Both reports are
-    /// absolute, so `try_send` losing one to a full mailbox is healed by the next.
+    /// A transport failure is reported every time (ejection counts them); a
+    /// success only after a failure, or the first time. These reports are rare
+    /// and drive ejection, so they use `do_send`, which never drops one for a
+    /// full mailbox (they carry no call).
     fn observe_ok(&self) {
         let inner = &*self.inner;
         if inner.reachable.swap(REACHABLE, Ordering::Relaxed) != REACHABLE {
-            let _ = inner
+            inner
                 .reports
                 .succeeded
-                .try_send(ConnectionSucceeded { node: inner.handle });
+                .do_send(ConnectionSucceeded { node: inner.handle });
         }
     }
 
     fn observe_err(&self, status: Status) -> Status {
         let inner = &*self.inner;
-        let failed = is_connection_failure(&status);
+        // The transport failed (could not connect, or the connection broke), as
+        // opposed to the node answering with an error status.
+        let failed = is_connection_failure(&status)
+            || (matches!(
+                status.code(),
+                tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::Unavailable
+            ) && has_transport_source(&status));
         let status = self.transport_as_unavailable(status);
         if failed {
             debug!(node = %inner.node, reason = %status.message(), "connection failed");
             inner.reachable.store(UNREACHABLE, Ordering::Relaxed);
-            let _ = inner
+            inner
                 .reports
                 .failed
-                .try_send(ConnectionFailed::new(inner.handle, status.message()));
+                .do_send(ConnectionFailed::new(inner.handle, status.message()));
         } else {
             // The node answered: it is reachable, whatever the answer.
             self.observe_ok();

@@ -169,6 +169,8 @@ impl Actor for PickerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // Every call picks here and connections report here: room for bursts.
+        ctx.set_mailbox_capacity(1024);
         let subscribe =
             Subscribe::new(self.picker.service().to_string(), ctx.address().recipient());
         self.registry

@@ -39,13 +39,20 @@ impl RegistrarTask {
         state: watch::Sender<RegistrationState>,
         commands: mpsc::Receiver<Command>,
     ) -> Self {
+        let ttl = config.lease_ttl().max(crate::config::MIN_LEASE_TTL);
         Self {
             client,
             key,
             value,
-            ttl: config.lease_ttl().max(crate::config::MIN_LEASE_TTL),
+            ttl,
             request_timeout: config.request_timeout(),
-            backoff: config.backoff(),
+            // Retry within a third of the TTL at the latest: after etcd restarts it
+            // restores our old lease with a fresh TTL, and the key must be put on a
+            // new lease before that one runs out, whatever `backoff_max` says.
+            backoff: Backoff::new(
+                config.backoff_min().min(ttl / 3),
+                config.backoff_max().min(ttl / 3),
+            ),
             state,
             commands,
             lease: None,
