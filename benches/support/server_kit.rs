@@ -1,0 +1,181 @@
+//! Throughput of `server_kit::serve` against a plain tonic server, same run;
+//! shared by `benches/server_kit.rs` (on its own) and `benches/load.rs` (as a
+//! section of the load harness), which both include this file with `#[path]`.
+//!
+//! Both serve `echo.v1.Echo` on `127.0.0.1:0` with `TCP_NODELAY`; the server
+//! kit runs with every limit set (global, per method, per caller, cluster share)
+//! too high to refuse anything, plus health, in-flight counting and cancellable
+//! connections. The same closed-loop load (64 concurrent `Say` calls over 4
+//! HTTP/2 connections) runs against each, back to back, in rounds of 1 s
+//! (alternating which goes first); the median of the per-round ratios is the
+//! kit's throughput relative to plain tonic (target ≥ 0.97). Pairing adjacent
+//! runs keeps the ratio steady when other work on the machine comes and goes.
+//!
+//! Servers and load share one tokio runtime of 2 worker threads, built here.
+//! Loopback only; bounded to `rounds` rounds of `round` each per server.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use grpc_cluster::echo::{EchoClient, EchoService, SayRequest};
+use grpc_cluster::server::{RateLimitConfig, ServeBuilder, ServerConfig, Serving, ShutdownConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Channel;
+
+/// Paired rounds of a full run.
+pub(crate) const ROUNDS: usize = 10;
+/// The measured window of one server in one round.
+pub(crate) const ROUND: Duration = Duration::from_secs(1);
+const WARM_UP: Duration = Duration::from_millis(300);
+const CONNECTIONS: usize = 4;
+/// Calls in flight at once.
+pub(crate) const CONCURRENCY: usize = 64;
+/// Worker threads of the runtime carrying servers and load.
+pub(crate) const WORKER_THREADS: usize = 2;
+/// High enough never to refuse a call in a round.
+const HUGE: u32 = 100_000_000;
+
+/// What a run measured: one entry per round, in order.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KitRun {
+    /// Plain tonic, calls/s.
+    pub(crate) plain: Vec<f64>,
+    /// `server_kit::serve`, calls/s.
+    pub(crate) kit: Vec<f64>,
+    /// `kit / plain` of the same round.
+    pub(crate) ratios: Vec<f64>,
+    /// The kit's shutdown report after the run.
+    pub(crate) shutdown: String,
+}
+
+/// A plain tonic server: no layers, no health.
+async fn plain_server() -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(EchoService::new("plain").into_server())
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+    (addr, stop)
+}
+
+/// The same service through the server kit, every limit on and never reached.
+async fn kit_server() -> Serving {
+    let limits = RateLimitConfig::default()
+        .with_rps(HUGE)
+        .with_method("/echo.v1.Echo/Say", HUGE, 0)
+        .with_caller_rps(HUGE)
+        .with_cluster_rps(HUGE);
+    let config = ServerConfig::default()
+        .with_listen("127.0.0.1:0")
+        .with_service("echo")
+        .with_rate_limit(limits)
+        .with_shutdown(ShutdownConfig::default().with_lame_duck(Duration::ZERO));
+    ServeBuilder::new(config)
+        .add_service(EchoService::new("kit").into_server())
+        .signals(false)
+        .start()
+        .await
+        .expect("server kit starts")
+}
+
+/// Runs the closed-loop load against `addr` for `duration`; calls per second.
+async fn load(addr: SocketAddr, duration: Duration) -> f64 {
+    let mut channels = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .expect("connect");
+        channels.push(channel);
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..CONCURRENCY {
+        let mut client = EchoClient::new(channels[i % CONNECTIONS].clone());
+        let (done, failed, stop) = (done.clone(), failed.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let request = SayRequest {
+                    message: "bench".into(),
+                };
+                match client.say(request).await {
+                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(WARM_UP).await;
+    let before = done.load(Ordering::Relaxed);
+    let started = Instant::now();
+    // The measurement window itself.
+    tokio::time::sleep(duration).await;
+    let calls = done.load(Ordering::Relaxed) - before;
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        let _ = task.await;
+    }
+    let failed = failed.load(Ordering::Relaxed);
+    assert_eq!(failed, 0, "no call may fail (or be refused) in the bench");
+    calls as f64 / elapsed.as_secs_f64()
+}
+
+/// Runs `rounds` paired rounds of `round` each on a runtime of its own (call it
+/// outside any other runtime); prints each round when `verbose`.
+pub(crate) fn run(rounds: usize, round: Duration, verbose: bool) -> KitRun {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (plain_addr, stop_plain) = plain_server().await;
+        let kit = kit_server().await;
+        let kit_addr = kit.local_addr();
+        let mut run = KitRun::default();
+        for i in 0..rounds {
+            // Alternate which goes first, so drift hits both alike.
+            let (p, s) = if i % 2 == 0 {
+                let p = load(plain_addr, round).await;
+                (p, load(kit_addr, round).await)
+            } else {
+                let s = load(kit_addr, round).await;
+                (load(plain_addr, round).await, s)
+            };
+            if verbose {
+                println!(
+                    "round {}: plain tonic {:>8.0} calls/s, server_kit::serve {:>8.0} calls/s, ratio {:.3}",
+                    i + 1,
+                    p,
+                    s,
+                    s / p
+                );
+            }
+            run.plain.push(p);
+            run.kit.push(s);
+            run.ratios.push(s / p);
+        }
+        kit.handle().shutdown();
+        let report = kit.wait().await.expect("clean shutdown");
+        run.shutdown = report.to_string();
+        let _ = stop_plain.send(());
+        run
+    })
+}
