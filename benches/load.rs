@@ -2,7 +2,7 @@
 //! in one run, against the same servers. Absolute times on shared machines
 //! drift; the ratios between rows measured side by side are what to read.
 //!
-//! Run: `cargo bench --bench load` (about three minutes on 2 cores). It prints
+//! Run: `cargo bench --bench load` (under two minutes on 2 cores, once built). It prints
 //! one markdown table per section and a summary of the targets.
 //!
 //! | section | what |
@@ -22,11 +22,13 @@
 //!
 //! Environment: `LOAD_SECTIONS=unary,balance,...` runs only those (default
 //! all); `LOAD_ROUNDS=N` rounds of the unary, balance and broadcast sections
-//! (default 10); `LOAD_KIT_ROUNDS=N` paired rounds of the kit section (default
-//! 10); `LOAD_SERVER_THREADS=N` worker threads of the echo servers' runtime
-//! (default 1). `LOAD_PROFILE=failfast` (or `raw`, `raw-headers`; `:c1`
-//! appended for concurrency 1) only runs that client's 100,000 calls to one
-//! node, for a profiler.
+//! (default 20); `LOAD_KIT_ROUNDS=N` paired rounds of the kit section (default
+//! 40); `LOAD_SERVER_THREADS=N` worker threads of the echo servers' runtime
+//! (default 1). `LOAD_PROFILE=failfast` (or `raw`, `raw-headers`,
+//! `round_robin`, `least_request`, `balance_list`; `:c1` appended for
+//! concurrency 1) only runs that client's 100,000 calls, for a profiler
+//! (`perf record -e cpu-clock --call-graph dwarf`, built with
+//! `CARGO_PROFILE_BENCH_DEBUG=true`).
 //!
 //! Threads: the 8 echo servers (plain tonic, `EchoService`) share one tokio
 //! runtime of `LOAD_SERVER_THREADS` workers; every client (raw tonic, tonic's
@@ -158,7 +160,7 @@ impl Settings {
         };
         Self {
             sections,
-            rounds: number("LOAD_ROUNDS", 10),
+            rounds: number("LOAD_ROUNDS", 20),
             kit_rounds: number("LOAD_KIT_ROUNDS", kit::ROUNDS),
             server_threads: number("LOAD_SERVER_THREADS", 1),
         }
@@ -593,6 +595,16 @@ async fn unary(report: &mut Report, rounds: usize, addr: SocketAddr, client: &Ad
             spread(&rpsr, 2),
         );
     }
+    let (md_p50, md_rps) = (&rows[1].p50, &rows[1].rps);
+    let _ = writeln!(
+        out,
+        "\nAgainst raw tonic with the same two headers (what the client itself adds): \
+         failfast p50 {:.3}, throughput {:.3}; failover p50 {:.3}, throughput {:.3}.",
+        median(&ratios(&rows[2].p50, md_p50)),
+        median(&ratios(&rows[2].rps, md_rps)),
+        median(&ratios(&rows[3].p50, md_p50)),
+        median(&ratios(&rows[3].rps, md_rps)),
+    );
     for row in &rows[2..] {
         report.targets.push(Target::ratio(
             &format!("{} / raw p50", row.name),
@@ -962,11 +974,12 @@ fn kit_section(report: &mut Report, rounds: usize) {
     let _ = writeln!(
         out,
         "## Server: plain tonic vs `server_kit::serve` (limits never refusing)\n\n\
-         Closed loop of {} `Say` calls over 4 connections, {} s per server and round, {rounds} \
-         paired rounds (alternating which goes first), on a runtime of {} worker threads \
-         carrying servers and load; ratio = median of the per-round ratios.\n",
+         Closed loop of {} `Say` calls over 4 connections per server (kept across windows), \
+         {} ms per server and round, {rounds} paired rounds (alternating which goes first), on \
+         a runtime of {} worker threads carrying servers and load; ratio = median of the \
+         per-round ratios.\n",
         kit::CONCURRENCY,
-        kit::ROUND.as_secs_f64(),
+        kit::ROUND.as_millis(),
         kit::WORKER_THREADS
     );
     let _ = writeln!(out, "| server | calls/s | ratio |");
@@ -1002,27 +1015,40 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-/// For a profiler: one client's calls alone, 100,000 to one node, at
-/// concurrency 64 (`failfast`: the cluster client; `raw`, `raw-headers`:
-/// tonic), or one at a time with a `:c1` suffix (`failfast:c1`).
+/// For a profiler: one client's calls alone, 100,000 at concurrency 64, or one
+/// at a time with a `:c1` suffix (`failfast:c1`). To one node: `failfast` (the
+/// cluster client), `raw`, `raw-headers` (tonic); to three: `round_robin`,
+/// `least_request`, `balance_list`.
 fn profile(which: &str) {
     let (name, sequential) = match which.strip_suffix(":c1") {
         Some(name) => (name, true),
         None => (which, false),
     };
-    let servers = start_servers(1, 1);
-    let addr = servers.addrs[0];
+    let servers = start_servers(BALANCE_NODES, 1);
+    let addrs = servers.addrs.clone();
     System::new().block_on(async {
         let etcd = EtcdServer::start().await.expect("etcd");
         let registry = etcd.registry_config();
         let mut kv = registry_actor::connect(&registry).await.expect("etcd");
-        put_static(&mut kv, registry.prefix(), &echo_nodes("echo", &[addr])).await;
-        let client = cluster_client(&registry, ClientConfig::default()).await;
+        let mut nodes = echo_nodes("echo", &addrs[..1]);
+        nodes.extend(echo_nodes("echo3", &addrs));
+        put_static(&mut kv, registry.prefix(), &nodes).await;
+        let balancer = match name {
+            "least_request" => Balancer::LeastRequest,
+            _ => Balancer::RoundRobin,
+        };
+        let config = ClientConfig::default().with_balancer(balancer);
+        let client = cluster_client(&registry, config).await;
         wait_listed(&client, "echo", 1).await;
-        let channel = raw_channel(addr).await;
+        wait_listed(&client, "echo3", BALANCE_NODES).await;
         let caller = match name {
-            "raw" => Caller::Raw(channel, false),
-            "raw-headers" => Caller::Raw(channel, true),
+            "raw" => Caller::Raw(raw_channel(addrs[0]).await, false),
+            "raw-headers" => Caller::Raw(raw_channel(addrs[0]).await, true),
+            "balance_list" => Caller::Raw(
+                Channel::balance_list(addrs.iter().map(|a| endpoint(*a))),
+                false,
+            ),
+            "round_robin" | "least_request" => Caller::Cluster(client, "echo3", Strategy::Failfast),
             _ => Caller::Cluster(client, "echo", Strategy::Failfast),
         };
         let mut row = Row::new("profile", caller);

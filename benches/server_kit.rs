@@ -2,7 +2,7 @@
 //!
 //! The measurement lives in `support/server_kit.rs` (see its docs), shared with
 //! the load harness (`cargo bench --bench load`, section `kit`); this binary runs
-//! it alone: 10 paired rounds of 1 s, each printed, then the medians.
+//! it alone: 40 paired rounds of 250 ms, each printed, then the medians.
 //!
 //! `cargo bench --bench server_kit` (a `harness = false` binary). Loopback only.
 

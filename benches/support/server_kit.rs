@@ -6,10 +6,12 @@
 //! kit runs with every limit set (global, per method, per caller, cluster share)
 //! too high to refuse anything, plus health, in-flight counting and cancellable
 //! connections. The same closed-loop load (64 concurrent `Say` calls over 4
-//! HTTP/2 connections) runs against each, back to back, in rounds of 1 s
-//! (alternating which goes first); the median of the per-round ratios is the
-//! kit's throughput relative to plain tonic (target ≥ 0.97). Pairing adjacent
-//! runs keeps the ratio steady when other work on the machine comes and goes.
+//! HTTP/2 connections per server, connected once and kept) runs against each,
+//! back to back, in short windows: 40 rounds of 250 ms per server (after 50 ms
+//! to fill the pipeline), alternating which goes first. The median of the
+//! per-round ratios is the kit's throughput relative to plain tonic (target ≥
+//! 0.97). Pairing adjacent short windows keeps the ratio steady when other work
+//! on the machine comes and goes.
 //!
 //! Servers and load share one tokio runtime of 2 worker threads, built here.
 //! Loopback only; bounded to `rounds` rounds of `round` each per server.
@@ -27,9 +29,12 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Channel;
 
 /// Paired rounds of a full run.
-pub(crate) const ROUNDS: usize = 10;
+pub(crate) const ROUNDS: usize = 40;
 /// The measured window of one server in one round.
-pub(crate) const ROUND: Duration = Duration::from_secs(1);
+pub(crate) const ROUND: Duration = Duration::from_millis(250);
+/// Load before each window, to fill the pipeline.
+const FILL: Duration = Duration::from_millis(50);
+/// Load on each server before the first round: connections, allocators, caches.
 const WARM_UP: Duration = Duration::from_millis(300);
 const CONNECTIONS: usize = 4;
 /// Calls in flight at once.
@@ -90,51 +95,64 @@ async fn kit_server() -> Serving {
         .expect("server kit starts")
 }
 
-/// Runs the closed-loop load against `addr` for `duration`; calls per second.
-async fn load(addr: SocketAddr, duration: Duration) -> f64 {
-    let mut channels = Vec::new();
-    for _ in 0..CONNECTIONS {
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .expect("connect");
-        channels.push(channel);
+/// A closed-loop load generator on one server: its connections, kept across
+/// windows.
+struct Load {
+    channels: Vec<Channel>,
+}
+
+impl Load {
+    async fn connect(addr: SocketAddr) -> Self {
+        let mut channels = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let channel = Channel::from_shared(format!("http://{addr}"))
+                .expect("uri")
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .expect("connect");
+            channels.push(channel);
+        }
+        Self { channels }
     }
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for i in 0..CONCURRENCY {
-        let mut client = EchoClient::new(channels[i % CONNECTIONS].clone());
-        let (done, failed, stop) = (done.clone(), failed.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let request = SayRequest {
-                    message: "bench".into(),
-                };
-                match client.say(request).await {
-                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
+
+    /// Runs [`CONCURRENCY`] callers for `fill`, then measures `duration`;
+    /// calls per second in the measured window.
+    async fn run(&self, fill: Duration, duration: Duration) -> f64 {
+        let done = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for i in 0..CONCURRENCY {
+            let mut client = EchoClient::new(self.channels[i % CONNECTIONS].clone());
+            let (done, failed, stop) = (done.clone(), failed.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let request = SayRequest {
+                        message: "bench".into(),
+                    };
+                    match client.say(request).await {
+                        Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            }));
+        }
+        tokio::time::sleep(fill).await;
+        let before = done.load(Ordering::Relaxed);
+        let started = Instant::now();
+        // The measurement window itself.
+        tokio::time::sleep(duration).await;
+        let calls = done.load(Ordering::Relaxed) - before;
+        let elapsed = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        for task in tasks {
+            let _ = task.await;
+        }
+        let failed = failed.load(Ordering::Relaxed);
+        assert_eq!(failed, 0, "no call may fail (or be refused) in the bench");
+        calls as f64 / elapsed.as_secs_f64()
     }
-    tokio::time::sleep(WARM_UP).await;
-    let before = done.load(Ordering::Relaxed);
-    let started = Instant::now();
-    // The measurement window itself.
-    tokio::time::sleep(duration).await;
-    let calls = done.load(Ordering::Relaxed) - before;
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        let _ = task.await;
-    }
-    let failed = failed.load(Ordering::Relaxed);
-    assert_eq!(failed, 0, "no call may fail (or be refused) in the bench");
-    calls as f64 / elapsed.as_secs_f64()
 }
 
 /// Runs `rounds` paired rounds of `round` each on a runtime of its own (call it
@@ -149,15 +167,18 @@ pub(crate) fn run(rounds: usize, round: Duration, verbose: bool) -> KitRun {
         let (plain_addr, stop_plain) = plain_server().await;
         let kit = kit_server().await;
         let kit_addr = kit.local_addr();
+        let (plain, served) = (Load::connect(plain_addr).await, Load::connect(kit_addr).await);
+        plain.run(WARM_UP, Duration::ZERO).await;
+        served.run(WARM_UP, Duration::ZERO).await;
         let mut run = KitRun::default();
         for i in 0..rounds {
             // Alternate which goes first, so drift hits both alike.
             let (p, s) = if i % 2 == 0 {
-                let p = load(plain_addr, round).await;
-                (p, load(kit_addr, round).await)
+                let p = plain.run(FILL, round).await;
+                (p, served.run(FILL, round).await)
             } else {
-                let s = load(kit_addr, round).await;
-                (load(plain_addr, round).await, s)
+                let s = served.run(FILL, round).await;
+                (plain.run(FILL, round).await, s)
             };
             if verbose {
                 println!(
