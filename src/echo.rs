@@ -17,6 +17,7 @@
 
 #![allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -77,9 +78,13 @@ pub const MAX_SLOW_DELAY: Duration = Duration::from_secs(60);
 pub struct EchoStats {
     processed: AtomicU64,
     cancelled: AtomicU64,
-    grpc_timeouts: Mutex<Vec<String>>,
-    request_ids: Mutex<Vec<String>>,
+    grpc_timeouts: Mutex<VecDeque<String>>,
+    request_ids: Mutex<VecDeque<String>>,
 }
+
+/// How many `grpc-timeout` and `x-request-id` values each log keeps (the most
+/// recent), so that a long load run does not grow the service without bound.
+pub const HEADER_LOG: usize = 1024;
 
 impl EchoStats {
     /// Calls answered (successfully or with their requested error).
@@ -92,20 +97,20 @@ impl EchoStats {
         self.cancelled.load(Ordering::Relaxed)
     }
 
-    /// The `x-request-id` headers received, in arrival order.
+    /// The last [`HEADER_LOG`] `x-request-id` headers received, in arrival order.
     pub fn request_ids(&self) -> Vec<String> {
         self.request_ids
             .lock()
-            .map(|v| v.clone())
+            .map(|v| v.iter().cloned().collect())
             .unwrap_or_default()
     }
 
-    /// The `grpc-timeout` headers received, in arrival order (`None` entries are
-    /// not recorded).
+    /// The last [`HEADER_LOG`] `grpc-timeout` headers received, in arrival order
+    /// (calls without one are not recorded).
     pub fn grpc_timeouts(&self) -> Vec<String> {
         self.grpc_timeouts
             .lock()
-            .map(|v| v.clone())
+            .map(|v| v.iter().cloned().collect())
             .unwrap_or_default()
     }
 }
@@ -164,7 +169,10 @@ impl EchoService {
         ] {
             if let Some(v) = request.metadata().get(key) {
                 if let (Ok(v), Ok(mut all)) = (v.to_str(), log.lock()) {
-                    all.push(v.to_owned());
+                    if all.len() == HEADER_LOG {
+                        all.pop_front();
+                    }
+                    all.push_back(v.to_owned());
                 }
             }
         }
