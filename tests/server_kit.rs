@@ -657,3 +657,54 @@ async fn serves_while_etcd_is_down_at_start_up_and_registers_once_it_is_back() {
     let report = serving.wait().await.expect("clean shutdown");
     assert_eq!(report.deregistration(), &Deregistration::Confirmed);
 }
+
+/// The health status of `service` as the server reports it now.
+async fn health_of(channel: &tonic::transport::Channel, service: &str) -> Option<ServingStatus> {
+    let answer = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .ok()?;
+    Some(answer.into_inner().status())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_the_registration_while_etcd_comes_and_goes() {
+    let mut etcd = EtcdServer::start().await.expect("etcd");
+    let registry = etcd.registry_config();
+    let (serving, _) = start_echo(
+        "health-reg-1",
+        ServeBuilder::new(echo_config(unlimited())),
+        Some(registry),
+    )
+    .await;
+    let channel = channel(serving.local_addr()).await;
+    let name = grpc_cluster::server::REGISTRATION_HEALTH;
+    let registered = wait_until(EVENTUALLY, || async {
+        health_of(&channel, name).await == Some(ServingStatus::Serving)
+    })
+    .await;
+    assert!(registered, "SERVING once registered");
+
+    etcd.stop();
+    let lost = wait_until(EVENTUALLY, || async {
+        health_of(&channel, name).await == Some(ServingStatus::NotServing)
+    })
+    .await;
+    assert!(lost, "NOT_SERVING while the registration is being retried");
+    assert_eq!(
+        health_of(&channel, "echo.v1.Echo").await,
+        Some(ServingStatus::Serving),
+        "the service itself still serves"
+    );
+
+    etcd.restart().await.expect("etcd restarts");
+    let back = wait_until(EVENTUALLY, || async {
+        health_of(&channel, name).await == Some(ServingStatus::Serving)
+    })
+    .await;
+    assert!(back, "SERVING again once registered again");
+    serving.handle().shutdown();
+    serving.wait().await.expect("clean shutdown");
+}

@@ -87,5 +87,5 @@ pub use rate_limit::{LimiterClock, RateLimit, RateLimitLayer, RateLimitStatus, R
 pub use response::ResponseFuture;
 pub use serve::{
     serve, Deregistration, Phase, Routes, ServeBuilder, ServeHandle, Serving, ShutdownReport,
-    ShutdownTrigger,
+    ShutdownTrigger, REGISTRATION_HEALTH,
 };

@@ -43,12 +43,13 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use governor::clock::MonotonicClock;
-use registry_actor::{Node, Registrar, RegistryConfig};
+use registry_actor::{Node, Registrar, RegistrationState, RegistryConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
+use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tower::{Service, ServiceBuilder};
 use tracing::{info, warn};
@@ -267,6 +268,13 @@ impl<C: LimiterClock> ServeBuilder<C> {
         let (registrar, etcd) = match (&registry, etcd) {
             (Some(registry), Some((node, client))) => {
                 let registrar = Registrar::start(client.clone(), node, registry);
+                background.push(
+                    tokio::spawn(report_registration(
+                        registrar.state_changes(),
+                        health.clone(),
+                    ))
+                    .abort_handle(),
+                );
                 let watch = InstanceWatch::new(
                     client.clone(),
                     registry,
@@ -438,6 +446,32 @@ async fn prune_callers<C: LimiterClock>(limits: RateLimits<C>) {
     loop {
         tokio::time::sleep(limits.prune_interval()).await;
         limits.prune();
+    }
+}
+
+/// The health-service name that reports the node's registration in etcd
+/// (DESIGN §5): `SERVING` while registered, `NOT_SERVING` while registering,
+/// retrying, paused or deregistered. Present only when serving with a registry.
+pub const REGISTRATION_HEALTH: &str = "grpc-cluster.registration";
+
+/// Follows the registrar's state into the health service.
+async fn report_registration(
+    mut states: watch::Receiver<RegistrationState>,
+    health: HealthReporter,
+) {
+    loop {
+        // Read and release the guard before awaiting: a held guard blocks the
+        // registrar.
+        let registered = states.borrow_and_update().is_registered();
+        let status = if registered {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        health.set_service_status(REGISTRATION_HEALTH, status).await;
+        if states.changed().await.is_err() {
+            return;
+        }
     }
 }
 
