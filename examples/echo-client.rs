@@ -232,7 +232,7 @@ async fn one_call(
             ),
         ),
         Ok(Err(e)) => {
-            let node = e.attempts().last().map_or("-", |a| a.node.as_str());
+            let node = e.attempts().last().map_or("-", |a| a.node.id());
             (
                 false,
                 format!(

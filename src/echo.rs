@@ -97,7 +97,8 @@ impl EchoStats {
         self.cancelled.load(Ordering::Relaxed)
     }
 
-    /// The last [`HEADER_LOG`] `x-request-id` headers received, in arrival order.
+    /// The last [`HEADER_LOG`] `x-request-id` headers received, in arrival order
+    /// (when the service keeps them: [`EchoService::with_header_log`]).
     pub fn request_ids(&self) -> Vec<String> {
         self.request_ids
             .lock()
@@ -106,7 +107,8 @@ impl EchoStats {
     }
 
     /// The last [`HEADER_LOG`] `grpc-timeout` headers received, in arrival order
-    /// (calls without one are not recorded).
+    /// (calls without one are not recorded; only when the service keeps them:
+    /// [`EchoService::with_header_log`]).
     pub fn grpc_timeouts(&self) -> Vec<String> {
         self.grpc_timeouts
             .lock()
@@ -122,6 +124,7 @@ pub struct EchoService {
     stats: Arc<EchoStats>,
     slow_delay: Duration,
     gauge: Option<Arc<Gauge>>,
+    log_headers: bool,
 }
 
 impl EchoService {
@@ -132,12 +135,22 @@ impl EchoService {
             stats: Arc::default(),
             slow_delay: Duration::ZERO,
             gauge: None,
+            log_headers: false,
         }
     }
 
     /// Adds `delay` to every `Slow` call: a slow node (default none).
     pub fn with_slow_delay(mut self, delay: Duration) -> Self {
         self.slow_delay = delay;
+        self
+    }
+
+    /// Keeps the last [`HEADER_LOG`] `grpc-timeout` and `x-request-id` values
+    /// received, for [`EchoStats::grpc_timeouts`] and
+    /// [`EchoStats::request_ids`] (default off: it costs two locks and two
+    /// copies per call, which a load test should not measure).
+    pub fn with_header_log(mut self, log: bool) -> Self {
+        self.log_headers = log;
         self
     }
 
@@ -163,6 +176,9 @@ impl EchoService {
     }
 
     fn seen<T>(&self, request: &Request<T>) {
+        if !self.log_headers {
+            return;
+        }
         for (key, log) in [
             ("grpc-timeout", &self.stats.grpc_timeouts),
             ("x-request-id", &self.stats.request_ids),

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_client::{
-    Broadcast, BudgetTokens, Call, CallOptions, Completion, Selector, ServiceStatus, Strategy,
+    Broadcast, BudgetTokens, Call, CallOptions, Completion, GetHandle, Selector, ServiceStatus,
+    Strategy,
 };
 use futures_util::stream::{self, StreamExt};
 use grpc_cluster::echo::{
@@ -51,7 +52,7 @@ async fn failfast_makes_one_attempt_and_its_error_names_the_node_and_the_code() 
         .expect_err("the server fails it");
     assert_eq!(err.code(), Code::Unavailable);
     assert_eq!(err.attempts().len(), 1, "failfast never retries");
-    assert_eq!(err.attempts()[0].node, "a");
+    assert_eq!(err.attempts()[0].node.id(), "a");
     assert_eq!(err.attempts()[0].code, Code::Unavailable);
     let text = err.to_string();
     assert!(
@@ -92,7 +93,7 @@ async fn failover_around_a_node_that_refuses_connections_loses_no_call() {
         let reply = reply
             .as_ref()
             .unwrap_or_else(|e| panic!("a call failed: {e}"));
-        let nodes: Vec<_> = reply.attempts.iter().map(|a| a.node.as_str()).collect();
+        let nodes: Vec<_> = reply.attempts.iter().map(|a| a.node.id()).collect();
         let unique: HashSet<_> = nodes.iter().collect();
         assert_eq!(
             unique.len(),
@@ -137,8 +138,12 @@ async fn failover_around_a_node_that_refuses_connections_loses_no_call() {
 #[actix_rt::test]
 async fn failretry_retries_on_the_same_node_with_one_request_id() {
     let mut cluster = Cluster::start().await;
-    cluster.add(EchoService::new("a"), |n| n).await;
-    cluster.add(EchoService::new("b"), |n| n).await;
+    cluster
+        .add(EchoService::new("a").with_header_log(true), |n| n)
+        .await;
+    cluster
+        .add(EchoService::new("b").with_header_log(true), |n| n)
+        .await;
     let client = cluster.client(test_config(), 2).await;
 
     let err = client
@@ -149,7 +154,11 @@ async fn failretry_retries_on_the_same_node_with_one_request_id() {
         .await
         .expect("alive")
         .expect_err("always fails");
-    let nodes: HashSet<_> = err.attempts().iter().map(|a| a.node.clone()).collect();
+    let nodes: HashSet<_> = err
+        .attempts()
+        .iter()
+        .map(|a| a.node.id().to_owned())
+        .collect();
     assert_eq!(err.attempts().len(), 4, "1 + 3 retries");
     assert_eq!(nodes.len(), 1, "every attempt on the same node");
     let node = nodes.into_iter().next().expect("one");
@@ -403,7 +412,7 @@ async fn resource_exhausted_honours_the_pushback_and_a_negative_one_stops_retrie
         .await
         .expect("alive")
         .expect_err("always exhausted");
-    let nodes: HashSet<_> = err.attempts().iter().map(|a| a.node.as_str()).collect();
+    let nodes: HashSet<_> = err.attempts().iter().map(|a| a.node.id()).collect();
     assert_eq!(nodes.len(), 2, "moved to the other node");
     let status: tonic::Status = err.clone().into();
     assert_eq!(
@@ -435,7 +444,9 @@ async fn resource_exhausted_honours_the_pushback_and_a_negative_one_stops_retrie
 #[actix_rt::test]
 async fn deadline_shorter_than_the_call_ends_it_and_is_sent_as_grpc_timeout() {
     let mut cluster = Cluster::start().await;
-    cluster.add(EchoService::new("a"), |n| n).await;
+    cluster
+        .add(EchoService::new("a").with_header_log(true), |n| n)
+        .await;
     let client = cluster.client(test_config(), 1).await;
 
     let request = SlowRequest {
@@ -505,4 +516,81 @@ async fn unknown_service_and_strict_selector_fail_with_clear_errors() {
         err.to_string().contains("1.0.0"),
         "names the versions available: {err}"
     );
+}
+
+#[actix_rt::test]
+async fn a_client_handle_runs_calls_from_another_threads_runtime_with_the_same_state() {
+    let mut cluster = Cluster::start().await;
+    cluster.add(EchoService::new("a"), |n| n).await;
+    cluster.add(EchoService::new("b"), |n| n).await;
+    cluster.add_dead("dead").await;
+    let client = cluster.client(test_config().with_retries(2), 3).await;
+    let handle = client.send(GetHandle).await.expect("alive");
+
+    // 400 failover calls spawned as tasks of a multi-threaded runtime on another
+    // thread: the futures are Send and 'static, and the channels stay on the
+    // client's arbiter.
+    let remote = handle.clone();
+    let (done, answer) = tokio::sync::oneshot::channel();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            // 32 in flight, as the retry budget (20 % + 10) is sized for a
+            // steady flow, not for 400 first attempts at once.
+            let replies: Vec<_> = stream::iter(0..400)
+                .map(|i| {
+                    let call = Call::new("echo", SAY, say(&format!("m{i}")))
+                        .with_options(with_strategy(Strategy::Failover));
+                    tokio::spawn(remote.call(call))
+                })
+                .buffer_unordered(32)
+                .map(|joined| joined.expect("task"))
+                .collect()
+                .await;
+            let broadcast = remote
+                .broadcast(Broadcast::new("echo", SAY, say("all")))
+                .await;
+            let _ = done.send((replies, broadcast));
+        });
+    });
+    // Awaited, not joined: the client's connections run on this thread.
+    let (replies, broadcast) = answer.await.expect("the other thread answers");
+    thread.join().expect("thread");
+
+    for reply in &replies {
+        let reply = reply
+            .as_ref()
+            .unwrap_or_else(|e| panic!("a call failed: {e}"));
+        assert_ne!(reply.node.id(), "dead");
+        assert_eq!(
+            reply.attempts.last().map(|a| a.node.id()),
+            Some(reply.node.id())
+        );
+    }
+    let served = cluster.node("a").stats().processed() + cluster.node("b").stats().processed();
+    assert_eq!(
+        served,
+        400 + 2,
+        "each call processed once, and the broadcast's two"
+    );
+    // The handle and the actor share the picker, its ejections and the budget.
+    let status = handle.status("echo").await.expect("status");
+    let dead = status.node("dead").expect("still listed");
+    assert!(
+        dead.ejected,
+        "the refusals seen through the handle ejected it: {dead:?}"
+    );
+    let broadcast = broadcast.expect("broadcast");
+    let ids: Vec<_> = broadcast.nodes.iter().map(|r| r.node.id()).collect();
+    assert_eq!(ids, ["a", "b"], "one result per node not ejected");
+    assert_eq!(broadcast.successes(), 2);
+    let tokens = client
+        .send(BudgetTokens("echo".into()))
+        .await
+        .expect("alive");
+    assert_eq!(tokens, handle.budget_tokens("echo"));
 }

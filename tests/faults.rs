@@ -191,11 +191,15 @@ async fn kill_9_of_one_backend_under_failover_load_loses_no_call() {
     );
     let mut failed_over = 0;
     for r in &report.records {
-        let addrs: BTreeSet<&str> = r.attempts().iter().map(|a| a.addr.as_str()).collect();
+        let addrs: BTreeSet<&str> = r.attempts().iter().map(|a| a.node.addr()).collect();
         assert_eq!(addrs.len(), r.attempts().len(), "a node tried twice: {r:?}");
         if r.is_ok() {
             for before in &r.attempts()[..r.attempts().len() - 1] {
-                assert_eq!(before.addr, victim, "only the killed node fails: {r:?}");
+                assert_eq!(
+                    before.node.addr(),
+                    victim,
+                    "only the killed node fails: {r:?}"
+                );
                 assert_eq!(before.code, Code::Unavailable, "{r:?}");
             }
             failed_over += usize::from(r.attempts().len() > 1);

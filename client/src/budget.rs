@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 const MILLI: u64 = 1000;
 
-/// The retry budget of one service. See the [module docs](self).
+/// The retry budget of one service: every extra attempt of a call (a failover
+/// or failretry retry, an extra fork) takes a token; every call adds a share.
 #[derive(Debug, Clone)]
 pub struct RetryBudget {
     /// Milli-tokens deposited per call.

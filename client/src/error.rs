@@ -60,13 +60,6 @@ pub enum Error {
         /// How long the pick waited.
         waited: Duration,
     },
-    /// The client has no picker for this service.
-    #[error("unknown service `{service}`: the client has no picker for it")]
-    #[non_exhaustive]
-    UnknownService {
-        /// The service asked for.
-        service: Arc<str>,
-    },
     /// The picker actor of the service has stopped.
     #[error("the picker of service `{service}` is gone: {source}")]
     #[non_exhaustive]
@@ -106,17 +99,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn unknown_service(service: impl Into<Arc<str>>) -> Self {
-        Self::UnknownService {
-            service: service.into(),
-        }
-    }
-
     /// The gRPC code a call ends with when this error stops it: `UNAVAILABLE`
     /// when no node can take it now (none registered, none left to try, picker
     /// gone, none discovered yet); `FAILED_PRECONDITION` when a strict selector
-    /// matches nothing or every candidate has weight 0; `NOT_FOUND` for an
-    /// unknown service; `INVALID_ARGUMENT` for bad input or settings.
+    /// matches nothing or every candidate has weight 0; `INVALID_ARGUMENT` for
+    /// bad input or settings.
     pub fn code(&self) -> tonic::Code {
         use tonic::Code;
         match self {
@@ -125,7 +112,6 @@ impl Error {
             | Self::PickerGone { .. }
             | Self::NotDiscovered { .. } => Code::Unavailable,
             Self::NoWeight { .. } | Self::NoMatch { .. } => Code::FailedPrecondition,
-            Self::UnknownService { .. } => Code::NotFound,
             Self::InvalidSelector { .. }
             | Self::BadMethod(_)
             | Self::Config(_)

@@ -72,8 +72,9 @@ mod selector;
 pub use balance::Balancer;
 pub use budget::RetryBudget;
 pub use call::{
-    Attempt, Broadcast, BroadcastReply, BudgetTokens, Call, CallError, CallOptions, ClusterClient,
-    Completion, NodeResult, Reply, ServiceStatus, Strategy, UpdateConfig, RETRY_PUSHBACK_KEY,
+    Attempt, Broadcast, BroadcastReply, BudgetTokens, Call, CallError, CallFuture, CallOptions,
+    ClientHandle, ClusterClient, Completion, GetHandle, NodeResult, Reply, ServiceStatus, Strategy,
+    UpdateConfig, RETRY_PUSHBACK_KEY,
 };
 pub use config::{
     CallPolicy, ClientConfig, EjectionConfig, MethodConfig, PickerConfig, ServiceConfig,
@@ -84,7 +85,7 @@ pub use connection::{
 pub use error::Error;
 pub use hash::HashKey;
 pub use picker::{
-    ConnectionFailed, ConnectionSucceeded, Inspect, NodeHandle, NodeStatus, Pick, PickAll, Picked,
-    Picker, PickerActor, PickerStatus, Reconfigure, ReportLoad,
+    ConnectionFailed, ConnectionSucceeded, Inspect, NodeHandle, NodeRef, NodeStatus, Pick, PickAll,
+    Picked, Picker, PickerActor, PickerStatus, Reconfigure, ReportLoad,
 };
 pub use selector::{Fallback, Selector};

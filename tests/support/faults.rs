@@ -348,7 +348,7 @@ impl Killed {
             .filter(|r| {
                 r.attempts()
                     .iter()
-                    .any(|a| a.addr == self.addr && a.code == Code::Unavailable)
+                    .any(|a| a.node.addr() == self.addr && a.code == Code::Unavailable)
             })
             .map(|r| r.done)
             .min()
@@ -560,7 +560,7 @@ impl Record {
 
     /// Whether one of its attempts went to `addr`.
     pub fn tried(&self, addr: &str) -> bool {
-        self.attempts().iter().any(|a| a.addr == addr)
+        self.attempts().iter().any(|a| a.node.addr() == addr)
     }
 }
 
@@ -825,7 +825,7 @@ impl LoadReport {
     pub fn attempts_by_addr(&self) -> BTreeMap<String, u64> {
         let mut all = BTreeMap::new();
         for a in self.records.iter().flat_map(|r| r.attempts()) {
-            *all.entry(a.addr.clone()).or_default() += 1;
+            *all.entry(a.node.addr().to_owned()).or_default() += 1;
         }
         all
     }

@@ -4,12 +4,12 @@ use std::fmt;
 use std::time::Duration;
 
 use actix::prelude::*;
-use registry_actor::Node;
+
 use tonic::metadata::MetadataMap;
 use tonic::Code;
 
 use super::error::CallError;
-use crate::{HashKey, Method, Selector};
+use crate::{HashKey, Method, NodeRef, Selector};
 
 /// How a call is carried out over the cluster (DESIGN §5, Strategies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,10 +275,8 @@ impl<Req: 'static, Resp: 'static> Message for Broadcast<Req, Resp> {
 /// One attempt of a call: where it went, how it ended, how long it took.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
-    /// The node id.
-    pub node: String,
-    /// The node address.
-    pub addr: String,
+    /// The node (its id, address and the rest).
+    pub node: NodeRef,
     /// `Ok` or the status code it ended with.
     pub code: Code,
     /// From sending to the answer.
@@ -290,7 +288,10 @@ impl fmt::Display for Attempt {
         write!(
             f,
             "{}@{} {:?} in {:?}",
-            self.node, self.addr, self.code, self.latency
+            self.node.id(),
+            self.node.addr(),
+            self.code,
+            self.latency
         )
     }
 }
@@ -303,7 +304,7 @@ pub struct Reply<Resp> {
     /// The response metadata (headers).
     pub metadata: MetadataMap,
     /// The node that answered.
-    pub node: Node,
+    pub node: NodeRef,
     /// Every attempt, the successful one last.
     pub attempts: Vec<Attempt>,
     /// The whole call, from the message to the reply.
@@ -314,7 +315,7 @@ pub struct Reply<Resp> {
 #[derive(Debug)]
 pub struct NodeResult<Resp> {
     /// The node.
-    pub node: Node,
+    pub node: NodeRef,
     /// Its answer; `CANCELLED` when the broadcast completed without it.
     pub result: Result<Resp, tonic::Status>,
     /// How long it took (until the broadcast completed, for a cancelled one).

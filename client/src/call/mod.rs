@@ -1,9 +1,12 @@
-//! The call actor: [`ClusterClient`] and the strategies it runs.
+//! The call actor: [`ClusterClient`], its [`ClientHandle`], and the strategies.
 //!
-//! Apps send a [`ClusterClient`] typed [`Call`] and [`Broadcast`] messages. For each
-//! call it resolves the method's settings (per call over per method over per
-//! service over `[client]`), asks the service's [`PickerActor`](crate::PickerActor)
-//! for nodes, and sends attempts to their connection actors:
+//! Apps send a [`ClusterClient`] typed [`Call`] and [`Broadcast`] messages, or
+//! run the same values through a [`ClientHandle`] (`call`, `broadcast`), which
+//! skips the actor's mailbox and runs the strategy in the caller's own task. For
+//! each call the client resolves the method's settings (per call over per method
+//! over per service over `[client]`), picks nodes from the service's
+//! [`PickerActor`](crate::PickerActor) state, and runs attempts on the nodes'
+//! connections:
 //!
 //! | strategy | attempts |
 //! |---|---|
@@ -41,16 +44,23 @@
 //!     .with_options(CallOptions::new().with_strategy(Strategy::Failover));
 //! let reply = client.send(call).await??;
 //! println!("{} answered after {} attempt(s)", reply.node.id(), reply.attempts.len());
+//!
+//! // The same, in this task: no mailbox, no task hand-off.
+//! let handle = client.send(cluster_client::GetHandle).await?;
+//! let reply = handle.call(Call::new("echo", SAY, SayRequest { message: "hi".into() })).await?;
+//! println!("{}", reply.message.message);
 //! # Ok(()) }
 //! ```
 
 mod actor;
 mod error;
+mod handle;
 mod messages;
 pub(crate) mod strategy;
 
 pub use actor::{BudgetTokens, ClusterClient, ServiceStatus, UpdateConfig};
 pub use error::CallError;
+pub use handle::{CallFuture, ClientHandle, GetHandle};
 pub use messages::{
     Attempt, Broadcast, BroadcastReply, Call, CallOptions, Completion, NodeResult, Reply, Strategy,
 };

@@ -6,33 +6,30 @@
 //! attempt starts after the deadline, and each carries what is left of it as
 //! `grpc-timeout`.
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use registry_actor::Backoff;
 use tokio::time::Instant;
-use tonic::metadata::MetadataMap;
+use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
 use super::error::CallError;
+use super::handle::Service;
 use super::messages::{Attempt, BroadcastReply, Completion, NodeResult, Reply};
-use crate::budget::RetryBudget;
-use crate::{Error, HashKey, Method, Pick, PickAll, Picked, PickerActor, Selector};
+use crate::picker::{Attach, Fast};
+use crate::{Error, HashKey, Method, NodeHandle, Pick, PickAll, Picked, Selector};
 
 /// The metadata key of a server's retry pushback, in milliseconds (gRFC A6).
 pub const RETRY_PUSHBACK_KEY: &str = "grpc-retry-pushback-ms";
 
 /// Everything a strategy needs to run one call.
 pub(crate) struct Plan<Req, Resp> {
-    pub(crate) service: Arc<str>,
-    pub(crate) picker: Addr<PickerActor>,
-    pub(crate) budget: Rc<RefCell<RetryBudget>>,
+    pub(crate) service: Arc<Service>,
     pub(crate) method: Method<Req, Resp>,
-    pub(crate) request: Req,
+    /// Copied for each attempt but the last, which takes it (with `metadata`).
+    pub(crate) request: Option<Req>,
     pub(crate) metadata: MetadataMap,
     pub(crate) started: Instant,
     pub(crate) deadline: Instant,
@@ -41,6 +38,44 @@ pub(crate) struct Plan<Req, Resp> {
     pub(crate) retries: u32,
     pub(crate) retry_codes: Arc<[Code]>,
     pub(crate) backoff: Backoff,
+}
+
+/// The metadata key of the deadline an attempt carries.
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// How much earlier than the call's deadline tonic's channel may end an
+/// attempt: the `grpc-timeout` it enforces is rounded down to its unit.
+const DEADLINE_SLACK: Duration = Duration::from_millis(1);
+
+/// `remaining` as a `grpc-timeout` value, rounded down: in microseconds under
+/// a second, in milliseconds from a second on (the next units past 8 digits).
+/// Milliseconds keep the value the same across the calls of a busy client
+/// with the same timeout, which HPACK then sends as one table index.
+fn grpc_timeout(remaining: Duration) -> MetadataValue<Ascii> {
+    const MAX: u128 = 99_999_999;
+    let (value, unit) = if remaining < Duration::from_secs(1) {
+        (remaining.as_micros(), b'u')
+    } else if remaining.as_millis() <= MAX {
+        (remaining.as_millis(), b'm')
+    } else if u128::from(remaining.as_secs()) <= MAX {
+        (u128::from(remaining.as_secs()), b'S')
+    } else {
+        (u128::from(remaining.as_secs() / 3600).min(MAX), b'H')
+    };
+    // At most 8 digits and the unit, written from the end.
+    let mut text = [0u8; 9];
+    let mut at = text.len() - 1;
+    text[at] = unit;
+    let mut rest = value;
+    loop {
+        at -= 1;
+        text[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 || at == 0 {
+            break;
+        }
+    }
+    MetadataValue::try_from(&text[at..]).unwrap_or_else(|_| MetadataValue::from_static("1S"))
 }
 
 /// The outcome of one attempt.
@@ -70,13 +105,33 @@ where
     Resp: prost::Message + Default + Send + 'static,
 {
     fn error(&self, code: Code, message: impl Into<String>, attempts: Vec<Attempt>) -> CallError {
-        CallError::new(&self.service, code, message, attempts)
+        CallError::new(&self.service.name, code, message, attempts)
+    }
+
+    fn failed(&self, status: &Status, attempts: Vec<Attempt>) -> CallError {
+        CallError::from_status(&self.service.name, status, attempts)
+    }
+
+    fn picker_gone(&self, e: actix::MailboxError) -> Error {
+        Error::picker_gone(self.service.name.clone(), e)
+    }
+
+    /// The request of one attempt, copied.
+    fn copy(&self) -> Option<(Req, MetadataMap)> {
+        let request = self.request.clone()?;
+        Some((request, self.metadata.clone()))
+    }
+
+    /// The request of the call's last attempt, moved out.
+    fn take(&mut self) -> Option<(Req, MetadataMap)> {
+        let request = self.request.take()?;
+        Some((request, std::mem::take(&mut self.metadata)))
     }
 
     fn pick_error(&self, err: &Error, attempts: Vec<Attempt>, last: Option<&Status>) -> CallError {
         // Having tried every node, the last node's answer is the one that matters.
         if let Some(status) = last {
-            return CallError::from_status(&self.service, status, attempts);
+            return self.failed(status, attempts);
         }
         self.error(err.code(), err.to_string(), attempts)
     }
@@ -95,34 +150,85 @@ where
         )
     }
 
+    /// Picks a node from the service's shared picker, without a message when it
+    /// can: the actor is asked only before the first node set, or to start the
+    /// connection of a node picked for the first time.
     async fn pick(&self, exclude: &[Picked]) -> Result<Picked, Error> {
-        let mut pick = Pick::new().excluding(exclude.iter().map(Picked::handle));
-        pick.selector = self.selector.clone();
-        pick.hash_key = self.hash_key;
-        match self.picker.send(pick).await {
-            Ok(result) => result,
-            Err(e) => Err(Error::picker_gone(self.service.clone(), e)),
+        let handles: Vec<NodeHandle> = exclude.iter().map(Picked::handle).collect();
+        let shared = &self.service.shared;
+        match shared.pick(self.selector.as_ref(), &handles, self.hash_key) {
+            Fast::Done(result) => result,
+            // The messages are boxed: rare, and they would make every call's
+            // future larger.
+            Fast::Attach(picked) => {
+                Box::pin(self.attach(vec![picked]))
+                    .await
+                    .and_then(|mut all| {
+                        all.pop().ok_or_else(|| Error::NoNodes {
+                            service: self.service.name.clone(),
+                        })
+                    })
+            }
+            Fast::Wait => Box::pin(self.pick_by_message(handles)).await,
         }
     }
 
-    /// One attempt on `picked`, bounded by the deadline. `None` when the deadline
+    /// Asks the picker actor to start the connections of `picked`.
+    async fn attach(&self, picked: Vec<Picked>) -> Result<Vec<Picked>, Error> {
+        self.service
+            .picker
+            .send(Attach(picked))
+            .await
+            .map_err(|e| self.picker_gone(e))
+    }
+
+    /// Asks the picker actor for a node (it waits for the first node set).
+    async fn pick_by_message(&self, exclude: Vec<NodeHandle>) -> Result<Picked, Error> {
+        let mut pick = Pick::new().excluding(exclude);
+        pick.selector = self.selector.clone();
+        pick.hash_key = self.hash_key;
+        match self.service.picker.send(pick).await {
+            Ok(result) => result,
+            Err(e) => Err(self.picker_gone(e)),
+        }
+    }
+
+    /// Every node matching the call's selector, as [`pick`](Self::pick) does.
+    async fn pick_all(&self) -> Result<Vec<Picked>, Error> {
+        match self.service.shared.pick_all(self.selector.as_ref()) {
+            Fast::Done(result) => result,
+            Fast::Attach(all) => Box::pin(self.attach(all)).await,
+            Fast::Wait => {
+                let mut pick = PickAll::new();
+                pick.selector = self.selector.clone();
+                match Box::pin(self.service.picker.send(pick)).await {
+                    Ok(result) => result,
+                    Err(e) => Err(self.picker_gone(e)),
+                }
+            }
+        }
+    }
+
+    /// One attempt on `picked` with `request` (from [`copy`](Self::copy) or
+    /// [`take`](Self::take)), bounded by the deadline. `None` when the deadline
     /// had already passed (no attempt is started then).
-    async fn attempt(&self, picked: Picked) -> Option<Tried<Resp>> {
+    async fn attempt(
+        &self,
+        picked: Picked,
+        request: Option<(Req, MetadataMap)>,
+    ) -> Option<Tried<Resp>> {
         let now = Instant::now();
         if now >= self.deadline {
             return None;
         }
         let remaining = self.deadline - now;
-        let mut request = tonic::Request::new(self.request.clone());
-        *request.metadata_mut() = self.metadata.clone();
-        request.set_timeout(remaining);
-        let Some(connection) = picked.connection().cloned() else {
+        let connection = picked.connection().cloned();
+        let (Some(connection), Some((message, metadata))) = (connection, request) else {
             let status =
                 Status::unavailable(format!("node {} has no usable connection", picked.node()));
             return Some(Tried {
                 attempt: Attempt {
-                    node: picked.node().id().to_owned(),
-                    addr: picked.node().addr().to_owned(),
+                    node: picked.node_ref().clone(),
                     code: status.code(),
                     latency: now.elapsed(),
                 },
@@ -130,22 +236,28 @@ where
                 result: Err(status),
             });
         };
+        let mut request = tonic::Request::new(message);
+        *request.metadata_mut() = metadata;
+        request
+            .metadata_mut()
+            .insert(GRPC_TIMEOUT, grpc_timeout(remaining));
         // The attempt runs in this task: timing out drops it, which cancels the RPC.
         let result =
             match tokio::time::timeout_at(self.deadline, connection.call(&self.method, request))
                 .await
             {
-                // The server enforces the same deadline (tonic answers CANCELLED when
-                // it expires): past the deadline, the deadline is what ended it.
-                Ok(Err(status)) if Instant::now() >= self.deadline && status.code() != Code::Ok => {
+                // The server and tonic's channel enforce the same deadline (both
+                // answer CANCELLED when it expires, the channel up to the
+                // `grpc-timeout` precision early): at the deadline, the deadline is
+                // what ended it.
+                Ok(Err(_)) if Instant::now() + DEADLINE_SLACK >= self.deadline => {
                     Err(self.deadline_status())
                 }
                 Ok(result) => result,
                 Err(_) => Err(self.deadline_status()),
             };
         let attempt = Attempt {
-            node: picked.node().id().to_owned(),
-            addr: picked.node().addr().to_owned(),
+            node: picked.node_ref().clone(),
             code: result.as_ref().map_or_else(Status::code, |_| Code::Ok),
             latency: now.elapsed(),
         };
@@ -166,7 +278,7 @@ where
         Reply {
             message,
             metadata,
-            node: picked.node().clone(),
+            node: picked.node_ref().clone(),
             attempts,
             latency: self.started.elapsed(),
         }
@@ -174,34 +286,36 @@ where
 
     /// Takes a token for an extra attempt.
     fn withdraw(&self) -> bool {
-        self.budget
-            .borrow_mut()
+        self.service
+            .budget
+            .lock()
             .try_withdraw(std::time::Instant::now())
     }
 
+    fn deposit(&self) {
+        self.service.budget.lock().deposit();
+    }
+
     /// One attempt, its status final.
-    pub(crate) async fn failfast(self) -> Result<Reply<Resp>, CallError> {
-        self.budget.borrow_mut().deposit();
+    pub(crate) async fn failfast(mut self) -> Result<Reply<Resp>, CallError> {
+        self.deposit();
         let picked = self
             .pick(&[])
             .await
             .map_err(|e| self.pick_error(&e, Vec::new(), None))?;
-        let Some(tried) = self.attempt(picked).await else {
+        let request = self.take();
+        let Some(tried) = self.attempt(picked, request).await else {
             return Err(self.deadline_error(Vec::new()));
         };
         match tried.result {
             Ok(response) => Ok(self.reply(&tried.picked, response, vec![tried.attempt])),
-            Err(status) => Err(CallError::from_status(
-                &self.service,
-                &status,
-                vec![tried.attempt],
-            )),
+            Err(status) => Err(self.failed(&status, vec![tried.attempt])),
         }
     }
 
     /// Retries on nodes not yet tried, for retryable codes.
-    pub(crate) async fn failover(self) -> Result<Reply<Resp>, CallError> {
-        self.budget.borrow_mut().deposit();
+    pub(crate) async fn failover(mut self) -> Result<Reply<Resp>, CallError> {
+        self.deposit();
         let mut tried: Vec<Picked> = Vec::new();
         let mut attempts = Vec::new();
         let mut last: Option<Status> = None;
@@ -213,7 +327,12 @@ where
                 Ok(p) => p,
                 Err(e) => return Err(self.pick_error(&e, attempts, last.as_ref())),
             };
-            let Some(t) = self.attempt(picked).await else {
+            let request = if n == self.retries {
+                self.take()
+            } else {
+                self.copy()
+            };
+            let Some(t) = self.attempt(picked, request).await else {
                 return Err(self.deadline_error(attempts));
             };
             attempts.push(t.attempt);
@@ -230,13 +349,13 @@ where
             }
         }
         let status = last.unwrap_or_else(|| Status::unavailable("no attempt was made"));
-        Err(CallError::from_status(&self.service, &status, attempts))
+        Err(self.failed(&status, attempts))
     }
 
     /// Retries on the same node, waiting the backoff (or the server's pushback,
     /// when longer) between attempts.
     pub(crate) async fn failretry(mut self) -> Result<Reply<Resp>, CallError> {
-        self.budget.borrow_mut().deposit();
+        self.deposit();
         let picked = self
             .pick(&[])
             .await
@@ -258,7 +377,12 @@ where
                 }
                 tokio::time::sleep(wait).await;
             }
-            let Some(t) = self.attempt(picked.clone()).await else {
+            let request = if n == self.retries {
+                self.take()
+            } else {
+                self.copy()
+            };
+            let Some(t) = self.attempt(picked.clone(), request).await else {
                 return Err(self.deadline_error(attempts));
             };
             attempts.push(t.attempt);
@@ -274,13 +398,13 @@ where
             }
         }
         let status = last.unwrap_or_else(|| Status::unavailable("no attempt was made"));
-        Err(CallError::from_status(&self.service, &status, attempts))
+        Err(self.failed(&status, attempts))
     }
 
     /// The same call on `k` distinct nodes at once; the first success wins and
     /// the rest are cancelled (their guards dropped).
     pub(crate) async fn forking(self, k: u32) -> Result<Reply<Resp>, CallError> {
-        self.budget.borrow_mut().deposit();
+        self.deposit();
         let mut picks: Vec<Picked> = Vec::new();
         for n in 0..k.max(1) {
             if n > 0 && !self.withdraw() {
@@ -292,7 +416,10 @@ where
                 Err(_) => break,
             }
         }
-        let mut running: FuturesUnordered<_> = picks.into_iter().map(|p| self.attempt(p)).collect();
+        let mut running: FuturesUnordered<_> = picks
+            .into_iter()
+            .map(|p| self.attempt(p, self.copy()))
+            .collect();
         let mut attempts = Vec::new();
         let mut last = None;
         while let Some(outcome) = running.next().await {
@@ -305,7 +432,7 @@ where
             }
         }
         match last {
-            Some(status) => Err(CallError::from_status(&self.service, &status, attempts)),
+            Some(status) => Err(self.failed(&status, attempts)),
             None => Err(self.deadline_error(attempts)),
         }
     }
@@ -317,18 +444,9 @@ where
         self,
         completion: Completion,
     ) -> Result<BroadcastReply<Resp>, CallError> {
-        let mut picker = PickAll::new();
-        picker.selector = self.selector.clone();
-        let nodes = match self.picker.send(picker).await {
-            Ok(Ok(nodes)) => nodes,
-            Ok(Err(e)) => return Err(self.pick_error(&e, Vec::new(), None)),
-            Err(e) => {
-                return Err(self.pick_error(
-                    &Error::picker_gone(self.service.clone(), e),
-                    Vec::new(),
-                    None,
-                ))
-            }
+        let nodes = match self.pick_all().await {
+            Ok(nodes) => nodes,
+            Err(e) => return Err(self.pick_error(&e, Vec::new(), None)),
         };
         let total = nodes.len();
         let needed = match completion {
@@ -337,7 +455,10 @@ where
             Completion::FirstSuccess => 1.min(total),
         };
         let mut pending: Vec<Picked> = nodes.clone();
-        let mut running: FuturesUnordered<_> = nodes.into_iter().map(|p| self.attempt(p)).collect();
+        let mut running: FuturesUnordered<_> = nodes
+            .into_iter()
+            .map(|p| self.attempt(p, self.copy()))
+            .collect();
         let mut results: Vec<NodeResult<Resp>> = Vec::with_capacity(total);
         let (mut ok, mut failed) = (0usize, 0usize);
         let complete = loop {
@@ -361,7 +482,7 @@ where
                 failed += 1;
             }
             results.push(NodeResult {
-                node: t.picked.node().clone(),
+                node: t.picked.node_ref().clone(),
                 result: t.result.map(tonic::Response::into_inner),
                 latency: t.attempt.latency,
             });
@@ -375,7 +496,7 @@ where
                 Status::cancelled("the broadcast completed without this node")
             };
             results.push(NodeResult {
-                node: p.node().clone(),
+                node: p.node_ref().clone(),
                 result: Err(status),
                 latency,
             });
@@ -401,5 +522,27 @@ where
             return Some(Duration::ZERO);
         }
         None
+    }
+}
+#[cfg(test)]
+mod timeout_tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_is_rounded_down_in_the_finest_unit_that_fits() {
+        let cases = [
+            (Duration::from_nanos(999), "0u"),
+            (Duration::from_micros(49_999), "49999u"),
+            (Duration::from_millis(999), "999000u"),
+            (Duration::from_micros(4_999_876), "4999m"),
+            (Duration::from_secs(5), "5000m"),
+            (Duration::from_secs(100_000_000), "27777H"),
+            (Duration::from_secs(99_999_999), "99999999S"),
+            (Duration::from_secs(u64::MAX), "99999999H"),
+        ];
+        for (remaining, expected) in cases {
+            let value = grpc_timeout(remaining);
+            assert_eq!(value.to_str().ok(), Some(expected), "{remaining:?}");
+        }
     }
 }

@@ -10,7 +10,7 @@ use tracing::debug;
 
 use super::handle::Connection;
 use super::messages::{Close, Execute};
-use crate::{ConnectionFailed, ConnectionSucceeded, ReportLoad};
+use crate::{ConnectionFailed, ConnectionSucceeded};
 
 /// How a connection actor connects. Every setter states its default.
 #[derive(Debug, Clone)]
@@ -89,12 +89,15 @@ impl ConnectionSettings {
 /// Where a connection actor reports to (its picker).
 #[derive(Debug, Clone)]
 pub(crate) struct Reports {
-    pub(crate) load: Recipient<ReportLoad>,
+    /// The picker's state, written directly: a load report costs a lock, not a
+    /// message. Weak, as the picker holds the connection.
+    pub(crate) load: std::sync::Weak<crate::picker::SharedPicker>,
     pub(crate) failed: Recipient<ConnectionFailed>,
     pub(crate) succeeded: Recipient<ConnectionSucceeded>,
 }
 
-/// One node's connection. See the [module docs](super).
+/// One node's connection: owns its long-lived channel, hands out the
+/// [`Connection`] calls use, and stops once its node left and its calls ended.
 pub struct ConnectionActor {
     connection: Connection,
     closing: bool,

@@ -10,7 +10,7 @@ use tracing::debug;
 
 use super::actor::{is_connection_failure, ConnectionSettings, Reports};
 use super::messages::Method;
-use crate::{ConnectionFailed, ConnectionSucceeded, NodeHandle, ReportLoad};
+use crate::{ConnectionFailed, ConnectionSucceeded, NodeHandle};
 
 const UNKNOWN: u8 = 0;
 const REACHABLE: u8 = 1;
@@ -99,26 +99,34 @@ impl Connection {
         let _in_flight = InFlight::enter(&self.inner);
         let channel = match &self.inner.channel {
             Some(c) => c.clone(),
-            None => match self.inner.settings.endpoint(&self.inner.node) {
-                Ok(endpoint) => match endpoint.connect().await {
-                    Ok(c) => c,
-                    Err(e) => return Err(self.observe_err(Status::from_error(Box::new(e)))),
-                },
-                Err(status) => return Err(status),
-            },
+            // Boxed: connecting is a large future, and rare.
+            None => Box::pin(self.connect()).await?,
         };
         let mut grpc = tonic::client::Grpc::new(channel);
         if let Err(e) = grpc.ready().await {
             return Err(self.observe_err(Status::from_error(Box::new(e))));
         }
         let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-        let result = grpc.unary(request, method.path_and_query(), codec).await;
+        let path = method.path_and_query();
+        // tonic's unary future is a few KiB. Boxed, it is built once on the heap
+        // instead of being copied into each enclosing future (attempt, strategy,
+        // call, the caller's own) as they are created.
+        let result = Box::pin(async move { grpc.unary(request, path, codec).await }).await;
         match result {
             Ok(response) => {
                 self.observe_ok();
                 Ok(response)
             }
             Err(status) => Err(self.observe_err(status)),
+        }
+    }
+
+    /// A fresh channel, for one call in short-connection mode.
+    async fn connect(&self) -> Result<Channel, Status> {
+        let endpoint = self.inner.settings.endpoint(&self.inner.node)?;
+        match endpoint.connect().await {
+            Ok(c) => Ok(c),
+            Err(e) => Err(self.observe_err(Status::from_error(Box::new(e)))),
         }
     }
 
@@ -201,12 +209,7 @@ struct InFlight<'a>(&'a Inner);
 impl<'a> InFlight<'a> {
     fn enter(inner: &'a Inner) -> Self {
         let now = inner.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        if inner.settings.reports_load() {
-            let _ = inner.reports.load.try_send(ReportLoad {
-                node: inner.handle,
-                in_flight: now,
-            });
-        }
+        inner.report_load(now);
         Self(inner)
     }
 }
@@ -218,11 +221,17 @@ impl Drop for InFlight<'_> {
             .in_flight
             .fetch_sub(1, Ordering::Relaxed)
             .saturating_sub(1);
-        if self.0.settings.reports_load() {
-            let _ = self.0.reports.load.try_send(ReportLoad {
-                node: self.0.handle,
-                in_flight: now,
-            });
+        self.0.report_load(now);
+    }
+}
+
+impl Inner {
+    /// Tells the picker the calls in flight, when it balances by them.
+    fn report_load(&self, in_flight: u32) {
+        if self.settings.reports_load() {
+            if let Some(picker) = self.reports.load.upgrade() {
+                picker.report_load(self.handle, in_flight);
+            }
         }
     }
 }

@@ -81,7 +81,11 @@ impl<Req, Resp> Method<Req, Resp> {
     /// The method name, the part after the last `/` (`Say`); per-method
     /// configuration tables use it.
     pub fn name(&self) -> &str {
-        self.path().rsplit('/').next().unwrap_or_default()
+        let path = self.path();
+        match path.as_bytes().iter().rposition(|&b| b == b'/') {
+            Some(i) => path.get(i + 1..).unwrap_or_default(),
+            None => path,
+        }
     }
 
     /// The fully qualified service name (`echo.v1.Echo`).

@@ -8,8 +8,8 @@
 //! attempt through the actor instead, for callers holding only its address.
 //! Either way the connection reports to its picker:
 //!
-//! * the calls in flight ([`ReportLoad`](crate::ReportLoad)), when the picker
-//!   balances by `least_request`;
+//! * the calls in flight, when the picker balances by `least_request`
+//!   (written straight into the picker's shared state: a lock, not a message);
 //! * connection failures and recoveries ([`ConnectionFailed`](crate::ConnectionFailed),
 //!   [`ConnectionSucceeded`](crate::ConnectionSucceeded)), which drive ejection.
 //!   A failure is recognised by the error's source chain (an I/O error such as

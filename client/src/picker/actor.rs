@@ -1,6 +1,7 @@
 //! The [`PickerActor`]: a thin actor over [`Picker`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -11,6 +12,7 @@ use tracing::{debug, error, warn};
 use super::messages::{
     ConnectionFailed, ConnectionSucceeded, Inspect, Pick, PickAll, Reconfigure, ReportLoad,
 };
+use super::shared::SharedPicker;
 use super::state::{NodeHandle, Picked, Picker};
 use crate::connection::{Close, Connection, ConnectionActor, ConnectionSettings, Reports};
 use crate::{Balancer, Error, PickerConfig};
@@ -23,23 +25,25 @@ fn now() -> std::time::Instant {
 /// The picker of one service, subscribed to the [`RegistryActor`]. See the
 /// [`picker` docs](crate#picking).
 pub struct PickerActor {
-    picker: Picker,
+    /// The picker and the nodes' connections, which calls read directly.
+    shared: Arc<SharedPicker>,
+    service: Arc<str>,
     registry: Addr<RegistryActor>,
     subscription: Option<SubscriptionId>,
     /// The pending wake-up for [`Picker::expire`], and when it fires.
     timer: Option<(std::time::Instant, SpawnHandle)>,
     /// Picks waiting for the first node set.
     waiters: Vec<oneshot::Sender<()>>,
-    /// One connection actor per node picked so far, closed when the node leaves,
-    /// with the handle calls use.
-    connections: HashMap<NodeHandle, (Addr<ConnectionActor>, Connection)>,
+    /// One connection actor per node picked so far, closed when the node leaves
+    /// (the handles calls use are in `shared`).
+    connections: HashMap<NodeHandle, Addr<ConnectionActor>>,
     connection_settings: ConnectionSettings,
 }
 
 impl std::fmt::Debug for PickerActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PickerActor")
-            .field("picker", &self.picker)
+            .field("picker", &self.shared)
             .field("subscription", &self.subscription)
             .finish_non_exhaustive()
     }
@@ -55,7 +59,8 @@ impl PickerActor {
     pub fn from_picker(picker: Picker, registry: Addr<RegistryActor>) -> Self {
         let report_load = picker.config().balancer() == Balancer::LeastRequest;
         Self {
-            picker,
+            service: picker.service().clone(),
+            shared: Arc::new(SharedPicker::new(picker)),
             registry,
             subscription: None,
             timer: None,
@@ -68,22 +73,33 @@ impl PickerActor {
     /// Connects to nodes with `settings` (default: [`ConnectionSettings::default`]).
     /// Load reports are switched on when the balancer is `least_request`.
     pub fn with_connection_settings(mut self, settings: ConnectionSettings) -> Self {
-        let report_load = self.picker.config().balancer() == Balancer::LeastRequest;
+        let report_load = self.shared.lock().picker.config().balancer() == Balancer::LeastRequest;
         self.connection_settings = settings.with_load_reports(report_load);
         self
+    }
+
+    /// The state calls pick from without a message.
+    pub(crate) fn shared(&self) -> Arc<SharedPicker> {
+        self.shared.clone()
     }
 
     /// Gives `picked` its node's connection, starting the connection actor on
     /// first use.
     fn attach(&mut self, picked: &mut Picked, ctx: &mut Context<Self>) {
         let handle = picked.handle();
-        if let Some((_, connection)) = self.connections.get(&handle) {
+        let mut shared = self.shared.lock();
+        if !shared.picker.contains(handle) {
+            // Picked from a node set that has been replaced since: no connection
+            // is started for a node that left; the attempt fails as unavailable.
+            return;
+        }
+        if let Some(connection) = shared.connections.get(&handle) {
             picked.set_connection(connection.clone());
             return;
         }
         let me = ctx.address();
         let reports = Reports {
-            load: me.clone().recipient(),
+            load: Arc::downgrade(&self.shared),
             failed: me.clone().recipient(),
             succeeded: me.recipient(),
         };
@@ -91,11 +107,12 @@ impl PickerActor {
         match Connection::new(node, handle, self.connection_settings.clone(), reports) {
             Ok(connection) => {
                 let actor = ConnectionActor::new(connection.clone()).start();
-                self.connections.insert(handle, (actor, connection.clone()));
+                self.connections.insert(handle, actor);
+                shared.connections.insert(handle, connection.clone());
                 picked.set_connection(connection);
             }
             Err(status) => {
-                warn!(service = %self.picker.service(), node = %picked.node(), error = %status.message(), "cannot connect to this node");
+                warn!(service = %self.service, node = %picked.node(), error = %status.message(), "cannot connect to this node");
             }
         }
     }
@@ -103,8 +120,13 @@ impl PickerActor {
     /// Closes the connections of nodes no longer in force; each stops once its
     /// calls in flight have ended.
     fn close_departed(&mut self) {
-        let picker = &self.picker;
-        self.connections.retain(|handle, (actor, _)| {
+        let mut shared = self.shared.lock();
+        let shared = &mut *shared;
+        let picker = &shared.picker;
+        shared
+            .connections
+            .retain(|handle, _| picker.contains(*handle));
+        self.connections.retain(|handle, actor| {
             let keep = picker.contains(*handle);
             if !keep {
                 // Not a call: the actor only waits for its calls to end, then stops.
@@ -117,7 +139,7 @@ impl PickerActor {
     /// Arms the wake-up for the picker's next deadline, unless an earlier one is
     /// armed already.
     fn schedule(&mut self, ctx: &mut Context<Self>) {
-        let Some(deadline) = self.picker.next_deadline() else {
+        let Some(deadline) = self.shared.lock().picker.next_deadline() else {
             return;
         };
         if let Some((at, handle)) = self.timer {
@@ -129,7 +151,7 @@ impl PickerActor {
         let delay = deadline.saturating_duration_since(now());
         let handle = ctx.run_later(delay, |act, ctx| {
             act.timer = None;
-            act.picker.expire(now());
+            act.shared.lock().picker.expire(now());
             act.schedule(ctx);
         });
         self.timer = Some((deadline, handle));
@@ -142,22 +164,22 @@ impl PickerActor {
         ctx: &mut Context<Self>,
         pick: impl FnOnce(&mut Self, &mut Context<Self>) -> Result<T, Error> + 'static,
     ) -> ActorResponse<Self, Result<T, Error>> {
-        if self.picker.is_discovered() {
+        if self.shared.lock().picker.is_discovered() {
             return ActorResponse::reply(pick(self, ctx));
         }
         let (tx, rx) = oneshot::channel();
         self.waiters.retain(|w| !w.is_closed());
         self.waiters.push(tx);
-        let waited: Duration = self.picker.config().discovery_timeout();
+        let waited: Duration = self.shared.lock().picker.config().discovery_timeout();
         let wait = async move {
             let _ = tokio::time::timeout(waited, rx).await;
         };
         ActorResponse::r#async(wait.into_actor(self).map(move |(), act, ctx| {
-            if act.picker.is_discovered() {
+            if act.shared.lock().picker.is_discovered() {
                 pick(act, ctx)
             } else {
                 Err(Error::NotDiscovered {
-                    service: act.picker.service().clone(),
+                    service: act.service.clone(),
                     waited,
                 })
             }
@@ -171,15 +193,14 @@ impl Actor for PickerActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Every call picks here and connections report here: room for bursts.
         ctx.set_mailbox_capacity(1024);
-        let subscribe =
-            Subscribe::new(self.picker.service().to_string(), ctx.address().recipient());
+        let subscribe = Subscribe::new(self.service.to_string(), ctx.address().recipient());
         self.registry
             .send(subscribe)
             .into_actor(self)
             .map(|answer, act, ctx| match answer {
                 Ok(id) => act.subscription = Some(id),
                 Err(e) => {
-                    error!(service = %act.picker.service(), error = %e, "the registry is gone; stopping the picker");
+                    error!(service = %act.service, error = %e, "the registry is gone; stopping the picker");
                     ctx.stop();
                 }
             })
@@ -190,7 +211,7 @@ impl Actor for PickerActor {
         if let Some(id) = self.subscription.take() {
             // Best effort: the registry also drops subscribers that are gone.
             self.registry.do_send(Unsubscribe {
-                service: self.picker.service().to_string(),
+                service: self.service.to_string(),
                 id,
             });
         }
@@ -201,12 +222,15 @@ impl Handler<NodesChanged> for PickerActor {
     type Result = ();
 
     fn handle(&mut self, msg: NodesChanged, ctx: &mut Self::Context) {
-        if *msg.service != **self.picker.service() {
-            warn!(expected = %self.picker.service(), got = %msg.service, "node set of another service ignored");
+        if *msg.service != *self.service {
+            warn!(expected = %self.service, got = %msg.service, "node set of another service ignored");
             return;
         }
         debug!(service = %msg.service, revision = msg.revision, nodes = msg.nodes.len(), "node set changed");
-        self.picker.update(msg.nodes, msg.revision, now());
+        self.shared
+            .lock()
+            .picker
+            .update(msg.nodes, msg.revision, now());
         self.close_departed();
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(());
@@ -220,9 +244,11 @@ impl Handler<Pick> for PickerActor {
 
     fn handle(&mut self, msg: Pick, ctx: &mut Self::Context) -> Self::Result {
         self.when_discovered(ctx, move |act, ctx| {
-            let mut picked = act
-                .picker
-                .pick(msg.selector.as_ref(), &msg.exclude, msg.hash_key)?;
+            let mut picked =
+                act.shared
+                    .lock()
+                    .picker
+                    .pick(msg.selector.as_ref(), &msg.exclude, msg.hash_key)?;
             act.attach(&mut picked, ctx);
             Ok(picked)
         })
@@ -234,7 +260,7 @@ impl Handler<PickAll> for PickerActor {
 
     fn handle(&mut self, msg: PickAll, ctx: &mut Self::Context) -> Self::Result {
         self.when_discovered(ctx, move |act, ctx| {
-            let mut all = act.picker.pick_all(msg.selector.as_ref())?;
+            let mut all = act.shared.lock().picker.pick_all(msg.selector.as_ref())?;
             for picked in &mut all {
                 act.attach(picked, ctx);
             }
@@ -243,11 +269,31 @@ impl Handler<PickAll> for PickerActor {
     }
 }
 
+/// Gives nodes picked without a message ([`SharedPicker`]) their connections,
+/// starting the connection actors of nodes picked for the first time.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<Picked>")]
+pub(crate) struct Attach(pub(crate) Vec<Picked>);
+
+impl Handler<Attach> for PickerActor {
+    type Result = MessageResult<Attach>;
+
+    fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) -> Self::Result {
+        let mut all = msg.0;
+        for picked in &mut all {
+            if picked.connection().is_none() {
+                self.attach(picked, ctx);
+            }
+        }
+        MessageResult(all)
+    }
+}
+
 impl Handler<ReportLoad> for PickerActor {
     type Result = ();
 
     fn handle(&mut self, msg: ReportLoad, _: &mut Self::Context) {
-        self.picker.report_load(msg.node, msg.in_flight);
+        self.shared.report_load(msg.node, msg.in_flight);
     }
 }
 
@@ -255,8 +301,9 @@ impl Handler<ConnectionFailed> for PickerActor {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectionFailed, ctx: &mut Self::Context) {
-        debug!(service = %self.picker.service(), node = %msg.node, reason = %msg.reason, "connection failed");
-        if self.picker.connection_failed(msg.node, now()) {
+        debug!(service = %self.service, node = %msg.node, reason = %msg.reason, "connection failed");
+        let ejected = self.shared.lock().picker.connection_failed(msg.node, now());
+        if ejected {
             self.schedule(ctx);
         }
     }
@@ -266,7 +313,7 @@ impl Handler<ConnectionSucceeded> for PickerActor {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectionSucceeded, _: &mut Self::Context) {
-        self.picker.connection_succeeded(msg.node);
+        self.shared.lock().picker.connection_succeeded(msg.node);
     }
 }
 
@@ -274,7 +321,7 @@ impl Handler<Inspect> for PickerActor {
     type Result = MessageResult<Inspect>;
 
     fn handle(&mut self, _: Inspect, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.picker.status())
+        MessageResult(self.shared.lock().picker.status())
     }
 }
 
@@ -287,6 +334,6 @@ impl Handler<Reconfigure> for PickerActor {
             .connection_settings
             .clone()
             .with_load_reports(report_load);
-        self.picker.reconfigure(msg.0);
+        self.shared.lock().picker.reconfigure(msg.0);
     }
 }

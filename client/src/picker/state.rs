@@ -42,13 +42,64 @@ impl fmt::Display for NodeHandle {
     }
 }
 
+/// A node of a picker's snapshot, shared rather than copied: cloning it costs
+/// one reference count. Dereferences to the [`Node`].
+#[derive(Clone)]
+pub struct NodeRef {
+    snapshot: Arc<[Node]>,
+    index: usize,
+}
+
+impl NodeRef {
+    /// The node (also reachable through `*`).
+    pub fn node(&self) -> &Node {
+        &self.snapshot[self.index]
+    }
+}
+
+impl std::ops::Deref for NodeRef {
+    type Target = Node;
+
+    fn deref(&self) -> &Node {
+        self.node()
+    }
+}
+
+impl PartialEq for NodeRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.node() == other.node()
+    }
+}
+
+impl Eq for NodeRef {}
+
+impl fmt::Debug for NodeRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.node(), f)
+    }
+}
+
+impl fmt::Display for NodeRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.node(), f)
+    }
+}
+
+impl From<Node> for NodeRef {
+    fn from(node: Node) -> Self {
+        Self {
+            snapshot: Arc::from(vec![node]),
+            index: 0,
+        }
+    }
+}
+
 /// One picked node: the node, its stable handle, and the snapshot it came from.
 ///
 /// Cheap to make and to clone: it shares the picker's immutable snapshot.
 #[derive(Clone)]
 pub struct Picked {
-    snapshot: Arc<[Node]>,
-    index: usize,
+    node: NodeRef,
     handle: NodeHandle,
     revision: i64,
     connection: Option<crate::Connection>,
@@ -57,7 +108,12 @@ pub struct Picked {
 impl Picked {
     /// The node.
     pub fn node(&self) -> &Node {
-        &self.snapshot[self.index]
+        self.node.node()
+    }
+
+    /// The node, shared with the snapshot it was picked from.
+    pub fn node_ref(&self) -> &NodeRef {
+        &self.node
     }
 
     /// The node's stable handle.
@@ -416,8 +472,10 @@ impl Picker {
         };
         let index = pool.indices[pos] as usize;
         Ok(Picked {
-            snapshot: self.snapshot.clone(),
-            index,
+            node: NodeRef {
+                snapshot: self.snapshot.clone(),
+                index,
+            },
             handle: self.handles[index],
             revision: self.revision,
             connection: None,
@@ -445,8 +503,10 @@ impl Picker {
                 .all
                 .iter()
                 .map(|&i| Picked {
-                    snapshot: self.snapshot.clone(),
-                    index: i as usize,
+                    node: NodeRef {
+                        snapshot: self.snapshot.clone(),
+                        index: i as usize,
+                    },
                     handle: self.handles[i as usize],
                     revision: self.revision,
                     connection: None,

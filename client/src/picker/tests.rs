@@ -683,3 +683,106 @@ async fn a_pick_waits_for_the_first_node_set_and_times_out_without_one() {
         .expect("picked once discovered");
     assert_eq!(picked.node().id(), "n1");
 }
+
+#[actix_rt::test]
+async fn calls_pick_from_the_shared_state_once_the_actor_has_attached_a_connection() {
+    let mut cluster = Cluster::start().await;
+    let n1 = node("n1", refused_addr());
+    let revision = cluster.put(&n1).await;
+    // Threshold 1: the only node leaving is applied at once, not held.
+    let config = PickerConfig::default().with_panic_threshold(1.0);
+    let actor = PickerActor::new("echo", config, cluster.registry().await);
+    let shared = actor.shared();
+    assert!(
+        matches!(shared.pick(None, &[], None), Fast::Wait),
+        "before the first node set a call must ask the actor"
+    );
+    let picker = actor.start();
+    wait_for_revision(&picker, revision).await;
+
+    // The node has no connection yet: the pick is made, the actor attaches one.
+    let Fast::Attach(picked) = shared.pick(None, &[], None) else {
+        panic!("a node picked for the first time needs its connection started");
+    };
+    assert!(picked.connection().is_none());
+    let attached = picker
+        .send(Attach(vec![picked]))
+        .await
+        .expect("picker alive");
+    let first = attached[0].connection().expect("attached").clone();
+
+    // From now on a pick needs no message, and hands out the same connection.
+    let Fast::Done(Ok(again)) = shared.pick(None, &[], None) else {
+        panic!("a node with a connection is picked without the actor");
+    };
+    let again = again.connection().expect("connection");
+    assert!(
+        std::ptr::eq(again.node(), first.node()),
+        "one connection per node"
+    );
+    let Fast::Done(Ok(all)) = shared.pick_all(None) else {
+        panic!("pick_all without the actor");
+    };
+    assert_eq!(ids_of(&all), ["n1"]);
+
+    // An excluded node is an error answered without the actor.
+    let handle = attached[0].handle();
+    assert!(matches!(
+        shared.pick(None, &[handle], None),
+        Fast::Done(Err(Error::AllExcluded { .. }))
+    ));
+
+    // The node leaving drops its connection from the shared state.
+    cluster
+        .client
+        .delete(n1.key(cluster.config.prefix()), None)
+        .await
+        .expect("delete");
+    assert!(
+        wait_until(DEADLINE, || async {
+            matches!(shared.pick(None, &[], None), Fast::Done(Err(_)))
+        })
+        .await,
+        "the departed node is no longer picked"
+    );
+    assert!(shared.lock().connections.is_empty());
+}
+
+#[actix_rt::test]
+async fn least_request_reads_loads_written_by_connections_into_the_shared_state() {
+    let mut cluster = Cluster::start().await;
+    for n in [node("a", refused_addr()), node("b", refused_addr())] {
+        cluster.put(&n).await;
+    }
+    let config = PickerConfig::default().with_balancer(Balancer::LeastRequest);
+    let actor = PickerActor::new("echo", config, cluster.registry().await);
+    let shared = actor.shared();
+    let picker = actor.start();
+    assert!(
+        wait_until(DEADLINE, || async {
+            status(&picker).await.nodes.len() == 2
+        })
+        .await,
+        "both nodes listed"
+    );
+    let all = picker
+        .send(PickAll::new())
+        .await
+        .expect("alive")
+        .expect("all");
+    let (a, b) = (all[0].handle(), all[1].handle());
+    // What a connection does when calls start and end on `a`.
+    shared.report_load(a, 7);
+    for _ in 0..50 {
+        let Fast::Done(Ok(p)) = shared.pick(None, &[], None) else {
+            panic!("picked without the actor");
+        };
+        assert_eq!(p.handle(), b, "least_request avoids the loaded node");
+    }
+    shared.report_load(a, 0);
+    shared.report_load(b, 7);
+    let Fast::Done(Ok(p)) = shared.pick(None, &[], None) else {
+        panic!("picked without the actor");
+    };
+    assert_eq!(p.handle(), a);
+}
