@@ -24,7 +24,7 @@
 //! all); `LOAD_ROUNDS=N` rounds of the unary, balance and broadcast sections
 //! (default 20); `LOAD_KIT_ROUNDS=N` paired rounds of the kit section (default
 //! 40); `LOAD_SERVER_THREADS=N` worker threads of the echo servers' runtime
-//! (default 1). `LOAD_PROFILE=failfast` (or `raw`, `raw-headers`,
+//! (default 1). `LOAD_PROFILE=failfast` (or `failfast-send`, `raw`, `raw-headers`,
 //! `round_robin`, `least_request`, `balance_list`; `:c1` appended for
 //! concurrency 1) only runs that client's 100,000 calls, for a profiler
 //! (`perf record -e cpu-clock --call-graph dwarf`, built with
@@ -52,8 +52,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use cluster_client::{
-    Balancer, Broadcast, Call, CallOptions, ClientConfig, ClusterClient, Completion, ServiceStatus,
-    Strategy,
+    Balancer, Broadcast, Call, CallOptions, ClientConfig, ClientHandle, ClusterClient, Completion,
+    GetHandle, ServiceStatus, Strategy,
 };
 use futures_util::stream::{self, StreamExt};
 use grpc_cluster::echo::{EchoService, SayReply, SayRequest, SAY};
@@ -64,6 +64,11 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Calls per row and round of a latency measurement (concurrency 1).
 const LATENCY_CALLS: usize = 1_000;
+/// Sequential calls a row makes per turn before the next row's turn: a client
+/// in use, whose code and data are in the caches, as an app's would be. Call
+/// by call, each row would mostly measure the cache misses the previous row
+/// left, which favours whichever rows share the most code.
+const LATENCY_BLOCK: usize = 10;
 /// Calls per row and round of a throughput measurement.
 const THROUGHPUT_CALLS: usize = 10_000;
 /// Chunks a row's calls of one round are cut into, to take turns with the others.
@@ -346,12 +351,27 @@ enum Caller {
     /// and an `x-request-id`.
     Raw(Channel, bool),
     /// `Call` of `Say` with a strategy.
-    Cluster(Addr<ClusterClient>, &'static str, Strategy),
+    Cluster(Via, &'static str, Strategy),
     /// `Broadcast` of `Say` to a service of this many nodes, completion `all`.
-    Broadcast(Addr<ClusterClient>, &'static str, usize),
+    Broadcast(Via, &'static str, usize),
     /// The same call on every channel at once with raw tonic, joined: the floor
     /// a broadcast can reach.
     RawFanOut(Vec<Channel>),
+}
+
+/// How a `Call` reaches the cluster client.
+#[derive(Clone)]
+enum Via {
+    /// `ClientHandle::call`: the strategy runs in the calling task.
+    Handle(ClientHandle),
+    /// `Addr::send` to the `ClusterClient` actor, which runs it in a task of its own.
+    Actor(Addr<ClusterClient>),
+}
+
+impl Via {
+    async fn handle(client: &Addr<ClusterClient>) -> Self {
+        Self::Handle(client.send(GetHandle).await.expect("client alive"))
+    }
 }
 
 async fn raw_call(channel: &Channel, headers: bool, i: usize) -> Option<String> {
@@ -362,11 +382,13 @@ async fn raw_call(channel: &Channel, headers: bool, i: usize) -> Option<String> 
         message: format!("m{i}"),
     });
     if headers {
+        // As the cluster client sends them: the id never indexed by HPACK.
         request.set_timeout(Duration::from_secs(5));
         let id: u128 = rand_id(i);
-        request
-            .metadata_mut()
-            .insert("x-request-id", format!("{id:032x}").parse().expect("ascii"));
+        let mut id: tonic::metadata::MetadataValue<_> =
+            format!("{id:032x}").parse().expect("ascii");
+        id.set_sensitive(true);
+        request.metadata_mut().insert("x-request-id", id);
     }
     grpc.unary(
         request,
@@ -388,18 +410,22 @@ impl Caller {
             Self::Cluster(client, service, strategy) => {
                 let call = Call::new(*service, SAY, request())
                     .with_options(CallOptions::new().with_strategy(*strategy));
-                match client.send(call).await {
-                    Ok(Ok(reply)) => Some(reply.message.node_id),
-                    _ => None,
-                }
+                let reply = match client {
+                    Via::Handle(handle) => handle.call(call).await.ok(),
+                    Via::Actor(addr) => addr.send(call).await.ok().and_then(Result::ok),
+                };
+                reply.map(|r| r.message.node_id)
             }
             Self::Broadcast(client, service, nodes) => {
                 let call =
                     Broadcast::new(*service, SAY, request()).with_completion(Completion::All);
-                match client.send(call).await {
-                    Ok(Ok(reply)) if reply.successes() == *nodes => Some(String::new()),
-                    _ => None,
-                }
+                let reply = match client {
+                    Via::Handle(handle) => handle.broadcast(call).await.ok(),
+                    Via::Actor(addr) => addr.send(call).await.ok().and_then(Result::ok),
+                };
+                reply
+                    .filter(|r| r.successes() == *nodes)
+                    .map(|_| String::new())
             }
             Self::RawFanOut(channels) => {
                 let calls = channels.iter().map(|c| raw_call(c, false, i));
@@ -474,19 +500,31 @@ impl Row {
     }
 }
 
-/// Latency at concurrency 1 of every row in one round: the rows take turns
-/// call by call (the order rotating), so that all of them meet the same
-/// moments of the machine's background load.
+/// Latency at concurrency 1 of every row in one round: the rows take turns in
+/// blocks of [`LATENCY_BLOCK`] calls, in a random order per turn, so that all
+/// of them meet the same moments of the machine's background load.
 async fn latency_round(rows: &mut [Row], round: usize) {
     let n = rows.len();
     let mut samples = vec![Vec::with_capacity(LATENCY_CALLS); n];
-    for i in 0..LATENCY_CALLS {
-        for k in 0..n {
-            let j = (k + i + round) % n;
-            let t = Instant::now();
-            let ok = rows[j].caller.call(i).await.is_some();
-            samples[j].push(t.elapsed());
-            assert!(ok, "{}: a call failed", rows[j].name);
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut seed = (round as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for turn in 0..LATENCY_CALLS / LATENCY_BLOCK {
+        // A fresh order for every turn (Fisher-Yates, xorshift): no row always
+        // follows the same other row.
+        for k in (1..n).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            order.swap(k, (seed % (k as u64 + 1)) as usize);
+        }
+        for &j in &order {
+            for b in 0..LATENCY_BLOCK {
+                let i = turn * LATENCY_BLOCK + b;
+                let t = Instant::now();
+                let ok = rows[j].caller.call(i).await.is_some();
+                samples[j].push(t.elapsed());
+                assert!(ok, "{}: a call failed", rows[j].name);
+            }
         }
     }
     for (row, lat) in rows.iter_mut().zip(samples) {
@@ -540,24 +578,48 @@ async fn interleave(rows: &mut [Row], rounds: usize, section: &str, latency: boo
 // ---------------------------------------------------------------------------
 // Sections.
 
-async fn unary(report: &mut Report, rounds: usize, addr: SocketAddr, client: &Addr<ClusterClient>) {
-    let channel = raw_channel(addr).await;
+/// A client of its own for one row, its node set listed.
+async fn row_client(registry: &RegistryConfig) -> Addr<ClusterClient> {
+    let client = cluster_client(registry, ClientConfig::default()).await;
+    wait_listed(&client, "echo", 1).await;
+    client
+}
+
+async fn unary(report: &mut Report, rounds: usize, addr: SocketAddr, registry: &RegistryConfig) {
+    // Every row has a connection of its own: a row whose call follows a call
+    // on the same connection would find it warm, and look faster than it is.
     let mut rows = [
         Row::new(
             "raw tonic generic unary",
-            Caller::Raw(channel.clone(), false),
+            Caller::Raw(raw_channel(addr).await, false),
         ),
         Row::new(
             "raw tonic + grpc-timeout + x-request-id",
-            Caller::Raw(channel, true),
+            Caller::Raw(raw_channel(addr).await, true),
         ),
         Row::new(
-            "`Call` failfast",
-            Caller::Cluster(client.clone(), "echo", Strategy::Failfast),
+            "`Call` failfast, `ClientHandle::call`",
+            Caller::Cluster(
+                Via::handle(&row_client(registry).await).await,
+                "echo",
+                Strategy::Failfast,
+            ),
         ),
         Row::new(
-            "`Call` failover",
-            Caller::Cluster(client.clone(), "echo", Strategy::Failover),
+            "`Call` failover, `ClientHandle::call`",
+            Caller::Cluster(
+                Via::handle(&row_client(registry).await).await,
+                "echo",
+                Strategy::Failover,
+            ),
+        ),
+        Row::new(
+            "`Call` failfast, `Addr::send` to the actor",
+            Caller::Cluster(
+                Via::Actor(row_client(registry).await),
+                "echo",
+                Strategy::Failfast,
+            ),
         ),
     ];
     interleave(&mut rows, rounds, "unary", true, true).await;
@@ -598,13 +660,17 @@ async fn unary(report: &mut Report, rounds: usize, addr: SocketAddr, client: &Ad
     let (md_p50, md_rps) = (&rows[1].p50, &rows[1].rps);
     let _ = writeln!(
         out,
-        "\nAgainst raw tonic with the same two headers (what the client itself adds): \
-         failfast p50 {:.3}, throughput {:.3}; failover p50 {:.3}, throughput {:.3}.",
-        median(&ratios(&rows[2].p50, md_p50)),
-        median(&ratios(&rows[2].rps, md_rps)),
-        median(&ratios(&rows[3].p50, md_p50)),
-        median(&ratios(&rows[3].rps, md_rps)),
+        "\nAgainst raw tonic with the same two headers (what the client itself adds):\n"
     );
+    for row in &rows[2..] {
+        let _ = writeln!(
+            out,
+            "* {}: p50 {:.3}, throughput {:.3}",
+            row.name,
+            median(&ratios(&row.p50, md_p50)),
+            median(&ratios(&row.rps, md_rps)),
+        );
+    }
     for row in &rows[2..] {
         report.targets.push(Target::ratio(
             &format!("{} / raw p50", row.name),
@@ -637,11 +703,11 @@ async fn balance(
         ),
         Row::new(
             "`Call` failfast, round_robin",
-            Caller::Cluster(rr.clone(), "echo3", Strategy::Failfast),
+            Caller::Cluster(Via::handle(rr).await, "echo3", Strategy::Failfast),
         ),
         Row::new(
             "`Call` failfast, least_request",
-            Caller::Cluster(lr.clone(), "echo3", Strategy::Failfast),
+            Caller::Cluster(Via::handle(lr).await, "echo3", Strategy::Failfast),
         ),
     ];
     interleave(&mut rows, rounds, "balance", false, true).await;
@@ -696,11 +762,11 @@ async fn broadcast(
     let mut rows = [
         Row::new(
             "one `Call` (failfast, round_robin over the 8)",
-            Caller::Cluster(client.clone(), "echo8", Strategy::Failfast),
+            Caller::Cluster(Via::handle(client).await, "echo8", Strategy::Failfast),
         ),
         Row::new(
             "`Broadcast` to 8 nodes, completion all",
-            Caller::Broadcast(client.clone(), "echo8", n),
+            Caller::Broadcast(Via::handle(client).await, "echo8", n),
         ),
         Row::new(
             "raw tonic: one call on each of 8 channels, joined",
@@ -1048,8 +1114,11 @@ fn profile(which: &str) {
                 Channel::balance_list(addrs.iter().map(|a| endpoint(*a))),
                 false,
             ),
-            "round_robin" | "least_request" => Caller::Cluster(client, "echo3", Strategy::Failfast),
-            _ => Caller::Cluster(client, "echo", Strategy::Failfast),
+            "round_robin" | "least_request" => {
+                Caller::Cluster(Via::handle(&client).await, "echo3", Strategy::Failfast)
+            }
+            "failfast-send" => Caller::Cluster(Via::Actor(client), "echo", Strategy::Failfast),
+            _ => Caller::Cluster(Via::handle(&client).await, "echo", Strategy::Failfast),
         };
         let mut row = Row::new("profile", caller);
         if sequential {
@@ -1109,7 +1178,7 @@ fn main() {
 
             let rounds = settings.rounds;
             if settings.runs(Section::Unary) {
-                unary(&mut report, rounds, addrs[0], &rr).await;
+                unary(&mut report, rounds, addrs[0], &registry).await;
             }
             if settings.runs(Section::Balance) {
                 balance(&mut report, rounds, &addrs[..BALANCE_NODES], &rr, &lr).await;
