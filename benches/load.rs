@@ -15,8 +15,10 @@
 //! | `kit` | plain tonic server vs `server_kit::serve`, limits never refusing: calls/s (`support/server_kit.rs`) |
 //!
 //! Method: every row is measured once per round, and the rows of a section
-//! take turns — call by call for latency, chunk by chunk for throughput, the
-//! order rotating — so that all of them meet the same background load. Each
+//! take turns — in blocks of 10 calls for latency (a random order per turn),
+//! chunk by chunk for throughput (the order rotating) — so that all of them
+//! meet the same background load. Every row of the unary section has a
+//! connection of its own. Each
 //! value is the median over rounds, shown with its range over rounds; each ratio
 //! is the median of the per-round ratios.
 //!
@@ -550,7 +552,7 @@ async fn throughput_round(rows: &mut [Row], round: usize) {
 }
 
 /// Measures every row once per round, latency then throughput, the rows
-/// taking turns call by call, then chunk by chunk.
+/// taking turns block by block, then chunk by chunk.
 async fn interleave(rows: &mut [Row], rounds: usize, section: &str, latency: bool, rps: bool) {
     for i in 0..20 {
         // Warm-up: connections, allocators, caches.
@@ -627,9 +629,10 @@ async fn unary(report: &mut Report, rounds: usize, addr: SocketAddr, registry: &
     let _ = writeln!(
         out,
         "## Unary call, 1 node: raw tonic vs the cluster client\n\n\
-         Per row and round: {LATENCY_CALLS} sequential calls (c=1, the rows taking turns call by \
-         call) and {THROUGHPUT_CALLS} calls at c={CONCURRENCY} (in {CHUNKS} chunks, the rows \
-         taking turns chunk by chunk); {rounds} rounds. Medians over \
+         Per row and round: {LATENCY_CALLS} sequential calls (c=1, the rows taking turns in \
+         blocks of {LATENCY_BLOCK}, in a random order per turn) and {THROUGHPUT_CALLS} calls at \
+         c={CONCURRENCY} (in {CHUNKS} chunks, the rows taking turns chunk by chunk); every row \
+         on a connection of its own; {rounds} rounds. Medians over \
          rounds, with the range over rounds in brackets; a ratio is the median of the per-round \
          ratios to raw tonic.\n"
     );
@@ -778,8 +781,8 @@ async fn broadcast(
     let _ = writeln!(
         out,
         "## Broadcast to {n} nodes vs one call\n\n\
-         {LATENCY_CALLS} sequential calls (c=1) per row and round, the rows taking turns call \
-         by call; {rounds} rounds. Medians (range); ratio = median of the per-round p50 ratios \
+         {LATENCY_CALLS} sequential calls (c=1) per row and round, the rows taking turns in \
+         blocks of {LATENCY_BLOCK}; {rounds} rounds. Medians (range); ratio = median of the per-round p50 ratios \
          to one `Call`. The raw row is the floor on this machine: the same 8 calls with tonic \
          alone.\n"
     );
