@@ -1,15 +1,23 @@
 //! The actix cluster client of grpc-cluster.
 //!
-//! This part holds the **pickers**: one [`PickerActor`] per service, subscribed to
-//! the [`RegistryActor`](registry_actor::RegistryActor), that chooses the node of
-//! each call.
+//! * [`ClusterClient`], the call actor, and its [`ClientHandle`]: run [`Call`]
+//!   and [`Broadcast`] by their strategy (failfast, failover, failretry,
+//!   forking, broadcast, multicast) under one [`RetryBudget`] per service. The
+//!   handle runs them in the caller's own task.
+//! * **Pickers**: one [`PickerActor`] per service, subscribed to the
+//!   [`RegistryActor`](registry_actor::RegistryActor), that chooses the node of
+//!   each call. Calls pick from the state it shares with them, without a
+//!   message; the actor owns every change.
+//! * **Connections**: one [`ConnectionActor`] per node picked, owning its
+//!   long-lived channel; calls run attempts on its [`Connection`] handle.
 //!
 //! ```text
-//! RegistryActor ──NodesChanged──▶ PickerActor ◀──Pick / PickAll── call actor
-//!                                   ▲   (snapshot, balancer,
-//!                                   │    selectors, ejection,
-//!                                   │    panic threshold)
-//!         ReportLoad, ConnectionFailed, ConnectionSucceeded ── connection actors
+//! app ──Call/Broadcast──▶ ClusterClient ─┐      (or ClientHandle::call)
+//!                                        │ pick: lock the shared state
+//! RegistryActor ──NodesChanged──▶ PickerActor   (snapshot, balancer,
+//!                                   ▲            selectors, ejection,
+//!                                   │            panic threshold)
+//!         ConnectionFailed, ConnectionSucceeded ── connections
 //! ```
 //!
 //! # Picking
