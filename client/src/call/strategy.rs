@@ -128,6 +128,16 @@ where
         Some((request, std::mem::take(&mut self.metadata)))
     }
 
+    /// The request of attempt `n` of a retrying strategy: moved out for the
+    /// last one it may make, copied before.
+    fn request_for(&mut self, n: u32) -> Option<(Req, MetadataMap)> {
+        if n == self.retries {
+            self.take()
+        } else {
+            self.copy()
+        }
+    }
+
     fn pick_error(&self, err: &Error, attempts: Vec<Attempt>, last: Option<&Status>) -> CallError {
         // Having tried every node, the last node's answer is the one that matters.
         if let Some(status) = last {
@@ -223,9 +233,13 @@ where
         }
         let remaining = self.deadline - now;
         let connection = picked.connection().cloned();
+        let request_missing = request.is_none();
         let (Some(connection), Some((message, metadata))) = (connection, request) else {
-            let status =
-                Status::unavailable(format!("node {} has no usable connection", picked.node()));
+            let status = if request_missing {
+                Status::internal("the call's request was already sent by its last attempt")
+            } else {
+                Status::unavailable(format!("node {} has no usable connection", picked.node()))
+            };
             return Some(Tried {
                 attempt: Attempt {
                     node: picked.node_ref().clone(),
@@ -327,11 +341,7 @@ where
                 Ok(p) => p,
                 Err(e) => return Err(self.pick_error(&e, attempts, last.as_ref())),
             };
-            let request = if n == self.retries {
-                self.take()
-            } else {
-                self.copy()
-            };
+            let request = self.request_for(n);
             let Some(t) = self.attempt(picked, request).await else {
                 return Err(self.deadline_error(attempts));
             };
@@ -377,11 +387,7 @@ where
                 }
                 tokio::time::sleep(wait).await;
             }
-            let request = if n == self.retries {
-                self.take()
-            } else {
-                self.copy()
-            };
+            let request = self.request_for(n);
             let Some(t) = self.attempt(picked.clone(), request).await else {
                 return Err(self.deadline_error(attempts));
             };
