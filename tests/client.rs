@@ -32,6 +32,25 @@ fn fail(code: Code) -> FailRequest {
     }
 }
 
+/// Runs `work` on a 2-worker tokio runtime of its own thread, and awaits its
+/// answer here without blocking this thread (the client's actors run on it).
+async fn on_another_runtime<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    let (done, answer) = tokio::sync::oneshot::channel();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _ = done.send(runtime.block_on(work));
+    });
+    let answer = answer.await.expect("the other thread answers");
+    thread.join().expect("thread");
+    answer
+}
+
 fn with_strategy(strategy: Strategy) -> CallOptions {
     CallOptions::new().with_strategy(strategy)
 }
@@ -144,7 +163,7 @@ async fn failretry_retries_on_the_same_node_with_one_request_id() {
     cluster
         .add(EchoService::new("b").with_header_log(true), |n| n)
         .await;
-    let client = cluster.client(test_config(), 2).await;
+    let client = cluster.client(test_config().with_request_id(true), 2).await;
 
     let err = client
         .send(
@@ -531,35 +550,25 @@ async fn a_client_handle_runs_calls_from_another_threads_runtime_with_the_same_s
     // thread: the futures are Send and 'static, and the channels stay on the
     // client's arbiter.
     let remote = handle.clone();
-    let (done, answer) = tokio::sync::oneshot::channel();
-    let thread = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            // 32 in flight, as the retry budget (20 % + 10) is sized for a
-            // steady flow, not for 400 first attempts at once.
-            let replies: Vec<_> = stream::iter(0..400)
-                .map(|i| {
-                    let call = Call::new("echo", SAY, say(&format!("m{i}")))
-                        .with_options(with_strategy(Strategy::Failover));
-                    tokio::spawn(remote.call(call))
-                })
-                .buffer_unordered(32)
-                .map(|joined| joined.expect("task"))
-                .collect()
-                .await;
-            let broadcast = remote
-                .broadcast(Broadcast::new("echo", SAY, say("all")))
-                .await;
-            let _ = done.send((replies, broadcast));
-        });
-    });
-    // Awaited, not joined: the client's connections run on this thread.
-    let (replies, broadcast) = answer.await.expect("the other thread answers");
-    thread.join().expect("thread");
+    let (replies, broadcast) = on_another_runtime(async move {
+        // 32 in flight, as the retry budget (20 % + 10) is sized for a
+        // steady flow, not for 400 first attempts at once.
+        let replies: Vec<_> = stream::iter(0..400)
+            .map(|i| {
+                let call = Call::new("echo", SAY, say(&format!("m{i}")))
+                    .with_options(with_strategy(Strategy::Failover));
+                tokio::spawn(remote.call(call))
+            })
+            .buffer_unordered(32)
+            .map(|joined| joined.expect("task"))
+            .collect()
+            .await;
+        let broadcast = remote
+            .broadcast(Broadcast::new("echo", SAY, say("all")))
+            .await;
+        (replies, broadcast)
+    })
+    .await;
 
     for reply in &replies {
         let reply = reply
@@ -593,4 +602,123 @@ async fn a_client_handle_runs_calls_from_another_threads_runtime_with_the_same_s
         .await
         .expect("alive");
     assert_eq!(tokens, handle.budget_tokens("echo"));
+}
+
+#[actix_rt::test]
+async fn a_request_id_is_sent_only_when_configured() {
+    let mut cluster = Cluster::start().await;
+    cluster
+        .add(EchoService::new("a").with_header_log(true), |n| n)
+        .await;
+    let client = cluster.client(test_config(), 1).await;
+    for i in 0..3 {
+        client
+            .send(Call::new("echo", SAY, say(&format!("m{i}"))))
+            .await
+            .expect("alive")
+            .expect("call");
+    }
+    let stats = cluster.node("a").stats();
+    assert_eq!(stats.processed(), 3);
+    assert!(
+        stats.request_ids().is_empty(),
+        "no x-request-id by default: {:?}",
+        stats.request_ids()
+    );
+    assert_eq!(
+        stats.grpc_timeouts().len(),
+        3,
+        "the deadline is always sent"
+    );
+}
+
+#[actix_rt::test]
+async fn connections_run_on_the_io_runtime_off_the_actix_thread() {
+    let mut cluster = Cluster::start().await;
+    cluster.add(EchoService::new("a"), |n| n).await;
+    cluster.add(EchoService::new("b"), |n| n).await;
+    let client = cluster.client(test_config().with_io_threads(2), 2).await;
+    let handle = client.send(GetHandle).await.expect("alive");
+    let io = handle.io_runtime().expect("an I/O runtime").clone();
+    assert_eq!(io.metrics().num_workers(), 2, "client.io_threads");
+    assert_eq!(
+        io.metrics().num_alive_tasks(),
+        0,
+        "no channel before the first call"
+    );
+
+    // Calls from tasks of a multi-threaded tokio runtime on another thread.
+    let remote = handle.clone();
+    let replies: Vec<_> = on_another_runtime(async move {
+        stream::iter(0..200)
+            .map(|i| tokio::spawn(remote.call(Call::new("echo", SAY, say(&format!("m{i}"))))))
+            .buffer_unordered(16)
+            .map(|joined| joined.expect("task").map(|r| r.node.id().to_owned()))
+            .collect()
+            .await
+    })
+    .await;
+    let served: HashSet<String> = replies
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("a call failed: {e}")))
+        .collect();
+    assert_eq!(served.len(), 2, "both nodes served");
+
+    // Each node's channel runs its tasks (request buffer, HTTP/2 connection)
+    // on the I/O runtime, whose threads are not the actix thread.
+    let alive = io.metrics().num_alive_tasks();
+    assert!(
+        alive >= 2,
+        "the channels' tasks live on the I/O runtime: {alive}"
+    );
+    let actix_thread = std::thread::current().id();
+    let io_thread = io
+        .spawn(async { std::thread::current().id() })
+        .await
+        .expect("I/O runtime task");
+    assert_ne!(io_thread, actix_thread);
+}
+
+#[actix_rt::test]
+async fn least_request_by_reload_counts_the_calls_in_flight_of_existing_connections() {
+    let mut cluster = Cluster::start().await;
+    cluster.add(EchoService::new("a"), |n| n).await;
+    cluster.add(EchoService::new("b"), |n| n).await;
+    let client = cluster.client(test_config(), 2).await;
+    let handle = client.send(GetHandle).await.expect("alive");
+    // Both connections made under round_robin.
+    for i in 0..4 {
+        handle
+            .call(Call::new("echo", SAY, say(&format!("m{i}"))))
+            .await
+            .expect("call");
+    }
+    handle
+        .update_config(test_config().with_balancer(cluster_client::Balancer::LeastRequest))
+        .expect("reload");
+    // Four calls held open on the servers.
+    let slow = SlowRequest {
+        message: "hold".into(),
+        delay_ms: 30_000,
+    };
+    let held: Vec<_> = (0..4)
+        .map(|_| {
+            let call = Call::new("echo", SLOW, slow.clone())
+                .with_options(CallOptions::new().with_timeout(Duration::from_secs(30)));
+            actix::spawn(handle.call(call))
+        })
+        .collect();
+    let counted = wait_until(EVENTUALLY, || async {
+        let status = handle.status("echo").await.expect("status");
+        status.nodes.iter().map(|n| n.in_flight).sum::<u32>() == 4
+    })
+    .await;
+    assert!(
+        counted,
+        "least_request sees the calls in flight: {:?}",
+        handle.status("echo").await.expect("status").nodes
+    );
+    for call in held {
+        call.abort();
+    }
 }

@@ -19,13 +19,17 @@
 //!
 //! Time is passed in explicitly (`now`), so tests script it exactly.
 
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 const MILLI: u64 = 1000;
 
 /// The retry budget of one service: every extra attempt of a call (a failover
 /// or failretry retry, an extra fork) takes a token; every call adds a share.
-#[derive(Debug, Clone)]
+///
+/// Shared by every call of the service without a lock: both pools are atomics
+/// updated by compare-and-swap.
+#[derive(Debug)]
 pub struct RetryBudget {
     /// Milli-tokens deposited per call.
     per_call: u64,
@@ -33,9 +37,11 @@ pub struct RetryBudget {
     per_sec: u64,
     /// Cap of the deposit pool, in milli-tokens.
     deposit_cap: u64,
-    deposits: u64,
-    reserve: u64,
-    refilled_at: Instant,
+    deposits: AtomicU64,
+    /// The reserve (high 32 bits, milli-tokens, capped at `u32::MAX`) and when
+    /// it was last refilled (low 32 bits, milliseconds since `epoch`, wrapping).
+    reserve: AtomicU64,
+    epoch: Instant,
 }
 
 impl RetryBudget {
@@ -43,61 +49,93 @@ impl RetryBudget {
     /// starting with a full reserve at `now`.
     pub fn new(ratio: f64, min_per_sec: u32, now: Instant) -> Self {
         let per_call = (ratio.clamp(0.0, 1.0) * MILLI as f64).round() as u64;
-        let per_sec = u64::from(min_per_sec) * MILLI;
+        let per_sec = (u64::from(min_per_sec) * MILLI).min(u64::from(u32::MAX));
         Self {
             per_call,
             per_sec,
             deposit_cap: per_sec.max(MILLI),
-            deposits: 0,
-            reserve: per_sec,
-            refilled_at: now,
+            deposits: AtomicU64::new(0),
+            reserve: AtomicU64::new(pack(per_sec, 0)),
+            epoch: now,
         }
     }
 
     /// Records one call (a first attempt).
-    pub fn deposit(&mut self) {
-        self.deposits = (self.deposits + self.per_call).min(self.deposit_cap);
+    pub fn deposit(&self) {
+        let (per_call, cap) = (self.per_call, self.deposit_cap);
+        let _ = self
+            .deposits
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                (d < cap).then(|| (d + per_call).min(cap))
+            });
     }
 
     /// Takes one token for an extra attempt at `now`; `false` when the budget is
     /// spent and the attempt must not be made.
-    pub fn try_withdraw(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        if self.deposits >= MILLI {
-            self.deposits -= MILLI;
-            true
-        } else if self.reserve >= MILLI {
-            self.reserve -= MILLI;
-            true
-        } else {
-            false
+    pub fn try_withdraw(&self, now: Instant) -> bool {
+        let from_deposits = self
+            .deposits
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                (d >= MILLI).then(|| d - MILLI)
+            });
+        if from_deposits.is_ok() {
+            return true;
         }
+        let now = self.millis(now);
+        self.reserve
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |packed| {
+                let (reserve, at) = self.refilled(packed, now);
+                (reserve >= MILLI).then(|| pack(reserve - MILLI, at))
+            })
+            .is_ok()
     }
 
     /// The tokens available at `now` (deposits + reserve), in thousandths.
-    pub fn milli_tokens(&mut self, now: Instant) -> u64 {
-        self.refill(now);
-        self.deposits + self.reserve
+    pub fn milli_tokens(&self, now: Instant) -> u64 {
+        let (reserve, _) = self.refilled(self.reserve.load(Ordering::Acquire), self.millis(now));
+        self.deposits.load(Ordering::Acquire) + reserve
     }
 
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.refilled_at);
-        let gained = (elapsed.as_micros() as u64).saturating_mul(self.per_sec) / 1_000_000;
-        if gained > 0 {
-            self.reserve = (self.reserve + gained).min(self.per_sec);
-            // Advance by the time the gained tokens stand for, keeping the remainder.
-            let used =
-                Duration::from_micros(gained.saturating_mul(1_000_000) / self.per_sec.max(1));
-            self.refilled_at += used;
-        }
-        if self.reserve == self.per_sec {
-            self.refilled_at = now;
-        }
+    /// Milliseconds from the budget's start to `now`, wrapping at 32 bits (49
+    /// days): only differences matter, and only up to a second's refill.
+    fn millis(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.epoch).as_millis() as u32
     }
+
+    /// The reserve of `packed` refilled up to `now`, and the refill time to
+    /// keep: advanced by the time the gained tokens stand for, keeping the
+    /// remainder; `now` once full.
+    fn refilled(&self, packed: u64, now: u32) -> (u64, u32) {
+        let (reserve, at) = unpack(packed);
+        // Negative when another call refilled with a later `now` first.
+        let elapsed = u64::try_from(now.wrapping_sub(at) as i32).unwrap_or(0);
+        let gained = elapsed.saturating_mul(self.per_sec) / 1000;
+        let mut reserve = reserve;
+        let mut at = at;
+        if gained > 0 {
+            reserve = (reserve + gained).min(self.per_sec);
+            let used = gained * 1000 / self.per_sec.max(1);
+            at = at.wrapping_add(used as u32);
+        }
+        if reserve == self.per_sec {
+            at = now;
+        }
+        (reserve, at)
+    }
+}
+
+fn pack(reserve: u64, at: u32) -> u64 {
+    (reserve << 32) | u64::from(at)
+}
+
+fn unpack(packed: u64) -> (u64, u32) {
+    (packed >> 32, packed as u32)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// The shape of grpc-go's TestRetryThrottling: a scripted sequence of calls
@@ -105,7 +143,7 @@ mod tests {
     #[test]
     fn scripted_failures_drain_and_refill_the_budget_exactly() {
         let t0 = Instant::now();
-        let mut b = RetryBudget::new(0.2, 2, t0);
+        let b = RetryBudget::new(0.2, 2, t0);
         assert_eq!(b.milli_tokens(t0), 2000, "a full reserve of 2 tokens");
 
         // (step, calls made, retries wanted, expected retries granted, tokens after)
@@ -141,7 +179,7 @@ mod tests {
     #[test]
     fn deposits_are_capped_so_calm_spells_do_not_bank_a_storm() {
         let t0 = Instant::now();
-        let mut b = RetryBudget::new(0.2, 10, t0);
+        let b = RetryBudget::new(0.2, 10, t0);
         for _ in 0..100_000 {
             b.deposit();
         }
@@ -155,7 +193,7 @@ mod tests {
     #[test]
     fn a_storm_stays_within_ratio_of_calls_plus_rate() {
         let t0 = Instant::now();
-        let mut b = RetryBudget::new(0.2, 10, t0);
+        let b = RetryBudget::new(0.2, 10, t0);
         // 1000 calls per second for 5 s, every one wanting 3 retries.
         let (mut calls, mut retries) = (0u64, 0u64);
         for ms in 0..5000u64 {

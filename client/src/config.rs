@@ -1,15 +1,15 @@
 //! Settings of the client's pickers (see [`ClientConfig`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use registry_actor::config::{duration, InvalidValue};
 use serde::{Deserialize, Serialize};
-
-use crate::selector::parse_label;
 use tonic::Code;
 
-use crate::{Balancer, Error, Fallback, Selector, Strategy};
+use crate::policy::Strategy;
+use crate::{Balancer, Error, Fallback, Selector};
 
 const DEFAULT_FAILURES: u32 = 5;
 const DEFAULT_BASE_TIME: Duration = Duration::from_secs(10);
@@ -42,7 +42,7 @@ const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// version = ">=1.2, <2"         # exact ("v1") or a semver range
 /// group = "blue"
 /// zone = "eu-1"
-/// labels = ["canary=false"]
+/// labels = { canary = "false" }
 /// fallback = "strict"
 /// ejection = { failures = 3 }   # the other ejection keys come from [client.ejection]
 /// ```
@@ -99,6 +99,8 @@ pub struct ClientConfig {
     caller: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<String>,
+    request_id: bool,
+    io_threads: usize,
     services: BTreeMap<String, ServiceConfig>,
 }
 
@@ -123,6 +125,8 @@ impl Default for ClientConfig {
             short_connection: false,
             caller: String::new(),
             token: None,
+            request_id: false,
+            io_threads: 0,
             services: BTreeMap::new(),
         }
     }
@@ -236,6 +240,34 @@ impl ClientConfig {
         self
     }
 
+    /// Send an `x-request-id` (one per call, the same on all its attempts) with
+    /// every call (default off).
+    pub fn with_request_id(mut self, send: bool) -> Self {
+        self.request_id = send;
+        self
+    }
+
+    /// Threads of the runtime that carries the nodes' channels (their
+    /// connection and HTTP/2 I/O tasks); 0 (the default) means one per core.
+    pub fn with_io_threads(mut self, threads: usize) -> Self {
+        self.io_threads = threads;
+        self
+    }
+
+    /// Whether calls carry an `x-request-id`.
+    pub fn request_id(&self) -> bool {
+        self.request_id
+    }
+
+    /// The threads of the I/O runtime: `io_threads`, or the cores when 0.
+    pub fn io_threads(&self) -> usize {
+        if self.io_threads > 0 {
+            self.io_threads
+        } else {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        }
+    }
+
     /// The caller name, `""` when none.
     pub fn caller(&self) -> &str {
         &self.caller
@@ -246,9 +278,15 @@ impl ClientConfig {
         self.token.as_deref()
     }
 
-    /// The retry budget: ratio of calls, and tokens per second.
-    pub fn budget(&self) -> (f64, u32) {
-        (self.budget_ratio, self.budget_min_per_sec)
+    /// The retry budget of `service`: ratio of calls, and tokens per second.
+    pub fn budget(&self, service: &str) -> (f64, u32) {
+        let svc = self.services.get(service);
+        (
+            svc.and_then(|s| s.budget_ratio)
+                .unwrap_or(self.budget_ratio),
+            svc.and_then(|s| s.budget_min_per_sec)
+                .unwrap_or(self.budget_min_per_sec),
+        )
     }
 
     /// How the client connects to nodes.
@@ -258,13 +296,39 @@ impl ClientConfig {
             .with_short_connection(self.short_connection)
     }
 
-    /// The resolved call settings of `method` (its name, e.g. `Say`) of
-    /// `service`: the method's table over the service's over the defaults.
+    /// The resolved call settings of `method` of `service`: the method's table
+    /// over the service's over the defaults. `method` is a full path
+    /// (`/echo.v1.Echo/Say`) or a bare name (`Say`); a method table may be
+    /// keyed either way, and the full path's table wins over the name's.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] naming the key path of the first invalid value.
     pub fn call_policy(&self, service: &str, method: &str) -> Result<CallPolicy, Error> {
+        let policy = self.service_call_policy(service)?;
+        let Some(svc) = self.services.get(service) else {
+            return Ok(policy);
+        };
+        let name = method_name(method);
+        let table = svc
+            .methods
+            .get_key_value(method)
+            .or_else(|| svc.methods.get_key_value(name));
+        match table {
+            Some((key, m)) => {
+                let mut policy = policy;
+                m.apply(
+                    &format!("client.services.{service}.methods.{key}"),
+                    &mut policy,
+                )?;
+                Ok(policy)
+            }
+            None => Ok(policy),
+        }
+    }
+
+    /// The call settings of `service` as a whole (no method table).
+    fn service_call_policy(&self, service: &str) -> Result<CallPolicy, Error> {
         let mut policy = CallPolicy {
             strategy: parse_strategy("client.strategy", &self.strategy)?,
             retries: self.retries,
@@ -278,10 +342,49 @@ impl ClientConfig {
         };
         let path = format!("client.services.{service}");
         svc.call().apply(&path, &mut policy)?;
-        if let Some(m) = svc.methods.get(method) {
-            m.apply(&format!("{path}.methods.{method}"), &mut policy)?;
+        if let Some(b) = svc.retry_backoff {
+            policy.backoff_min = b;
+        }
+        if let Some(b) = svc.retry_backoff_max {
+            policy.backoff_max = b;
+        }
+        if policy.backoff_min.is_zero() || policy.backoff_max < policy.backoff_min {
+            return Err(Error::Config(InvalidValue::new(
+                format!("{path}.retry_backoff"),
+                format!(
+                    "{} must be above zero and at most retry_backoff_max ({})",
+                    duration::format(policy.backoff_min),
+                    duration::format(policy.backoff_max)
+                ),
+            )));
         }
         Ok(policy)
+    }
+
+    /// Everything calls of `service` use, resolved once: its picker settings,
+    /// its retry budget, and the call settings of the service and of each
+    /// method table.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the key path of the first invalid value.
+    pub(crate) fn resolve_service(&self, service: &str) -> Result<ServicePolicy, Error> {
+        let default_call = Arc::new(self.service_call_policy(service)?);
+        let mut methods = foldhash::HashMap::default();
+        if let Some(svc) = self.services.get(service) {
+            for key in svc.methods.keys() {
+                methods.insert(
+                    Box::<str>::from(key.as_str()),
+                    Arc::new(self.call_policy(service, key)?),
+                );
+            }
+        }
+        Ok(ServicePolicy {
+            picker: self.picker_config(service)?,
+            budget: self.budget(service),
+            default_call,
+            methods,
+        })
     }
 
     /// Sets the table of one service (default: none, every key from the defaults).
@@ -339,7 +442,7 @@ impl ClientConfig {
                 "must be visible ASCII",
             )));
         }
-        self.call_policy("", "")?;
+        self.service_call_policy("")?;
         for (name, svc) in &self.services {
             if name.is_empty() {
                 return Err(Error::Config(InvalidValue::new(
@@ -347,11 +450,10 @@ impl ClientConfig {
                     "a service name is empty",
                 )));
             }
-            self.picker_config(name)?;
-            self.call_policy(name, "")?;
-            for method in svc.methods.keys() {
-                self.call_policy(name, method)?;
+            if let Some(r) = svc.budget_ratio {
+                check_share(&format!("client.services.{name}.budget_ratio"), r)?;
             }
+            self.resolve_service(name)?;
         }
         Ok(())
     }
@@ -387,10 +489,14 @@ impl ClientConfig {
         if let Some(z) = &svc.zone {
             selector = selector.with_zone(z.clone());
         }
-        for pair in svc.labels.iter().flatten() {
-            let (k, v) = parse_label(pair)
-                .map_err(|why| Error::Config(InvalidValue::new(key("labels"), why.to_string())))?;
-            selector = selector.with_label(k, v);
+        for (k, v) in svc.labels.iter().flatten() {
+            if k.is_empty() {
+                return Err(Error::Config(InvalidValue::new(
+                    key("labels"),
+                    "a label name is empty",
+                )));
+            }
+            selector = selector.with_label(k.clone(), v.clone());
         }
         config.selector = selector;
         if let Some(e) = &svc.ejection {
@@ -439,7 +545,7 @@ pub struct ServiceConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     zone: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    labels: Option<Vec<String>>,
+    labels: Option<BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     fallback: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -458,6 +564,14 @@ pub struct ServiceConfig {
     timeout: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_codes: Option<Vec<String>>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    retry_backoff: Option<Duration>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    retry_backoff_max: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget_min_per_sec: Option<u32>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     methods: BTreeMap<String, MethodConfig>,
 }
@@ -482,8 +596,9 @@ impl ServiceConfig {
         }
     }
 
-    /// Call settings of one method, by name (`Say`); unset keys come from the
-    /// service, then `[client]`.
+    /// Call settings of one method, by name (`Say`) or full path
+    /// (`/echo.v1.Echo/Say`, which wins over the name); unset keys come from
+    /// the service, then `[client]`.
     pub fn with_method(mut self, method: impl Into<String>, call: MethodConfig) -> Self {
         self.methods.insert(method.into(), call);
         self
@@ -513,13 +628,20 @@ impl ServiceConfig {
         self
     }
 
-    /// Only nodes with these labels, each `k=v` (default: none required).
-    pub fn with_labels<I, S>(mut self, labels: I) -> Self
+    /// Only nodes with these labels (default: none required), as the table
+    /// `labels = { canary = "false" }`.
+    pub fn with_labels<I, K, V>(mut self, labels: I) -> Self
     where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
     {
-        self.labels = Some(labels.into_iter().map(Into::into).collect());
+        self.labels = Some(
+            labels
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
         self
     }
 
@@ -544,6 +666,20 @@ impl ServiceConfig {
     /// The panic grace of this service (default: `[client]`'s).
     pub fn with_panic_grace(mut self, grace: Duration) -> Self {
         self.panic_grace = Some(grace);
+        self
+    }
+
+    /// The retry budget of this service (default: `[client]`'s).
+    pub fn with_budget(mut self, ratio: f64, min_per_sec: u32) -> Self {
+        self.budget_ratio = Some(ratio);
+        self.budget_min_per_sec = Some(min_per_sec);
+        self
+    }
+
+    /// Failretry's backoff of this service (default: `[client]`'s).
+    pub fn with_retry_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.retry_backoff = Some(min);
+        self.retry_backoff_max = Some(max);
         self
     }
 }
@@ -832,7 +968,7 @@ pub struct CallPolicy {
     strategy: Strategy,
     retries: u32,
     timeout: Duration,
-    retry_codes: std::sync::Arc<[Code]>,
+    retry_codes: Arc<[Code]>,
     backoff_min: Duration,
     backoff_max: Duration,
 }
@@ -854,7 +990,7 @@ impl CallPolicy {
     }
 
     /// Codes retried by failover and failretry.
-    pub fn retry_codes(&self) -> &std::sync::Arc<[Code]> {
+    pub fn retry_codes(&self) -> &Arc<[Code]> {
         &self.retry_codes
     }
 
@@ -862,6 +998,37 @@ impl CallPolicy {
     pub fn backoff(&self) -> (Duration, Duration) {
         (self.backoff_min, self.backoff_max)
     }
+}
+
+/// Everything the calls of one service use, resolved from the configuration
+/// once per load or reload; calls only look it up.
+#[derive(Debug, Clone)]
+pub(crate) struct ServicePolicy {
+    pub(crate) picker: PickerConfig,
+    pub(crate) budget: (f64, u32),
+    pub(crate) default_call: Arc<CallPolicy>,
+    /// The method tables, by their key: a full path or a bare name.
+    pub(crate) methods: foldhash::HashMap<Box<str>, Arc<CallPolicy>>,
+}
+
+impl ServicePolicy {
+    /// The call settings of the method at `path` (`/echo.v1.Echo/Say`): its
+    /// full path's table, else its name's, else the service's.
+    pub(crate) fn call(&self, path: &str) -> &Arc<CallPolicy> {
+        if self.methods.is_empty() {
+            return &self.default_call;
+        }
+        self.methods
+            .get(path)
+            .or_else(|| self.methods.get(method_name(path)))
+            .unwrap_or(&self.default_call)
+    }
+}
+
+/// The method name of a path: the part after the last `/` (`Say`); a bare
+/// name is its own.
+fn method_name(path: &str) -> &str {
+    path.rsplit_once('/').map_or(path, |(_, name)| name)
 }
 
 fn parse_strategy(key: &str, value: &str) -> Result<Strategy, Error> {
@@ -896,7 +1063,7 @@ fn code_name(code: Code) -> String {
         .map_or_else(|| format!("{}", code as i32), |(n, _)| (*n).to_owned())
 }
 
-fn parse_codes(key: &str, names: &[String]) -> Result<std::sync::Arc<[Code]>, Error> {
+fn parse_codes(key: &str, names: &[String]) -> Result<Arc<[Code]>, Error> {
     names
         .iter()
         .map(|name| {
@@ -993,7 +1160,7 @@ mod tests {
         let config = parse(
             r#"{"balancer": "random", "ejection": {"failures": 3, "base_time": "1s"},
                 "services": {"echo": {"version": "v1", "group": "blue", "zone": "z",
-                  "labels": ["canary=false"], "fallback": "strict",
+                  "labels": {"canary": "false"}, "fallback": "strict",
                   "ejection": {"max_share": 0.25}, "panic_grace": "2s"}}}"#,
         );
         config.validate().expect("valid");
@@ -1030,8 +1197,8 @@ mod tests {
                 "client.services.echo.version: invalid selector `>=one`",
             ),
             (
-                r#"{"services": {"echo": {"labels": ["canary"]}}}"#,
-                "client.services.echo.labels: label \"canary\" is not k=v",
+                r#"{"services": {"echo": {"labels": {"": "x"}}}}"#,
+                "client.services.echo.labels: a label name is empty",
             ),
             (
                 r#"{"ejection": {"failures": 0}}"#,
@@ -1073,12 +1240,69 @@ mod tests {
     }
 
     #[test]
+    fn method_tables_match_by_full_path_or_name_and_the_full_path_wins() {
+        let config = parse(
+            r#"{"services": {"echo": {"retries": 1, "methods": {
+                "Say": {"retries": 3, "timeout": "2s"},
+                "/echo.v1.Echo/Say": {"retries": 5},
+                "/echo.v1.Echo/Slow": {"strategy": "failfast"}}}}}"#,
+        );
+        config.validate().expect("valid");
+        let say = config
+            .call_policy("echo", "/echo.v1.Echo/Say")
+            .expect("say");
+        assert_eq!(say.retries(), 5, "the full path's table wins");
+        assert_eq!(
+            say.timeout(),
+            Duration::from_secs(5),
+            "not merged with `Say`"
+        );
+        let other = config
+            .call_policy("echo", "/other.v1.Other/Say")
+            .expect("say");
+        assert_eq!(other.retries(), 3, "by name for another package");
+        let slow = config
+            .call_policy("echo", "/echo.v1.Echo/Slow")
+            .expect("slow");
+        assert_eq!(slow.strategy(), Strategy::Failfast);
+        assert_eq!(slow.retries(), 1, "from the service");
+
+        let resolved = config.resolve_service("echo").expect("resolved");
+        assert_eq!(resolved.call("/echo.v1.Echo/Say").retries(), 5);
+        assert_eq!(resolved.call("/pkg.Other/Say").retries(), 3);
+        assert_eq!(resolved.call("/echo.v1.Echo/Fail").retries(), 1);
+        assert_eq!(
+            resolved.call("/echo.v1.Echo/Slow").strategy(),
+            Strategy::Failfast
+        );
+    }
+
+    #[test]
+    fn budgets_and_backoffs_are_overridable_per_service() {
+        let config = parse(
+            r#"{"budget_ratio": 0.2, "services": {"echo": {"budget_ratio": 0.5,
+                "budget_min_per_sec": 3, "retry_backoff": "5ms", "retry_backoff_max": "20ms"}}}"#,
+        );
+        config.validate().expect("valid");
+        assert_eq!(config.budget("echo"), (0.5, 3));
+        assert_eq!(config.budget("other"), (0.2, 10));
+        let echo = config.call_policy("echo", "Say").expect("echo");
+        assert_eq!(
+            echo.backoff(),
+            (Duration::from_millis(5), Duration::from_millis(20))
+        );
+        let bad = parse(r#"{"services": {"echo": {"budget_ratio": 2.0}}}"#);
+        let err = bad.validate().expect_err("ratio above 1").to_string();
+        assert!(err.contains("client.services.echo.budget_ratio"), "{err}");
+    }
+
+    #[test]
     fn round_trips_through_serde() {
         let config = ClientConfig::default().with_service(
             "echo",
             ServiceConfig::default()
                 .with_balancer(Balancer::ConsistentHash)
-                .with_labels(["a=b"])
+                .with_labels([("a", "b")])
                 .with_ejection(EjectionConfig::default().with_failures(2))
                 .with_panic_grace(Duration::from_millis(1500)),
         );

@@ -27,11 +27,14 @@ pub enum Error {
         /// The weighted balancer in force.
         balancer: crate::Balancer,
     },
-    /// No node matches the selector and the fallback is `strict`.
+    /// No node matches the selector, and the fallback is `strict` or the call
+    /// is a broadcast (a fan-out never falls back to every node).
     #[error(
-        "no node of service `{service}` matches selector `{selector}` (fallback strict); \
-         versions available: {}",
-        list_versions(available_versions)
+        "no node of service `{service}` matches selector `{selector}` ({}); \
+         versions available: {}; groups available: {}",
+        if *strict { "fallback strict" } else { "a broadcast goes to matching nodes only" },
+        list_values(available_versions, "(unversioned)"),
+        list_values(available_groups, "(no group)")
     )]
     #[non_exhaustive]
     NoMatch {
@@ -39,8 +42,12 @@ pub enum Error {
         service: Arc<str>,
         /// The selector that matched nothing, as written.
         selector: String,
+        /// Whether the `strict` fallback refused it (else: a broadcast).
+        strict: bool,
         /// The distinct versions of the service's nodes, sorted.
         available_versions: Vec<String>,
+        /// The distinct groups of the service's nodes, sorted.
+        available_groups: Vec<String>,
     },
     /// Every candidate node was already tried by this call.
     #[error("every candidate node of service `{service}` was already tried by this call ({tried} excluded)")]
@@ -132,15 +139,15 @@ impl From<Error> for tonic::Status {
     }
 }
 
-fn list_versions(versions: &[String]) -> String {
-    if versions.is_empty() {
+fn list_values(values: &[String], empty: &str) -> String {
+    if values.is_empty() {
         return "none".to_owned();
     }
-    versions
+    values
         .iter()
         .map(|v| {
             if v.is_empty() {
-                "(unversioned)".to_owned()
+                empty.to_owned()
             } else {
                 format!("`{v}`")
             }

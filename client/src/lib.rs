@@ -73,27 +73,29 @@ mod connection;
 mod ejection;
 mod error;
 mod hash;
+mod method;
 mod panic_guard;
 mod picker;
+mod policy;
 mod selector;
 
 pub use balance::Balancer;
 pub use budget::RetryBudget;
 pub use call::{
     Attempt, Broadcast, BroadcastReply, BudgetTokens, Call, CallError, CallFuture, CallOptions,
-    ClientHandle, ClusterClient, Completion, GetHandle, NodeResult, Reply, ServiceStatus, Strategy,
+    Cause, ClientHandle, ClusterClient, Completion, GetHandle, NodeResult, Reply, ServiceStatus,
     UpdateConfig, RETRY_PUSHBACK_KEY,
 };
 pub use config::{
     CallPolicy, ClientConfig, EjectionConfig, MethodConfig, PickerConfig, ServiceConfig,
 };
-pub use connection::{
-    AttemptGuard, Close, Connection, ConnectionActor, ConnectionSettings, Execute, Method,
-};
+pub use connection::{Close, Connection, ConnectionActor, ConnectionSettings};
 pub use error::Error;
 pub use hash::HashKey;
+pub use method::Method;
 pub use picker::{
     ConnectionFailed, ConnectionSucceeded, Inspect, NodeHandle, NodeRef, NodeStatus, Pick, PickAll,
-    Picked, Picker, PickerActor, PickerStatus, Reconfigure, ReportLoad,
+    Picked, Picker, PickerActor, PickerStatus, Reconfigure,
 };
+pub use policy::Strategy;
 pub use selector::{Fallback, Selector};

@@ -321,7 +321,7 @@ fn shipped_default_toml_lists_every_key_with_its_default() {
             defaults.client.call_policy(service, "Say").expect("valid")
         );
     }
-    assert_eq!(shipped.client.budget(), defaults.client.budget());
+    assert_eq!(shipped.client.budget("any"), defaults.client.budget("any"));
 
     let mut keys = Vec::new();
     leaf_keys(
@@ -391,6 +391,36 @@ fn documented_env_overrides_reach_the_real_sections() {
             .strategy(),
         cluster_client::Strategy::Failfast
     );
+}
+
+#[test]
+fn list_keys_of_the_environment_are_the_real_list_keys() {
+    let dir = Dir::new("settings-lists");
+    dir.write(
+        "default.toml",
+        "[server.labels]\ncanary = \"false\"\n\n[client.services.echo]\nlabels = { canary = \"true\" }\n",
+    );
+    let settings: Settings = dir
+        .loader()
+        .with_env_vars(vars(&[
+            ("GRPC_CLUSTER__CLIENT__RETRY_CODES", "UNAVAILABLE,INTERNAL"),
+            ("GRPC_CLUSTER__SERVER__LABELS__ZONE_TAG", "eu"),
+        ]))
+        .load()
+        .expect("loads");
+    let codes = settings
+        .client
+        .call_policy("echo", "Say")
+        .expect("valid")
+        .retry_codes()
+        .to_vec();
+    assert_eq!(codes, [tonic::Code::Unavailable, tonic::Code::Internal]);
+    let labels = settings.server.labels();
+    assert_eq!(labels.get("canary").map(String::as_str), Some("false"));
+    assert_eq!(labels.get("zone_tag").map(String::as_str), Some("eu"));
+    // Client selector labels are a table too, as the server's.
+    let echo = settings.client.picker_config("echo").expect("valid");
+    assert_eq!(echo.selector().to_string(), "labels canary=true");
 }
 
 /// The README's configuration reference names every key the code knows.

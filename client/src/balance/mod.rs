@@ -23,7 +23,7 @@ mod tests;
 pub(crate) use consistent_hash::Ring;
 pub(crate) use round_robin::RoundRobin;
 pub(crate) use weighted_random::AliasTable;
-pub(crate) use weighted_round_robin::SmoothWrr;
+pub(crate) use weighted_round_robin::WrrSchedule;
 
 /// How many draws randomized policies make before scanning for a candidate that
 /// is not excluded.
@@ -41,12 +41,15 @@ const DRAWS: usize = 4;
 /// | `round_robin` | next position, cyclically | a random start |
 /// | `random` | uniform position | nothing |
 /// | `weighted_random` | Vose's alias table: one random word, O(1) | weights |
-/// | `weighted_round_robin` | smooth WRR as nginx, O(distinct weights) | weights |
+/// | `weighted_round_robin` | smooth WRR as nginx: the next entry of a precomputed period | weights |
 /// | `least_request` | power of two choices on in-flight calls | nothing |
 /// | `consistent_hash` | first ring point at or after the key's hash | a ring of virtual nodes |
 ///
 /// Weighted policies (`weighted_random`, `weighted_round_robin`,
 /// `consistent_hash`) never see nodes of weight 0.
+///
+/// A built policy is read by concurrent picks without a lock: cursors are
+/// atomics, randomness comes from the picking thread.
 ///
 /// Exclusion (nodes already tried by the call) is a predicate, not a rebuild: each
 /// policy skips or redraws over its prebuilt state, and only when the first few
@@ -152,28 +155,33 @@ pub(crate) struct PickCx<'a, A, L> {
 }
 
 /// A built policy over `len` candidates.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) enum Policy {
     PickFirst { len: usize },
     RoundRobin(RoundRobin),
     Random { len: usize },
     WeightedRandom(AliasTable),
-    WeightedRoundRobin(SmoothWrr),
+    WeightedRoundRobin(WrrSchedule),
     LeastRequest { len: usize },
     ConsistentHash(Ring),
 }
 
 impl Policy {
-    /// Builds `balancer` over `members`. Weighted balancers expect every weight to
-    /// be above 0 (the picker filters them).
-    pub(crate) fn build(balancer: Balancer, members: &[Member<'_>], rng: &mut SmallRng) -> Self {
-        let len = members.len();
+    /// Builds `balancer` over `len` candidates; weighted balancers read their
+    /// `members` (one per candidate, every weight above 0: the picker filters
+    /// them), the others need none.
+    pub(crate) fn build(
+        balancer: Balancer,
+        len: usize,
+        members: &[Member<'_>],
+        rng: &mut SmallRng,
+    ) -> Self {
         match balancer {
             Balancer::PickFirst => Self::PickFirst { len },
             Balancer::RoundRobin => Self::RoundRobin(RoundRobin::new(len, rng)),
             Balancer::Random => Self::Random { len },
             Balancer::WeightedRandom => Self::WeightedRandom(AliasTable::new(members)),
-            Balancer::WeightedRoundRobin => Self::WeightedRoundRobin(SmoothWrr::new(members)),
+            Balancer::WeightedRoundRobin => Self::WeightedRoundRobin(WrrSchedule::new(members)),
             Balancer::LeastRequest => Self::LeastRequest { len },
             Balancer::ConsistentHash => Self::ConsistentHash(Ring::new(members)),
         }
@@ -182,7 +190,7 @@ impl Policy {
     /// Picks a position accepted by `cx.accept`, or `None` when every position is
     /// refused (or there are none).
     #[inline]
-    pub(crate) fn pick<A, L>(&mut self, cx: &mut PickCx<'_, A, L>) -> Option<usize>
+    pub(crate) fn pick<A, L>(&self, cx: &mut PickCx<'_, A, L>) -> Option<usize>
     where
         A: Fn(usize) -> bool,
         L: Fn(usize) -> u32,

@@ -22,7 +22,7 @@ fn ids(n: usize) -> Vec<String> {
 }
 
 /// Picks `count` times with nothing excluded and no load.
-fn picks(policy: &mut Policy, rng: &mut SmallRng, count: usize) -> Vec<usize> {
+fn picks(policy: &Policy, rng: &mut SmallRng, count: usize) -> Vec<usize> {
     (0..count)
         .map(|_| {
             policy
@@ -35,6 +35,10 @@ fn picks(policy: &mut Policy, rng: &mut SmallRng, count: usize) -> Vec<usize> {
                 .expect("a candidate")
         })
         .collect()
+}
+
+fn build(balancer: Balancer, members: &[Member<'_>], rng: &mut SmallRng) -> Policy {
+    Policy::build(balancer, members.len(), members, rng)
 }
 
 fn counts(picks: &[usize], n: usize) -> Vec<usize> {
@@ -87,7 +91,7 @@ fn assert_within_2_percent(picks: &[usize], weights: &[u32]) -> Result<(), TestC
 #[test]
 fn smooth_wrr_5_1_1_gives_the_nginx_sequence() {
     let ids = ids(3);
-    let mut wrr = SmoothWrr::new(&members(&ids, &[5, 1, 1]));
+    let wrr = WrrSchedule::new(&members(&ids, &[5, 1, 1]));
     let mut rng = SmallRng::seed_from_u64(1);
     let names: String = (0..14)
         .map(|_| {
@@ -103,6 +107,30 @@ fn smooth_wrr_5_1_1_gives_the_nginx_sequence() {
         })
         .collect();
     assert_eq!(names, "aabacaaaabacaa", "a a b a c a a, twice");
+}
+
+#[test]
+fn a_long_wrr_period_is_scaled_down_keeping_every_share() {
+    // Periods past 65536 entries are built over scaled weights.
+    let ids = ids(4);
+    let weights = [1_000_000, 3_000_000, 7, 1];
+    let wrr = WrrSchedule::new(&members(&ids, &weights));
+    let mut rng = SmallRng::seed_from_u64(3);
+    let seq: Vec<usize> = (0..200_000)
+        .map(|_| {
+            wrr.pick(&mut PickCx {
+                rng: &mut rng,
+                hash: None,
+                accept: |_| true,
+                load: |_| 0,
+            })
+            .expect("pick")
+        })
+        .collect();
+    let c = counts(&seq, 4);
+    assert!(c[2] > 0 && c[3] > 0, "light nodes keep a turn: {c:?}");
+    let ratio = c[1] as f64 / c[0] as f64;
+    assert!((ratio - 3.0).abs() < 0.01, "3:1 kept: {ratio}");
 }
 
 #[test]
@@ -123,7 +151,7 @@ fn balancer_names_round_trip_and_unknown_names_list_the_choices() {
 
 #[test]
 fn pick_first_takes_the_first_not_excluded() {
-    let mut p = Policy::PickFirst { len: 3 };
+    let p = Policy::PickFirst { len: 3 };
     let mut rng = SmallRng::seed_from_u64(1);
     let mut cx = PickCx {
         rng: &mut rng,
@@ -141,8 +169,8 @@ proptest! {
     fn round_robin_cycles_exactly(n in 1usize..60, rounds in 1usize..6, seed: u64) {
         let ids = ids(n);
         let mut rng = SmallRng::seed_from_u64(seed);
-        let mut p = Policy::build(Balancer::RoundRobin, &members(&ids, &vec![100; n]), &mut rng);
-        let seq = picks(&mut p, &mut rng, n * rounds);
+        let p = build(Balancer::RoundRobin, &members(&ids, &vec![100; n]), &mut rng);
+        let seq = picks(&p, &mut rng, n * rounds);
         prop_assert!(counts(&seq, n).iter().all(|&c| c == rounds), "every node exactly {rounds} times");
         for w in seq.windows(2) {
             prop_assert_eq!(w[1], (w[0] + 1) % n, "each pick is the next position");
@@ -153,7 +181,7 @@ proptest! {
     fn round_robin_skips_excluded_and_keeps_cycling(n in 2usize..40, excluded in 0usize..40, seed: u64) {
         let excluded = excluded % n;
         let mut rng = SmallRng::seed_from_u64(seed);
-        let mut rr = RoundRobin::new(n, &mut rng);
+        let rr = RoundRobin::new(n, &mut rng);
         let seq: Vec<usize> = (0..2 * (n - 1)).map(|_| rr.pick(|i| i != excluded).expect("pick")).collect();
         prop_assert!(!seq.contains(&excluded));
         let c = counts(&seq, n);
@@ -166,8 +194,8 @@ proptest! {
     ) {
         let ids = ids(weights.len());
         let mut rng = SmallRng::seed_from_u64(seed);
-        let mut p = Policy::build(Balancer::WeightedRandom, &members(&ids, &weights), &mut rng);
-        let seq = picks(&mut p, &mut rng, 100_000);
+        let p = build(Balancer::WeightedRandom, &members(&ids, &weights), &mut rng);
+        let seq = picks(&p, &mut rng, 100_000);
         assert_within_2_percent(&seq, &weights)?;
     }
 
@@ -194,8 +222,8 @@ proptest! {
     ) {
         let ids = ids(weights.len());
         let mut rng = SmallRng::seed_from_u64(seed);
-        let mut p = Policy::build(Balancer::WeightedRoundRobin, &members(&ids, &weights), &mut rng);
-        let seq = picks(&mut p, &mut rng, 100_000);
+        let p = build(Balancer::WeightedRoundRobin, &members(&ids, &weights), &mut rng);
+        let seq = picks(&p, &mut rng, 100_000);
         assert_within_2_percent(&seq, &weights)?;
         let period: usize = weights.iter().map(|&w| w as usize).sum();
         let c = counts(&seq[..period], weights.len());
@@ -207,7 +235,7 @@ proptest! {
         weights in prop::collection::vec(prop_oneof![Just(1u32), Just(5), 1u32..20], 1..30),
     ) {
         let ids = ids(weights.len());
-        let mut wrr = SmoothWrr::new(&members(&ids, &weights));
+        let wrr = WrrSchedule::new(&members(&ids, &weights));
         let mut rng = SmallRng::seed_from_u64(0);
         let period: usize = weights.iter().map(|&w| w as usize).sum();
         let ours: Vec<usize> = (0..2 * period + 7)
@@ -258,7 +286,7 @@ proptest! {
     #[test]
     fn least_request_picks_the_less_loaded_of_two(loads in prop::collection::vec(0u32..10, 2..3), seed: u64) {
         let mut rng = SmallRng::seed_from_u64(seed);
-        let mut p = Policy::build(Balancer::LeastRequest, &members(&ids(2), &[100, 100]), &mut rng);
+        let p = build(Balancer::LeastRequest, &members(&ids(2), &[100, 100]), &mut rng);
         for _ in 0..20 {
             let pick = p.pick(&mut PickCx { rng: &mut rng, hash: None, accept: |_| true, load: |i| loads[i] }).expect("pick");
             prop_assert_eq!(loads[pick], *loads.iter().min().expect("two"));
@@ -276,7 +304,7 @@ proptest! {
     fn least_request_never_picks_a_unique_most_loaded_node(n in 3usize..30, hot in 0usize..30, seed: u64) {
         let hot = hot % n;
         let mut rng = SmallRng::seed_from_u64(seed);
-        let mut p = Policy::build(Balancer::LeastRequest, &members(&ids(n), &vec![100; n]), &mut rng);
+        let p = build(Balancer::LeastRequest, &members(&ids(n), &vec![100; n]), &mut rng);
         for _ in 0..200 {
             let pick = p.pick(&mut PickCx { rng: &mut rng, hash: None, accept: |_| true, load: |i| if i == hot { 9 } else { 1 } });
             prop_assert_ne!(pick, Some(hot));
@@ -293,7 +321,7 @@ proptest! {
         let n = weights.len();
         let ids = ids(n);
         let mut rng = SmallRng::seed_from_u64(seed);
-        let mut p = Policy::build(balancer, &members(&ids, &weights), &mut rng);
+        let p = build(balancer, &members(&ids, &weights), &mut rng);
         let all_excluded = (0..n).all(|i| excluded.contains(&i));
         for _ in 0..20 {
             let pick = p.pick(&mut PickCx { rng: &mut rng, hash: Some(hash), accept: |i| !excluded.contains(&i), load: |_| 0 });
@@ -307,8 +335,8 @@ proptest! {
     #[test]
     fn randomized_balancers_reach_every_node(n in 1usize..20, which in prop::sample::select(vec![2usize, 3, 5]), seed: u64) {
         let mut rng = SmallRng::seed_from_u64(seed);
-        let mut p = Policy::build(Balancer::ALL[which], &members(&ids(n), &vec![100; n]), &mut rng);
-        let seq = picks(&mut p, &mut rng, 400 * n);
+        let p = build(Balancer::ALL[which], &members(&ids(n), &vec![100; n]), &mut rng);
+        let seq = picks(&p, &mut rng, 400 * n);
         let seen: HashMap<usize, usize> = seq.iter().map(|&i| (i, 1)).collect();
         prop_assert_eq!(seen.len(), n);
     }

@@ -8,6 +8,14 @@ use super::handle::{ClientHandle, GetHandle};
 use super::messages::{Broadcast, BroadcastReply, Call, Reply};
 use crate::{ClientConfig, Error, PickerStatus};
 
+impl<Req: 'static, Resp: 'static> Message for Call<Req, Resp> {
+    type Result = Result<Reply<Resp>, CallError>;
+}
+
+impl<Req: 'static, Resp: 'static> Message for Broadcast<Req, Resp> {
+    type Result = Result<BroadcastReply<Resp>, CallError>;
+}
+
 /// The cluster client: runs `Call` and `Broadcast` messages by their strategy
 /// (failfast, failover, failretry, forking, broadcast, multicast).
 ///

@@ -1,29 +1,30 @@
 //! [`ClientHandle`]: the calls of a [`ClusterClient`](super::ClusterClient) in
 //! the caller's own task.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use actix::Arbiter;
-use parking_lot::{Mutex, RwLock};
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use registry_actor::config::InvalidValue;
 use registry_actor::RegistryActor;
 use tokio::time::Instant;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tracing::{info, warn};
 
-/// The maps every call looks up (service, then method): a fast hash of short,
-/// trusted keys (the app's own service and method names).
-type HashMap<K, V> = foldhash::HashMap<K, V>;
-
 use super::error::CallError;
-use super::messages::{Broadcast, BroadcastReply, Call, Reply, Strategy};
+use super::messages::{Broadcast, BroadcastReply, Call, Reply};
+use super::service::{Service, ServiceSettings};
+use super::status::{request_id, REQUEST_ID};
 use super::strategy::Plan;
 use crate::budget::RetryBudget;
-use crate::config::CallPolicy;
-use crate::picker::SharedPicker;
+use crate::policy::Strategy;
 use crate::{ClientConfig, Error, Inspect, PickerActor, PickerStatus, Reconfigure};
+
+/// The services of a client by name: a fast hash of short, trusted keys (the
+/// app's own service names), replaced whole when a service is added.
+type Services = foldhash::HashMap<Arc<str>, Arc<Service>>;
 
 /// A cheap, cloneable handle on a cluster client that runs each call in the
 /// task that awaits it.
@@ -35,9 +36,10 @@ use crate::{ClientConfig, Error, Inspect, PickerActor, PickerStatus, Reconfigure
 /// read the service's picker without a message, and attempts go straight to
 /// the node's channel. Dropping the future cancels the call and its attempts.
 ///
-/// The handle is `Send + Sync` and may be used from any thread or runtime;
-/// the pickers, connection actors and channels stay on the arbiter the client
-/// was created on, which must outlive the calls.
+/// The handle is `Send + Sync` and may be used from any thread or runtime.
+/// The pickers and connection actors stay on the arbiter the client was
+/// created on, which must outlive the calls; the nodes' channels run on the
+/// client's I/O runtime (`client.io_threads` threads, one per core by default).
 ///
 /// Get one with [`ClusterClient::handle`](super::ClusterClient::handle) or by
 /// sending [`GetHandle`] to the client.
@@ -51,7 +53,7 @@ impl std::fmt::Debug for ClientHandle {
         f.debug_struct("ClientHandle")
             .field(
                 "services",
-                &self.shared.services.read().keys().collect::<Vec<_>>(),
+                &self.shared.services.load().keys().collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
     }
@@ -60,27 +62,49 @@ impl std::fmt::Debug for ClientHandle {
 /// Everything the actor and its handles share.
 struct Shared {
     registry: Addr<RegistryActor>,
-    /// Where pickers (and so connection actors and channels) are started.
+    /// Where pickers and connection actors are started.
     arbiter: actix::ArbiterHandle,
-    settings: RwLock<Arc<Settings>>,
-    services: RwLock<HashMap<Arc<str>, Arc<Service>>>,
+    /// Where the nodes' channels run.
+    io: IoRuntime,
+    /// The configuration in force; replaced whole on reload.
+    config: ArcSwap<ClientConfig>,
+    services: ArcSwap<Services>,
+    /// Serialises the control path: adding a service, reloading.
+    control: Mutex<()>,
 }
 
-/// One configuration in force; replaced whole on reload.
-struct Settings {
-    config: ClientConfig,
-    /// `x-caller` and `authorization`, sent with every call.
-    base_metadata: MetadataMap,
-    /// Resolved settings per service and method name.
-    policies: Mutex<HashMap<String, HashMap<String, Arc<CallPolicy>>>>,
+/// A multi-threaded tokio runtime for the nodes' channels, shut down without
+/// waiting when the client goes (dropping a runtime inside another would
+/// block).
+struct IoRuntime(Option<tokio::runtime::Runtime>);
+
+impl IoRuntime {
+    fn new(threads: usize) -> Result<Self, Error> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("gc-io")
+            .enable_all()
+            .build()
+            .map(|rt| Self(Some(rt)))
+            .map_err(|e| {
+                Error::Config(InvalidValue::new(
+                    "client.io_threads",
+                    format!("cannot start the I/O runtime: {e}"),
+                ))
+            })
+    }
+
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(tokio::runtime::Runtime::handle)
+    }
 }
 
-/// One service's picker and retry budget.
-pub(crate) struct Service {
-    pub(crate) name: Arc<str>,
-    pub(crate) picker: Addr<PickerActor>,
-    pub(crate) shared: Arc<SharedPicker>,
-    pub(crate) budget: Mutex<RetryBudget>,
+impl Drop for IoRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// The future of a call made through a [`ClientHandle`]: `Send`, `'static`.
@@ -94,7 +118,7 @@ pub struct GetHandle;
 
 impl ClientHandle {
     /// A handle on a new client of `registry` with `config`; pickers start on
-    /// the current arbiter.
+    /// the current arbiter, channels on a new I/O runtime.
     pub(crate) fn new(registry: Addr<RegistryActor>, config: ClientConfig) -> Result<Self, Error> {
         config.validate()?;
         let arbiter = Arbiter::try_current().ok_or_else(|| {
@@ -103,14 +127,24 @@ impl ClientHandle {
                 "a cluster client must be created inside a running actix system",
             ))
         })?;
+        let io = IoRuntime::new(config.io_threads())?;
         Ok(Self {
             shared: Arc::new(Shared {
                 registry,
                 arbiter,
-                settings: RwLock::new(Arc::new(Settings::new(config)?)),
-                services: RwLock::new(HashMap::default()),
+                io,
+                config: ArcSwap::from_pointee(config),
+                services: ArcSwap::default(),
+                control: Mutex::new(()),
             }),
         })
+    }
+
+    /// The runtime that carries the nodes' channels: their connection and
+    /// HTTP/2 I/O tasks run on its threads, spread over the cores, whichever
+    /// thread or runtime makes the calls.
+    pub fn io_runtime(&self) -> Option<&tokio::runtime::Handle> {
+        self.shared.io.handle()
     }
 
     /// Runs `call` by its strategy, in the task that awaits the answer.
@@ -177,83 +211,93 @@ impl ClientHandle {
     /// The tokens left in `service`'s retry budget, in thousandths (0 for a
     /// service not called yet).
     pub fn budget_tokens(&self, service: &str) -> u64 {
-        self.shared.services.read().get(service).map_or(0, |s| {
-            s.budget.lock().milli_tokens(std::time::Instant::now())
+        self.shared.services.load().get(service).map_or(0, |s| {
+            s.budget.load().milli_tokens(std::time::Instant::now())
         })
     }
 
     /// Replaces the client's settings (a configuration reload). Strategies,
     /// retries, deadlines and budgets apply from the next call; balancers and
-    /// selectors from the next pick.
+    /// selectors from the next pick. `io_threads` applies to new clients only.
     ///
     /// # Errors
     ///
     /// An invalid setting, naming its key; the old configuration then stays in
     /// force.
     pub fn update_config(&self, config: ClientConfig) -> Result<(), Error> {
-        let settings = match config.validate().and_then(|()| Settings::new(config)) {
-            Ok(s) => s,
+        let _control = self.shared.control.lock();
+        let services = self.shared.services.load_full();
+        let resolved: Result<Vec<_>, Error> = config.validate().and_then(|()| {
+            services
+                .iter()
+                .map(|(name, service)| Ok((service.clone(), service_settings(&config, name)?)))
+                .collect()
+        });
+        let resolved = match resolved {
+            Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "client configuration refused; the old one stays in force");
                 return Err(e);
             }
         };
-        let services = self.shared.services.read();
-        let mut pickers = Vec::with_capacity(services.len());
-        for (name, service) in services.iter() {
-            pickers.push((service.picker.clone(), settings.config.picker_config(name)?));
-        }
-        let old = self.settings();
-        let budget = settings.config.budget();
-        if budget != old.config.budget() {
-            let (ratio, per_sec) = budget;
-            for service in services.values() {
-                *service.budget.lock() =
-                    RetryBudget::new(ratio, per_sec, std::time::Instant::now());
+        for (service, settings) in resolved {
+            let (ratio, per_sec) = settings.policy.budget;
+            if settings.policy.budget != service.settings.load().policy.budget {
+                service.budget.store(Arc::new(RetryBudget::new(
+                    ratio,
+                    per_sec,
+                    std::time::Instant::now(),
+                )));
             }
-        }
-        drop(services);
-        for (picker, picker_config) in pickers {
             // Not a call: a dropped reconfiguration only leaves the old balancer.
-            picker.do_send(Reconfigure(picker_config));
+            service
+                .picker
+                .do_send(Reconfigure(settings.policy.picker.clone()));
+            service.settings.store(Arc::new(settings));
         }
-        *self.shared.settings.write() = Arc::new(settings);
+        self.shared.config.store(Arc::new(config));
         info!("client configuration updated");
         Ok(())
     }
 
-    fn settings(&self) -> Arc<Settings> {
-        self.shared.settings.read().clone()
-    }
-
     /// The state of `service`, starting its picker on first use.
     fn service(&self, name: &str) -> Result<Arc<Service>, Error> {
-        if let Some(s) = self.shared.services.read().get(name) {
+        if let Some(s) = self.shared.services.load().get(name) {
             return Ok(s.clone());
         }
-        let settings = self.settings();
-        let mut services = self.shared.services.write();
-        if let Some(s) = services.get(name) {
+        let _control = self.shared.control.lock();
+        if let Some(s) = self.shared.services.load().get(name) {
             return Ok(s.clone());
         }
-        let config = &settings.config;
+        let config = self.shared.config.load_full();
+        let settings = service_settings(&config, name)?;
         let actor = PickerActor::new(
             name,
-            config.picker_config(name)?,
+            settings.policy.picker.clone(),
             self.shared.registry.clone(),
         )
-        .with_connection_settings(config.connection_settings());
+        .with_connection_settings(config.connection_settings())
+        .with_io(self.shared.io.handle().cloned());
         let shared = actor.shared();
         let picker = PickerActor::start_in_arbiter(&self.shared.arbiter, move |_| actor);
-        let (ratio, per_sec) = config.budget();
+        let (ratio, per_sec) = settings.policy.budget;
         let name: Arc<str> = name.into();
         let service = Arc::new(Service {
             name: name.clone(),
             picker,
             shared,
-            budget: Mutex::new(RetryBudget::new(ratio, per_sec, std::time::Instant::now())),
+            budget: ArcSwap::from_pointee(RetryBudget::new(
+                ratio,
+                per_sec,
+                std::time::Instant::now(),
+            )),
+            settings: ArcSwap::from_pointee(settings),
         });
-        services.insert(name, service.clone());
+        self.shared.services.rcu(|services| {
+            let mut services = (**services).clone();
+            services.insert(name.clone(), service.clone());
+            services
+        });
         Ok(service)
     }
 
@@ -265,12 +309,15 @@ impl ClientHandle {
         request: Req,
         options: super::CallOptions,
     ) -> Result<(Plan<Req, Resp>, Strategy), CallError> {
-        let before = |e: Error| CallError::new(service, e.code(), e.to_string(), Vec::new());
-        let svc = self.service(service).map_err(before)?;
-        let settings = self.settings();
-        let policy = settings.policy(service, method.name()).map_err(before)?;
+        let svc = self
+            .service(service)
+            .map_err(|e| CallError::pick(service, e, Vec::new()))?;
+        let settings = svc.settings.load();
+        let policy = settings.policy.call(method.path());
         let mut metadata = settings.base_metadata.clone();
-        metadata.insert("x-request-id", request_id());
+        if settings.request_id {
+            metadata.insert(REQUEST_ID, request_id());
+        }
         if !options.metadata.is_empty() {
             for kv in options.metadata.into_headers() {
                 if let (Some(k), v) = kv {
@@ -281,8 +328,9 @@ impl ClientHandle {
         let started = Instant::now();
         let timeout = options.timeout.unwrap_or(policy.timeout());
         let (min, max) = policy.backoff();
+        let strategy = options.strategy.unwrap_or(policy.strategy());
         let plan = Plan {
-            service: svc,
+            budget: svc.budget.load_full(),
             method: method.clone(),
             request: Some(request),
             metadata,
@@ -293,33 +341,19 @@ impl ClientHandle {
             retries: options.retries.unwrap_or(policy.retries()),
             retry_codes: policy.retry_codes().clone(),
             backoff: registry_actor::Backoff::new(min, max),
+            service: svc.clone(),
         };
-        Ok((plan, options.strategy.unwrap_or(policy.strategy())))
+        Ok((plan, strategy))
     }
 }
 
-impl Settings {
-    fn new(config: ClientConfig) -> Result<Self, Error> {
-        Ok(Self {
-            base_metadata: base_metadata(&config)?,
-            config,
-            policies: Mutex::new(HashMap::default()),
-        })
-    }
-
-    /// The resolved settings of `method` of `service`, cached.
-    fn policy(&self, service: &str, method: &str) -> Result<Arc<CallPolicy>, Error> {
-        let mut policies = self.policies.lock();
-        if let Some(p) = policies.get(service).and_then(|m| m.get(method)) {
-            return Ok(p.clone());
-        }
-        let policy = Arc::new(self.config.call_policy(service, method)?);
-        policies
-            .entry(service.to_owned())
-            .or_default()
-            .insert(method.to_owned(), policy.clone());
-        Ok(policy)
-    }
+/// The settings of `service` under `config`, resolved for its calls.
+fn service_settings(config: &ClientConfig, service: &str) -> Result<ServiceSettings, Error> {
+    Ok(ServiceSettings {
+        policy: config.resolve_service(service)?,
+        base_metadata: base_metadata(config)?,
+        request_id: config.request_id(),
+    })
 }
 
 fn base_metadata(config: &ClientConfig) -> Result<MetadataMap, Error> {
@@ -346,30 +380,6 @@ fn base_metadata(config: &ClientConfig) -> Result<MetadataMap, Error> {
     Ok(md)
 }
 
-/// 128 random bits in hex: one per call, the same on all its attempts.
-///
-/// Marked sensitive, so HPACK sends it as a literal that is never indexed: a
-/// value seen once would only churn both sides' header tables.
-fn request_id() -> MetadataValue<tonic::metadata::Ascii> {
-    use rand::{Rng, SeedableRng};
-    thread_local! {
-        // A fast generator per thread, seeded from the OS-seeded one: request
-        // ids need to be unique, not unpredictable.
-        static IDS: RefCell<rand::rngs::SmallRng> =
-            RefCell::new(rand::rngs::SmallRng::from_rng(&mut rand::rng()));
-    }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let id: u128 = IDS.with(|rng| rng.borrow_mut().random());
-    let mut text = [0u8; 32];
-    for (i, digit) in text.iter_mut().enumerate() {
-        *digit = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
-    }
-    let mut value =
-        MetadataValue::try_from(&text[..]).unwrap_or_else(|_| MetadataValue::from_static("0"));
-    value.set_sensitive(true);
-    value
-}
-
 /// Compile-time check: the handle and the futures of its calls may cross
 /// threads (a multi-threaded runtime may move a task between workers).
 #[allow(dead_code)]
@@ -386,22 +396,4 @@ fn handle_and_call_futures_are_send<Req, Resp>(
     send_sync(handle);
     send_static(handle.call(call));
     send_static(handle.broadcast(broadcast));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_32_lowercase_hex_digits_and_differ() {
-        let a = request_id();
-        let b = request_id();
-        let text = a.to_str().expect("ascii");
-        assert_eq!(text.len(), 32);
-        assert!(text
-            .bytes()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
-        assert_ne!(a, b);
-        assert!(a.is_sensitive());
-    }
 }

@@ -3,79 +3,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use actix::prelude::*;
-
 use tonic::metadata::MetadataMap;
 use tonic::Code;
 
-use super::error::CallError;
+use crate::policy::Strategy;
 use crate::{HashKey, Method, NodeRef, Selector};
-
-/// How a call is carried out over the cluster (DESIGN §5, Strategies).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Strategy {
-    /// One attempt.
-    Failfast,
-    /// Up to `retries` more attempts, each on a node not yet tried, for
-    /// retryable codes only (`UNAVAILABLE`; `RESOURCE_EXHAUSTED` moves on and
-    /// honours the server's pushback).
-    Failover,
-    /// Up to `retries` more attempts on the same node, with backoff.
-    Failretry,
-    /// The call goes to this many nodes at once; the first success wins and the
-    /// other attempts are cancelled.
-    Forking(u32),
-}
-
-impl Strategy {
-    /// Parses a configuration name: `failfast`, `failover`, `failretry`,
-    /// `forking` (2 nodes) or `forking(K)`.
-    ///
-    /// # Errors
-    ///
-    /// A message listing the valid names.
-    pub fn parse(name: &str) -> Result<Self, String> {
-        let name = name.trim();
-        match name {
-            "failfast" => return Ok(Self::Failfast),
-            "failover" => return Ok(Self::Failover),
-            "failretry" => return Ok(Self::Failretry),
-            "forking" => return Ok(Self::Forking(2)),
-            _ => {}
-        }
-        if let Some(k) = name
-            .strip_prefix("forking(")
-            .and_then(|r| r.strip_suffix(')'))
-        {
-            if let Ok(k) = k.trim().parse::<u32>() {
-                if k >= 1 {
-                    return Ok(Self::Forking(k));
-                }
-            }
-        }
-        Err(format!(
-            "unknown strategy `{name}`; expected failfast, failover, failretry, forking or forking(K) \
-             (broadcast and multicast are sent as Broadcast)"
-        ))
-    }
-
-    /// The configuration name.
-    pub fn name(&self) -> String {
-        match self {
-            Self::Failfast => "failfast".into(),
-            Self::Failover => "failover".into(),
-            Self::Failretry => "failretry".into(),
-            Self::Forking(k) => format!("forking({k})"),
-        }
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name())
-    }
-}
 
 /// Per-call settings; every one left unset takes the configured value of the
 /// method, then the service, then the client.
@@ -177,10 +109,6 @@ impl<Req, Resp> fmt::Debug for Call<Req, Resp> {
     }
 }
 
-impl<Req: 'static, Resp: 'static> Message for Call<Req, Resp> {
-    type Result = Result<Reply<Resp>, CallError>;
-}
-
 /// When a broadcast is complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -266,10 +194,6 @@ impl<Req, Resp> fmt::Debug for Broadcast<Req, Resp> {
             .field("completion", &self.completion)
             .finish_non_exhaustive()
     }
-}
-
-impl<Req: 'static, Resp: 'static> Message for Broadcast<Req, Resp> {
-    type Result = Result<BroadcastReply<Resp>, CallError>;
 }
 
 /// One attempt of a call: where it went, how it ended, how long it took.

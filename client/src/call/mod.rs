@@ -23,10 +23,14 @@
 //! do not draw from it. No attempt starts after the call's deadline, and each
 //! carries the remaining deadline as `grpc-timeout`.
 //!
-//! Each call carries `x-request-id` (one per call, the same on all its attempts),
-//! the configured caller as `x-caller`, the bearer token if any, and the call's own
-//! metadata. A failed call answers a [`CallError`] with the final code and every
-//! attempt (node, code, latency); it converts into a `tonic::Status`.
+//! Each call carries the configured caller as `x-caller`, the bearer token if
+//! any, the call's own metadata, and with `client.request_id = true` an
+//! `x-request-id` (one per call, the same on all its attempts). A failed call
+//! answers a [`CallError`] with the final code, its [`Cause`] and every attempt
+//! (node, code, latency); it converts into a `tonic::Status`.
+//!
+//! The modules form one chain, each using only those before it: `messages` →
+//! `status` → `service` → `error` → `strategy` → `handle` → `actor`.
 //!
 //! # Examples
 //!
@@ -56,12 +60,14 @@ mod actor;
 mod error;
 mod handle;
 mod messages;
-pub(crate) mod strategy;
+mod service;
+mod status;
+mod strategy;
 
 pub use actor::{BudgetTokens, ClusterClient, ServiceStatus, UpdateConfig};
-pub use error::CallError;
+pub use error::{CallError, Cause};
 pub use handle::{CallFuture, ClientHandle, GetHandle};
 pub use messages::{
-    Attempt, Broadcast, BroadcastReply, Call, CallOptions, Completion, NodeResult, Reply, Strategy,
+    Attempt, Broadcast, BroadcastReply, Call, CallOptions, Completion, NodeResult, Reply,
 };
-pub use strategy::RETRY_PUSHBACK_KEY;
+pub use status::RETRY_PUSHBACK_KEY;

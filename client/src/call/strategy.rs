@@ -12,21 +12,21 @@ use std::time::Duration;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use registry_actor::Backoff;
 use tokio::time::Instant;
-use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
+use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
 use super::error::CallError;
-use super::handle::Service;
 use super::messages::{Attempt, BroadcastReply, Completion, NodeResult, Reply};
+use super::service::Service;
+use super::status::{grpc_timeout, pushback, GRPC_TIMEOUT};
+use crate::budget::RetryBudget;
 use crate::picker::{Attach, Fast};
 use crate::{Error, HashKey, Method, NodeHandle, Pick, PickAll, Picked, Selector};
-
-/// The metadata key of a server's retry pushback, in milliseconds (gRFC A6).
-pub const RETRY_PUSHBACK_KEY: &str = "grpc-retry-pushback-ms";
 
 /// Everything a strategy needs to run one call.
 pub(crate) struct Plan<Req, Resp> {
     pub(crate) service: Arc<Service>,
+    pub(crate) budget: Arc<RetryBudget>,
     pub(crate) method: Method<Req, Resp>,
     /// Copied for each attempt but the last, which takes it (with `metadata`).
     pub(crate) request: Option<Req>,
@@ -40,43 +40,9 @@ pub(crate) struct Plan<Req, Resp> {
     pub(crate) backoff: Backoff,
 }
 
-/// The metadata key of the deadline an attempt carries.
-const GRPC_TIMEOUT: &str = "grpc-timeout";
-
 /// How much earlier than the call's deadline tonic's channel may end an
 /// attempt: the `grpc-timeout` it enforces is rounded down to its unit.
 const DEADLINE_SLACK: Duration = Duration::from_millis(1);
-
-/// `remaining` as a `grpc-timeout` value, rounded down: in microseconds under
-/// a second, in milliseconds from a second on (the next units past 8 digits).
-/// Milliseconds keep the value the same across the calls of a busy client
-/// with the same timeout, which HPACK then sends as one table index.
-fn grpc_timeout(remaining: Duration) -> MetadataValue<Ascii> {
-    const MAX: u128 = 99_999_999;
-    let (value, unit) = if remaining < Duration::from_secs(1) {
-        (remaining.as_micros(), b'u')
-    } else if remaining.as_millis() <= MAX {
-        (remaining.as_millis(), b'm')
-    } else if u128::from(remaining.as_secs()) <= MAX {
-        (u128::from(remaining.as_secs()), b'S')
-    } else {
-        (u128::from(remaining.as_secs() / 3600).min(MAX), b'H')
-    };
-    // At most 8 digits and the unit, written from the end.
-    let mut text = [0u8; 9];
-    let mut at = text.len() - 1;
-    text[at] = unit;
-    let mut rest = value;
-    loop {
-        at -= 1;
-        text[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 || at == 0 {
-            break;
-        }
-    }
-    MetadataValue::try_from(&text[at..]).unwrap_or_else(|_| MetadataValue::from_static("1S"))
-}
 
 /// The outcome of one attempt.
 struct Tried<Resp> {
@@ -85,31 +51,13 @@ struct Tried<Resp> {
     result: Result<tonic::Response<Resp>, Status>,
 }
 
-/// The server's pushback: `None` when absent, `Some(None)` when it says "do not
-/// retry" (negative or unparsable, per gRFC A6), `Some(Some(d))` to wait `d`.
-pub(crate) fn pushback(status: &Status) -> Option<Option<Duration>> {
-    let value = status.metadata().get(RETRY_PUSHBACK_KEY)?;
-    let ms = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok());
-    Some(
-        ms.and_then(|ms| u64::try_from(ms).ok())
-            .map(Duration::from_millis),
-    )
-}
-
 impl<Req, Resp> Plan<Req, Resp>
 where
     Req: prost::Message + Clone + Send + 'static,
     Resp: prost::Message + Default + Send + 'static,
 {
-    fn error(&self, code: Code, message: impl Into<String>, attempts: Vec<Attempt>) -> CallError {
-        CallError::new(&self.service.name, code, message, attempts)
-    }
-
-    fn failed(&self, status: &Status, attempts: Vec<Attempt>) -> CallError {
-        CallError::from_status(&self.service.name, status, attempts)
+    fn failed(&self, status: Status, attempts: Vec<Attempt>) -> CallError {
+        CallError::status(&self.service.name, status, attempts)
     }
 
     fn picker_gone(&self, e: actix::MailboxError) -> Error {
@@ -138,12 +86,12 @@ where
         }
     }
 
-    fn pick_error(&self, err: &Error, attempts: Vec<Attempt>, last: Option<&Status>) -> CallError {
+    fn pick_error(&self, err: Error, attempts: Vec<Attempt>, last: Option<Status>) -> CallError {
         // Having tried every node, the last node's answer is the one that matters.
         if let Some(status) = last {
             return self.failed(status, attempts);
         }
-        self.error(err.code(), err.to_string(), attempts)
+        CallError::pick(&self.service.name, err, attempts)
     }
 
     fn deadline_status(&self) -> Status {
@@ -153,11 +101,7 @@ where
 
     fn deadline_error(&self, attempts: Vec<Attempt>) -> CallError {
         let timeout = self.deadline.saturating_duration_since(self.started);
-        self.error(
-            Code::DeadlineExceeded,
-            format!("deadline of {timeout:?} passed"),
-            attempts,
-        )
+        CallError::deadline(&self.service.name, timeout, attempts)
     }
 
     /// Picks a node from the service's shared picker, without a message when it
@@ -300,30 +244,27 @@ where
 
     /// Takes a token for an extra attempt.
     fn withdraw(&self) -> bool {
-        self.service
-            .budget
-            .lock()
-            .try_withdraw(std::time::Instant::now())
+        self.budget.try_withdraw(std::time::Instant::now())
     }
 
     fn deposit(&self) {
-        self.service.budget.lock().deposit();
+        self.budget.deposit();
     }
 
     /// One attempt, its status final.
     pub(crate) async fn failfast(mut self) -> Result<Reply<Resp>, CallError> {
         self.deposit();
-        let picked = self
-            .pick(&[])
-            .await
-            .map_err(|e| self.pick_error(&e, Vec::new(), None))?;
+        let picked = match self.pick(&[]).await {
+            Ok(p) => p,
+            Err(e) => return Err(self.pick_error(e, Vec::new(), None)),
+        };
         let request = self.take();
         let Some(tried) = self.attempt(picked, request).await else {
             return Err(self.deadline_error(Vec::new()));
         };
         match tried.result {
             Ok(response) => Ok(self.reply(&tried.picked, response, vec![tried.attempt])),
-            Err(status) => Err(self.failed(&status, vec![tried.attempt])),
+            Err(status) => Err(self.failed(status, vec![tried.attempt])),
         }
     }
 
@@ -333,13 +274,15 @@ where
         let mut tried: Vec<Picked> = Vec::new();
         let mut attempts = Vec::new();
         let mut last: Option<Status> = None;
+        let mut refused = false;
         for n in 0..=self.retries {
             if n > 0 && !self.withdraw() {
+                refused = true;
                 break;
             }
             let picked = match self.pick(&tried).await {
                 Ok(p) => p,
-                Err(e) => return Err(self.pick_error(&e, attempts, last.as_ref())),
+                Err(e) => return Err(self.pick_error(e, attempts, last)),
             };
             let request = self.request_for(n);
             let Some(t) = self.attempt(picked, request).await else {
@@ -359,19 +302,20 @@ where
             }
         }
         let status = last.unwrap_or_else(|| Status::unavailable("no attempt was made"));
-        Err(self.failed(&status, attempts))
+        Err(self.failed(status, attempts).with_budget_exhausted(refused))
     }
 
     /// Retries on the same node, waiting the backoff (or the server's pushback,
     /// when longer) between attempts.
     pub(crate) async fn failretry(mut self) -> Result<Reply<Resp>, CallError> {
         self.deposit();
-        let picked = self
-            .pick(&[])
-            .await
-            .map_err(|e| self.pick_error(&e, Vec::new(), None))?;
+        let picked = match self.pick(&[]).await {
+            Ok(p) => p,
+            Err(e) => return Err(self.pick_error(e, Vec::new(), None)),
+        };
         let mut attempts = Vec::new();
         let mut last: Option<Status> = None;
+        let mut refused = false;
         for n in 0..=self.retries {
             if n > 0 {
                 let wait = last
@@ -383,6 +327,7 @@ where
                     break;
                 }
                 if !self.withdraw() {
+                    refused = true;
                     break;
                 }
                 tokio::time::sleep(wait).await;
@@ -404,7 +349,7 @@ where
             }
         }
         let status = last.unwrap_or_else(|| Status::unavailable("no attempt was made"));
-        Err(self.failed(&status, attempts))
+        Err(self.failed(status, attempts).with_budget_exhausted(refused))
     }
 
     /// The same call on `k` distinct nodes at once; the first success wins and
@@ -418,7 +363,7 @@ where
             }
             match self.pick(&picks).await {
                 Ok(p) => picks.push(p),
-                Err(e) if picks.is_empty() => return Err(self.pick_error(&e, Vec::new(), None)),
+                Err(e) if picks.is_empty() => return Err(self.pick_error(e, Vec::new(), None)),
                 Err(_) => break,
             }
         }
@@ -438,7 +383,7 @@ where
             }
         }
         match last {
-            Some(status) => Err(self.failed(&status, attempts)),
+            Some(status) => Err(self.failed(status, attempts)),
             None => Err(self.deadline_error(attempts)),
         }
     }
@@ -452,7 +397,7 @@ where
     ) -> Result<BroadcastReply<Resp>, CallError> {
         let nodes = match self.pick_all().await {
             Ok(nodes) => nodes,
-            Err(e) => return Err(self.pick_error(&e, Vec::new(), None)),
+            Err(e) => return Err(self.pick_error(e, Vec::new(), None)),
         };
         let total = nodes.len();
         let needed = match completion {
@@ -528,27 +473,5 @@ where
             return Some(Duration::ZERO);
         }
         None
-    }
-}
-#[cfg(test)]
-mod timeout_tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeout_is_rounded_down_in_the_finest_unit_that_fits() {
-        let cases = [
-            (Duration::from_nanos(999), "0u"),
-            (Duration::from_micros(49_999), "49999u"),
-            (Duration::from_millis(999), "999000u"),
-            (Duration::from_micros(4_999_876), "4999m"),
-            (Duration::from_secs(5), "5000m"),
-            (Duration::from_secs(100_000_000), "27777H"),
-            (Duration::from_secs(99_999_999), "99999999S"),
-            (Duration::from_secs(u64::MAX), "99999999H"),
-        ];
-        for (remaining, expected) in cases {
-            let value = grpc_timeout(remaining);
-            assert_eq!(value.to_str().ok(), Some(expected), "{remaining:?}");
-        }
     }
 }

@@ -8,9 +8,10 @@ use tonic::transport::Channel;
 use tonic::Status;
 use tracing::debug;
 
-use super::actor::{is_connection_failure, ConnectionSettings, Reports};
-use super::messages::Method;
-use crate::{ConnectionFailed, ConnectionSucceeded, NodeHandle};
+use super::classify::{is_transport_failure, transport_as_unavailable};
+use super::report::Report;
+use super::settings::ConnectionSettings;
+use crate::method::Method;
 
 const UNKNOWN: u8 = 0;
 const REACHABLE: u8 = 1;
@@ -29,12 +30,12 @@ pub struct Connection {
 
 struct Inner {
     node: Node,
-    handle: NodeHandle,
     /// `None` in short-connection mode: each call connects afresh.
     channel: Option<Channel>,
     settings: ConnectionSettings,
-    reports: Reports,
-    in_flight: AtomicU32,
+    report: Box<dyn Report>,
+    /// Calls in flight, shared with the picker (`least_request` reads it).
+    in_flight: Arc<AtomicU32>,
     reachable: AtomicU8,
 }
 
@@ -49,13 +50,15 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// A lazily connecting channel to `node` (it connects on the first call).
-    /// Must run inside the runtime that will carry the channel.
+    /// A lazily connecting channel to `node` (it connects on the first call),
+    /// counting its calls in flight in `in_flight` and reporting the
+    /// transport's failures to `report`. Must run inside the runtime that will
+    /// carry the channel.
     pub(crate) fn new(
         node: Node,
-        handle: NodeHandle,
         settings: ConnectionSettings,
-        reports: Reports,
+        report: Box<dyn Report>,
+        in_flight: Arc<AtomicU32>,
     ) -> Result<Self, Status> {
         let channel = if settings.short_connection() {
             None
@@ -65,11 +68,10 @@ impl Connection {
         Ok(Self {
             inner: Arc::new(Inner {
                 node,
-                handle,
                 channel,
                 settings,
-                reports,
-                in_flight: AtomicU32::new(0),
+                report,
+                in_flight,
                 reachable: AtomicU8::new(UNKNOWN),
             }),
         })
@@ -131,36 +133,22 @@ impl Connection {
     }
 
     /// A transport failure is reported every time (ejection counts them); a
-    /// success only after a failure, or the first time. These reports are rare
-    /// and drive ejection, so they use `do_send`, which never drops one for a
-    /// full mailbox (they carry no call).
+    /// success only after a failure, or the first time.
     fn observe_ok(&self) {
         let inner = &*self.inner;
         if inner.reachable.swap(REACHABLE, Ordering::Relaxed) != REACHABLE {
-            inner
-                .reports
-                .succeeded
-                .do_send(ConnectionSucceeded { node: inner.handle });
+            inner.report.succeeded();
         }
     }
 
     fn observe_err(&self, status: Status) -> Status {
         let inner = &*self.inner;
-        // The transport failed (could not connect, or the connection broke), as
-        // opposed to the node answering with an error status.
-        let failed = is_connection_failure(&status)
-            || (matches!(
-                status.code(),
-                tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::Unavailable
-            ) && has_transport_source(&status));
-        let status = self.transport_as_unavailable(status);
+        let failed = is_transport_failure(&status);
+        let status = transport_as_unavailable(status, inner.node.addr());
         if failed {
             debug!(node = %inner.node, reason = %status.message(), "connection failed");
             inner.reachable.store(UNREACHABLE, Ordering::Relaxed);
-            inner
-                .reports
-                .failed
-                .do_send(ConnectionFailed::new(inner.handle, status.message()));
+            inner.report.failed(status.message());
         } else {
             // The node answered: it is reachable, whatever the answer.
             self.observe_ok();
@@ -169,69 +157,18 @@ impl Connection {
     }
 }
 
-impl Connection {
-    /// A call the transport broke (the connection closed or reset mid-call, a
-    /// server killed) reaches tonic as `UNKNOWN` "transport error", or as
-    /// `CANCELLED` "operation was canceled" when the connection went away before
-    /// the answer. gRPC calls a broken transport `UNAVAILABLE`, which strategies may
-    /// retry. Recognised from the source chain (a `tonic::transport::Error`), never
-    /// the message: a status a server sent has no such source.
-    fn transport_as_unavailable(&self, status: Status) -> Status {
-        let code = status.code();
-        if !matches!(code, tonic::Code::Unknown | tonic::Code::Cancelled)
-            || !has_transport_source(&status)
-        {
-            return status;
-        }
-        Status::unavailable(format!(
-            "connection to {} broke: {}",
-            self.inner.node.addr(),
-            status.message()
-        ))
-    }
-}
-
-/// Whether a `tonic::transport::Error` is in the source chain of `status`.
-fn has_transport_source(status: &Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(err) = source {
-        if err.is::<tonic::transport::Error>() {
-            return true;
-        }
-        source = err.source();
-    }
-    false
-}
-
 /// Counts one call in flight for as long as it lives (also when cancelled).
 struct InFlight<'a>(&'a Inner);
 
 impl<'a> InFlight<'a> {
     fn enter(inner: &'a Inner) -> Self {
-        let now = inner.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        inner.report_load(now);
+        inner.in_flight.fetch_add(1, Ordering::Relaxed);
         Self(inner)
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let now = self
-            .0
-            .in_flight
-            .fetch_sub(1, Ordering::Relaxed)
-            .saturating_sub(1);
-        self.0.report_load(now);
-    }
-}
-
-impl Inner {
-    /// Tells the picker the calls in flight, when it balances by them.
-    fn report_load(&self, in_flight: u32) {
-        if self.settings.reports_load() {
-            if let Some(picker) = self.reports.load.upgrade() {
-                picker.report_load(self.handle, in_flight);
-            }
-        }
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

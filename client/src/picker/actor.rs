@@ -9,13 +9,12 @@ use registry_actor::{NodesChanged, RegistryActor, Subscribe, SubscriptionId, Uns
 use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
 
-use super::messages::{
-    ConnectionFailed, ConnectionSucceeded, Inspect, Pick, PickAll, Reconfigure, ReportLoad,
-};
+use super::messages::{ConnectionFailed, ConnectionSucceeded, Inspect, Pick, PickAll, Reconfigure};
+use super::picked::{NodeHandle, Picked};
 use super::shared::SharedPicker;
-use super::state::{NodeHandle, Picked, Picker};
-use crate::connection::{Close, Connection, ConnectionActor, ConnectionSettings, Reports};
-use crate::{Balancer, Error, PickerConfig};
+use super::state::Picker;
+use crate::connection::{Close, Connection, ConnectionActor, ConnectionSettings, Report};
+use crate::{Error, PickerConfig};
 
 /// The clock of the picker: tokio's, so that tests can pause and advance it.
 fn now() -> std::time::Instant {
@@ -25,7 +24,8 @@ fn now() -> std::time::Instant {
 /// The picker of one service, subscribed to the [`RegistryActor`]. See the
 /// [`picker` docs](crate#picking).
 pub struct PickerActor {
-    /// The picker and the nodes' connections, which calls read directly.
+    picker: Picker,
+    /// The snapshot calls pick from, published after every change.
     shared: Arc<SharedPicker>,
     service: Arc<str>,
     registry: Addr<RegistryActor>,
@@ -35,15 +35,17 @@ pub struct PickerActor {
     /// Picks waiting for the first node set.
     waiters: Vec<oneshot::Sender<()>>,
     /// One connection actor per node picked so far, closed when the node leaves
-    /// (the handles calls use are in `shared`).
+    /// (the handles calls use are in the nodes' slots).
     connections: HashMap<NodeHandle, Addr<ConnectionActor>>,
     connection_settings: ConnectionSettings,
+    /// The runtime that carries the nodes' channels; `None`: the actor's own.
+    io: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for PickerActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PickerActor")
-            .field("picker", &self.shared)
+            .field("picker", &self.picker)
             .field("subscription", &self.subscription)
             .finish_non_exhaustive()
     }
@@ -57,24 +59,30 @@ impl PickerActor {
 
     /// An actor over a [`Picker`] built by the caller (e.g. seeded).
     pub fn from_picker(picker: Picker, registry: Addr<RegistryActor>) -> Self {
-        let report_load = picker.config().balancer() == Balancer::LeastRequest;
         Self {
             service: picker.service().clone(),
-            shared: Arc::new(SharedPicker::new(picker)),
+            shared: Arc::new(SharedPicker::new(picker.snapshot().clone())),
+            picker,
             registry,
             subscription: None,
             timer: None,
             waiters: Vec::new(),
             connections: HashMap::new(),
-            connection_settings: ConnectionSettings::default().with_load_reports(report_load),
+            connection_settings: ConnectionSettings::default(),
+            io: None,
         }
     }
 
     /// Connects to nodes with `settings` (default: [`ConnectionSettings::default`]).
-    /// Load reports are switched on when the balancer is `least_request`.
     pub fn with_connection_settings(mut self, settings: ConnectionSettings) -> Self {
-        let report_load = self.shared.lock().picker.config().balancer() == Balancer::LeastRequest;
-        self.connection_settings = settings.with_load_reports(report_load);
+        self.connection_settings = settings;
+        self
+    }
+
+    /// Runs the nodes' channels (their connection and I/O tasks) on `io`
+    /// (default: the runtime of the arbiter the actor runs on).
+    pub(crate) fn with_io(mut self, io: Option<tokio::runtime::Handle>) -> Self {
+        self.io = io;
         self
     }
 
@@ -87,28 +95,29 @@ impl PickerActor {
     /// first use.
     fn attach(&mut self, picked: &mut Picked, ctx: &mut Context<Self>) {
         let handle = picked.handle();
-        let mut shared = self.shared.lock();
-        if !shared.picker.contains(handle) {
+        let Some(slot) = self.picker.snapshot().slot(handle).cloned() else {
             // Picked from a node set that has been replaced since: no connection
             // is started for a node that left; the attempt fails as unavailable.
             return;
-        }
-        if let Some(connection) = shared.connections.get(&handle) {
+        };
+        if let Some(connection) = slot.connection() {
             picked.set_connection(connection.clone());
             return;
         }
-        let me = ctx.address();
-        let reports = Reports {
-            load: Arc::downgrade(&self.shared),
-            failed: me.clone().recipient(),
-            succeeded: me.recipient(),
-        };
+        let report = Box::new(NodeReport {
+            node: handle,
+            picker: ctx.address(),
+        });
         let node = picked.node().clone();
-        match Connection::new(node, handle, self.connection_settings.clone(), reports) {
+        let settings = self.connection_settings.clone();
+        let load = slot.load_counter().clone();
+        // The channel spawns its tasks on the runtime it is created in.
+        let _io = self.io.as_ref().map(tokio::runtime::Handle::enter);
+        match Connection::new(node, settings, report, load) {
             Ok(connection) => {
+                let connection = slot.attach(connection).clone();
                 let actor = ConnectionActor::new(connection.clone()).start();
                 self.connections.insert(handle, actor);
-                shared.connections.insert(handle, connection.clone());
                 picked.set_connection(connection);
             }
             Err(status) => {
@@ -117,15 +126,12 @@ impl PickerActor {
         }
     }
 
-    /// Closes the connections of nodes no longer in force; each stops once its
-    /// calls in flight have ended.
-    fn close_departed(&mut self) {
-        let mut shared = self.shared.lock();
-        let shared = &mut *shared;
-        let picker = &shared.picker;
-        shared
-            .connections
-            .retain(|handle, _| picker.contains(*handle));
+    /// Makes the picker's snapshot the one calls pick from, and closes the
+    /// connections of nodes no longer in force (each stops once its calls in
+    /// flight have ended). Runs after every change of the picker.
+    fn publish(&mut self) {
+        self.shared.publish(self.picker.snapshot().clone());
+        let picker = &self.picker;
         self.connections.retain(|handle, actor| {
             let keep = picker.contains(*handle);
             if !keep {
@@ -139,7 +145,7 @@ impl PickerActor {
     /// Arms the wake-up for the picker's next deadline, unless an earlier one is
     /// armed already.
     fn schedule(&mut self, ctx: &mut Context<Self>) {
-        let Some(deadline) = self.shared.lock().picker.next_deadline() else {
+        let Some(deadline) = self.picker.next_deadline() else {
             return;
         };
         if let Some((at, handle)) = self.timer {
@@ -151,7 +157,9 @@ impl PickerActor {
         let delay = deadline.saturating_duration_since(now());
         let handle = ctx.run_later(delay, |act, ctx| {
             act.timer = None;
-            act.shared.lock().picker.expire(now());
+            if act.picker.expire(now()) {
+                act.publish();
+            }
             act.schedule(ctx);
         });
         self.timer = Some((deadline, handle));
@@ -164,18 +172,18 @@ impl PickerActor {
         ctx: &mut Context<Self>,
         pick: impl FnOnce(&mut Self, &mut Context<Self>) -> Result<T, Error> + 'static,
     ) -> ActorResponse<Self, Result<T, Error>> {
-        if self.shared.lock().picker.is_discovered() {
+        if self.picker.is_discovered() {
             return ActorResponse::reply(pick(self, ctx));
         }
         let (tx, rx) = oneshot::channel();
         self.waiters.retain(|w| !w.is_closed());
         self.waiters.push(tx);
-        let waited: Duration = self.shared.lock().picker.config().discovery_timeout();
+        let waited: Duration = self.picker.config().discovery_timeout();
         let wait = async move {
             let _ = tokio::time::timeout(waited, rx).await;
         };
         ActorResponse::r#async(wait.into_actor(self).map(move |(), act, ctx| {
-            if act.shared.lock().picker.is_discovered() {
+            if act.picker.is_discovered() {
                 pick(act, ctx)
             } else {
                 Err(Error::NotDiscovered {
@@ -227,11 +235,8 @@ impl Handler<NodesChanged> for PickerActor {
             return;
         }
         debug!(service = %msg.service, revision = msg.revision, nodes = msg.nodes.len(), "node set changed");
-        self.shared
-            .lock()
-            .picker
-            .update(msg.nodes, msg.revision, now());
-        self.close_departed();
+        self.picker.update(msg.nodes, msg.revision, now());
+        self.publish();
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(());
         }
@@ -244,11 +249,9 @@ impl Handler<Pick> for PickerActor {
 
     fn handle(&mut self, msg: Pick, ctx: &mut Self::Context) -> Self::Result {
         self.when_discovered(ctx, move |act, ctx| {
-            let mut picked =
-                act.shared
-                    .lock()
-                    .picker
-                    .pick(msg.selector.as_ref(), &msg.exclude, msg.hash_key)?;
+            let mut picked = act
+                .picker
+                .pick(msg.selector.as_ref(), &msg.exclude, msg.hash_key)?;
             act.attach(&mut picked, ctx);
             Ok(picked)
         })
@@ -260,7 +263,7 @@ impl Handler<PickAll> for PickerActor {
 
     fn handle(&mut self, msg: PickAll, ctx: &mut Self::Context) -> Self::Result {
         self.when_discovered(ctx, move |act, ctx| {
-            let mut all = act.shared.lock().picker.pick_all(msg.selector.as_ref())?;
+            let mut all = act.picker.pick_all(msg.selector.as_ref())?;
             for picked in &mut all {
                 act.attach(picked, ctx);
             }
@@ -269,7 +272,25 @@ impl Handler<PickAll> for PickerActor {
     }
 }
 
-/// Gives nodes picked without a message ([`SharedPicker`]) their connections,
+/// What a node's connection reports, sent to its picker. Reports carry no
+/// call, so `do_send` (which never waits for mailbox room) is right for them.
+struct NodeReport {
+    node: NodeHandle,
+    picker: Addr<PickerActor>,
+}
+
+impl Report for NodeReport {
+    fn failed(&self, reason: &str) {
+        self.picker
+            .do_send(ConnectionFailed::new(self.node, reason));
+    }
+
+    fn succeeded(&self) {
+        self.picker.do_send(ConnectionSucceeded { node: self.node });
+    }
+}
+
+/// Gives nodes picked without a message (from the [`SharedPicker`]) their connections,
 /// starting the connection actors of nodes picked for the first time.
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<Picked>")]
@@ -289,21 +310,13 @@ impl Handler<Attach> for PickerActor {
     }
 }
 
-impl Handler<ReportLoad> for PickerActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: ReportLoad, _: &mut Self::Context) {
-        self.shared.report_load(msg.node, msg.in_flight);
-    }
-}
-
 impl Handler<ConnectionFailed> for PickerActor {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectionFailed, ctx: &mut Self::Context) {
         debug!(service = %self.service, node = %msg.node, reason = %msg.reason, "connection failed");
-        let ejected = self.shared.lock().picker.connection_failed(msg.node, now());
-        if ejected {
+        if self.picker.connection_failed(msg.node, now()) {
+            self.publish();
             self.schedule(ctx);
         }
     }
@@ -313,7 +326,7 @@ impl Handler<ConnectionSucceeded> for PickerActor {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectionSucceeded, _: &mut Self::Context) {
-        self.shared.lock().picker.connection_succeeded(msg.node);
+        self.picker.connection_succeeded(msg.node);
     }
 }
 
@@ -321,7 +334,9 @@ impl Handler<Inspect> for PickerActor {
     type Result = MessageResult<Inspect>;
 
     fn handle(&mut self, _: Inspect, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.shared.lock().picker.status())
+        let mut status = self.picker.status();
+        status.connections = self.connections.len();
+        MessageResult(status)
     }
 }
 
@@ -329,11 +344,7 @@ impl Handler<Reconfigure> for PickerActor {
     type Result = ();
 
     fn handle(&mut self, msg: Reconfigure, _: &mut Self::Context) {
-        let report_load = msg.0.balancer() == Balancer::LeastRequest;
-        self.connection_settings = self
-            .connection_settings
-            .clone()
-            .with_load_reports(report_load);
-        self.shared.lock().picker.reconfigure(msg.0);
+        self.picker.reconfigure(msg.0);
+        self.publish();
     }
 }

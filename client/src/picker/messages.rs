@@ -1,15 +1,17 @@
 //! Messages of the [`PickerActor`](super::PickerActor).
 //!
-//! Calls ask with [`Pick`] and [`PickAll`]. Connection actors (one per node,
-//! keyed by [`NodeHandle`]) report with [`ReportLoad`], [`ConnectionFailed`] and
-//! [`ConnectionSucceeded`]; these answer `()` and may be sent with `do_send`
-//! (a lost report only delays an ejection or skews one load reading).
+//! Calls ask with [`Pick`] and [`PickAll`] when they cannot pick from the
+//! published snapshot alone. Connections (one per node, keyed by
+//! [`NodeHandle`]) report with [`ConnectionFailed`] and [`ConnectionSucceeded`];
+//! these answer `()` and may be sent with `do_send` (a lost report only delays
+//! an ejection).
 //! [`Inspect`] reads the state. The registry feeds the actor with
 //! [`NodesChanged`](registry_actor::NodesChanged).
 
 use actix::prelude::*;
 
-use super::state::{NodeHandle, Picked, PickerStatus};
+use super::picked::{NodeHandle, Picked};
+use super::status::PickerStatus;
 use crate::{Error, HashKey, Selector};
 
 /// Picks one node for a call. Answers the node and its [`NodeHandle`].
@@ -80,17 +82,6 @@ impl PickAll {
         self.selector = Some(selector);
         self
     }
-}
-
-/// A connection actor's count of calls in flight on its node changed (the load
-/// `least_request` compares). Absolute, so a lost report is healed by the next.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-pub struct ReportLoad {
-    /// The node.
-    pub node: NodeHandle,
-    /// Calls in flight on it now.
-    pub in_flight: u32,
 }
 
 /// A connection attempt to a node failed (refused, timed out, TLS, ...).

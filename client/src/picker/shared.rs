@@ -1,29 +1,27 @@
-//! The picker state calls read without a message.
+//! The picker state calls read without a lock or a message.
 //!
-//! A [`PickerActor`](super::PickerActor) keeps its [`Picker`] and the
-//! connections of the nodes picked so far in a [`SharedPicker`]. Calls lock it
-//! for the length of one pick (tens of nanoseconds), so a pick costs no
-//! mailbox round trip and no task hand-off. The actor still owns every change:
-//! node sets, ejections, timers, reconfiguration and the connection actors. A
-//! pick that needs the actor — before the first node set arrives, or for a
-//! node that has no connection yet — falls back to a message.
+//! A [`PickerActor`](super::PickerActor) publishes each [`Snapshot`] it builds
+//! into the service's [`SharedPicker`]; calls load the one in force (an atomic
+//! pointer read) and pick from it with the calling thread's random generator.
+//! A rebuild happens beside the published snapshot and replaces it whole, so a
+//! pick never waits for one. A pick that needs the actor — before the first
+//! node set arrives, or for a node that has no connection yet — falls back to a
+//! message.
 
-use parking_lot::Mutex;
+use std::cell::RefCell;
+use std::sync::Arc;
 
-use super::state::{NodeHandle, Picked, Picker};
-use crate::{Connection, Error, HashKey, Selector};
+use arc_swap::ArcSwap;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
 
-/// A picker and the connections of its nodes, shared by the actor and the
-/// calls of its service.
+use super::picked::{NodeHandle, Picked};
+use super::snapshot::Snapshot;
+use crate::{Error, HashKey, Selector};
+
+/// The snapshot in force of one service, shared by its actor and its calls.
 pub(crate) struct SharedPicker {
-    inner: Mutex<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) picker: Picker,
-    /// The connection of every node picked so far and still in force (looked
-    /// up on every pick: a fast hash of the picker's own handles).
-    pub(crate) connections: foldhash::HashMap<NodeHandle, Connection>,
+    current: ArcSwap<Snapshot>,
 }
 
 /// What a pick without a message came to.
@@ -37,19 +35,27 @@ pub(crate) enum Fast<T> {
     Wait,
 }
 
+thread_local! {
+    // A fast generator per thread, seeded from the OS-seeded one: picks need
+    // spread, not unpredictability.
+    static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
+}
+
+/// Runs `f` with this thread's random generator.
+fn with_rng<T>(f: impl FnOnce(&mut SmallRng) -> T) -> T {
+    RNG.with(|rng| f(&mut rng.borrow_mut()))
+}
+
 impl SharedPicker {
-    pub(crate) fn new(picker: Picker) -> Self {
+    pub(crate) fn new(snapshot: Arc<Snapshot>) -> Self {
         Self {
-            inner: Mutex::new(Inner {
-                picker,
-                connections: foldhash::HashMap::default(),
-            }),
+            current: ArcSwap::new(snapshot),
         }
     }
 
-    /// Locks the state. Never held across an `.await`.
-    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
-        self.inner.lock()
+    /// Makes `snapshot` the one calls pick from.
+    pub(crate) fn publish(&self, snapshot: Arc<Snapshot>) {
+        self.current.store(snapshot);
     }
 
     /// Picks one node, with its connection when the node has one.
@@ -59,60 +65,46 @@ impl SharedPicker {
         exclude: &[NodeHandle],
         hash_key: Option<HashKey>,
     ) -> Fast<Picked> {
-        let mut inner = self.lock();
-        if !inner.picker.is_discovered() {
+        let snapshot = self.current.load();
+        if !snapshot.is_discovered() {
             return Fast::Wait;
         }
-        let mut picked = match inner.picker.pick(selector, exclude, hash_key) {
-            Ok(p) => p,
-            Err(e) => return Fast::Done(Err(e)),
-        };
-        match inner.connections.get(&picked.handle()) {
-            Some(connection) => {
-                picked.set_connection(connection.clone());
-                Fast::Done(Ok(picked))
-            }
-            None => Fast::Attach(picked),
+        match with_rng(|rng| snapshot.pick(selector, exclude, hash_key, rng)) {
+            Ok(picked) if picked.connection().is_some() => Fast::Done(Ok(picked)),
+            Ok(picked) => Fast::Attach(picked),
+            Err(e) => Fast::Done(Err(e)),
         }
     }
 
     /// Every node matching `selector`, with their connections when they all
     /// have one.
     pub(crate) fn pick_all(&self, selector: Option<&Selector>) -> Fast<Vec<Picked>> {
-        let mut inner = self.lock();
-        if !inner.picker.is_discovered() {
+        let snapshot = self.current.load();
+        if !snapshot.is_discovered() {
             return Fast::Wait;
         }
-        let mut all = match inner.picker.pick_all(selector) {
-            Ok(all) => all,
-            Err(e) => return Fast::Done(Err(e)),
-        };
-        let mut complete = true;
-        for picked in &mut all {
-            match inner.connections.get(&picked.handle()) {
-                Some(connection) => picked.set_connection(connection.clone()),
-                None => complete = false,
-            }
-        }
-        if complete {
-            Fast::Done(Ok(all))
-        } else {
-            Fast::Attach(all)
+        match with_rng(|rng| snapshot.pick_all(selector, rng)) {
+            Ok(all) if all.iter().all(|p| p.connection().is_some()) => Fast::Done(Ok(all)),
+            Ok(all) => Fast::Attach(all),
+            Err(e) => Fast::Done(Err(e)),
         }
     }
+}
 
-    /// Records the calls in flight on `node` (for `least_request`).
-    pub(crate) fn report_load(&self, node: NodeHandle, in_flight: u32) {
-        self.lock().picker.report_load(node, in_flight);
+#[cfg(test)]
+impl SharedPicker {
+    /// Sets the calls in flight on `node`, as its connection's counter does.
+    pub(crate) fn set_load(&self, node: NodeHandle, in_flight: u32) {
+        if let Some(slot) = self.current.load().slot(node) {
+            slot.set_load(in_flight);
+        }
     }
 }
 
 impl std::fmt::Debug for SharedPicker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let inner = self.lock();
         f.debug_struct("SharedPicker")
-            .field("picker", &inner.picker)
-            .field("connections", &inner.connections.len())
+            .field("snapshot", &*self.current.load())
             .finish()
     }
 }

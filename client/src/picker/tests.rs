@@ -87,7 +87,7 @@ fn strict_without_a_match_is_an_error_naming_the_selector_and_the_versions() {
     assert_eq!(
         err.to_string(),
         "no node of service `echo` matches selector `version >=3` (fallback strict); \
-         versions available: `1.0.0`, `1.5.3`, `2.0.0`, `v1.2`"
+         versions available: `1.0.0`, `1.5.3`, `2.0.0`, `v1.2`; groups available: (no group)"
     );
     assert!(matches!(p.pick_all(None), Err(Error::NoMatch { .. })));
 }
@@ -116,6 +116,76 @@ fn any_falls_back_to_all_nodes() {
         p.pick(Some(&strict), &[], None),
         Err(Error::NoMatch { .. })
     ));
+}
+
+#[test]
+fn picks_are_answered_while_a_rebuild_runs_on_another_thread() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    // A set big enough that building its snapshot takes a while.
+    let big = |tag: u32| -> Arc<[Node]> {
+        (0..100_000u32)
+            .map(|i| node(&format!("n{i:06}"), (1 + (i + tag) % 60_000) as u16))
+            .collect()
+    };
+    let mut p = picker(PickerConfig::default(), big(0));
+    let shared = Arc::new(SharedPicker::new(p.snapshot().clone()));
+    let rebuilding = Arc::new(AtomicBool::new(false));
+    let rebuilds = Arc::new(AtomicU64::new(0));
+    let next = big(1);
+    let builder = {
+        let (shared, rebuilding, rebuilds) = (shared.clone(), rebuilding.clone(), rebuilds.clone());
+        std::thread::spawn(move || {
+            for round in 0..3u32 {
+                let nodes = if round % 2 == 0 { next.clone() } else { big(0) };
+                rebuilding.store(true, Ordering::SeqCst);
+                p.update(nodes, i64::from(round) + 2, Instant::now());
+                rebuilding.store(false, Ordering::SeqCst);
+                rebuilds.fetch_add(1, Ordering::SeqCst);
+                shared.publish(p.snapshot().clone());
+            }
+        })
+    };
+    // Count the picks that began and ended inside one rebuild.
+    let mut during = 0u64;
+    while rebuilds.load(Ordering::SeqCst) < 3 {
+        let before = rebuilds.load(Ordering::SeqCst);
+        let inside = rebuilding.load(Ordering::SeqCst);
+        let answered = matches!(
+            shared.pick(None, &[], None),
+            Fast::Attach(_) | Fast::Done(Ok(_))
+        );
+        assert!(answered, "every pick is answered");
+        if inside && rebuilding.load(Ordering::SeqCst) && rebuilds.load(Ordering::SeqCst) == before
+        {
+            during += 1;
+        }
+    }
+    builder.join().expect("builder thread");
+    assert!(during > 0, "no pick was answered while a rebuild ran");
+}
+
+#[test]
+fn a_fan_out_never_falls_back_to_every_node() {
+    let mut p = picker(PickerConfig::default(), versioned());
+    let nobody = Selector::new().with_version(">=9").expect("range");
+    assert_eq!(p.config().fallback(), Fallback::Any);
+    assert!(
+        p.pick(Some(&nobody), &[], None).is_ok(),
+        "unicast falls back"
+    );
+    let err = p.pick_all(Some(&nobody)).expect_err("a fan-out does not");
+    assert!(
+        matches!(err, Error::NoMatch { strict: false, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("a broadcast goes to matching nodes only")
+            && text.contains("versions available: `1.0.0`, `1.5.3`, `2.0.0`, `v1.2`")
+            && text.contains("groups available: (no group)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -494,12 +564,18 @@ async fn the_actor_picks_by_version_range_from_etcd_with_strict_and_any_fallback
         "{text}"
     );
 
-    let all = picker
+    let one = picker
+        .send(Pick::new().with_selector(none.clone()))
+        .await
+        .expect("alive")
+        .expect("any: a unicast falls back to every node");
+    assert!(["a", "b", "c", "d"].contains(&one.node().id()));
+    let err = picker
         .send(PickAll::new().with_selector(none))
         .await
         .expect("alive")
-        .expect("any");
-    assert_eq!(ids_of(&all), ["a", "b", "c", "d"], "any: every node");
+        .expect_err("a fan-out never falls back");
+    assert!(matches!(err, Error::NoMatch { strict: false, .. }), "{err}");
 }
 
 #[actix_rt::test]
@@ -620,12 +696,15 @@ async fn etcd_dropping_three_of_four_nodes_at_once_is_held_until_they_fail_or_th
         .expect("alive")
         .expect("all");
     assert_eq!(ids_of(&all), ["n1", "n2", "n3", "n4"]);
+    assert_eq!(status(&picker).await.connections, 4, "one per node picked");
 
-    // n2 really is down: its first failed connection lets the removal through.
+    // n2 really is down: its first failed connection lets the removal through,
+    // and closes its connection.
     assert!(!connect_and_report(&picker, s.node("n2").expect("n2").handle, nodes[1].addr()).await);
     let s = status(&picker).await;
     assert!(s.node("n2").is_none(), "n2 dropped after it failed");
     assert_eq!(s.held(), 2);
+    assert_eq!(s.connections, 3, "the dropped node's connection is closed");
 
     // The others go when the grace passes.
     tokio::time::pause();
@@ -636,6 +715,11 @@ async fn etcd_dropping_three_of_four_nodes_at_once_is_held_until_they_fail_or_th
         })
         .await,
         "held nodes dropped after the grace"
+    );
+    assert_eq!(
+        status(&picker).await.connections,
+        1,
+        "the held nodes' connections are closed when their grace ends"
     );
     let all = picker
         .send(PickAll::new())
@@ -745,7 +829,13 @@ async fn calls_pick_from_the_shared_state_once_the_actor_has_attached_a_connecti
         .await,
         "the departed node is no longer picked"
     );
-    assert!(shared.lock().connections.is_empty());
+    assert!(
+        wait_until(DEADLINE, || async {
+            status(&picker).await.connections == 0
+        })
+        .await,
+        "the departed node's connection is closed"
+    );
 }
 
 #[actix_rt::test]
@@ -772,15 +862,15 @@ async fn least_request_reads_loads_written_by_connections_into_the_shared_state(
         .expect("all");
     let (a, b) = (all[0].handle(), all[1].handle());
     // What a connection does when calls start and end on `a`.
-    shared.report_load(a, 7);
+    shared.set_load(a, 7);
     for _ in 0..50 {
         let Fast::Done(Ok(p)) = shared.pick(None, &[], None) else {
             panic!("picked without the actor");
         };
         assert_eq!(p.handle(), b, "least_request avoids the loaded node");
     }
-    shared.report_load(a, 0);
-    shared.report_load(b, 7);
+    shared.set_load(a, 0);
+    shared.set_load(b, 7);
     let Fast::Done(Ok(p)) = shared.pick(None, &[], None) else {
         panic!("picked without the actor");
     };

@@ -1,0 +1,122 @@
+//! The metadata of calls and answers: `grpc-timeout`, the server's retry
+//! pushback, `x-request-id`.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::Status;
+
+/// The metadata key of a server's retry pushback, in milliseconds (gRFC A6).
+pub const RETRY_PUSHBACK_KEY: &str = "grpc-retry-pushback-ms";
+
+/// The metadata key of the deadline an attempt carries.
+pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// `remaining` as a `grpc-timeout` value, rounded down: in microseconds under
+/// a second, in milliseconds from a second on (the next units past 8 digits).
+/// Milliseconds keep the value the same across the calls of a busy client
+/// with the same timeout, which HPACK then sends as one table index.
+pub(crate) fn grpc_timeout(remaining: Duration) -> MetadataValue<Ascii> {
+    const MAX: u128 = 99_999_999;
+    let (value, unit) = if remaining < Duration::from_secs(1) {
+        (remaining.as_micros(), b'u')
+    } else if remaining.as_millis() <= MAX {
+        (remaining.as_millis(), b'm')
+    } else if u128::from(remaining.as_secs()) <= MAX {
+        (u128::from(remaining.as_secs()), b'S')
+    } else {
+        (u128::from(remaining.as_secs() / 3600).min(MAX), b'H')
+    };
+    // At most 8 digits and the unit, written from the end.
+    let mut text = [0u8; 9];
+    let mut at = text.len() - 1;
+    text[at] = unit;
+    let mut rest = value;
+    loop {
+        at -= 1;
+        text[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 || at == 0 {
+            break;
+        }
+    }
+    MetadataValue::try_from(&text[at..]).unwrap_or_else(|_| MetadataValue::from_static("1S"))
+}
+
+/// The server's pushback: `None` when absent, `Some(None)` when it says "do not
+/// retry" (negative or unparsable, per gRFC A6), `Some(Some(d))` to wait `d`.
+pub(crate) fn pushback(status: &Status) -> Option<Option<Duration>> {
+    let value = status.metadata().get(RETRY_PUSHBACK_KEY)?;
+    let ms = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    Some(
+        ms.and_then(|ms| u64::try_from(ms).ok())
+            .map(Duration::from_millis),
+    )
+}
+
+/// The metadata key of a call's request id.
+pub(crate) const REQUEST_ID: &str = "x-request-id";
+
+/// 128 random bits in hex: one per call, the same on all its attempts.
+///
+/// Marked sensitive, so HPACK sends it as a literal that is never indexed: a
+/// value seen once would only churn both sides' header tables.
+pub(crate) fn request_id() -> MetadataValue<tonic::metadata::Ascii> {
+    use rand::{Rng, SeedableRng};
+    thread_local! {
+        // A fast generator per thread, seeded from the OS-seeded one: request
+        // ids need to be unique, not unpredictable.
+        static IDS: RefCell<rand::rngs::SmallRng> =
+            RefCell::new(rand::rngs::SmallRng::from_rng(&mut rand::rng()));
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let id: u128 = IDS.with(|rng| rng.borrow_mut().random());
+    let mut text = [0u8; 32];
+    for (i, digit) in text.iter_mut().enumerate() {
+        *digit = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    let mut value =
+        MetadataValue::try_from(&text[..]).unwrap_or_else(|_| MetadataValue::from_static("0"));
+    value.set_sensitive(true);
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_is_rounded_down_in_the_finest_unit_that_fits() {
+        let cases = [
+            (Duration::from_nanos(999), "0u"),
+            (Duration::from_micros(49_999), "49999u"),
+            (Duration::from_millis(999), "999000u"),
+            (Duration::from_micros(4_999_876), "4999m"),
+            (Duration::from_secs(5), "5000m"),
+            (Duration::from_secs(100_000_000), "27777H"),
+            (Duration::from_secs(99_999_999), "99999999S"),
+            (Duration::from_secs(u64::MAX), "99999999H"),
+        ];
+        for (remaining, expected) in cases {
+            let value = grpc_timeout(remaining);
+            assert_eq!(value.to_str().ok(), Some(expected), "{remaining:?}");
+        }
+    }
+
+    #[test]
+    fn request_ids_are_32_lowercase_hex_digits_and_differ() {
+        let a = request_id();
+        let b = request_id();
+        let text = a.to_str().expect("ascii");
+        assert_eq!(text.len(), 32);
+        assert!(text
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+        assert_ne!(a, b);
+        assert!(a.is_sensitive());
+    }
+}

@@ -1,0 +1,444 @@
+//! The immutable pick state: what calls read, without a lock, to pick.
+//!
+//! The picker builds a [`Snapshot`] whenever its candidates change (a node
+//! set, an ejection, a reload) and publishes it whole; calls load the one in
+//! force and pick from it. Everything a pick reads is built here, once: the
+//! nodes, a [`Slot`] per node (its stable handle, its calls in flight and its
+//! connection once one is made), and the candidate pool of the service's
+//! selector. Pools of call selectors are built on their first use against
+//! this snapshot and cached in it; the picker builds the ones still in use
+//! into the next snapshot.
+//!
+//! Balancer cursors are atomics and randomness comes from the picking thread,
+//! so concurrent picks never wait for each other, nor for the next snapshot
+//! being built.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
+use rand::rngs::SmallRng;
+use registry_actor::Node;
+use semver::Version;
+
+use super::picked::{NodeHandle, NodeRef, Picked};
+use crate::balance::{Member, PickCx, Policy};
+use crate::connection::Connection;
+use crate::hash::Prehashed;
+use crate::selector::parse_version_lenient;
+use crate::{Balancer, Error, Fallback, HashKey, PickerConfig, Selector};
+
+/// Candidate pools kept for call selectors besides the service's own; the cache is
+/// emptied when it would grow past this.
+const MAX_CACHED_SELECTORS: usize = 64;
+
+/// One node's lasting state across snapshots: its handle, its calls in flight
+/// and its connection once made. Shared by every snapshot the node is in.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    handle: NodeHandle,
+    load: Arc<AtomicU32>,
+    connection: OnceLock<Connection>,
+}
+
+impl Slot {
+    pub(crate) fn new(handle: NodeHandle) -> Self {
+        Self {
+            handle,
+            load: Arc::new(AtomicU32::new(0)),
+            connection: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn handle(&self) -> NodeHandle {
+        self.handle
+    }
+
+    /// The counter of calls in flight, which the node's connection keeps.
+    pub(crate) fn load_counter(&self) -> &Arc<AtomicU32> {
+        &self.load
+    }
+
+    pub(crate) fn load(&self) -> u32 {
+        self.load.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_load(&self, in_flight: u32) {
+        self.load.store(in_flight, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection(&self) -> Option<&Connection> {
+        self.connection.get()
+    }
+
+    /// Gives the node its connection; answers the one in force (an earlier one
+    /// stays).
+    pub(crate) fn attach(&self, connection: Connection) -> &Connection {
+        self.connection.get_or_init(|| connection)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ready,
+    NoNodes,
+    NoMatch,
+}
+
+/// The candidates of one selector, and the balancer built over them.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    /// The selector in force (the call's over the service's), for errors.
+    selector: Selector,
+    outcome: Outcome,
+    /// Whether nothing matched and the `any` fallback put every node here.
+    fell_back: bool,
+    /// Matching nodes (not ejected, unless all are), any weight: for `pick_all`.
+    all: Box<[u32]>,
+    /// The balancer's candidates: `all`, less weight 0 for weighted balancers.
+    indices: Box<[u32]>,
+    policy: Policy,
+    /// Whether a call used this pool (it is then built into the next snapshot).
+    used: AtomicBool,
+}
+
+/// Everything a pick reads, immutable once published.
+pub(crate) struct Snapshot {
+    service: Arc<str>,
+    config: Arc<PickerConfig>,
+    discovered: bool,
+    revision: i64,
+    nodes: Arc<[Node]>,
+    slots: Box<[Arc<Slot>]>,
+    ejected: Box<[bool]>,
+    versions: OnceLock<Box<[Option<Version>]>>,
+    default_pool: Pool,
+    /// Pools of call selectors, built on first use.
+    pools: ArcSwap<SelectorPools>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("service", &self.service)
+            .field("revision", &self.revision)
+            .field("nodes", &self.nodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Pools of call selectors; selectors carry their hash.
+type SelectorPools = std::collections::HashMap<Selector, Arc<Pool>, Prehashed>;
+
+/// What a snapshot is built from.
+pub(crate) struct Parts {
+    pub(crate) service: Arc<str>,
+    pub(crate) config: Arc<PickerConfig>,
+    pub(crate) discovered: bool,
+    pub(crate) revision: i64,
+    pub(crate) nodes: Arc<[Node]>,
+    pub(crate) slots: Box<[Arc<Slot>]>,
+    pub(crate) ejected: Box<[bool]>,
+}
+
+impl Snapshot {
+    /// Builds the snapshot of `parts`, with the pools of `selectors` (the call
+    /// selectors in use) built ahead.
+    pub(crate) fn build(parts: Parts, selectors: Vec<Selector>, rng: &mut SmallRng) -> Self {
+        let mut snapshot = Self {
+            default_pool: Pool::empty(parts.config.selector().clone()),
+            service: parts.service,
+            config: parts.config,
+            discovered: parts.discovered,
+            revision: parts.revision,
+            nodes: parts.nodes,
+            slots: parts.slots,
+            ejected: parts.ejected,
+            versions: OnceLock::new(),
+            pools: ArcSwap::default(),
+        };
+        snapshot.default_pool = snapshot.build_pool(snapshot.config.selector().clone(), rng);
+        let pools: SelectorPools = selectors
+            .into_iter()
+            .map(|s| {
+                let pool = snapshot.build_pool(s.merged_over(snapshot.config.selector()), rng);
+                (s, Arc::new(pool))
+            })
+            .collect();
+        snapshot.pools = ArcSwap::from_pointee(pools);
+        snapshot
+    }
+
+    pub(crate) fn is_discovered(&self) -> bool {
+        self.discovered
+    }
+
+    /// The slot of `handle`, if the node is in this snapshot.
+    pub(crate) fn slot(&self, handle: NodeHandle) -> Option<&Arc<Slot>> {
+        // Slots are in node order, handles are not: a scan, used off the pick path.
+        self.slots.iter().find(|s| s.handle == handle)
+    }
+
+    /// The call selectors whose pools calls used, to build into the next snapshot.
+    pub(crate) fn selectors_in_use(&self) -> Vec<Selector> {
+        self.pools
+            .load()
+            .iter()
+            .filter(|(_, pool)| pool.used.load(Ordering::Relaxed))
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
+    /// Picks one node. See [`Picker::pick`](super::Picker::pick).
+    pub(crate) fn pick(
+        &self,
+        selector: Option<&Selector>,
+        exclude: &[NodeHandle],
+        hash_key: Option<HashKey>,
+        rng: &mut SmallRng,
+    ) -> Result<Picked, Error> {
+        let pool = self.ready_pool(selector, rng)?;
+        if pool.indices.is_empty() {
+            return Err(Error::NoWeight {
+                service: self.service.clone(),
+                balancer: self.config.balancer(),
+            });
+        }
+        let indices = &pool.indices;
+        let slots = &self.slots;
+        let hash = hash_key.map(HashKey::get);
+        let load = |p: usize| slots[indices[p] as usize].load();
+        let pos = if exclude.is_empty() {
+            pool.policy.pick(&mut PickCx {
+                rng,
+                hash,
+                accept: |_| true,
+                load,
+            })
+        } else {
+            pool.policy.pick(&mut PickCx {
+                rng,
+                hash,
+                accept: |p: usize| !exclude.contains(&slots[indices[p] as usize].handle),
+                load,
+            })
+        };
+        let Some(pos) = pos else {
+            return Err(Error::AllExcluded {
+                service: self.service.clone(),
+                tried: exclude.len(),
+            });
+        };
+        Ok(self.picked(pool.indices[pos] as usize))
+    }
+
+    /// Every node matching `selector`. See [`Picker::pick_all`](super::Picker::pick_all).
+    pub(crate) fn pick_all(
+        &self,
+        selector: Option<&Selector>,
+        rng: &mut SmallRng,
+    ) -> Result<Vec<Picked>, Error> {
+        let pool = self.ready_pool(selector, rng)?;
+        if pool.fell_back {
+            // A fan-out goes to the nodes its selector names, never to all.
+            return Err(no_match(&self.service, &pool.selector, &self.nodes, false));
+        }
+        Ok(pool.all.iter().map(|&i| self.picked(i as usize)).collect())
+    }
+
+    /// The pool of `selector` (`None`: the service's), marked used, or the
+    /// error of a pool that has no candidates.
+    fn ready_pool(
+        &self,
+        selector: Option<&Selector>,
+        rng: &mut SmallRng,
+    ) -> Result<PoolRef<'_>, Error> {
+        let pool = match selector {
+            None => PoolRef::Default(&self.default_pool),
+            Some(s) => PoolRef::Cached(self.pool(s, rng)),
+        };
+        pool.mark_used();
+        pool.ready(self)?;
+        Ok(pool)
+    }
+
+    fn picked(&self, index: usize) -> Picked {
+        let slot = &self.slots[index];
+        Picked::new(
+            NodeRef::new(self.nodes.clone(), index),
+            slot.handle,
+            self.revision,
+            slot.connection().cloned(),
+        )
+    }
+
+    /// The pool of a call selector: one hash lookup once built.
+    fn pool(&self, selector: &Selector, rng: &mut SmallRng) -> Arc<Pool> {
+        if let Some(pool) = self.pools.load().get(selector) {
+            return pool.clone();
+        }
+        let pool = Arc::new(self.build_pool(selector.merged_over(self.config.selector()), rng));
+        self.pools.rcu(|pools| {
+            let mut pools = if pools.len() >= MAX_CACHED_SELECTORS {
+                SelectorPools::default()
+            } else {
+                (**pools).clone()
+            };
+            pools.insert(selector.clone(), pool.clone());
+            pools
+        });
+        pool
+    }
+
+    fn build_pool(&self, selector: Selector, rng: &mut SmallRng) -> Pool {
+        if self.nodes.is_empty() {
+            return Pool::empty(selector);
+        }
+        let versions = if selector.needs_semver() {
+            Some(self.versions.get_or_init(|| {
+                self.nodes
+                    .iter()
+                    .map(|n| parse_version_lenient(n.version()))
+                    .collect()
+            }))
+        } else {
+            None
+        };
+        let mut matching: Vec<u32> = (0..self.nodes.len())
+            .filter(|&i| {
+                let parsed = versions.and_then(|v| v[i].as_ref());
+                selector.matches_parsed(&self.nodes[i], parsed)
+            })
+            .map(|i| i as u32)
+            .collect();
+        let mut fell_back = false;
+        if matching.is_empty() {
+            match selector.fallback().unwrap_or(self.config.fallback()) {
+                Fallback::Strict => {
+                    let mut pool = Pool::empty(selector);
+                    pool.outcome = Outcome::NoMatch;
+                    return pool;
+                }
+                Fallback::Any => {
+                    fell_back = true;
+                    matching = (0..self.nodes.len() as u32).collect();
+                }
+            }
+        }
+        let healthy: Vec<u32> = matching
+            .iter()
+            .copied()
+            .filter(|&i| !self.ejected[i as usize])
+            .collect();
+        let all: Box<[u32]> = if healthy.is_empty() {
+            matching.into()
+        } else {
+            healthy.into()
+        };
+        let balancer = self.config.balancer();
+        let indices: Box<[u32]> = if balancer.is_weighted() {
+            all.iter()
+                .copied()
+                .filter(|&i| self.nodes[i as usize].weight() > 0)
+                .collect()
+        } else {
+            all.clone()
+        };
+        let members: Vec<Member<'_>> = match balancer {
+            // These balancers read no member: no list of them is made.
+            Balancer::PickFirst
+            | Balancer::RoundRobin
+            | Balancer::Random
+            | Balancer::LeastRequest => Vec::new(),
+            _ => indices
+                .iter()
+                .map(|&i| {
+                    let node = &self.nodes[i as usize];
+                    Member {
+                        id: node.id(),
+                        weight: node.weight(),
+                    }
+                })
+                .collect(),
+        };
+        let policy = Policy::build(balancer, indices.len(), &members, rng);
+        Pool {
+            selector,
+            outcome: Outcome::Ready,
+            fell_back,
+            all,
+            indices,
+            policy,
+            used: AtomicBool::new(false),
+        }
+    }
+}
+
+/// A pool as a pick holds it: the service's, or a call selector's from the cache.
+enum PoolRef<'a> {
+    Default(&'a Pool),
+    Cached(Arc<Pool>),
+}
+
+impl std::ops::Deref for PoolRef<'_> {
+    type Target = Pool;
+
+    fn deref(&self) -> &Pool {
+        match self {
+            Self::Default(pool) => pool,
+            Self::Cached(pool) => pool,
+        }
+    }
+}
+
+impl Pool {
+    fn empty(selector: Selector) -> Self {
+        Self {
+            selector,
+            outcome: Outcome::NoNodes,
+            fell_back: false,
+            all: Box::new([]),
+            indices: Box::new([]),
+            policy: Policy::PickFirst { len: 0 },
+            used: AtomicBool::new(false),
+        }
+    }
+
+    fn mark_used(&self) {
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn ready(&self, snapshot: &Snapshot) -> Result<(), Error> {
+        match self.outcome {
+            Outcome::Ready => Ok(()),
+            Outcome::NoNodes => Err(Error::NoNodes {
+                service: snapshot.service.clone(),
+            }),
+            Outcome::NoMatch => Err(no_match(
+                &snapshot.service,
+                &self.selector,
+                &snapshot.nodes,
+                true,
+            )),
+        }
+    }
+}
+
+/// No node matches `selector`: the error names what the service has.
+fn no_match(service: &Arc<str>, selector: &Selector, nodes: &[Node], strict: bool) -> Error {
+    let distinct = |field: fn(&Node) -> &str| {
+        let mut values: Vec<String> = nodes.iter().map(|n| field(n).to_owned()).collect();
+        values.sort();
+        values.dedup();
+        values
+    };
+    Error::NoMatch {
+        service: service.clone(),
+        selector: selector.to_string(),
+        strict,
+        available_versions: distinct(Node::version),
+        available_groups: distinct(Node::group),
+    }
+}
