@@ -1,5 +1,6 @@
 //! Pick cost of every balancer at 10, 1,000 and 10,000 nodes, the cost of a
-//! snapshot rebuild at 10,000 nodes, and one actor round trip for scale.
+//! snapshot rebuild at 10,000 nodes, of a one-node change at 100,000 nodes,
+//! and one actor round trip for scale.
 //!
 //! `cargo bench -p cluster-client --bench picker -- --warm-up-time 1 --measurement-time 2`
 
@@ -114,6 +115,36 @@ fn rebuild(c: &mut Criterion) {
     group.finish();
 }
 
+/// A node-set change of one node in a set of 100,000: the set alternates
+/// between `n` nodes and the same with one more, as a registration and its
+/// deregistration arrive.
+fn one_node_change_100k(c: &mut Criterion) {
+    let mut group = c.benchmark_group("one_node_change_100k");
+    group.sample_size(10);
+    let base = nodes(100_000);
+    let mut more: Vec<Node> = base.to_vec();
+    more.push(Node::new("echo-99999-extra", "echo", "10.9.9.9:50051").expect("valid node"));
+    let more: Arc<[Node]> = more.into();
+    for balancer in [
+        Balancer::RoundRobin,
+        Balancer::LeastRequest,
+        Balancer::WeightedRandom,
+        Balancer::WeightedRoundRobin,
+        Balancer::ConsistentHash,
+    ] {
+        let mut p = picker(balancer, base.clone());
+        let mut revision = 1;
+        group.bench_function(balancer.name(), |b| {
+            b.iter(|| {
+                revision += 1;
+                let set = if revision % 2 == 0 { &more } else { &base };
+                p.update(set.clone(), revision, Instant::now());
+            })
+        });
+    }
+    group.finish();
+}
+
 fn actor_round_trip(c: &mut Criterion) {
     let system = System::new();
     let picker = system.block_on(async {
@@ -153,6 +184,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(1));
     targets = pick, pick_with_exclusion_and_selector, weighted_round_robin_many_weights, rebuild,
-        actor_round_trip
+        one_node_change_100k, actor_round_trip
 }
 criterion_main!(benches);

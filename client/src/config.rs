@@ -1089,11 +1089,10 @@ fn parse_codes(key: &str, names: &[String]) -> Result<Arc<[Code]>, Error> {
         .collect()
 }
 
-fn parse_at<T: std::str::FromStr<Err = Error>>(key: &str, value: &str) -> Result<T, Error> {
-    value.parse().map_err(|e| match e {
-        Error::Config(why) => Error::Config(InvalidValue::new(key, why.reason())),
-        other => Error::Config(InvalidValue::new(key, other.to_string())),
-    })
+fn parse_at<T: std::str::FromStr<Err = InvalidValue>>(key: &str, value: &str) -> Result<T, Error> {
+    value
+        .parse()
+        .map_err(|why: InvalidValue| Error::Config(InvalidValue::new(key, why.reason())))
 }
 
 fn check_share(key: &str, share: f64) -> Result<(), Error> {

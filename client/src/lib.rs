@@ -78,6 +78,7 @@ mod panic_guard;
 mod picker;
 mod policy;
 mod selector;
+mod sorted;
 
 pub use balance::Balancer;
 pub use budget::RetryBudget;

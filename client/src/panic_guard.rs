@@ -12,12 +12,13 @@
 //! The share is counted against the set in force (held nodes included), one
 //! registry change at a time; nodes are told apart by id.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use registry_actor::Node;
 use tracing::{info, warn};
+
+use crate::sorted;
 
 #[derive(Debug, Clone)]
 struct Held {
@@ -43,7 +44,8 @@ impl PanicGuard {
     }
 
     /// The set to use after the registry reported `next`, given the set `prev` in
-    /// force. `is_unhealthy` tells nodes the client already sees as failed.
+    /// force (both sorted by id). `is_unhealthy` tells nodes the client already
+    /// sees as failed.
     pub(crate) fn apply(
         &mut self,
         service: &str,
@@ -52,15 +54,17 @@ impl PanicGuard {
         now: Instant,
         is_unhealthy: impl Fn(&Node) -> bool,
     ) -> Arc<[Node]> {
-        let listed: HashSet<&str> = next.iter().map(Node::id).collect();
         let before = self.held.len();
-        self.held.retain(|h| !listed.contains(h.node.id()));
+        self.held
+            .retain(|h| sorted::find(&next, h.node.id()).is_none());
         if self.held.len() < before {
             info!(%service, back = before - self.held.len(), "held nodes are listed again");
         }
-        let removed: Vec<&Node> = prev
-            .iter()
-            .filter(|n| !listed.contains(n.id()) && !self.is_held(n.id()))
+        let (_, gone) = sorted::diff(prev, &next);
+        let removed: Vec<&Node> = gone
+            .into_iter()
+            .map(|i| &prev[i])
+            .filter(|n| !self.is_held(n.id()))
             .collect();
         if !removed.is_empty() && removed.len() as f64 > self.threshold * prev.len() as f64 {
             let until = now + self.grace;

@@ -9,8 +9,6 @@ use rand::Rng;
 
 use registry_actor::config::InvalidValue;
 
-use crate::Error;
-
 mod consistent_hash;
 mod least_request;
 mod round_robin;
@@ -119,21 +117,21 @@ impl fmt::Display for Balancer {
 }
 
 impl FromStr for Balancer {
-    type Err = Error;
+    type Err = InvalidValue;
 
-    fn from_str(s: &str) -> Result<Self, Error> {
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
         Self::ALL
             .into_iter()
             .find(|b| b.name() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = Self::ALL.iter().map(|b| b.name()).collect();
-                Error::Config(InvalidValue::new(
+                InvalidValue::new(
                     "balancer",
                     format!(
                         "unknown balancer \"{s}\"; expected one of {}",
                         names.join(", ")
                     ),
-                ))
+                )
             })
     }
 }

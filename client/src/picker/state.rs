@@ -1,7 +1,6 @@
 //! The picker: node tracking, ejection and the panic guard, publishing
 //! [`Snapshot`]s.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -17,14 +16,14 @@ use super::snapshot::{Parts, Slot, Snapshot};
 use super::status::{NodeStatus, PickerStatus};
 use crate::ejection::{max_ejected, NodeHealth};
 use crate::panic_guard::PanicGuard;
+use crate::sorted;
 use crate::{Error, HashKey, PickerConfig, Selector};
 
+/// What the picker keeps of one node in force, beside it in the set.
 #[derive(Debug)]
-struct Tracked {
-    addr: Box<str>,
+struct Entry {
     slot: Arc<Slot>,
     health: NodeHealth,
-    seen: u64,
 }
 
 /// The picking logic of one service, without an actor: the node set in force,
@@ -69,16 +68,17 @@ pub struct Picker {
     revision: i64,
     /// The registry's set.
     listed: Arc<[Node]>,
-    /// The set in force: listed plus held, and one slot per node.
+    /// The set in force: listed plus held, sorted by id; an entry (slot and
+    /// health) per node, in the same order.
     effective: Arc<[Node]>,
-    slots: Box<[Arc<Slot>]>,
+    entries: Vec<Entry>,
     ejected: Vec<bool>,
     ejected_count: usize,
-    by_handle: HashMap<NodeHandle, u32>,
-    tracked: HashMap<Box<str>, Tracked>,
+    /// The id of each node in force, by handle (changed only for the nodes a
+    /// change adds or removes).
+    by_handle: HashMap<NodeHandle, Box<str>>,
     guard: PanicGuard,
     next_handle: u64,
-    generation: u64,
     current: Arc<Snapshot>,
 }
 
@@ -132,14 +132,12 @@ impl Picker {
             revision: 0,
             listed: empty.clone(),
             effective: empty,
-            slots: Box::new([]),
+            entries: Vec::new(),
             ejected: Vec::new(),
             ejected_count: 0,
             by_handle: HashMap::new(),
-            tracked: HashMap::new(),
             guard,
             next_handle: 0,
-            generation: 0,
             current,
         }
     }
@@ -197,11 +195,12 @@ impl Picker {
     pub fn update(&mut self, nodes: Arc<[Node]>, revision: i64, now: Instant) {
         self.discovered = true;
         self.revision = revision;
-        let tracked = &self.tracked;
+        let nodes = sorted::sorted(nodes);
+        let (effective, entries) = (&self.effective, &self.entries);
         let effective = self
             .guard
             .apply(&self.service, &self.effective, nodes.clone(), now, |n| {
-                tracked.get(n.id()).is_some_and(|t| t.health.is_ejected())
+                sorted::find(effective, n.id()).is_some_and(|i| entries[i].health.is_ejected())
             });
         self.listed = nodes;
         self.install(effective);
@@ -246,19 +245,24 @@ impl Picker {
     /// node's connection keeps this count itself). Unknown handles (nodes gone
     /// meanwhile) are ignored.
     pub fn report_load(&mut self, node: NodeHandle, in_flight: u32) {
-        if let Some(&i) = self.by_handle.get(&node) {
-            self.slots[i as usize].set_load(in_flight);
+        if let Some(i) = self.position(node) {
+            self.entries[i].slot.set_load(in_flight);
         }
+    }
+
+    /// Where the node of `handle` is in the set in force.
+    fn position(&self, handle: NodeHandle) -> Option<usize> {
+        let id = self.by_handle.get(&handle)?;
+        sorted::find(&self.effective, id)
     }
 
     /// Records a failed connection attempt to `node`: a node held by the panic
     /// threshold is dropped at once; another is ejected at its N-th consecutive
     /// failure if the share cap allows. Answers whether the candidates changed.
     pub fn connection_failed(&mut self, node: NodeHandle, now: Instant) -> bool {
-        let Some(&i) = self.by_handle.get(&node) else {
+        let Some(i) = self.position(node) else {
             return false;
         };
-        let i = i as usize;
         let effective = self.effective.clone();
         let id = effective[i].id();
         if self.guard.release(id) {
@@ -267,11 +271,9 @@ impl Picker {
             self.install(effective);
             return true;
         }
-        let Some(tracked) = self.tracked.get_mut(id) else {
-            return false;
-        };
         let policy = self.config.ejection();
-        if !tracked.health.record_failure(policy) {
+        let entry = &mut self.entries[i];
+        if !entry.health.record_failure(policy) {
             return false;
         }
         let cap = max_ejected(self.effective.len(), policy.max_share());
@@ -282,10 +284,11 @@ impl Picker {
             );
             return false;
         }
-        let until = tracked.health.eject(policy, now);
+        let entry = &mut self.entries[i];
+        let until = entry.health.eject(policy, now);
         warn!(
             service = %self.service, node = %id,
-            failures = tracked.health.consecutive_failures(),
+            failures = entry.health.consecutive_failures(),
             ejected_for = ?until.saturating_duration_since(now),
             "ejecting node after consecutive connection failures"
         );
@@ -298,10 +301,8 @@ impl Picker {
     /// Records a successful connection attempt to `node` (resets its failure
     /// count).
     pub fn connection_succeeded(&mut self, node: NodeHandle) {
-        if let Some(&i) = self.by_handle.get(&node) {
-            if let Some(t) = self.tracked.get_mut(self.effective[i as usize].id()) {
-                t.health.record_success();
-            }
+        if let Some(i) = self.position(node) {
+            self.entries[i].health.record_success();
         }
     }
 
@@ -309,9 +310,9 @@ impl Picker {
     /// has passed. Answers whether the candidates changed.
     pub fn expire(&mut self, now: Instant) -> bool {
         let mut returned = false;
-        for (id, t) in &mut self.tracked {
-            if t.health.expire(now) {
-                info!(service = %self.service, node = %id, "ejection over; node is back");
+        for (node, entry) in self.effective.iter().zip(&mut self.entries) {
+            if entry.health.expire(now) {
+                info!(service = %self.service, node = %node.id(), "ejection over; node is back");
                 returned = true;
             }
         }
@@ -331,9 +332,9 @@ impl Picker {
     /// When [`expire`](Self::expire) has something to do next.
     pub fn next_deadline(&self) -> Option<Instant> {
         let ejection = self
-            .tracked
-            .values()
-            .filter_map(|t| t.health.ejected_until())
+            .entries
+            .iter()
+            .filter_map(|e| e.health.ejected_until())
             .min();
         match (ejection, self.guard.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -348,15 +349,15 @@ impl Picker {
             .iter()
             .enumerate()
             .map(|(i, n)| {
-                let health = self.tracked.get(n.id()).map(|t| &t.health);
+                let entry = &self.entries[i];
                 NodeStatus {
                     id: n.id().to_owned(),
                     addr: n.addr().to_owned(),
-                    handle: self.slots[i].handle(),
-                    in_flight: self.slots[i].load(),
-                    consecutive_failures: health.map_or(0, |h| h.consecutive_failures()),
+                    handle: entry.slot.handle(),
+                    in_flight: entry.slot.load(),
+                    consecutive_failures: entry.health.consecutive_failures(),
                     ejected: self.ejected[i],
-                    ejections: health.map_or(0, |h| h.ejections()),
+                    ejections: entry.health.ejections(),
                     held: self.guard.is_held(n.id()),
                 }
             })
@@ -368,60 +369,63 @@ impl Picker {
             listed: self.listed.len(),
             nodes,
             connections: self
-                .slots
+                .entries
                 .iter()
-                .filter(|s| s.connection().is_some())
+                .filter(|e| e.slot.connection().is_some())
                 .count(),
         }
     }
 
-    /// Makes `effective` the set in force: slots (handles, loads, connections)
-    /// and health carried over by node, then a new snapshot published.
+    /// Makes `effective` (sorted by id) the set in force: each node that stays
+    /// with its address keeps its entry (slot: handle, load, connection; and
+    /// health), found by a merge walk of the two sorted sets; then a new
+    /// snapshot is published. Only the nodes added or removed touch a map.
     fn install(&mut self, effective: Arc<[Node]>) {
-        self.generation += 1;
-        let generation = self.generation;
-        let n = effective.len();
-        let mut slots = Vec::with_capacity(n);
-        let mut by_handle = HashMap::with_capacity(n);
-        for (i, node) in effective.iter().enumerate() {
-            let tracked = match self.tracked.get_mut(node.id()) {
-                Some(t) if *t.addr == *node.addr() => t,
-                _ => {
+        let (matched, removed) = sorted::diff(&self.effective, &effective);
+        let mut old: Vec<Option<Entry>> = std::mem::take(&mut self.entries)
+            .into_iter()
+            .map(Some)
+            .collect();
+        for i in removed {
+            if let Some(entry) = &old[i] {
+                self.by_handle.remove(&entry.slot.handle());
+            }
+        }
+        let mut entries = Vec::with_capacity(effective.len());
+        for (node, before) in effective.iter().zip(matched) {
+            let kept = before.and_then(|i| {
+                let same = self.effective[i] == *node || self.effective[i].addr() == node.addr();
+                let entry = old[i].take()?;
+                if same {
+                    Some(entry)
+                } else {
+                    // Same id, new address: a new node for connections.
+                    self.by_handle.remove(&entry.slot.handle());
+                    None
+                }
+            });
+            let entry = match kept {
+                Some(entry) => entry,
+                None => {
                     self.next_handle += 1;
-                    let t = Tracked {
-                        addr: node.addr().into(),
-                        slot: Arc::new(Slot::new(NodeHandle(self.next_handle))),
+                    let handle = NodeHandle(self.next_handle);
+                    self.by_handle.insert(handle, node.id().into());
+                    Entry {
+                        slot: Arc::new(Slot::new(handle)),
                         health: NodeHealth::new(self.config.ejection()),
-                        seen: generation,
-                    };
-                    match self.tracked.entry(node.id().into()) {
-                        Entry::Occupied(mut e) => {
-                            e.insert(t);
-                            e.into_mut()
-                        }
-                        Entry::Vacant(e) => e.insert(t),
                     }
                 }
             };
-            tracked.seen = generation;
-            by_handle.insert(tracked.slot.handle(), i as u32);
-            slots.push(tracked.slot.clone());
+            entries.push(entry);
         }
-        self.tracked.retain(|_, t| t.seen == generation);
         self.effective = effective;
-        self.slots = slots.into();
-        self.by_handle = by_handle;
+        self.entries = entries;
         self.refresh_ejected();
         self.publish();
     }
 
     fn refresh_ejected(&mut self) {
-        let tracked = &self.tracked;
-        self.ejected = self
-            .effective
-            .iter()
-            .map(|n| tracked.get(n.id()).is_some_and(|t| t.health.is_ejected()))
-            .collect();
+        self.ejected = self.entries.iter().map(|e| e.health.is_ejected()).collect();
         self.ejected_count = self.ejected.iter().filter(|&&e| e).count();
     }
 
@@ -437,7 +441,7 @@ impl Picker {
             discovered: self.discovered,
             revision: self.revision,
             nodes: self.effective.clone(),
-            slots: self.slots.clone(),
+            slots: self.entries.iter().map(|e| e.slot.clone()).collect(),
             ejected: self.ejected.clone().into(),
         };
         self.current = Arc::new(Snapshot::build(parts, selectors, &mut self.rng));

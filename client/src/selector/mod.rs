@@ -42,16 +42,16 @@ impl fmt::Display for Fallback {
 }
 
 impl FromStr for Fallback {
-    type Err = Error;
+    type Err = InvalidValue;
 
-    fn from_str(s: &str) -> Result<Self, Error> {
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
         match s {
             "strict" => Ok(Self::Strict),
             "any" => Ok(Self::Any),
-            other => Err(Error::Config(InvalidValue::new(
+            other => Err(InvalidValue::new(
                 "fallback",
                 format!("unknown fallback \"{other}\"; expected one of strict, any"),
-            ))),
+            )),
         }
     }
 }

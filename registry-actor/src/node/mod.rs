@@ -36,6 +36,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -49,9 +50,13 @@ pub const DEFAULT_WEIGHT: u32 = 100;
 ///
 /// Built with [`Node::new`] and the `with_*` setters, or decoded from an etcd value
 /// with [`Node::decode`]. Immutable once shared: the client hands nodes around in
-/// `Arc<[Node]>` snapshots.
+/// `Arc<[Node]>` snapshots. A clone shares the node's fields (one reference
+/// count), so a node set of any size is copied at the cost of its pointers.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Node(Arc<Fields>);
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-pub struct Node {
+struct Fields {
     id: String,
     service: String,
     addr: String,
@@ -83,7 +88,7 @@ impl Node {
             return Err(DecodeError::new(key, DecodeErrorKind::MissingField("id")));
         }
         validate_addr(&addr).map_err(|kind| DecodeError::new(key, kind))?;
-        Ok(Self {
+        Ok(Self(Arc::new(Fields {
             id,
             service,
             addr,
@@ -92,36 +97,38 @@ impl Node {
             weight: DEFAULT_WEIGHT,
             zone: String::new(),
             labels: BTreeMap::new(),
-        })
+        })))
     }
 
     /// Sets the version (default `""`).
     pub fn with_version(mut self, version: impl Into<String>) -> Self {
-        self.version = version.into();
+        Arc::make_mut(&mut self.0).version = version.into();
         self
     }
 
     /// Sets the group (default `""`).
     pub fn with_group(mut self, group: impl Into<String>) -> Self {
-        self.group = group.into();
+        Arc::make_mut(&mut self.0).group = group.into();
         self
     }
 
     /// Sets the weight (default 100; 0 = never picked by weighted policies).
     pub fn with_weight(mut self, weight: u32) -> Self {
-        self.weight = weight;
+        Arc::make_mut(&mut self.0).weight = weight;
         self
     }
 
     /// Sets the zone (default `""`).
     pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
-        self.zone = zone.into();
+        Arc::make_mut(&mut self.0).zone = zone.into();
         self
     }
 
     /// Adds one label (default: no labels).
     pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.labels.insert(key.into(), value.into());
+        Arc::make_mut(&mut self.0)
+            .labels
+            .insert(key.into(), value.into());
         self
     }
 
@@ -134,65 +141,65 @@ impl Node {
     pub fn with_addr(mut self, addr: impl Into<String>) -> Result<Self, DecodeError> {
         let addr = addr.into();
         validate_addr(&addr)
-            .map_err(|kind| DecodeError::new(format!("{}/{}", self.service, self.id), kind))?;
-        self.addr = addr;
+            .map_err(|kind| DecodeError::new(format!("{}/{}", self.0.service, self.0.id), kind))?;
+        Arc::make_mut(&mut self.0).addr = addr;
         Ok(self)
     }
 
     /// The node id, unique within its service.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.0.id
     }
 
     /// The service this node serves.
     pub fn service(&self) -> &str {
-        &self.service
+        &self.0.service
     }
 
     /// The address clients connect to, `host:port`.
     pub fn addr(&self) -> &str {
-        &self.addr
+        &self.0.addr
     }
 
     /// The version, `""` when not set.
     pub fn version(&self) -> &str {
-        &self.version
+        &self.0.version
     }
 
     /// The group, `""` when not set.
     pub fn group(&self) -> &str {
-        &self.group
+        &self.0.group
     }
 
     /// The weight for weighted policies; 0 means never picked by them.
     pub fn weight(&self) -> u32 {
-        self.weight
+        self.0.weight
     }
 
     /// The zone, `""` when not set.
     pub fn zone(&self) -> &str {
-        &self.zone
+        &self.0.zone
     }
 
     /// All labels.
     pub fn labels(&self) -> &BTreeMap<String, String> {
-        &self.labels
+        &self.0.labels
     }
 
     /// One label's value.
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels.get(key).map(String::as_str)
+        self.0.labels.get(key).map(String::as_str)
     }
 
     /// The etcd key of this node under `prefix`: `{prefix}/{service}/{id}`.
     pub fn key(&self, prefix: &str) -> String {
-        node_key(prefix, &self.service, &self.id)
+        node_key(prefix, &self.0.service, &self.0.id)
     }
 
     /// The JSON value of this node, every field written out.
     pub fn encode(&self) -> Vec<u8> {
         // Serializing a struct of strings, integers and a string map cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        serde_json::to_vec(&*self.0).unwrap_or_default()
     }
 
     /// Decodes the value stored at `key` for `service`.
@@ -228,7 +235,7 @@ impl Node {
             None => DEFAULT_WEIGHT,
             Some(w) => u32::try_from(w).map_err(|_| err(DecodeErrorKind::Weight(w)))?,
         };
-        Ok(Self {
+        Ok(Self(Arc::new(Fields {
             id,
             service,
             addr,
@@ -237,13 +244,35 @@ impl Node {
             weight,
             zone: raw.zone.unwrap_or_default(),
             labels: raw.labels.unwrap_or_default(),
-        })
+        })))
     }
 }
 
 impl fmt::Display for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}@{}", self.service, self.id, self.addr)
+        write!(f, "{}/{}@{}", self.0.service, self.0.id, self.0.addr)
+    }
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = &*self.0;
+        f.debug_struct("Node")
+            .field("id", &n.id)
+            .field("service", &n.service)
+            .field("addr", &n.addr)
+            .field("version", &n.version)
+            .field("group", &n.group)
+            .field("weight", &n.weight)
+            .field("zone", &n.zone)
+            .field("labels", &n.labels)
+            .finish()
+    }
+}
+
+impl Serialize for Node {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
     }
 }
 
