@@ -547,8 +547,7 @@ async fn a_client_handle_runs_calls_from_another_threads_runtime_with_the_same_s
     let handle = client.send(GetHandle).await.expect("alive");
 
     // 400 failover calls spawned as tasks of a multi-threaded runtime on another
-    // thread: the futures are Send and 'static, and the channels stay on the
-    // client's arbiter.
+    // thread: the futures are Send and 'static.
     let remote = handle.clone();
     let (replies, broadcast) = on_another_runtime(async move {
         // 32 in flight, as the retry budget (20 % + 10) is sized for a
@@ -633,50 +632,101 @@ async fn a_request_id_is_sent_only_when_configured() {
 }
 
 #[actix_rt::test]
-async fn connections_run_on_the_io_runtime_off_the_actix_thread() {
+async fn channels_are_made_on_the_runtime_of_their_calls_off_the_actix_thread() {
+    let mut cluster = Cluster::start().await;
+    cluster.add(EchoService::new("a"), |n| n).await;
+    cluster.add(EchoService::new("b"), |n| n).await;
+    let client = cluster.client(test_config(), 2).await;
+    let handle = client.send(GetHandle).await.expect("alive");
+    assert_eq!(handle.status("echo").await.expect("status").connections, 0);
+
+    // Calls from tasks of a multi-threaded tokio runtime on another thread.
+    let remote = handle.clone();
+    let actix_thread = std::thread::current().id();
+    let (served, tasks, threads) = on_another_runtime(async move {
+        let runtime = tokio::runtime::Handle::current();
+        let idle = runtime.metrics().num_alive_tasks();
+        let replies: Vec<_> = stream::iter(0..200)
+            .map(|i| tokio::spawn(remote.call(Call::new("echo", SAY, say(&format!("m{i}"))))))
+            .buffer_unordered(16)
+            .map(|joined| joined.expect("task").map(|r| r.node.id().to_owned()))
+            .collect()
+            .await;
+        // The channels' tasks (request buffer, HTTP/2 connection) live on this
+        // runtime, on its worker threads.
+        let tasks = runtime.metrics().num_alive_tasks().saturating_sub(idle);
+        let threads: HashSet<_> = stream::iter(0..8)
+            .map(|_| tokio::spawn(async { std::thread::current().id() }))
+            .buffer_unordered(8)
+            .map(|joined| joined.expect("task"))
+            .collect()
+            .await;
+        (replies, tasks, threads)
+    })
+    .await;
+    let served: HashSet<String> = served
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("a call failed: {e}")))
+        .collect();
+    assert_eq!(served.len(), 2, "both nodes served");
+    assert!(
+        tasks >= 2,
+        "each node's channel runs on the calling runtime: {tasks} tasks"
+    );
+    assert!(!threads.contains(&actix_thread), "off the actix thread");
+    assert!(
+        handle.io_runtime().is_none(),
+        "the client's own I/O runtime is not needed"
+    );
+    let status = handle.status("echo").await.expect("status");
+    assert_eq!(
+        status.connections, 2,
+        "one channel per node on that runtime"
+    );
+
+    // Calls from the actix thread get channels of their own, on this thread.
+    for i in 0..4 {
+        handle
+            .call(Call::new("echo", SAY, say(&format!("here{i}"))))
+            .await
+            .expect("call");
+    }
+    let status = handle.status("echo").await.expect("status");
+    assert_eq!(
+        status.connections, 4,
+        "and one per node on the actix runtime"
+    );
+}
+
+#[actix_rt::test]
+async fn a_dedicated_io_runtime_carries_every_channel() {
     let mut cluster = Cluster::start().await;
     cluster.add(EchoService::new("a"), |n| n).await;
     cluster.add(EchoService::new("b"), |n| n).await;
     let client = cluster.client(test_config().with_io_threads(2), 2).await;
     let handle = client.send(GetHandle).await.expect("alive");
-    let io = handle.io_runtime().expect("an I/O runtime").clone();
-    assert_eq!(io.metrics().num_workers(), 2, "client.io_threads");
-    assert_eq!(
-        io.metrics().num_alive_tasks(),
-        0,
-        "no channel before the first call"
-    );
-
-    // Calls from tasks of a multi-threaded tokio runtime on another thread.
-    let remote = handle.clone();
-    let replies: Vec<_> = on_another_runtime(async move {
-        stream::iter(0..200)
-            .map(|i| tokio::spawn(remote.call(Call::new("echo", SAY, say(&format!("m{i}"))))))
-            .buffer_unordered(16)
-            .map(|joined| joined.expect("task").map(|r| r.node.id().to_owned()))
-            .collect()
+    for i in 0..20 {
+        handle
+            .call(Call::new("echo", SAY, say(&format!("m{i}"))))
             .await
-    })
-    .await;
-    let served: HashSet<String> = replies
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|e| panic!("a call failed: {e}")))
-        .collect();
-    assert_eq!(served.len(), 2, "both nodes served");
-
-    // Each node's channel runs its tasks (request buffer, HTTP/2 connection)
-    // on the I/O runtime, whose threads are not the actix thread.
+            .expect("call");
+    }
+    let io = handle
+        .io_runtime()
+        .expect("started by the first call")
+        .clone();
+    assert_eq!(io.metrics().num_workers(), 2, "client.io_threads");
     let alive = io.metrics().num_alive_tasks();
     assert!(
         alive >= 2,
         "the channels' tasks live on the I/O runtime: {alive}"
     );
-    let actix_thread = std::thread::current().id();
     let io_thread = io
         .spawn(async { std::thread::current().id() })
         .await
         .expect("I/O runtime task");
-    assert_ne!(io_thread, actix_thread);
+    assert_ne!(io_thread, std::thread::current().id());
+    assert_eq!(handle.status("echo").await.expect("status").connections, 2);
 }
 
 #[actix_rt::test]

@@ -247,8 +247,11 @@ impl ClientConfig {
         self
     }
 
-    /// Threads of the runtime that carries the nodes' channels (their
-    /// connection and HTTP/2 I/O tasks); 0 (the default) means one per core.
+    /// Runs every node's channel (its connection and HTTP/2 I/O tasks) on a
+    /// dedicated runtime of `threads` threads. 0 (the default): each channel
+    /// is made on the runtime of the calls that use it, and only calls made
+    /// outside any tokio runtime use a runtime of the client's, one thread per
+    /// core.
     pub fn with_io_threads(mut self, threads: usize) -> Self {
         self.io_threads = threads;
         self
@@ -259,7 +262,12 @@ impl ClientConfig {
         self.request_id
     }
 
-    /// The threads of the I/O runtime: `io_threads`, or the cores when 0.
+    /// Whether every channel runs on a dedicated runtime (`io_threads` > 0).
+    pub fn dedicated_io(&self) -> bool {
+        self.io_threads > 0
+    }
+
+    /// The threads of the client's I/O runtime: `io_threads`, or the cores when 0.
     pub fn io_threads(&self) -> usize {
         if self.io_threads > 0 {
             self.io_threads

@@ -19,6 +19,7 @@ use super::service::{Service, ServiceSettings};
 use super::status::{request_id, REQUEST_ID};
 use super::strategy::Plan;
 use crate::budget::RetryBudget;
+use crate::connection::{Home, IoRuntime};
 use crate::policy::Strategy;
 use crate::{ClientConfig, Error, Inspect, PickerActor, PickerStatus, Reconfigure};
 
@@ -38,8 +39,11 @@ type Services = foldhash::HashMap<Arc<str>, Arc<Service>>;
 ///
 /// The handle is `Send + Sync` and may be used from any thread or runtime.
 /// The pickers and connection actors stay on the arbiter the client was
-/// created on, which must outlive the calls; the nodes' channels run on the
-/// client's I/O runtime (`client.io_threads` threads, one per core by default).
+/// created on, which must outlive the calls. Each node's channel is made on
+/// the runtime of the calls that use it (one per calling runtime), so a call
+/// hands its request to tasks of its own runtime: on the actix thread nothing
+/// leaves the thread, and on a multi-thread runtime the channels spread over
+/// its workers.
 ///
 /// Get one with [`ClusterClient::handle`](super::ClusterClient::handle) or by
 /// sending [`GetHandle`] to the client.
@@ -64,47 +68,16 @@ struct Shared {
     registry: Addr<RegistryActor>,
     /// Where pickers and connection actors are started.
     arbiter: actix::ArbiterHandle,
-    /// Where the nodes' channels run.
-    io: IoRuntime,
+    /// The client's I/O runtime (channels of calls made outside any tokio
+    /// runtime, or of every call when dedicated).
+    io: Arc<IoRuntime>,
+    /// Whether every channel runs on the I/O runtime (`client.io_threads` > 0).
+    dedicated: bool,
     /// The configuration in force; replaced whole on reload.
     config: ArcSwap<ClientConfig>,
     services: ArcSwap<Services>,
     /// Serialises the control path: adding a service, reloading.
     control: Mutex<()>,
-}
-
-/// A multi-threaded tokio runtime for the nodes' channels, shut down without
-/// waiting when the client goes (dropping a runtime inside another would
-/// block).
-struct IoRuntime(Option<tokio::runtime::Runtime>);
-
-impl IoRuntime {
-    fn new(threads: usize) -> Result<Self, Error> {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
-            .thread_name("gc-io")
-            .enable_all()
-            .build()
-            .map(|rt| Self(Some(rt)))
-            .map_err(|e| {
-                Error::Config(InvalidValue::new(
-                    "client.io_threads",
-                    format!("cannot start the I/O runtime: {e}"),
-                ))
-            })
-    }
-
-    fn handle(&self) -> Option<&tokio::runtime::Handle> {
-        self.0.as_ref().map(tokio::runtime::Runtime::handle)
-    }
-}
-
-impl Drop for IoRuntime {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
 }
 
 /// The future of a call made through a [`ClientHandle`]: `Send`, `'static`.
@@ -127,12 +100,12 @@ impl ClientHandle {
                 "a cluster client must be created inside a running actix system",
             ))
         })?;
-        let io = IoRuntime::new(config.io_threads())?;
         Ok(Self {
             shared: Arc::new(Shared {
                 registry,
                 arbiter,
-                io,
+                io: Arc::new(IoRuntime::new(config.io_threads())),
+                dedicated: config.dedicated_io(),
                 config: ArcSwap::from_pointee(config),
                 services: ArcSwap::default(),
                 control: Mutex::new(()),
@@ -140,11 +113,12 @@ impl ClientHandle {
         })
     }
 
-    /// The runtime that carries the nodes' channels: their connection and
-    /// HTTP/2 I/O tasks run on its threads, spread over the cores, whichever
-    /// thread or runtime makes the calls.
+    /// The client's own I/O runtime, once started: it carries the channels of
+    /// calls made outside any tokio runtime, and of every call when
+    /// `client.io_threads` asks for a dedicated runtime. Other calls use
+    /// channels made on their own runtime.
     pub fn io_runtime(&self) -> Option<&tokio::runtime::Handle> {
-        self.shared.io.handle()
+        self.shared.io.started()
     }
 
     /// Runs `call` by its strategy, in the task that awaits the answer.
@@ -277,7 +251,7 @@ impl ClientHandle {
             self.shared.registry.clone(),
         )
         .with_connection_settings(config.connection_settings())
-        .with_io(self.shared.io.handle().cloned());
+        .with_io(self.shared.io.clone());
         let shared = actor.shared();
         let picker = PickerActor::start_in_arbiter(&self.shared.arbiter, move |_| actor);
         let (ratio, per_sec) = settings.policy.budget;
@@ -341,6 +315,7 @@ impl ClientHandle {
             retries: options.retries.unwrap_or(policy.retries()),
             retry_codes: policy.retry_codes().clone(),
             backoff: registry_actor::Backoff::new(min, max),
+            home: Home::of_caller(self.shared.dedicated),
             service: svc.clone(),
         };
         Ok((plan, strategy))

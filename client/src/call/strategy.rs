@@ -20,8 +20,9 @@ use super::messages::{Attempt, BroadcastReply, Completion, NodeResult, Reply};
 use super::service::Service;
 use super::status::{grpc_timeout, pushback, GRPC_TIMEOUT};
 use crate::budget::RetryBudget;
-use crate::picker::{Attach, Fast};
-use crate::{Error, HashKey, Method, NodeHandle, Pick, PickAll, Picked, Selector};
+use crate::connection::Home;
+use crate::picker::{Attach, Fast, WaitDiscovered};
+use crate::{Error, HashKey, Method, NodeHandle, Picked, Selector};
 
 /// Everything a strategy needs to run one call.
 pub(crate) struct Plan<Req, Resp> {
@@ -38,6 +39,8 @@ pub(crate) struct Plan<Req, Resp> {
     pub(crate) retries: u32,
     pub(crate) retry_codes: Arc<[Code]>,
     pub(crate) backoff: Backoff,
+    /// The runtime the call's channels run on.
+    pub(crate) home: Home,
 }
 
 /// How much earlier than the call's deadline tonic's channel may end an
@@ -104,16 +107,22 @@ where
         CallError::deadline(&self.service.name, timeout, attempts)
     }
 
-    /// Picks a node from the service's shared picker, without a message when it
-    /// can: the actor is asked only before the first node set, or to start the
-    /// connection of a node picked for the first time.
+    /// Picks a node from the service's published snapshot, without a message
+    /// when it can: the actor is asked only before the first node set, or to
+    /// connect a node picked for the first time on this call's runtime.
     async fn pick(&self, exclude: &[Picked]) -> Result<Picked, Error> {
         let handles: Vec<NodeHandle> = exclude.iter().map(Picked::handle).collect();
         let shared = &self.service.shared;
-        match shared.pick(self.selector.as_ref(), &handles, self.hash_key) {
+        let key = self.home.key();
+        let mut fast = shared.pick(self.selector.as_ref(), &handles, self.hash_key, key);
+        if let Fast::Wait = fast {
+            // Boxed, as the other messages: rare, and they would make every
+            // call's future larger.
+            Box::pin(self.wait_discovered()).await?;
+            fast = shared.pick(self.selector.as_ref(), &handles, self.hash_key, key);
+        }
+        match fast {
             Fast::Done(result) => result,
-            // The messages are boxed: rare, and they would make every call's
-            // future larger.
             Fast::Attach(picked) => {
                 Box::pin(self.attach(vec![picked]))
                     .await
@@ -123,25 +132,28 @@ where
                         })
                     })
             }
-            Fast::Wait => Box::pin(self.pick_by_message(handles)).await,
+            Fast::Wait => Err(Error::NoNodes {
+                service: self.service.name.clone(),
+            }),
         }
     }
 
-    /// Asks the picker actor to start the connections of `picked`.
+    /// Asks the picker actor to connect `picked` on this call's runtime.
     async fn attach(&self, picked: Vec<Picked>) -> Result<Vec<Picked>, Error> {
+        let attach = Attach {
+            picked,
+            home: self.home.clone(),
+        };
         self.service
             .picker
-            .send(Attach(picked))
+            .send(attach)
             .await
             .map_err(|e| self.picker_gone(e))
     }
 
-    /// Asks the picker actor for a node (it waits for the first node set).
-    async fn pick_by_message(&self, exclude: Vec<NodeHandle>) -> Result<Picked, Error> {
-        let mut pick = Pick::new().excluding(exclude);
-        pick.selector = self.selector.clone();
-        pick.hash_key = self.hash_key;
-        match self.service.picker.send(pick).await {
+    /// Waits (through the picker actor) for the service's first node set.
+    async fn wait_discovered(&self) -> Result<(), Error> {
+        match self.service.picker.send(WaitDiscovered).await {
             Ok(result) => result,
             Err(e) => Err(self.picker_gone(e)),
         }
@@ -149,17 +161,19 @@ where
 
     /// Every node matching the call's selector, as [`pick`](Self::pick) does.
     async fn pick_all(&self) -> Result<Vec<Picked>, Error> {
-        match self.service.shared.pick_all(self.selector.as_ref()) {
+        let shared = &self.service.shared;
+        let key = self.home.key();
+        let mut fast = shared.pick_all(self.selector.as_ref(), key);
+        if let Fast::Wait = fast {
+            Box::pin(self.wait_discovered()).await?;
+            fast = shared.pick_all(self.selector.as_ref(), key);
+        }
+        match fast {
             Fast::Done(result) => result,
             Fast::Attach(all) => Box::pin(self.attach(all)).await,
-            Fast::Wait => {
-                let mut pick = PickAll::new();
-                pick.selector = self.selector.clone();
-                match Box::pin(self.service.picker.send(pick)).await {
-                    Ok(result) => result,
-                    Err(e) => Err(self.picker_gone(e)),
-                }
-            }
+            Fast::Wait => Err(Error::NoNodes {
+                service: self.service.name.clone(),
+            }),
         }
     }
 

@@ -18,20 +18,23 @@
 //! and drops the connection after it.
 //!
 //! Channels spawn their connection and I/O tasks on the runtime that creates
-//! them: the client's I/O runtime, spread over the machine's cores.
+//! them: each node has one channel per runtime that calls it, made on that
+//! runtime (see `runtime`).
 //!
-//! The modules form one chain: `settings` → `classify` → `report` → `handle` →
-//! `messages` → `actor`.
+//! The modules form one chain: `settings` → `classify` → `report` → `runtime` →
+//! `handle` → `messages` → `actor`.
 
 mod actor;
 mod classify;
 mod handle;
 mod messages;
 mod report;
+mod runtime;
 mod settings;
 
 pub use actor::ConnectionActor;
 pub use handle::Connection;
 pub use messages::Close;
 pub(crate) use report::Report;
+pub(crate) use runtime::{Alive, Home, IoRuntime};
 pub use settings::ConnectionSettings;

@@ -12,8 +12,11 @@ use tracing::{debug, error, warn};
 use super::messages::{ConnectionFailed, ConnectionSucceeded, Inspect, Pick, PickAll, Reconfigure};
 use super::picked::{NodeHandle, Picked};
 use super::shared::SharedPicker;
+use super::snapshot::Homed;
 use super::state::Picker;
-use crate::connection::{Close, Connection, ConnectionActor, ConnectionSettings, Report};
+use crate::connection::{
+    Alive, Close, Connection, ConnectionActor, ConnectionSettings, Home, IoRuntime, Report,
+};
 use crate::{Error, PickerConfig};
 
 /// The clock of the picker: tokio's, so that tests can pause and advance it.
@@ -34,12 +37,13 @@ pub struct PickerActor {
     timer: Option<(std::time::Instant, SpawnHandle)>,
     /// Picks waiting for the first node set.
     waiters: Vec<oneshot::Sender<()>>,
-    /// One connection actor per node picked so far, closed when the node leaves
-    /// (the handles calls use are in the nodes' slots).
-    connections: HashMap<NodeHandle, Addr<ConnectionActor>>,
+    /// The connection actors of each node picked so far (one per runtime that
+    /// calls it), closed when the node leaves (the handles calls use are in
+    /// the nodes' slots).
+    connections: HashMap<NodeHandle, Vec<Addr<ConnectionActor>>>,
     connection_settings: ConnectionSettings,
-    /// The runtime that carries the nodes' channels; `None`: the actor's own.
-    io: Option<tokio::runtime::Handle>,
+    /// The client's I/O runtime, for calls that have no runtime of their own.
+    io: Arc<IoRuntime>,
 }
 
 impl std::fmt::Debug for PickerActor {
@@ -69,7 +73,7 @@ impl PickerActor {
             waiters: Vec::new(),
             connections: HashMap::new(),
             connection_settings: ConnectionSettings::default(),
-            io: None,
+            io: Arc::new(IoRuntime::new(1)),
         }
     }
 
@@ -79,9 +83,9 @@ impl PickerActor {
         self
     }
 
-    /// Runs the nodes' channels (their connection and I/O tasks) on `io`
-    /// (default: the runtime of the arbiter the actor runs on).
-    pub(crate) fn with_io(mut self, io: Option<tokio::runtime::Handle>) -> Self {
+    /// Runs the channels of calls that have no runtime of their own (or that
+    /// ask for it) on `io` (default: a one-thread runtime started on first use).
+    pub(crate) fn with_io(mut self, io: Arc<IoRuntime>) -> Self {
         self.io = io;
         self
     }
@@ -91,19 +95,28 @@ impl PickerActor {
         self.shared.clone()
     }
 
-    /// Gives `picked` its node's connection, starting the connection actor on
-    /// first use.
-    fn attach(&mut self, picked: &mut Picked, ctx: &mut Context<Self>) {
+    /// Gives `picked` its node's connection on the runtime `home`, starting
+    /// the connection (and its actor) on first use there.
+    fn attach(&mut self, picked: &mut Picked, home: &Home, ctx: &mut Context<Self>) {
         let handle = picked.handle();
         let Some(slot) = self.picker.snapshot().slot(handle).cloned() else {
             // Picked from a node set that has been replaced since: no connection
             // is started for a node that left; the attempt fails as unavailable.
             return;
         };
-        if let Some(connection) = slot.connection() {
-            picked.set_connection(connection.clone());
+        let key = home.key();
+        if let Some(connection) = slot.connection(key) {
+            picked.set_connection(connection);
             return;
         }
+        let runtime = match home {
+            Home::Caller(runtime) => Some(runtime),
+            Home::Io => self.io.handle(),
+        };
+        let Some(runtime) = runtime else {
+            warn!(service = %self.service, node = %picked.node(), "no runtime to connect on");
+            return;
+        };
         let report = Box::new(NodeReport {
             node: handle,
             picker: ctx.address(),
@@ -111,13 +124,23 @@ impl PickerActor {
         let node = picked.node().clone();
         let settings = self.connection_settings.clone();
         let load = slot.load_counter().clone();
-        // The channel spawns its tasks on the runtime it is created in.
-        let _io = self.io.as_ref().map(tokio::runtime::Handle::enter);
-        match Connection::new(node, settings, report, load) {
+        // The channel spawns its tasks on the runtime it is made in.
+        let made = {
+            let _enter = runtime.enter();
+            Connection::new(node, settings, report, load)
+        };
+        match made {
             Ok(connection) => {
-                let connection = slot.attach(connection).clone();
-                let actor = ConnectionActor::new(connection.clone()).start();
-                self.connections.insert(handle, actor);
+                let homed = Homed {
+                    key,
+                    alive: Alive::watch(runtime),
+                    connection,
+                };
+                let (connection, added) = slot.attach(homed);
+                if added {
+                    let actor = ConnectionActor::new(connection.clone()).start();
+                    self.connections.entry(handle).or_default().push(actor);
+                }
                 picked.set_connection(connection);
             }
             Err(status) => {
@@ -132,11 +155,13 @@ impl PickerActor {
     fn publish(&mut self) {
         self.shared.publish(self.picker.snapshot().clone());
         let picker = &self.picker;
-        self.connections.retain(|handle, actor| {
+        self.connections.retain(|handle, actors| {
             let keep = picker.contains(*handle);
             if !keep {
-                // Not a call: the actor only waits for its calls to end, then stops.
-                actor.do_send(Close);
+                for actor in actors.iter() {
+                    // Not a call: the actor only waits for its calls to end, then stops.
+                    actor.do_send(Close);
+                }
             }
             keep
         });
@@ -252,7 +277,7 @@ impl Handler<Pick> for PickerActor {
             let mut picked = act
                 .picker
                 .pick(msg.selector.as_ref(), &msg.exclude, msg.hash_key)?;
-            act.attach(&mut picked, ctx);
+            act.attach(&mut picked, &Home::of_caller(false), ctx);
             Ok(picked)
         })
     }
@@ -264,8 +289,9 @@ impl Handler<PickAll> for PickerActor {
     fn handle(&mut self, msg: PickAll, ctx: &mut Self::Context) -> Self::Result {
         self.when_discovered(ctx, move |act, ctx| {
             let mut all = act.picker.pick_all(msg.selector.as_ref())?;
+            let home = Home::of_caller(false);
             for picked in &mut all {
-                act.attach(picked, ctx);
+                act.attach(picked, &home, ctx);
             }
             Ok(all)
         })
@@ -290,23 +316,41 @@ impl Report for NodeReport {
     }
 }
 
-/// Gives nodes picked without a message (from the [`SharedPicker`]) their connections,
-/// starting the connection actors of nodes picked for the first time.
+/// Gives nodes picked without a message (from the [`SharedPicker`]) their
+/// connections on the runtime of the call, starting the connections of nodes
+/// picked for the first time there.
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<Picked>")]
-pub(crate) struct Attach(pub(crate) Vec<Picked>);
+pub(crate) struct Attach {
+    pub(crate) picked: Vec<Picked>,
+    pub(crate) home: Home,
+}
 
 impl Handler<Attach> for PickerActor {
     type Result = MessageResult<Attach>;
 
     fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) -> Self::Result {
-        let mut all = msg.0;
+        let mut all = msg.picked;
         for picked in &mut all {
             if picked.connection().is_none() {
-                self.attach(picked, ctx);
+                self.attach(picked, &msg.home, ctx);
             }
         }
         MessageResult(all)
+    }
+}
+
+/// Answers once the service's first node set has arrived, or with
+/// [`Error::NotDiscovered`] when the discovery timeout passes first.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct WaitDiscovered;
+
+impl Handler<WaitDiscovered> for PickerActor {
+    type Result = ActorResponse<Self, Result<(), Error>>;
+
+    fn handle(&mut self, _: WaitDiscovered, ctx: &mut Self::Context) -> Self::Result {
+        self.when_discovered(ctx, |_, _| Ok(()))
     }
 }
 
@@ -335,7 +379,7 @@ impl Handler<Inspect> for PickerActor {
 
     fn handle(&mut self, _: Inspect, _: &mut Self::Context) -> Self::Result {
         let mut status = self.picker.status();
-        status.connections = self.connections.len();
+        status.connections = self.connections.values().map(Vec::len).sum();
         MessageResult(status)
     }
 }

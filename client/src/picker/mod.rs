@@ -36,8 +36,8 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use actor::Attach;
 pub use actor::PickerActor;
+pub(crate) use actor::{Attach, WaitDiscovered};
 pub use messages::{ConnectionFailed, ConnectionSucceeded, Inspect, Pick, PickAll, Reconfigure};
 pub use picked::{NodeHandle, NodeRef, Picked};
 pub(crate) use shared::{Fast, SharedPicker};

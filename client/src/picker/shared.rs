@@ -58,32 +58,38 @@ impl SharedPicker {
         self.current.store(snapshot);
     }
 
-    /// Picks one node, with its connection when the node has one.
+    /// Picks one node, with its connection on the runtime `home` when the node
+    /// has one there.
     pub(crate) fn pick(
         &self,
         selector: Option<&Selector>,
         exclude: &[NodeHandle],
         hash_key: Option<HashKey>,
+        home: Option<tokio::runtime::Id>,
     ) -> Fast<Picked> {
         let snapshot = self.current.load();
         if !snapshot.is_discovered() {
             return Fast::Wait;
         }
-        match with_rng(|rng| snapshot.pick(selector, exclude, hash_key, rng)) {
+        match with_rng(|rng| snapshot.pick(selector, exclude, hash_key, home, rng)) {
             Ok(picked) if picked.connection().is_some() => Fast::Done(Ok(picked)),
             Ok(picked) => Fast::Attach(picked),
             Err(e) => Fast::Done(Err(e)),
         }
     }
 
-    /// Every node matching `selector`, with their connections when they all
-    /// have one.
-    pub(crate) fn pick_all(&self, selector: Option<&Selector>) -> Fast<Vec<Picked>> {
+    /// Every node matching `selector`, with their connections on the runtime
+    /// `home` when they all have one there.
+    pub(crate) fn pick_all(
+        &self,
+        selector: Option<&Selector>,
+        home: Option<tokio::runtime::Id>,
+    ) -> Fast<Vec<Picked>> {
         let snapshot = self.current.load();
         if !snapshot.is_discovered() {
             return Fast::Wait;
         }
-        match with_rng(|rng| snapshot.pick_all(selector, rng)) {
+        match with_rng(|rng| snapshot.pick_all(selector, home, rng)) {
             Ok(all) if all.iter().all(|p| p.connection().is_some()) => Fast::Done(Ok(all)),
             Ok(all) => Fast::Attach(all),
             Err(e) => Fast::Done(Err(e)),

@@ -23,7 +23,7 @@ use semver::Version;
 
 use super::picked::{NodeHandle, NodeRef, Picked};
 use crate::balance::{Member, PickCx, Policy};
-use crate::connection::Connection;
+use crate::connection::{Alive, Connection};
 use crate::hash::Prehashed;
 use crate::selector::parse_version_lenient;
 use crate::{Balancer, Error, Fallback, HashKey, PickerConfig, Selector};
@@ -33,12 +33,22 @@ use crate::{Balancer, Error, Fallback, HashKey, PickerConfig, Selector};
 const MAX_CACHED_SELECTORS: usize = 64;
 
 /// One node's lasting state across snapshots: its handle, its calls in flight
-/// and its connection once made. Shared by every snapshot the node is in.
+/// and its connections once made, one per runtime that calls it. Shared by
+/// every snapshot the node is in.
 #[derive(Debug)]
 pub(crate) struct Slot {
     handle: NodeHandle,
     load: Arc<AtomicU32>,
-    connection: OnceLock<Connection>,
+    homes: ArcSwap<Vec<Homed>>,
+}
+
+/// A node's connection made on one runtime.
+#[derive(Debug, Clone)]
+pub(crate) struct Homed {
+    /// The runtime's key (`None`: the client's I/O runtime).
+    pub(crate) key: Option<tokio::runtime::Id>,
+    pub(crate) alive: Alive,
+    pub(crate) connection: Connection,
 }
 
 impl Slot {
@@ -46,7 +56,7 @@ impl Slot {
         Self {
             handle,
             load: Arc::new(AtomicU32::new(0)),
-            connection: OnceLock::new(),
+            homes: ArcSwap::default(),
         }
     }
 
@@ -67,14 +77,42 @@ impl Slot {
         self.load.store(in_flight, Ordering::Relaxed);
     }
 
-    pub(crate) fn connection(&self) -> Option<&Connection> {
-        self.connection.get()
+    /// The node's connection on the runtime `key`, while that runtime runs.
+    pub(crate) fn connection(&self, key: Option<tokio::runtime::Id>) -> Option<Connection> {
+        self.homes
+            .load()
+            .iter()
+            .find(|h| h.key == key && h.alive.get())
+            .map(|h| h.connection.clone())
     }
 
-    /// Gives the node its connection; answers the one in force (an earlier one
-    /// stays).
-    pub(crate) fn attach(&self, connection: Connection) -> &Connection {
-        self.connection.get_or_init(|| connection)
+    /// How many of the node's connections are on running runtimes.
+    pub(crate) fn connections(&self) -> usize {
+        self.homes.load().iter().filter(|h| h.alive.get()).count()
+    }
+
+    /// Adds `homed`, dropping connections of runtimes that have stopped;
+    /// answers the connection in force on its runtime (an earlier one stays)
+    /// and whether `homed` was added.
+    pub(crate) fn attach(&self, homed: Homed) -> (Connection, bool) {
+        let mut added = true;
+        let mut answer = homed.connection.clone();
+        self.homes.rcu(|homes| {
+            let mut next: Vec<Homed> = homes.iter().filter(|h| h.alive.get()).cloned().collect();
+            match next.iter().find(|h| h.key == homed.key) {
+                Some(existing) => {
+                    added = false;
+                    answer = existing.connection.clone();
+                }
+                None => {
+                    added = true;
+                    answer = homed.connection.clone();
+                    next.push(homed.clone());
+                }
+            }
+            next
+        });
+        (answer, added)
     }
 }
 
@@ -195,6 +233,7 @@ impl Snapshot {
         selector: Option<&Selector>,
         exclude: &[NodeHandle],
         hash_key: Option<HashKey>,
+        home: Option<tokio::runtime::Id>,
         rng: &mut SmallRng,
     ) -> Result<Picked, Error> {
         let pool = self.ready_pool(selector, rng)?;
@@ -229,13 +268,14 @@ impl Snapshot {
                 tried: exclude.len(),
             });
         };
-        Ok(self.picked(pool.indices[pos] as usize))
+        Ok(self.picked(pool.indices[pos] as usize, home))
     }
 
     /// Every node matching `selector`. See [`Picker::pick_all`](super::Picker::pick_all).
     pub(crate) fn pick_all(
         &self,
         selector: Option<&Selector>,
+        home: Option<tokio::runtime::Id>,
         rng: &mut SmallRng,
     ) -> Result<Vec<Picked>, Error> {
         let pool = self.ready_pool(selector, rng)?;
@@ -243,7 +283,11 @@ impl Snapshot {
             // A fan-out goes to the nodes its selector names, never to all.
             return Err(no_match(&self.service, &pool.selector, &self.nodes, false));
         }
-        Ok(pool.all.iter().map(|&i| self.picked(i as usize)).collect())
+        Ok(pool
+            .all
+            .iter()
+            .map(|&i| self.picked(i as usize, home))
+            .collect())
     }
 
     /// The pool of `selector` (`None`: the service's), marked used, or the
@@ -262,13 +306,14 @@ impl Snapshot {
         Ok(pool)
     }
 
-    fn picked(&self, index: usize) -> Picked {
+    /// The node at `index`, with its connection on the runtime `home`.
+    fn picked(&self, index: usize, home: Option<tokio::runtime::Id>) -> Picked {
         let slot = &self.slots[index];
         Picked::new(
             NodeRef::new(self.nodes.clone(), index),
             slot.handle,
             self.revision,
-            slot.connection().cloned(),
+            slot.connection(home),
         )
     }
 

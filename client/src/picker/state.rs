@@ -226,8 +226,9 @@ impl Picker {
         exclude: &[NodeHandle],
         hash_key: Option<HashKey>,
     ) -> Result<Picked, Error> {
+        let home = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
         self.current
-            .pick(selector, exclude, hash_key, &mut self.rng)
+            .pick(selector, exclude, hash_key, home, &mut self.rng)
     }
 
     /// Every node matching `selector` (merged over the service's), any weight; the
@@ -238,7 +239,8 @@ impl Picker {
     /// [`Error::NoNodes`], or [`Error::NoMatch`] when nothing matches, whatever
     /// the fallback: a fan-out never falls back to every node.
     pub fn pick_all(&mut self, selector: Option<&Selector>) -> Result<Vec<Picked>, Error> {
-        self.current.pick_all(selector, &mut self.rng)
+        let home = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+        self.current.pick_all(selector, home, &mut self.rng)
     }
 
     /// Sets the calls in flight on `node`, which `least_request` compares (a
@@ -368,11 +370,7 @@ impl Picker {
             revision: self.revision,
             listed: self.listed.len(),
             nodes,
-            connections: self
-                .entries
-                .iter()
-                .filter(|e| e.slot.connection().is_some())
-                .count(),
+            connections: self.entries.iter().map(|e| e.slot.connections()).sum(),
         }
     }
 

@@ -10,6 +10,7 @@ use registry_actor::testing::{wait_until, EtcdServer};
 use registry_actor::{Node, RegistryActor, RegistryConfig};
 
 use super::*;
+use crate::connection::Home;
 use crate::{Balancer, EjectionConfig, Error, Fallback, HashKey, PickerConfig, Selector};
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -38,6 +39,11 @@ fn ids_of(picked: &[Picked]) -> Vec<String> {
     let mut ids: Vec<String> = picked.iter().map(|p| p.node().id().to_owned()).collect();
     ids.sort();
     ids
+}
+
+/// The key of the runtime this test runs on.
+fn here() -> Option<tokio::runtime::Id> {
+    Home::of_caller(false).key()
 }
 
 fn handle_of(p: &Picker, id: &str) -> NodeHandle {
@@ -152,7 +158,7 @@ fn picks_are_answered_while_a_rebuild_runs_on_another_thread() {
         let before = rebuilds.load(Ordering::SeqCst);
         let inside = rebuilding.load(Ordering::SeqCst);
         let answered = matches!(
-            shared.pick(None, &[], None),
+            shared.pick(None, &[], None, None),
             Fast::Attach(_) | Fast::Done(Ok(_))
         );
         assert!(answered, "every pick is answered");
@@ -778,25 +784,28 @@ async fn calls_pick_from_the_shared_state_once_the_actor_has_attached_a_connecti
     let actor = PickerActor::new("echo", config, cluster.registry().await);
     let shared = actor.shared();
     assert!(
-        matches!(shared.pick(None, &[], None), Fast::Wait),
+        matches!(shared.pick(None, &[], None, here()), Fast::Wait),
         "before the first node set a call must ask the actor"
     );
     let picker = actor.start();
     wait_for_revision(&picker, revision).await;
 
     // The node has no connection yet: the pick is made, the actor attaches one.
-    let Fast::Attach(picked) = shared.pick(None, &[], None) else {
+    let Fast::Attach(picked) = shared.pick(None, &[], None, here()) else {
         panic!("a node picked for the first time needs its connection started");
     };
     assert!(picked.connection().is_none());
     let attached = picker
-        .send(Attach(vec![picked]))
+        .send(Attach {
+            picked: vec![picked],
+            home: Home::of_caller(false),
+        })
         .await
         .expect("picker alive");
     let first = attached[0].connection().expect("attached").clone();
 
     // From now on a pick needs no message, and hands out the same connection.
-    let Fast::Done(Ok(again)) = shared.pick(None, &[], None) else {
+    let Fast::Done(Ok(again)) = shared.pick(None, &[], None, here()) else {
         panic!("a node with a connection is picked without the actor");
     };
     let again = again.connection().expect("connection");
@@ -804,7 +813,7 @@ async fn calls_pick_from_the_shared_state_once_the_actor_has_attached_a_connecti
         std::ptr::eq(again.node(), first.node()),
         "one connection per node"
     );
-    let Fast::Done(Ok(all)) = shared.pick_all(None) else {
+    let Fast::Done(Ok(all)) = shared.pick_all(None, here()) else {
         panic!("pick_all without the actor");
     };
     assert_eq!(ids_of(&all), ["n1"]);
@@ -812,7 +821,7 @@ async fn calls_pick_from_the_shared_state_once_the_actor_has_attached_a_connecti
     // An excluded node is an error answered without the actor.
     let handle = attached[0].handle();
     assert!(matches!(
-        shared.pick(None, &[handle], None),
+        shared.pick(None, &[handle], None, here()),
         Fast::Done(Err(Error::AllExcluded { .. }))
     ));
 
@@ -824,7 +833,7 @@ async fn calls_pick_from_the_shared_state_once_the_actor_has_attached_a_connecti
         .expect("delete");
     assert!(
         wait_until(DEADLINE, || async {
-            matches!(shared.pick(None, &[], None), Fast::Done(Err(_)))
+            matches!(shared.pick(None, &[], None, here()), Fast::Done(Err(_)))
         })
         .await,
         "the departed node is no longer picked"
@@ -864,14 +873,14 @@ async fn least_request_reads_loads_written_by_connections_into_the_shared_state(
     // What a connection does when calls start and end on `a`.
     shared.set_load(a, 7);
     for _ in 0..50 {
-        let Fast::Done(Ok(p)) = shared.pick(None, &[], None) else {
+        let Fast::Done(Ok(p)) = shared.pick(None, &[], None, here()) else {
             panic!("picked without the actor");
         };
         assert_eq!(p.handle(), b, "least_request avoids the loaded node");
     }
     shared.set_load(a, 0);
     shared.set_load(b, 7);
-    let Fast::Done(Ok(p)) = shared.pick(None, &[], None) else {
+    let Fast::Done(Ok(p)) = shared.pick(None, &[], None, here()) else {
         panic!("picked without the actor");
     };
     assert_eq!(p.handle(), a);
