@@ -1,6 +1,7 @@
 //! `echo-server`: serves the example service `echo.v1.Echo` through
-//! `server_kit::serve` (DESIGN §9): rate limits, etcd registration, health, and
-//! the ordered graceful shutdown on SIGTERM/SIGINT.
+//! [`grpc_cluster::Serve`], the entry point of `grpc_cluster::serve` with the
+//! flags as overrides: rate limits, etcd registration, health, and the ordered
+//! graceful shutdown on SIGTERM/SIGINT.
 //!
 //! ```text
 //! GRPC_CLUSTER__REGISTRY__ENDPOINTS=127.0.0.1:2379 \
@@ -22,12 +23,11 @@
 //! invalid or serving failed, 2 on a bad flag.
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
-use grpc_cluster::config::{ConfigLoader, Reloadable, Settings};
+use grpc_cluster::config::ConfigLoader;
 use grpc_cluster::echo::EchoService;
-use grpc_cluster::server::ServeBuilder;
+use grpc_cluster::server::ServerConfig;
+use grpc_cluster::{Serve, ServeError};
 
 const USAGE: &str = "usage: echo-server [--id ID] [--listen IP:PORT] [--version V] [--group G] \
                      [--weight N] [--rps N] [--config-dir DIR]";
@@ -77,57 +77,62 @@ fn parse_flags(args: impl IntoIterator<Item = String>) -> Result<Flags, String> 
     Ok(flags)
 }
 
-/// How often the configuration files are checked for edits.
-const CONFIG_POLL: Duration = Duration::from_secs(1);
+impl Flags {
+    /// The node id: `--id`, else `server.node_id`, else `echo-<pid>`.
+    fn node_id(&self, configured: &ServerConfig) -> String {
+        match &self.id {
+            Some(id) => id.clone(),
+            None if configured.node_id().is_empty() => format!("echo-{}", std::process::id()),
+            None => configured.node_id().to_owned(),
+        }
+    }
 
-async fn run(flags: Flags) -> Result<(), String> {
+    /// The loaded `[server]` settings with the flags given put over them, and
+    /// the service `echo` when none is configured.
+    fn apply(&self, mut config: ServerConfig, id: &str) -> ServerConfig {
+        if config.service().is_empty() {
+            config = config.with_service("echo");
+        }
+        config = config.with_node_id(id);
+        if let Some(listen) = &self.listen {
+            config = config.with_listen(listen);
+        }
+        if let Some(version) = &self.version {
+            config = config.with_version(version);
+        }
+        if let Some(group) = &self.group {
+            config = config.with_group(group);
+        }
+        if let Some(weight) = self.weight {
+            config = config.with_weight(weight);
+        }
+        if let Some(rps) = self.rps {
+            let limits = config.rate_limit().clone().with_rps(rps);
+            config = config.with_rate_limit(limits);
+        }
+        config
+    }
+}
+
+async fn run(flags: Flags) -> Result<(), ServeError> {
     let mut loader = ConfigLoader::from_env();
     if let Some(dir) = &flags.config_dir {
         loader = loader.with_dir(dir);
     }
-    let settings = Arc::new(Reloadable::<Settings>::load(loader).map_err(|e| e.to_string())?);
-    let current = settings.current();
-    let mut config = current.server.clone();
-    if config.service().is_empty() {
-        config = config.with_service("echo");
-    }
-    let id = flags.id.clone().unwrap_or_else(|| {
-        if config.node_id().is_empty() {
-            format!("echo-{}", std::process::id())
-        } else {
-            config.node_id().to_owned()
-        }
-    });
-    config = config.with_node_id(&id);
-    if let Some(listen) = &flags.listen {
-        config = config.with_listen(listen);
-    }
-    if let Some(version) = &flags.version {
-        config = config.with_version(version);
-    }
-    if let Some(group) = &flags.group {
-        config = config.with_group(group);
-    }
-    if let Some(weight) = flags.weight {
-        config = config.with_weight(weight);
-    }
-    if let Some(rps) = flags.rps {
-        let limits = config.rate_limit().clone().with_rps(rps);
-        config = config.with_rate_limit(limits);
-    }
+    let serve = Serve::load(loader)?;
+    let id = flags.node_id(&serve.server_config());
     let service = EchoService::new(id.as_str());
     let stats = service.stats();
-    let serving = ServeBuilder::new(config)
-        .add_service(service.into_server())
-        .registry(current.registry.clone())
-        .start()
-        .await
-        .map_err(|e| e.to_string())?;
-    // Edits of the files reach the running server: rate limits apply to the next call.
-    let _watcher = settings.watch_files(CONFIG_POLL);
-    let _follower = settings.follow_server(serving.handle());
+    let overrides = {
+        let id = id.clone();
+        move |config| flags.apply(config, &id)
+    };
+    let serving = serve
+        .with_overrides(overrides)
+        .start(service.into_server())
+        .await?;
     println!("listening on {} as {id}", serving.local_addr());
-    let report = serving.wait().await.map_err(|e| e.to_string())?;
+    let report = serving.wait().await?;
     println!("{report}");
     // What the service itself counted, for tests that reconcile it with clients.
     println!(
@@ -138,7 +143,8 @@ async fn run(flags: Flags) -> Result<(), String> {
     Ok(())
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -153,17 +159,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(flags)) {
+    match run(flags).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("echo-server: {e}");

@@ -1,6 +1,19 @@
 //! grpc-cluster turns a set of tonic gRPC servers into a cluster.
 //!
-//! This facade re-exports the three crates and carries the example service:
+//! A server's whole `main`, configured by the layered configuration files:
+//!
+//! ```no_run
+//! # use grpc_cluster::echo::{EchoServer, EchoService};
+//! # use grpc_cluster::{server::ShutdownReport, ServeError};
+//! # #[tokio::main]
+//! # async fn main() -> Result<ShutdownReport, ServeError> {
+//! #     let svc = EchoService::new("echo-1");
+//! grpc_cluster::serve(EchoServer::new(svc)).await
+//! # }
+//! ```
+//!
+//! This facade has [`serve`] (and [`Serve`]), re-exports the three crates and
+//! carries the example service:
 //!
 //! * [`registry`] (`registry-actor`) — etcd registration and discovery;
 //! * [`client`] (`cluster-client`) — the actix cluster client;
@@ -15,3 +28,6 @@ pub use server_kit as server;
 
 pub mod config;
 pub mod echo;
+mod serve;
+
+pub use serve::{serve, Serve, ServeError};

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use grpc_cluster::echo::{EchoClient, SayRequest};
+use grpc_cluster::echo::{EchoClient, EchoService, SayRequest};
 use grpc_cluster::server::governor::clock::FakeRelativeClock;
 use grpc_cluster::server::{
     Deregistration, Phase, RateLimitConfig, ServeBuilder, ServeHandle, ShutdownConfig,
@@ -17,7 +17,7 @@ use grpc_cluster::server::{
 };
 use support::server_kit::*;
 use support::{init_tracing, wait_until, EtcdServer, EVENTUALLY};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -280,34 +280,6 @@ async fn cluster_rps_is_divided_by_the_live_instances() {
     }
 }
 
-/// Whether `key` is in etcd, as a `wait_until` condition.
-fn key_is<'a>(
-    etcd: &'a registry_actor::etcd_client::Client,
-    key: &'a str,
-    present: bool,
-) -> impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> + 'a {
-    move || {
-        let mut etcd = etcd.clone();
-        Box::pin(async move { key_exists(&mut etcd, key).await == present })
-    }
-}
-
-/// Waits until `addr` refuses connections, then says whether `key` was still in
-/// etcd at that moment.
-fn probe_listener_close(
-    addr: SocketAddr,
-    etcd: &registry_actor::etcd_client::Client,
-    key: &str,
-) -> tokio::task::JoinHandle<(bool, bool)> {
-    let mut etcd = etcd.clone();
-    let key = key.to_owned();
-    tokio::spawn(async move {
-        let closed = wait_until(EVENTUALLY, || refuses_connections(addr)).await;
-        let key_present = key_exists(&mut etcd, &key).await;
-        (closed, key_present)
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_under_load_drains_calls_after_deregistering_and_cancels_an_endless_stream() {
     init_tracing();
@@ -522,12 +494,7 @@ async fn sigterm_to_an_echo_server_process_shuts_it_down_in_the_same_order() {
         .kill_on_drop(true)
         .spawn()
         .expect("echo-server starts");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let logs = tokio::spawn(async move {
-        let mut all = String::new();
-        let _ = stderr.read_to_string(&mut all).await;
-        all
-    });
+    let logs = read_to_end(child.stderr.take().expect("stderr"));
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let listening = line_where(&mut lines, |l| l.starts_with("listening on "))
         .await
@@ -607,6 +574,31 @@ async fn sigterm_to_an_echo_server_process_shuts_it_down_in_the_same_order() {
         positions.windows(2).all(|w| w[0] < w[1]),
         "phases in order: {report}"
     );
+}
+
+/// A SIGTERM that comes as soon as `start` returns, before any task of the
+/// server has run, starts the ordered shutdown instead of killing the process
+/// (with the default action, the whole test binary would die).
+#[tokio::test(flavor = "current_thread")]
+async fn a_sigterm_right_after_start_starts_the_ordered_shutdown() {
+    init_tracing();
+    let serving = ServeBuilder::new(echo_config(unlimited()))
+        .add_service(EchoService::new("early-1").into_server())
+        .start()
+        .await
+        .expect("server starts");
+    // A blocking call on the runtime's only thread: no spawned task runs before
+    // the signal is sent.
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &std::process::id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let report = tokio::time::timeout(EVENTUALLY, serving.wait())
+        .await
+        .expect("the server shuts down")
+        .expect("an ordered shutdown");
+    assert_eq!(report.trigger(), ShutdownTrigger::Signal("SIGTERM"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,13 @@
 //! Serve any tonic service as a member of a grpc-cluster.
 //!
-//! * [`serve`] / [`ServeBuilder`] — binds, serves, adds the gRPC health service
-//!   and optional bearer-token auth, registers in etcd once bound (advertising
-//!   the real port), and shuts down in order on SIGTERM/SIGINT or
-//!   [`ServeHandle::shutdown`]: deregister → lame duck → `NOT_SERVING` → stop
-//!   accepting + GOAWAY → drain → cancel the rest ([`ShutdownReport`]).
+//! * [`serve`] — the whole kit in one call: binds, registers in etcd once bound
+//!   (advertising the real port), rate limits, adds the gRPC health service and
+//!   optional bearer-token auth, and shuts down in order on SIGTERM/SIGINT:
+//!   deregister → lame duck → `NOT_SERVING` → stop accepting + GOAWAY → drain →
+//!   cancel the rest; returns the [`ShutdownReport`].
+//! * [`ServeBuilder`] — the same, with a [`ServeHandle`] for runtime control
+//!   ([`ServeHandle::shutdown`], new rate limits, the registration state), and
+//!   options for tests (no signals, a fake clock, no registry).
 //! * [`rate_limit`] — governor token buckets, global, per method, per caller
 //!   and per cluster share, as a tower layer ([`RateLimitLayer`]); refusals are
 //!   `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms`. Limits change at run
@@ -13,7 +16,9 @@
 //!
 //! # Start-up
 //!
-//! 1. The configuration is checked (errors name the key).
+//! 1. The configuration is checked (errors name the key), and the SIGTERM and
+//!    SIGINT listeners are registered: from here on a signal starts the ordered
+//!    shutdown instead of killing the process.
 //! 2. `server.listen` is bound; with port 0 the real port is what is advertised.
 //! 3. The gRPC health service (`grpc.health.v1.Health`) is added and reports
 //!    `SERVING` for `""` and every service of the [`Routes`].
@@ -28,7 +33,7 @@
 //! # Shutdown
 //!
 //! On SIGTERM or SIGINT (unless [`ServeBuilder::signals`] turned them off), or
-//! [`ServeHandle::shutdown`], in this order (DESIGN §5):
+//! [`ServeHandle::shutdown`], in this order:
 //!
 //! 1. **deregister**: the lease is revoked, then etcd is read until the key is
 //!    seen gone (at most `server.shutdown.deregister_timeout`; past it, or with
@@ -61,9 +66,11 @@
 //! #         + NamedService + Clone + Send + Sync + 'static,
 //! #     S::Future: Send + 'static,
 //! # {
-//! use server_kit::{serve, Routes, ServerConfig};
+//! use registry_actor::RegistryConfig;
+//! use server_kit::ServerConfig;
 //!
-//! let report = serve(Routes::new(my_service), ServerConfig::default()).await?;
+//! let server = ServerConfig::default().with_service("echo");
+//! let report = server_kit::serve(my_service, server, RegistryConfig::default()).await?;
 //! println!("{report}");
 //! # Ok(()) }
 //! ```

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use server_kit::ServerConfig;
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -102,6 +103,19 @@ impl<T: Section + Send + Sync + 'static> Reloadable<T> {
     }
 }
 
+/// Puts the rate limits of `config` in force on `server`, or logs why not.
+fn apply_rate_limits<C: server_kit::LimiterClock>(
+    server: &server_kit::ServeHandle<C>,
+    config: &ServerConfig,
+) {
+    match server.set_rate_limits(config.rate_limit().clone()) {
+        Ok(()) => info!("server rate limits reloaded"),
+        Err(e) => {
+            error!(error = %e, "reloaded rate limits refused; the old ones stay in force")
+        }
+    }
+}
+
 fn read_layers(loader: &ConfigLoader) -> Vec<(PathBuf, Option<Vec<u8>>)> {
     loader
         .layer_files()
@@ -126,21 +140,40 @@ impl Reloadable<super::Settings> {
     where
         C: server_kit::LimiterClock + Send + Sync + 'static,
     {
+        self.follow_server_with(server, |config| config)
+    }
+
+    /// [`follow_server`](Self::follow_server) for a server whose `[server]`
+    /// settings are the loaded ones passed through `overrides` (command-line
+    /// flags, say): every reloaded `[server]` goes through `overrides` too, so
+    /// an override keeps winning over the files. Limits that differ from the
+    /// server's when following starts are applied at once.
+    pub fn follow_server_with<C, F>(
+        &self,
+        server: server_kit::ServeHandle<C>,
+        overrides: F,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        C: server_kit::LimiterClock + Send + Sync + 'static,
+        F: Fn(ServerConfig) -> ServerConfig + Send + 'static,
+    {
         let mut changes = self.subscribe();
         tokio::spawn(async move {
-            let mut last = changes.borrow_and_update().server.clone();
+            // Each value is cloned out first: the channel's lock is not held
+            // while `overrides` runs.
+            let loaded = changes.borrow_and_update().server.clone();
+            let mut last = overrides(loaded);
+            if server.rate_limits().config() != last.rate_limit() {
+                apply_rate_limits(&server, &last);
+            }
             while changes.changed().await.is_ok() {
-                let next = changes.borrow_and_update().server.clone();
+                let loaded = changes.borrow_and_update().server.clone();
+                let next = overrides(loaded);
                 if server.is_shutting_down() {
                     return;
                 }
                 if next.rate_limit() != last.rate_limit() {
-                    match server.set_rate_limits(next.rate_limit().clone()) {
-                        Ok(()) => info!("server rate limits reloaded"),
-                        Err(e) => {
-                            error!(error = %e, "reloaded rate limits refused; the old ones stay in force")
-                        }
-                    }
+                    apply_rate_limits(&server, &next);
                 }
                 if next.listen() != last.listen()
                     || next.service() != last.service()

@@ -161,10 +161,8 @@ impl EchoProcess {
         let config_dir = etcd.data_dir().join("echo-server-config");
         std::fs::create_dir_all(&config_dir).expect("config dir");
         let mut command = Command::new(example_path("echo-server"));
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("GRPC_CLUSTER") {
-                command.env_remove(name);
-            }
+        for name in super::cluster_env_vars() {
+            command.env_remove(name);
         }
         let mut child = command
             .args(["--id", id, "--listen", "127.0.0.1:0"])

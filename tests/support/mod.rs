@@ -78,5 +78,14 @@ fn tokio_stream_from(
     })
 }
 
+/// The `GRPC_CLUSTER…` variables of this process: a child process started by a
+/// test removes them, so no developer's settings leak in.
+pub fn cluster_env_vars() -> Vec<std::ffi::OsString> {
+    std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| name.to_string_lossy().starts_with("GRPC_CLUSTER"))
+        .collect()
+}
+
 /// The deadline tests give a distributed event to happen.
 pub const EVENTUALLY: Duration = Duration::from_secs(10);

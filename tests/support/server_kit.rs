@@ -1,5 +1,5 @@
 //! Helpers of the server-kit end-to-end tests: echo servers through
-//! `server_kit`, clients, etcd probes, the `echo-server` example binary.
+//! `server_kit`, clients, etcd probes, the example binaries.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +14,8 @@ use registry_actor::etcd_client::{Client, GetOptions};
 use registry_actor::RegistryConfig;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
+
+use super::{wait_until, EVENTUALLY};
 
 /// A config for an echo server on `127.0.0.1:0` with quick shutdown steps.
 pub fn echo_config(rate_limit: RateLimitConfig) -> ServerConfig {
@@ -122,6 +124,46 @@ pub async fn key_value(etcd: &mut Client, key: &str) -> Option<String> {
 /// Whether a new TCP connection to `addr` is refused (the listener is closed).
 pub async fn refuses_connections(addr: SocketAddr) -> bool {
     tokio::net::TcpStream::connect(addr).await.is_err()
+}
+
+/// Whether `key` is in etcd, as a `wait_until` condition.
+pub fn key_is<'a>(
+    etcd: &'a registry_actor::etcd_client::Client,
+    key: &'a str,
+    present: bool,
+) -> impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> + 'a {
+    move || {
+        let mut etcd = etcd.clone();
+        Box::pin(async move { key_exists(&mut etcd, key).await == present })
+    }
+}
+
+/// Waits until `addr` refuses connections, then says whether `key` was still in
+/// etcd at that moment.
+pub fn probe_listener_close(
+    addr: SocketAddr,
+    etcd: &registry_actor::etcd_client::Client,
+    key: &str,
+) -> tokio::task::JoinHandle<(bool, bool)> {
+    let mut etcd = etcd.clone();
+    let key = key.to_owned();
+    tokio::spawn(async move {
+        let closed = wait_until(EVENTUALLY, || refuses_connections(addr)).await;
+        let key_present = key_exists(&mut etcd, &key).await;
+        (closed, key_present)
+    })
+}
+
+/// Reads `pipe` (a child's stderr, say) to its end in a task of its own, so a
+/// full pipe never blocks the child; answers everything read.
+pub fn read_to_end(
+    mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> tokio::task::JoinHandle<String> {
+    tokio::spawn(async move {
+        let mut all = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut pipe, &mut all).await;
+        all
+    })
 }
 
 /// The path of an example binary built by `cargo test`

@@ -49,6 +49,15 @@ impl<C: LimiterClock> ServeHandle<C> {
         self.inner.trigger.borrow().is_some()
     }
 
+    /// Resolves once a shutdown has started (at once when one already has),
+    /// for work that should stop with the server, such as following a
+    /// configuration.
+    pub async fn shutdown_started(&self) {
+        let mut trigger = self.inner.trigger.subscribe();
+        // The sender lives as long as `self`: the wait ends only by a trigger.
+        let _ = trigger.wait_for(Option::is_some).await;
+    }
+
     /// Replaces the rate limits; the next call is checked against them. No
     /// restart, no dropped call; limiters whose values did not change keep
     /// their state. For configuration hot-reload.

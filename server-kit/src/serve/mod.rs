@@ -64,20 +64,60 @@ use crate::drain::{Connections, InFlight, TrackLayer};
 use crate::rate_limit::{LimiterClock, RateLimitLayer, RateLimits};
 use crate::{Error, ServerConfig};
 
-/// Serves `routes` with `config` until SIGTERM or SIGINT, without a registry,
-/// then shuts down in order and returns the report. For registration, runtime
-/// control or tests, use [`ServeBuilder`].
+/// Serves `routes` as a cluster member until SIGTERM or SIGINT, then shuts down
+/// in order and returns what the shutdown did. The whole server kit in one call:
+///
+/// 1. binds `server.listen` (with port 0, the real port is advertised);
+/// 2. registers the node in etcd with `registry`: a lease, kept alive, written
+///    again after any loss; etcd down at start-up is retried, not fatal. An
+///    empty `server.service` serves without registering (logged);
+/// 3. checks every call against the rate limits of `server.rate_limit`;
+/// 4. serves the gRPC health service;
+/// 5. on SIGTERM or SIGINT: deregister, lame duck, `NOT_SERVING`, stop
+///    accepting, drain, cancel the rest (see the [crate docs](crate)).
+///
+/// It is `ServeBuilder::new(server).routes(routes).registry(registry)`, started
+/// and waited for. Use [`ServeBuilder`] for a [`ServeHandle`] (a shutdown
+/// without a signal, new rate limits at run time, the registration state) or to
+/// serve without a registry.
 ///
 /// # Errors
 ///
-/// [`Error::Config`] for a bad setting, [`Error::Bind`] when the address cannot
-/// be bound, [`Error::Serve`]/[`Error::Task`] when the server fails.
+/// [`Error::Config`] naming the key of a bad setting, [`Error::Registry`] for
+/// bad registry settings, [`Error::Bind`] when the address cannot be bound,
+/// [`Error::Serve`]/[`Error::Task`] when the server fails.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use std::convert::Infallible;
+/// # use tonic::{body::Body, server::NamedService};
+/// # async fn run<S>(my_server: S) -> Result<(), server_kit::Error>
+/// # where
+/// #     S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+/// #         + NamedService + Clone + Send + Sync + 'static,
+/// #     S::Future: Send + 'static,
+/// # {
+/// use registry_actor::RegistryConfig;
+/// use server_kit::{RateLimitConfig, ServerConfig};
+///
+/// let server = ServerConfig::default()
+///     .with_listen("127.0.0.1:50051")
+///     .with_service("echo")
+///     .with_rate_limit(RateLimitConfig::default().with_rps(1000));
+/// let registry = RegistryConfig::default().with_endpoints(["127.0.0.1:2379"]);
+/// let report = server_kit::serve(my_server, server, registry).await?;
+/// println!("{report}");
+/// # Ok(()) }
+/// ```
 pub async fn serve(
     routes: impl Into<Routes>,
-    config: ServerConfig,
+    server: ServerConfig,
+    registry: RegistryConfig,
 ) -> Result<ShutdownReport, Error> {
-    ServeBuilder::new(config)
+    ServeBuilder::new(server)
         .routes(routes)
+        .registry(registry)
         .start()
         .await?
         .wait()
@@ -178,6 +218,9 @@ impl<C: LimiterClock> ServeBuilder<C> {
             clock,
         } = self;
         config.validate()?;
+        // Listening from here on: a signal during start-up starts the shutdown
+        // as soon as the server runs, instead of killing the process.
+        let signals = signals.then(shutdown::Signals::listen);
         let registry = match registry {
             Some(_) if config.service().is_empty() => {
                 warn!("server.service is empty: serving without registering");
@@ -252,11 +295,11 @@ impl<C: LimiterClock> ServeBuilder<C> {
 
         let mut background = vec![tokio::spawn(prune_callers(limits.clone())).abort_handle()];
         let (trigger, trigger_rx) = watch::channel(None);
-        if signals {
+        if let Some(signals) = signals {
             let trigger = trigger.clone();
             background.push(
                 tokio::spawn(async move {
-                    let name = shutdown::wait_for_signal().await;
+                    let name = signals.recv().await;
                     info!(signal = name, "signal received");
                     handle::trigger(&trigger, ShutdownTrigger::Signal(name));
                 })
@@ -449,9 +492,9 @@ async fn prune_callers<C: LimiterClock>(limits: RateLimits<C>) {
     }
 }
 
-/// The health-service name that reports the node's registration in etcd
-/// (DESIGN §5): `SERVING` while registered, `NOT_SERVING` while registering,
-/// retrying, paused or deregistered. Present only when serving with a registry.
+/// The health-service name that reports the node's registration in etcd:
+/// `SERVING` while registered, `NOT_SERVING` while registering, retrying,
+/// paused or deregistered. Present only when serving with a registry.
 pub const REGISTRATION_HEALTH: &str = "grpc-cluster.registration";
 
 /// Follows the registrar's state into the health service.

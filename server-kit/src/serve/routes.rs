@@ -10,9 +10,10 @@ use tower::Service;
 /// The tonic services to serve, and their names: each is reported `SERVING` by
 /// the health service while the server is up, `NOT_SERVING` during shutdown.
 ///
-/// Built like tonic's `Routes`; a `tonic::service::Routes` converts too, but
-/// then only the overall health (service `""`) is reported, as its names cannot
-/// be read back.
+/// Built like tonic's `Routes`. A single generated server (`EchoServer::new(..)`)
+/// converts into `Routes`, so every function taking `impl Into<Routes>` takes
+/// it directly; a `tonic::service::Routes` is taken by
+/// [`from_tonic`](Self::from_tonic).
 #[derive(Default)]
 pub struct Routes {
     routes: tonic::service::Routes,
@@ -52,6 +53,16 @@ impl Routes {
         self
     }
 
+    /// Routes serving a `tonic::service::Routes` as it is. Only the overall
+    /// health (service `""`) is reported for them, as their names cannot be
+    /// read back.
+    pub fn from_tonic(routes: tonic::service::Routes) -> Self {
+        Self {
+            routes,
+            names: Vec::new(),
+        }
+    }
+
     /// The names of the services, e.g. `echo.v1.Echo`.
     pub fn names(&self) -> &[&'static str] {
         &self.names
@@ -62,12 +73,18 @@ impl Routes {
     }
 }
 
-impl From<tonic::service::Routes> for Routes {
-    fn from(routes: tonic::service::Routes) -> Self {
-        Self {
-            routes,
-            names: Vec::new(),
-        }
+impl<S> From<S> for Routes
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    fn from(service: S) -> Self {
+        Self::new(service)
     }
 }
 

@@ -1,4 +1,4 @@
-//! The ordered shutdown (DESIGN §5) and its [`ShutdownReport`].
+//! The ordered shutdown, its [`ShutdownReport`], and the signals that start it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -150,6 +150,14 @@ impl ShutdownReport {
     /// The steps that ran, in order, with how long each took.
     pub fn phases(&self) -> &[(Phase, Duration)] {
         &self.phases
+    }
+}
+
+/// A `main` may return the report, alone or as the `Ok` of a `Result`: a
+/// process that shut down in order exits with status 0.
+impl std::process::Termination for ShutdownReport {
+    fn report(self) -> std::process::ExitCode {
+        std::process::ExitCode::SUCCESS
     }
 }
 
@@ -342,32 +350,70 @@ impl Shutdown {
     }
 }
 
-/// Waits for SIGTERM or SIGINT and names it.
-pub(crate) async fn wait_for_signal() -> &'static str {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            warn!("cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
+/// The SIGTERM and SIGINT listeners of a server. They are registered when
+/// created, so a signal that arrives before the server's signal task first runs
+/// starts the shutdown instead of killing the process.
+pub(crate) struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                () = ctrl_c => "SIGINT",
-            },
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
-                ctrl_c.await;
-                "SIGINT"
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Registers the listeners now.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub(crate) fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let listen = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for {name}; it will not stop the server");
+                    None
+                }
+            };
+            Self {
+                term: listen(SignalKind::terminate(), "SIGTERM"),
+                int: listen(SignalKind::interrupt(), "SIGINT"),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
     }
-    #[cfg(not(unix))]
-    {
-        ctrl_c.await;
-        "ctrl-c"
+
+    /// Waits for the first signal and names it.
+    pub(crate) async fn recv(self) -> &'static str {
+        #[cfg(unix)]
+        {
+            async fn next(listener: Option<tokio::signal::unix::Signal>) {
+                match listener {
+                    Some(mut listener) => {
+                        if listener.recv().await.is_none() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = next(self.term) => "SIGTERM",
+                () = next(self.int) => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                warn!("cannot listen for ctrl-c; it will not stop the server");
+                std::future::pending::<()>().await;
+            }
+            "ctrl-c"
+        }
     }
 }
