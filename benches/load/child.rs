@@ -1,7 +1,7 @@
 //! This binary run again as a child process, to measure a client alone: the
-//! memory section starts a fresh process whose RSS counts nothing the rest
-//! of the run allocated. The child prints one line of `key=value` fields for
-//! its parent.
+//! memory and scale sections start a fresh process whose RSS counts nothing
+//! the rest of the run allocated. The child prints one line of `key=value`
+//! fields for its parent.
 
 use std::time::Duration;
 

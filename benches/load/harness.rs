@@ -6,7 +6,8 @@
 //! taking turns in blocks of [`LATENCY_BLOCK`] in a random order per turn.
 //! Throughput: [`THROUGHPUT_CALLS`] calls at [`CONCURRENCY`] in flight per
 //! row and round, in [`CHUNKS`] chunks, the rows taking turns chunk by chunk
-//! (the order rotating).
+//! (the order rotating). Both also read this process's CPU clock around each
+//! block and chunk, for the CPU each call cost the client.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use grpc_cluster::echo::{SayReply, SayRequest, SAY};
 use tonic::transport::Channel;
 
 use crate::report::{percentile, us};
+use crate::usage::process_cpu;
 
 /// Calls per row and round of a latency measurement (concurrency 1).
 pub(crate) const LATENCY_CALLS: usize = 1_000;
@@ -137,6 +139,10 @@ pub(crate) struct Row {
     pub(crate) p99: Vec<f64>,
     /// Calls per second per round at [`CONCURRENCY`].
     pub(crate) rps: Vec<f64>,
+    /// CPU time of this process per call, µs, per round at concurrency 1.
+    pub(crate) cpu_c1: Vec<f64>,
+    /// CPU time of this process per call, µs, per round at [`CONCURRENCY`].
+    pub(crate) cpu_c64: Vec<f64>,
     /// Which node answered how many calls, over all rounds.
     pub(crate) shares: BTreeMap<String, u64>,
 }
@@ -149,14 +155,17 @@ impl Row {
             p50: Vec::new(),
             p99: Vec::new(),
             rps: Vec::new(),
+            cpu_c1: Vec::new(),
+            cpu_c64: Vec::new(),
             shares: BTreeMap::new(),
         }
     }
 
     /// Runs `calls` calls at concurrency [`CONCURRENCY`]; counts who answered.
-    /// The time they took.
-    async fn run_chunk(&mut self, calls: usize) -> Duration {
+    /// The time they took and the CPU time this process spent meanwhile.
+    async fn run_chunk(&mut self, calls: usize) -> (Duration, Duration) {
         let caller = &self.caller;
+        let cpu = process_cpu();
         let t = Instant::now();
         let shares = stream::iter(0..calls)
             .map(|i| caller.call(i))
@@ -168,6 +177,7 @@ impl Row {
             })
             .await;
         let elapsed = t.elapsed();
+        let cpu = process_cpu().saturating_sub(cpu);
         assert!(
             !shares.contains_key("failed"),
             "{}: calls failed: {shares:?}",
@@ -176,7 +186,7 @@ impl Row {
         for (node, n) in shares {
             *self.shares.entry(node).or_default() += n;
         }
-        elapsed
+        (elapsed, cpu)
     }
 
     /// `n0 33.3 %, n1 …`: the share of the calls each node answered.
@@ -196,6 +206,7 @@ impl Row {
 pub(crate) async fn latency_round(rows: &mut [Row], round: usize) {
     let n = rows.len();
     let mut samples = vec![Vec::with_capacity(LATENCY_CALLS); n];
+    let mut cpu = vec![Duration::ZERO; n];
     let mut order: Vec<usize> = (0..n).collect();
     let mut seed = (round as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     for turn in 0..LATENCY_CALLS / LATENCY_BLOCK {
@@ -208,6 +219,7 @@ pub(crate) async fn latency_round(rows: &mut [Row], round: usize) {
             order.swap(k, (seed % (k as u64 + 1)) as usize);
         }
         for &j in &order {
+            let block_cpu = process_cpu();
             for b in 0..LATENCY_BLOCK {
                 let i = turn * LATENCY_BLOCK + b;
                 let t = Instant::now();
@@ -215,12 +227,14 @@ pub(crate) async fn latency_round(rows: &mut [Row], round: usize) {
                 samples[j].push(t.elapsed());
                 assert!(ok, "{}: a call failed", rows[j].name);
             }
+            cpu[j] += process_cpu().saturating_sub(block_cpu);
         }
     }
-    for (row, mut lat) in rows.iter_mut().zip(samples) {
+    for ((row, mut lat), cpu) in rows.iter_mut().zip(samples).zip(cpu) {
         lat.sort();
         row.p50.push(us(percentile(&lat, 0.5)));
         row.p99.push(us(percentile(&lat, 0.99)));
+        row.cpu_c1.push(us(cpu) / LATENCY_CALLS as f64);
     }
 }
 
@@ -229,15 +243,18 @@ pub(crate) async fn latency_round(rows: &mut [Row], round: usize) {
 /// turns chunk by chunk (the order rotating).
 pub(crate) async fn throughput_round(rows: &mut [Row], round: usize) {
     let n = rows.len();
-    let mut took = vec![Duration::ZERO; n];
+    let mut took = vec![(Duration::ZERO, Duration::ZERO); n];
     for c in 0..CHUNKS {
         for k in 0..n {
             let j = (k + c + round) % n;
-            took[j] += rows[j].run_chunk(THROUGHPUT_CALLS / CHUNKS).await;
+            let (wall, cpu) = rows[j].run_chunk(THROUGHPUT_CALLS / CHUNKS).await;
+            took[j].0 += wall;
+            took[j].1 += cpu;
         }
     }
-    for (row, took) in rows.iter_mut().zip(took) {
-        row.rps.push(THROUGHPUT_CALLS as f64 / took.as_secs_f64());
+    for (row, (wall, cpu)) in rows.iter_mut().zip(took) {
+        row.rps.push(THROUGHPUT_CALLS as f64 / wall.as_secs_f64());
+        row.cpu_c64.push(us(cpu) / THROUGHPUT_CALLS as f64);
     }
 }
 

@@ -12,8 +12,11 @@
 //! | `unary` | `unary.rs` | raw tonic + deadline vs `ClientHandle::call` failfast/failover and `Addr::send`, 1 node: p50/p99 at c=1, calls/s at c=64 |
 //! | `balancer` | `balancer.rs` | `Channel::balance_list` + deadline vs `round_robin` and `least_request`, 3 nodes: calls/s at c=64, per-node share |
 //! | `broadcast` | `broadcast.rs` | `Broadcast` to 8 nodes vs raw tonic's fan-out with the deadline (and one `Call`): p50/p99 at c=1 |
+//! | `cpu` | `cpu.rs` | this process's CPU time per call (servers in a child process), `ClientHandle::call` vs raw tonic + deadline, at c=1 and c=64 |
+//! | `caller_runtime` | `caller_runtime.rs` | calls from a tokio runtime of 2 workers, `ClientHandle::call` vs raw tonic + deadline on that runtime: calls/s at c=64 |
 //! | `propagation` | `propagation.rs` | 100 registrations: `Registrar` start → the client's picker lists the node; `deregister` → it no longer does |
 //! | `memory` | `memory.rs` | RSS of a client process watching a service of 10,000 nodes (a child process) |
+//! | `scale` | `scale.rs` | 100,000 nodes in etcd: RSS, time to list, one-node change, calls during rebuilds (a child process); pick p99 during a rebuild (public `Picker`) |
 //! | `server_kit` | `server_kit.rs` | plain tonic server vs `server_kit::serve`, limits never refusing: calls/s (`benches/support/server_kit.rs`) |
 //!
 //! Method (`harness.rs`): every row is measured once per round, and the rows
@@ -23,11 +26,12 @@
 //! connection of its own. Each value is the median over rounds, shown with
 //! its range over rounds; each ratio is the median of the per-round ratios.
 //!
-//! Selecting: `cargo bench --bench load -- unary memory` (section names as
-//! arguments) or `LOAD_SECTIONS=unary,memory` runs only those (default all).
+//! Selecting: `cargo bench --bench load -- scale cpu` (section names as
+//! arguments) or `LOAD_SECTIONS=scale,cpu` runs only those (default all).
 //! `LOAD_ROUNDS=N` rounds of the interleaved sections (default 20);
 //! `LOAD_KIT_ROUNDS=N` paired rounds of `server_kit` (default 40);
-//! `LOAD_SERVER_THREADS=N` worker threads of the echo servers (default 1).
+//! `LOAD_SERVER_THREADS=N` worker threads of the echo servers (default 1);
+//! `LOAD_SCALE_NODES=N` nodes of the `scale` section (default 100,000).
 //! `LOAD_PROFILE=failfast` (or `failfast-send`, `raw`, `raw-bare`,
 //! `round_robin`, `least_request`, `balance_list`; `:c1` appended for
 //! concurrency 1) only runs that client's 100,000 calls, for a profiler
@@ -38,8 +42,11 @@
 //! run in a child process (this binary again) on a tokio runtime of
 //! `LOAD_SERVER_THREADS` workers. The clients run on the actix `System`
 //! thread of this process (and on whatever threads the cluster client starts
-//! for its I/O). etcd is a private process. `memory` measures its client in a
-//! child process, so nothing else the run allocated is counted. `server_kit` builds its own 2-worker runtime
+//! for its I/O), except in `caller_runtime` and the scale section's calls
+//! during rebuilds, which call from a tokio runtime of 2 workers. etcd is a
+//! private process (`scale` has one of its own). `memory` and `scale`
+//! measure their client in a child process, so nothing else the run
+//! allocated is counted. `server_kit` builds its own 2-worker runtime
 //! carrying its servers and load, after the other sections. Loopback only;
 //! every section is bounded in calls and time.
 
@@ -50,12 +57,15 @@ mod kit;
 
 mod balancer;
 mod broadcast;
+mod caller_runtime;
 mod child;
 mod cluster;
+mod cpu;
 mod harness;
 mod memory;
 mod propagation;
 mod report;
+mod scale;
 mod server_kit;
 mod servers;
 mod settings;
@@ -137,6 +147,8 @@ fn child_job() -> bool {
         servers::serve(&spec);
     } else if let Some(endpoint) = var(memory::CHILD) {
         memory::child(&endpoint);
+    } else if let (Some(endpoint), Some(probe)) = (var(scale::CHILD), var(scale::PROBE)) {
+        scale::child(&endpoint, &probe);
     } else {
         return false;
     }
@@ -155,7 +167,7 @@ fn main() {
         profile(&which);
         return;
     }
-    let settings = Settings::from_env(kit::ROUNDS);
+    let settings = Settings::from_env(kit::ROUNDS, scale::DEFAULT_NODES);
     let started = Instant::now();
     let load_before = loadavg();
     let mut report = Report::default();
@@ -178,8 +190,13 @@ fn main() {
                     Section::Unary => unary::run(report, &setup).await,
                     Section::Balancer => balancer::run(report, &setup).await,
                     Section::Broadcast => broadcast::run(report, &setup).await,
+                    Section::Cpu => cpu::run(report, &setup).await,
+                    Section::CallerRuntime => caller_runtime::run(report, &setup).await,
                     Section::Propagation => propagation::run(report, &setup).await,
                     Section::Memory => memory::run(report, &setup).await,
+                    Section::Scale => {
+                        scale::run(report, setup.addrs[0], settings.scale_nodes).await;
+                    }
                     Section::ServerKit => {}
                 }
             }

@@ -100,6 +100,11 @@ impl Target {
             measured >= goal,
         )
     }
+
+    /// A target that this run could not measure (`why`): a miss.
+    pub(crate) fn unmeasured(what: impl Into<String>, goal: &str, why: &str) -> Self {
+        Self::new(what, format!("not measured: {why}"), goal, false)
+    }
 }
 
 /// What a run has to print: the sections' tables and the targets.

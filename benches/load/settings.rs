@@ -7,18 +7,24 @@ pub(crate) enum Section {
     Unary,
     Balancer,
     Broadcast,
+    Cpu,
+    CallerRuntime,
     Propagation,
     Memory,
+    Scale,
     ServerKit,
 }
 
 impl Section {
-    pub(crate) const ALL: [Self; 6] = [
+    pub(crate) const ALL: [Self; 9] = [
         Self::Unary,
         Self::Balancer,
         Self::Broadcast,
+        Self::Cpu,
+        Self::CallerRuntime,
         Self::Propagation,
         Self::Memory,
+        Self::Scale,
         Self::ServerKit,
     ];
 
@@ -28,8 +34,11 @@ impl Section {
             Self::Unary => "unary",
             Self::Balancer => "balancer",
             Self::Broadcast => "broadcast",
+            Self::Cpu => "cpu",
+            Self::CallerRuntime => "caller_runtime",
             Self::Propagation => "propagation",
             Self::Memory => "memory",
+            Self::Scale => "scale",
             Self::ServerKit => "server_kit",
         }
     }
@@ -55,17 +64,20 @@ pub(crate) struct Settings {
     pub(crate) kit_rounds: usize,
     /// Worker threads of the echo servers' runtime.
     pub(crate) server_threads: usize,
+    /// Nodes of the scale section's service.
+    pub(crate) scale_nodes: usize,
 }
 
 impl Settings {
     /// Sections from the arguments that are not flags (`cargo bench --bench
-    /// load -- unary memory`), else from `LOAD_SECTIONS` (comma-separated), else
-    /// all; counts from `LOAD_ROUNDS`, `LOAD_KIT_ROUNDS`, `LOAD_SERVER_THREADS`.
+    /// load -- scale cpu`), else from `LOAD_SECTIONS` (comma-separated), else
+    /// all; counts from `LOAD_ROUNDS`, `LOAD_KIT_ROUNDS`, `LOAD_SERVER_THREADS`,
+    /// `LOAD_SCALE_NODES`.
     ///
     /// # Panics
     ///
     /// On an unknown section name, naming the known ones.
-    pub(crate) fn from_env(default_kit_rounds: usize) -> Self {
+    pub(crate) fn from_env(default_kit_rounds: usize, default_scale_nodes: usize) -> Self {
         let number = |key: &str, default: usize| {
             std::env::var(key)
                 .ok()
@@ -102,6 +114,7 @@ impl Settings {
             rounds: number("LOAD_ROUNDS", 20),
             kit_rounds: number("LOAD_KIT_ROUNDS", default_kit_rounds),
             server_threads: number("LOAD_SERVER_THREADS", 1),
+            scale_nodes: number("LOAD_SCALE_NODES", default_scale_nodes),
         }
     }
 

@@ -1,4 +1,17 @@
-//! What this process uses: resident memory.
+//! What this process uses: CPU time and resident memory.
+
+use std::time::Duration;
+
+/// CPU time (user + system) of every thread of this process so far, living or
+/// ended: what `getrusage(RUSAGE_SELF)` adds up, read from the process CPU
+/// clock (nanosecond resolution).
+pub(crate) fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
 
 /// A `Vm*` line of `/proc/self/status` (`VmRSS`, `VmHWM`), in KiB; 0 when
 /// absent.
