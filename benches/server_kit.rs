@@ -1,7 +1,7 @@
 //! Throughput of `server_kit::serve` against a plain tonic server, same run.
 //!
 //! The measurement lives in `support/server_kit.rs` (see its docs), shared with
-//! the load harness (`cargo bench --bench load`, section `kit`); this binary runs
+//! the load harness (`cargo bench --bench load`, section `server_kit`); this binary runs
 //! it alone: 40 paired rounds of 250 ms, each printed, then the medians.
 //!
 //! `cargo bench --bench server_kit` (a `harness = false` binary). Loopback only.

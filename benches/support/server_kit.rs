@@ -1,6 +1,7 @@
 //! Throughput of `server_kit::serve` against a plain tonic server, same run;
-//! shared by `benches/server_kit.rs` (on its own) and `benches/load.rs` (as a
-//! section of the load harness), which both include this file with `#[path]`.
+//! shared by `benches/server_kit.rs` (on its own) and `benches/load/` (as the
+//! `server_kit` section of the load harness), which both include this file
+//! with `#[path]`.
 //!
 //! Both serve `echo.v1.Echo` on `127.0.0.1:0` with `TCP_NODELAY`; the server
 //! kit runs with every limit set (global, per method, per caller, cluster share)
