@@ -96,7 +96,7 @@ pub use hash::HashKey;
 pub use method::Method;
 pub use picker::{
     ConnectionFailed, ConnectionSucceeded, Inspect, NodeHandle, NodeRef, NodeStatus, Pick, PickAll,
-    Picked, Picker, PickerActor, PickerStatus, Reconfigure,
+    Picked, Picker, PickerActor, PickerStatus, PickerView, Reconfigure,
 };
 pub use policy::Strategy;
 pub use selector::{Fallback, Selector};

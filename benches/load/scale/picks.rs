@@ -1,11 +1,14 @@
-//! Picks during a rebuild, on the public `Picker`.
+//! Picks during a rebuild, through a real `PickerActor` and its `PickerView`:
+//! the actor rebuilds its candidates for each node set on its actix thread
+//! while this thread picks from the published snapshot, as calls do.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster_client::{Picker, PickerConfig};
-use registry_actor::Node;
+use actix::prelude::*;
+use cluster_client::{Pick, PickerActor, PickerConfig, PickerView};
+use registry_actor::{Node, NodesChanged, RegistryActor, RegistryConfig};
 
 use super::nodes::{node, SERVICE};
 
@@ -17,30 +20,60 @@ pub(super) const PICK_EVERY: Duration = Duration::from_micros(5);
 /// Picks timed without any rebuild.
 const QUIET_PICKS: usize = 100_000;
 
-/// The picker state calls pick from, shared the way the cluster client
-/// shares it between its picker actor (which applies node sets) and the
-/// calls (which pick): one mutex over the [`Picker`], held for a whole update
-/// and for each pick. The one place of this measurement that mirrors how the
-/// client shares its picker.
-struct SharedState(Mutex<Picker>);
+/// A picker actor on an actix system thread of its own, fed node sets by
+/// message, and the view calls pick from.
+struct SharedState {
+    picker: Addr<PickerActor>,
+    view: PickerView,
+    /// Carries the messages to the actor from the updating thread.
+    runtime: tokio::runtime::Runtime,
+}
 
 impl SharedState {
-    fn new(picker: Picker) -> Self {
-        Self(Mutex::new(picker))
+    fn new() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let system = System::new();
+            system.block_on(async move {
+                // A registry whose etcd is nowhere (the discard port): the
+                // node sets come by message from this measurement.
+                let config = RegistryConfig::default().with_endpoints(["127.0.0.1:9"]);
+                let client = registry_actor::connect(&config).await.expect("lazy client");
+                let registry = RegistryActor::new(client, &config).start();
+                let actor = PickerActor::new(SERVICE, PickerConfig::default(), registry);
+                let view = actor.view();
+                tx.send((actor.start(), view)).expect("measurement alive");
+            });
+            system.run().expect("actix system");
+        });
+        let (picker, view) = rx.recv().expect("picker started");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        Self {
+            picker,
+            view,
+            runtime,
+        }
     }
 
     /// Applies `nodes`; `rebuilds` counts from when the rebuild starts until
     /// it is done.
     fn update(&self, nodes: Arc<[Node]>, revision: i64, rebuilds: &Rebuilds) {
-        let mut picker = self.0.lock().expect("picker lock");
         rebuilds.started.fetch_add(1, Ordering::SeqCst);
-        picker.update(nodes, revision, Instant::now());
+        self.runtime
+            .block_on(self.picker.send(NodesChanged {
+                service: SERVICE.into(),
+                nodes,
+                revision,
+            }))
+            .expect("picker alive");
         rebuilds.finished.fetch_add(1, Ordering::SeqCst);
     }
 
     fn pick(&self) -> bool {
-        let mut picker = self.0.lock().expect("picker lock");
-        picker.pick(None, &[], None).is_ok()
+        self.view.pick(&Pick::new()).is_ok()
     }
 }
 
@@ -92,7 +125,7 @@ pub(super) fn during_rebuilds(n: usize) -> PickRun {
             }
         })
         .collect();
-    let state = SharedState::new(Picker::with_seed(SERVICE, PickerConfig::default(), 7));
+    let state = SharedState::new();
     let rebuilds = Rebuilds::default();
     state.update(a.clone(), 1, &rebuilds);
     let mut quiet = Vec::with_capacity(QUIET_PICKS);

@@ -111,13 +111,12 @@ pub(super) fn write(
     rebuilds.sort();
     let _ = writeln!(
         out,
-        "\nPicks during a rebuild, measured on the public `Picker` (the client's shared picker \
-         state is not public) behind one mutex, as the client shares it: one thread applies \
-         {REBUILDS} node sets of {n} nodes (each a one-node change from the last; \
-         a rebuild took {:.1} ms p50, {:.1} ms max), pausing {REBUILD_GAP:?} after each, while \
-         another picks (round_robin) every {PICK_EVERY:?} and times each pick. A pick \
-         overlapping a rebuild started while one was in progress, or saw one start before it \
-         ended.\n",
+        "\nPicks during a rebuild, through a `PickerActor` and its `PickerView` (what calls \
+         pick from): one thread sends the actor {REBUILDS} node sets of {n} nodes (each a \
+         one-node change from the last; from the send to the answer took {:.1} ms p50, \
+         {:.1} ms max), pausing {REBUILD_GAP:?} after each, while another picks \
+         (round_robin) every {PICK_EVERY:?} and times each pick. A pick overlapping a \
+         rebuild started while one was in progress, or saw one start before it ended.\n",
         ms(percentile(&rebuilds, 0.5)),
         ms(rebuilds[rebuilds.len() - 1]),
     );

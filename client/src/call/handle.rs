@@ -182,6 +182,18 @@ impl ClientHandle {
             .map_err(|e| Error::picker_gone(service, e))
     }
 
+    /// The picks of `service` as its calls make them, read without a message
+    /// (starting its picker on first use).
+    ///
+    /// # Errors
+    ///
+    /// An invalid setting of the service.
+    pub fn picker_view(&self, service: &str) -> Result<crate::PickerView, Error> {
+        Ok(crate::PickerView::from_shared(
+            self.service(service)?.shared.clone(),
+        ))
+    }
+
     /// The tokens left in `service`'s retry budget, in thousandths (0 for a
     /// service not called yet).
     pub fn budget_tokens(&self, service: &str) -> u64 {

@@ -14,6 +14,7 @@ use super::picked::{NodeHandle, Picked};
 use super::shared::SharedPicker;
 use super::snapshot::Homed;
 use super::state::Picker;
+use super::view::PickerView;
 use crate::connection::{
     Alive, Close, Connection, ConnectionActor, ConnectionSettings, Home, IoRuntime, Report,
 };
@@ -93,6 +94,11 @@ impl PickerActor {
     /// The state calls pick from without a message.
     pub(crate) fn shared(&self) -> Arc<SharedPicker> {
         self.shared.clone()
+    }
+
+    /// A view of the picks this actor publishes, read without messages.
+    pub fn view(&self) -> PickerView {
+        PickerView::from_shared(self.shared.clone())
     }
 
     /// Gives `picked` its node's connection on the runtime `home`, starting

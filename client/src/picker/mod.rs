@@ -32,6 +32,7 @@ mod shared;
 mod snapshot;
 mod state;
 mod status;
+mod view;
 
 #[cfg(test)]
 mod tests;
@@ -43,3 +44,4 @@ pub use picked::{NodeHandle, NodeRef, Picked};
 pub(crate) use shared::{Fast, SharedPicker};
 pub use state::Picker;
 pub use status::{NodeStatus, PickerStatus};
+pub use view::PickerView;

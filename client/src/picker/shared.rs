@@ -53,6 +53,11 @@ impl SharedPicker {
         }
     }
 
+    /// The service.
+    pub(crate) fn service(&self) -> Arc<str> {
+        self.current.load().service().clone()
+    }
+
     /// Makes `snapshot` the one calls pick from.
     pub(crate) fn publish(&self, snapshot: Arc<Snapshot>) {
         self.current.store(snapshot);

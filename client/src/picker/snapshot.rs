@@ -207,6 +207,10 @@ impl Snapshot {
         snapshot
     }
 
+    pub(crate) fn service(&self) -> &Arc<str> {
+        &self.service
+    }
+
     pub(crate) fn is_discovered(&self) -> bool {
         self.discovered
     }

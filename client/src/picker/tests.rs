@@ -885,3 +885,26 @@ async fn least_request_reads_loads_written_by_connections_into_the_shared_state(
     };
     assert_eq!(p.handle(), a);
 }
+
+#[actix_rt::test]
+async fn a_view_picks_from_the_published_snapshot_without_the_actor() {
+    let mut cluster = Cluster::start().await;
+    let actor = PickerActor::new("echo", PickerConfig::default(), cluster.registry().await);
+    let view = actor.view();
+    assert!(
+        matches!(view.pick(&Pick::new()), Err(Error::NotDiscovered { .. })),
+        "nothing published before the first node set"
+    );
+    let picker = actor.start();
+    let revision = cluster.put(&node("a", refused_addr())).await;
+    wait_for_revision(&picker, revision).await;
+    let picked = view.pick(&Pick::new()).expect("published");
+    assert_eq!(picked.node().id(), "a");
+    assert!(picked.connection().is_none(), "a view makes no connection");
+    let all = view.pick_all(&PickAll::new()).expect("published");
+    assert_eq!(ids_of(&all), ["a"]);
+    assert!(matches!(
+        view.pick(&Pick::new().excluding([picked.handle()])),
+        Err(Error::AllExcluded { .. })
+    ));
+}
