@@ -6,16 +6,17 @@
 //!   handle runs them in the caller's own task.
 //! * **Pickers**: one [`PickerActor`] per service, subscribed to the
 //!   [`RegistryActor`](registry_actor::RegistryActor), that chooses the node of
-//!   each call. Calls pick from the state it shares with them, without a
-//!   message; the actor owns every change.
-//! * **Connections**: one [`ConnectionActor`] per node picked, owning its
-//!   long-lived channel; calls run attempts on its [`Connection`] handle.
+//!   each call. Calls pick from the snapshot it publishes, without a message
+//!   or a lock; the actor owns every change.
+//! * **Connections**: one [`ConnectionActor`] per node picked and runtime
+//!   calling it, owning a long-lived channel made on that runtime; calls run
+//!   attempts on its [`Connection`] handle.
 //!
 //! ```text
 //! app ──Call/Broadcast──▶ ClusterClient ─┐      (or ClientHandle::call)
-//!                                        │ pick: lock the shared state
-//! RegistryActor ──NodesChanged──▶ PickerActor   (snapshot, balancer,
-//!                                   ▲            selectors, ejection,
+//!                                        │ pick: load the published snapshot
+//! RegistryActor ──NodesChanged──▶ PickerActor   (builds and publishes snapshots:
+//!                                   ▲            balancer, selectors, ejection,
 //!                                   │            panic threshold)
 //!         ConnectionFailed, ConnectionSucceeded ── connections
 //! ```
@@ -28,16 +29,18 @@
 //!   (ring of virtual nodes; the key comes with the call as a [`HashKey`]).
 //! * **Selectors** ([`Selector`]): version (exact or a semver range such as
 //!   `>=1.2, <2`), group, zone, labels; [`Fallback`] `strict` (error naming the
-//!   selector and the versions available) or `any` (all nodes).
+//!   selector and the versions available) or `any` (all nodes, for a unicast
+//!   call; a broadcast goes to matching nodes only).
 //! * **Exclusion**: a [`Pick`] lists the nodes its call already tried.
 //! * **Ejection**: N consecutive connection failures eject a node for a backoff
 //!   growing per ejection, never more than a share of the nodes at once.
 //! * **Panic threshold**: a registry change removing more than a share of the
 //!   nodes at once is held until those nodes fail or a grace period passes.
 //!
-//! Everything a pick reads is built when the node set (or an ejection) changes;
-//! a pick only steps a prebuilt balancer. [`Picker`] is that logic without the
-//! actor.
+//! Everything a pick reads is built when the node set (or an ejection) changes,
+//! into an immutable snapshot published whole; a pick only steps a prebuilt
+//! balancer, without a lock. [`Picker`] is that logic without the actor, and
+//! [`PickerView`] reads what an actor publishes.
 //!
 //! # Configuration
 //!

@@ -132,16 +132,16 @@ impl ClientHandle {
         Req: prost::Message + Clone + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
-        let planned = self.plan(&call.service, &call.method, call.request, call.options);
-        Box::pin(async move {
-            let (plan, strategy) = planned?;
-            match strategy {
-                Strategy::Failfast => plan.failfast().await,
-                Strategy::Failover => plan.failover().await,
-                Strategy::Failretry => plan.failretry().await,
-                Strategy::Forking(k) => plan.forking(k).await,
-            }
-        })
+        // Each strategy's own future is boxed, not a future over all of them:
+        // the box then holds only what this call's strategy needs, and no
+        // larger union of states is copied as the call proceeds.
+        match self.plan(&call.service, &call.method, call.request, call.options) {
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+            Ok((plan, Strategy::Failfast)) => Box::pin(plan.failfast()),
+            Ok((plan, Strategy::Failover)) => Box::pin(plan.failover()),
+            Ok((plan, Strategy::Failretry)) => Box::pin(plan.failretry()),
+            Ok((plan, Strategy::Forking(k))) => Box::pin(plan.forking(k)),
+        }
     }
 
     /// Runs `broadcast` on every matching node at once, in the task that
@@ -157,16 +157,15 @@ impl ClientHandle {
         Resp: prost::Message + Default + Send + 'static,
     {
         let completion = broadcast.completion;
-        let planned = self.plan(
+        match self.plan(
             &broadcast.service,
             &broadcast.method,
             broadcast.request,
             broadcast.options,
-        );
-        Box::pin(async move {
-            let (plan, _) = planned?;
-            plan.broadcast(completion).await
-        })
+        ) {
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+            Ok((plan, _)) => Box::pin(plan.broadcast(completion)),
+        }
     }
 
     /// The picker state of `service` (nodes, loads, ejections).
@@ -322,7 +321,7 @@ impl ClientHandle {
             metadata,
             started,
             deadline: started + timeout,
-            selector: options.selector,
+            selector: options.selector.map(Box::new),
             hash_key: options.hash_key,
             retries: options.retries.unwrap_or(policy.retries()),
             retry_codes: policy.retry_codes().clone(),

@@ -34,7 +34,8 @@ pub(crate) struct Plan<Req, Resp> {
     pub(crate) metadata: MetadataMap,
     pub(crate) started: Instant,
     pub(crate) deadline: Instant,
-    pub(crate) selector: Option<Selector>,
+    /// Boxed: rarely set, and the plan lives in every call's future.
+    pub(crate) selector: Option<Box<Selector>>,
     pub(crate) hash_key: Option<HashKey>,
     pub(crate) retries: u32,
     pub(crate) retry_codes: Arc<[Code]>,
@@ -114,12 +115,12 @@ where
         let handles: Vec<NodeHandle> = exclude.iter().map(Picked::handle).collect();
         let shared = &self.service.shared;
         let key = self.home.key();
-        let mut fast = shared.pick(self.selector.as_ref(), &handles, self.hash_key, key);
+        let mut fast = shared.pick(self.selector.as_deref(), &handles, self.hash_key, key);
         if let Fast::Wait = fast {
             // Boxed, as the other messages: rare, and they would make every
             // call's future larger.
             Box::pin(self.wait_discovered()).await?;
-            fast = shared.pick(self.selector.as_ref(), &handles, self.hash_key, key);
+            fast = shared.pick(self.selector.as_deref(), &handles, self.hash_key, key);
         }
         match fast {
             Fast::Done(result) => result,
@@ -163,10 +164,10 @@ where
     async fn pick_all(&self) -> Result<Vec<Picked>, Error> {
         let shared = &self.service.shared;
         let key = self.home.key();
-        let mut fast = shared.pick_all(self.selector.as_ref(), key);
+        let mut fast = shared.pick_all(self.selector.as_deref(), key);
         if let Fast::Wait = fast {
             Box::pin(self.wait_discovered()).await?;
-            fast = shared.pick_all(self.selector.as_ref(), key);
+            fast = shared.pick_all(self.selector.as_deref(), key);
         }
         match fast {
             Fast::Done(result) => result,
@@ -214,20 +215,20 @@ where
             .metadata_mut()
             .insert(GRPC_TIMEOUT, grpc_timeout(remaining));
         // The attempt runs in this task: timing out drops it, which cancels the RPC.
-        let result =
-            match tokio::time::timeout_at(self.deadline, connection.call(&self.method, request))
-                .await
-            {
-                // The server and tonic's channel enforce the same deadline (both
-                // answer CANCELLED when it expires, the channel up to the
-                // `grpc-timeout` precision early): at the deadline, the deadline is
-                // what ended it.
-                Ok(Err(_)) if Instant::now() + DEADLINE_SLACK >= self.deadline => {
-                    Err(self.deadline_status())
-                }
-                Ok(result) => result,
-                Err(_) => Err(self.deadline_status()),
-            };
+        // Boxed: the RPC's future is large, and the attempt's future is moved
+        // into its strategy's as each attempt starts.
+        let rpc = Box::pin(connection.call(&self.method, request));
+        let result = match tokio::time::timeout_at(self.deadline, rpc).await {
+            // The server and tonic's channel enforce the same deadline (both
+            // answer CANCELLED when it expires, the channel up to the
+            // `grpc-timeout` precision early): at the deadline, the deadline is
+            // what ended it.
+            Ok(Err(_)) if Instant::now() + DEADLINE_SLACK >= self.deadline => {
+                Err(self.deadline_status())
+            }
+            Ok(result) => result,
+            Err(_) => Err(self.deadline_status()),
+        };
         let attempt = Attempt {
             node: picked.node_ref().clone(),
             code: result.as_ref().map_or_else(Status::code, |_| Code::Ok),
