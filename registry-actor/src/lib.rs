@@ -9,7 +9,8 @@
 //!   is down.
 //! * [`RegistryConfig`] — the `[registry]` settings, and [`connect`] to open an
 //!   etcd client with them.
-//! * `testing` (feature `testing`) — a real etcd on free loopback ports for tests.
+//! * `testing` (feature `testing`) — a real etcd, or a cluster of them, on free
+//!   loopback ports for tests.
 //!
 //! Keys are `{prefix}/{service}/{node_id}`, default prefix `/grpc-cluster/services`.
 

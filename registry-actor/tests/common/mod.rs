@@ -12,7 +12,7 @@ use registry_actor::{
 };
 use tokio::sync::mpsc;
 
-pub use registry_actor::testing::{wait_until, EtcdServer};
+pub use registry_actor::testing::{wait_until, EtcdCluster, EtcdServer};
 
 /// How long a distributed event gets to happen before a test fails.
 pub const EVENTUALLY: Duration = Duration::from_secs(15);
