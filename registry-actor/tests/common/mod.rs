@@ -1,6 +1,12 @@
 //! Helpers shared by registry-actor's integration tests.
 
-#![allow(dead_code, unused_imports, unreachable_pub, missing_docs, clippy::unwrap_used)]
+#![allow(
+    dead_code,
+    unused_imports,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used
+)]
 
 use std::time::Duration;
 
