@@ -127,6 +127,46 @@ impl EtcdCluster {
         None
     }
 
+    /// Hands the leadership to member `to` and waits until it leads.
+    ///
+    /// # Errors
+    ///
+    /// When there is no leader, etcd refuses, or `to` does not lead within 20 s.
+    ///
+    /// # Panics
+    ///
+    /// When there is no such member.
+    pub async fn move_leader(&self, to: usize) -> io::Result<()> {
+        let leader = self
+            .leader()
+            .await
+            .ok_or_else(|| io::Error::other("no leader"))?;
+        if leader == to {
+            return Ok(());
+        }
+        let mut client = self.members[leader]
+            .client()
+            .await
+            .map_err(io::Error::other)?;
+        let list = client.member_list().await.map_err(io::Error::other)?;
+        let target = list
+            .members()
+            .iter()
+            .find(|m| m.name() == self.members[to].name)
+            .map(|m| m.id())
+            .ok_or_else(|| io::Error::other("the target is not a member"))?;
+        client.move_leader(target).await.map_err(io::Error::other)?;
+        let moved = super::wait_until(super::member::START_DEADLINE, || async {
+            self.leader().await == Some(to)
+        })
+        .await;
+        if moved {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("member {to} does not lead")))
+        }
+    }
+
     /// SIGKILL of one member (like a crash); its data stays.
     ///
     /// # Panics

@@ -1,0 +1,314 @@
+//! The registry against a 3-member etcd cluster: a frozen member, a leader
+//! killed under a registration, a cluster rebuilt with older revisions, a
+//! prefix too large for one message, and oversized or mismatched values.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use etcd_client::{EventType, GetOptions, Txn, TxnOp, WatchOptions};
+use registry_actor::{Etcd, Registrar, RegistryActor, RegistryConfig, RegistryStats, Stats};
+
+async fn stats(registry: &actix::Addr<RegistryActor>) -> RegistryStats {
+    registry.send(Stats).await.expect("registry alive")
+}
+
+/// A registry over `etcd`, whose member preference the test can read.
+fn registry_over(etcd: &Etcd, config: &RegistryConfig) -> actix::Addr<RegistryActor> {
+    use actix::Actor;
+    RegistryActor::new(etcd.clone(), config).start()
+}
+
+fn member_of(cluster: &EtcdCluster, endpoint: &str) -> usize {
+    cluster
+        .endpoints()
+        .iter()
+        .position(|e| e == endpoint)
+        .expect("a member's endpoint")
+}
+
+/// A frozen member (SIGSTOP: its port open, nothing answering; a follower,
+/// so the cluster takes writes at once) under a running watch: the watch moves to another member and delivers a node
+/// registered after the freeze within 2 s of its put.
+#[actix_rt::test]
+async fn watch_on_a_frozen_member_moves_and_delivers_a_new_node_within_2s() {
+    let cluster = EtcdCluster::start(3).await.expect("cluster");
+    let config = cluster.registry_config();
+    let etcd = registry_actor::connect(&config).await.expect("connect");
+    let registry = registry_over(&etcd, &config);
+    let mut sub = Subscriber::start(&registry, "echo").await;
+    sub.wait_for("the empty set", |n| n.is_empty()).await;
+    let watched = member_of(&cluster, &etcd.preferred());
+    // Writes go on at once while a follower is frozen.
+    let other = (watched + 1) % 3;
+    cluster.move_leader(other).await.expect("leadership moved");
+
+    cluster.pause(watched).expect("SIGSTOP");
+    let mut raw = cluster.member_client(other).await.expect("client");
+    let put_at = Instant::now();
+    raw_put(
+        &mut raw,
+        &config,
+        "late",
+        r#"{"id":"late","addr":"127.0.0.1:1"}"#,
+    )
+    .await;
+    sub.wait_for("the node put after the freeze", has_ids(&["late"]))
+        .await;
+    let delivered = put_at.elapsed();
+    cluster.resume(watched).expect("SIGCONT");
+
+    assert!(
+        delivered <= Duration::from_secs(2),
+        "delivered {delivered:?} after the put, bound 2 s"
+    );
+    assert_ne!(
+        member_of(&cluster, &etcd.preferred()),
+        watched,
+        "the watch left the frozen member"
+    );
+    assert!(stats(&registry).await.reconnects >= 1);
+}
+
+/// The leader killed under a registration: the registrar carries its lease
+/// over to another member, so its key is never deleted (a replay of the
+/// prefix's history shows no delete) and stays on the same lease.
+#[actix_rt::test]
+async fn leader_killed_under_a_registration_never_deletes_its_key() {
+    let mut cluster = EtcdCluster::start(3).await.expect("cluster");
+    let config = cluster.registry_config();
+    let etcd = registry_actor::connect(&config).await.expect("connect");
+    let registrar = Registrar::start(etcd.clone(), node("echo-1", 50051), &config);
+    let lease = wait_registered(&registrar).await;
+    let mut raw = cluster.client().await.expect("client");
+    let from = raw
+        .get("/", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("header")
+        .revision();
+
+    let leader = cluster.leader().await.expect("a leader");
+    cluster.kill(leader);
+    // The behaviour under test is time passing: three lease TTLs, after which
+    // a lease not kept alive through the leader change would have expired.
+    tokio::time::sleep(3 * config.lease_ttl()).await;
+    assert!(registrar.state().is_registered(), "{}", registrar.state());
+    cluster
+        .restart(leader)
+        .await
+        .expect("the killed member rejoins");
+    let survivor = (leader + 1) % 3;
+    let mut history = cluster.member_client(survivor).await.expect("client");
+    let now = history
+        .get("/", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("header")
+        .revision();
+    let prefix = registry_actor::service_prefix(config.prefix(), "echo");
+    let (_, mut stream) = history
+        .watch(
+            prefix.as_bytes(),
+            Some(WatchOptions::new().with_prefix().with_start_revision(from)),
+        )
+        .await
+        .expect("replay watch")
+        .split();
+    let mut deletes = 0;
+    let mut seen = from;
+    while seen < now {
+        let Ok(Ok(Some(resp))) = tokio::time::timeout(EVENTUALLY, stream.message()).await else {
+            break;
+        };
+        if let Some(h) = resp.header() {
+            seen = seen.max(h.revision());
+        }
+        deletes += resp
+            .events()
+            .iter()
+            .filter(|e| e.event_type() == EventType::Delete)
+            .count();
+    }
+    assert_eq!(deletes, 0, "the key was never deleted");
+    assert_eq!(
+        key_lease(&mut raw, registrar.key()).await,
+        Some(lease),
+        "the key stayed on its lease"
+    );
+}
+
+/// The cluster rebuilt on the same endpoints (a new cluster id, revisions
+/// from 1 again, far below the last one the watch saw): the registry notices,
+/// re-reads in full and converges to the new cluster's set.
+#[actix_rt::test]
+async fn a_cluster_rebuilt_with_older_revisions_is_reread_and_its_set_delivered() {
+    let mut cluster = EtcdCluster::start(3).await.expect("cluster");
+    let config = cluster.registry_config();
+    let registry = start_registry(&config).await;
+    let mut sub = Subscriber::start(&registry, "echo").await;
+    let mut raw = cluster.client().await.expect("client");
+    for i in 0..30 {
+        raw.put("/churn", i.to_string(), None).await.expect("put");
+    }
+    raw_put(
+        &mut raw,
+        &config,
+        "old-1",
+        r#"{"id":"old-1","addr":"127.0.0.1:1"}"#,
+    )
+    .await;
+    raw_put(
+        &mut raw,
+        &config,
+        "old-2",
+        r#"{"id":"old-2","addr":"127.0.0.1:2"}"#,
+    )
+    .await;
+    let before = sub
+        .wait_for("the old set", has_ids(&["old-1", "old-2"]))
+        .await;
+
+    cluster.wipe_and_restart().await.expect("a new cluster");
+    let mut raw = cluster.client().await.expect("client");
+    raw_put(
+        &mut raw,
+        &config,
+        "new-1",
+        r#"{"id":"new-1","addr":"127.0.0.1:3"}"#,
+    )
+    .await;
+    let revision = raw
+        .get("/", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("header")
+        .revision();
+    assert!(
+        revision < before.revision,
+        "premise: the new cluster's revision {revision} is below the last one seen {}",
+        before.revision
+    );
+    sub.wait_for("the new cluster's set", has_ids(&["new-1"]))
+        .await;
+    assert!(stats(&registry).await.cluster_changes >= 1);
+}
+
+/// 100,000 nodes under one service: more than one gRPC message holds, so the
+/// full read goes page by page; every node is listed, exactly.
+#[actix_rt::test]
+async fn a_hundred_thousand_nodes_list_through_paginated_reads() {
+    const NODES: usize = 100_000;
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let config = etcd.registry_config();
+    let raw = etcd.client().await.expect("client");
+    let prefix = registry_actor::service_prefix(config.prefix(), "echo");
+    // etcd takes at most 128 operations per transaction; 8 writers at once.
+    let batches: Vec<Vec<usize>> = (0..NODES)
+        .collect::<Vec<_>>()
+        .chunks(128)
+        .map(<[usize]>::to_vec)
+        .collect();
+    let mut writers = Vec::new();
+    for part in batches.chunks(batches.len().div_ceil(8)) {
+        let (mut raw, part, prefix) = (raw.clone(), part.to_vec(), prefix.clone());
+        writers.push(tokio::spawn(async move {
+            for batch in part {
+                let ops: Vec<TxnOp> = batch
+                    .iter()
+                    .map(|i| {
+                        let id = format!("n{i:06}");
+                        let value = format!(
+                            r#"{{"id":"{id}","addr":"10.0.{}.{}:50051"}}"#,
+                            i / 250,
+                            i % 250
+                        );
+                        TxnOp::put(format!("{prefix}{id}"), value, None)
+                    })
+                    .collect();
+                raw.txn(Txn::new().and_then(ops)).await.expect("txn");
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let mut probe = raw.clone();
+    let whole = probe
+        .get(prefix.as_bytes(), Some(GetOptions::new().with_prefix()))
+        .await;
+    assert!(
+        whole.is_err(),
+        "premise: one unpaginated read of the prefix exceeds the message limit"
+    );
+
+    let registry = start_registry(&config).await;
+    let mut sub = Subscriber::start(&registry, "echo").await;
+    let set = sub.wait_for("every node", |n| n.len() == NODES).await;
+    let mut ids: Vec<&str> = set.nodes.iter().map(|n| n.id()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), NODES, "each node once");
+    let s = stats(&registry).await;
+    assert_eq!((s.nodes, s.decode_errors), (NODES, 0));
+}
+
+/// A value of 1 MiB and a value whose id is not its key's are skipped (and
+/// counted); the rest of the set is intact, in a full read and in the watch.
+#[actix_rt::test]
+async fn an_oversized_value_and_an_id_key_mismatch_are_skipped_the_rest_intact() {
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let config = etcd.registry_config();
+    let mut raw = etcd.client().await.expect("client");
+    let big = format!(
+        r#"{{"id":"big","addr":"127.0.0.1:9","labels":{{"pad":"{}"}}}}"#,
+        "x".repeat(1 << 20)
+    );
+    raw_put(
+        &mut raw,
+        &config,
+        "good-1",
+        r#"{"id":"good-1","addr":"127.0.0.1:1"}"#,
+    )
+    .await;
+    raw_put(&mut raw, &config, "big", &big).await;
+    raw_put(
+        &mut raw,
+        &config,
+        "wrong",
+        r#"{"id":"other","addr":"127.0.0.1:2"}"#,
+    )
+    .await;
+    let registry = start_registry(&config).await;
+    let mut sub = Subscriber::start(&registry, "echo").await;
+    sub.wait_for("good-1 only", has_ids(&["good-1"])).await;
+    assert_eq!(stats(&registry).await.decode_errors, 2);
+
+    raw_put(
+        &mut raw,
+        &config,
+        "big-2",
+        &big.replace("\"big\"", "\"big-2\""),
+    )
+    .await;
+    raw_put(
+        &mut raw,
+        &config,
+        "wrong-2",
+        r#"{"id":"good-1","addr":"127.0.0.1:3"}"#,
+    )
+    .await;
+    raw_put(
+        &mut raw,
+        &config,
+        "good-2",
+        r#"{"id":"good-2","addr":"127.0.0.1:4"}"#,
+    )
+    .await;
+    sub.wait_for("good-1 and good-2", has_ids(&["good-1", "good-2"]))
+        .await;
+    assert_eq!(stats(&registry).await.decode_errors, 4);
+}
