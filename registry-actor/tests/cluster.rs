@@ -20,14 +20,6 @@ fn registry_over(etcd: &Etcd, config: &RegistryConfig) -> actix::Addr<RegistryAc
     RegistryActor::new(etcd.clone(), config).start()
 }
 
-fn member_of(cluster: &EtcdCluster, endpoint: &str) -> usize {
-    cluster
-        .endpoints()
-        .iter()
-        .position(|e| e == endpoint)
-        .expect("a member's endpoint")
-}
-
 /// A frozen member (SIGSTOP: its port open, nothing answering; a follower,
 /// so the cluster takes writes at once) under a running watch: the watch moves to another member and delivers a node
 /// registered after the freeze within 2 s of its put.
@@ -39,7 +31,7 @@ async fn watch_on_a_frozen_member_moves_and_delivers_a_new_node_within_2s() {
     let registry = registry_over(&etcd, &config);
     let mut sub = Subscriber::start(&registry, "echo").await;
     sub.wait_for("the empty set", |n| n.is_empty()).await;
-    let watched = member_of(&cluster, &etcd.preferred());
+    let watched = cluster.member_of(&etcd.preferred()).expect("a member");
     // Writes go on at once while a follower is frozen.
     let other = (watched + 1) % 3;
     cluster.move_leader(other).await.expect("leadership moved");
@@ -64,7 +56,7 @@ async fn watch_on_a_frozen_member_moves_and_delivers_a_new_node_within_2s() {
         "delivered {delivered:?} after the put, bound 2 s"
     );
     assert_ne!(
-        member_of(&cluster, &etcd.preferred()),
+        cluster.member_of(&etcd.preferred()).expect("a member"),
         watched,
         "the watch left the frozen member"
     );

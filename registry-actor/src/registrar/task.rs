@@ -29,7 +29,9 @@ pub(super) struct RegistrarTask {
     value: Vec<u8>,
     /// The TTL asked for, in whole seconds.
     ttl_secs: i64,
-    request_timeout: Duration,
+    /// The bound of each request while (re-)establishing a registration on a
+    /// member: short enough that a frozen member costs little of the TTL.
+    step_timeout: Duration,
     backoff: Backoff,
     state: watch::Sender<RegistrationState>,
     commands: mpsc::Receiver<Command>,
@@ -64,7 +66,9 @@ impl RegistrarTask {
             key,
             value,
             ttl_secs,
-            request_timeout: config.request_timeout(),
+            // A sixth of the TTL: after 2/3 of it passed in silence, a frozen
+            // member tried next still leaves time for a live one.
+            step_timeout: config.request_timeout().min(ttl / 6),
             // Retry within a third of the TTL at the latest: a lease outlives
             // its member by at most the TTL, and the key must be kept alive
             // (or put on a new lease) before it runs out, whatever
@@ -126,7 +130,7 @@ impl RegistrarTask {
     /// Carries the current lease over to `member`, or grants a new one, and
     /// makes sure the key is there on it.
     async fn establish(&mut self, member: Picked) -> Result<Kept, Error> {
-        let timeout = self.request_timeout;
+        let timeout = self.step_timeout;
         let mut client = member.client;
         if let Some(lease) = self.lease {
             let (mut keeper, mut answers) = with_timeout(
@@ -196,7 +200,7 @@ impl RegistrarTask {
             mut answers,
             mut own_key,
         } = kept;
-        let timeout = self.request_timeout;
+        let timeout = self.step_timeout;
         let ttl = Duration::from_secs(ttl_secs.max(1).unsigned_abs());
         self.backoff.reset();
         info!(key = %self.key, lease = format_args!("{lease:x}"), ttl = ?ttl, "registered");
@@ -253,7 +257,7 @@ impl RegistrarTask {
         let op = format!("get {}", self.key);
         let got = with_timeout(
             &op,
-            self.request_timeout,
+            self.step_timeout,
             client.get(self.key.as_bytes(), None),
         )
         .await?;
@@ -272,7 +276,7 @@ impl RegistrarTask {
         let options = PutOptions::new().with_lease(lease);
         let resp = with_timeout(
             &op,
-            self.request_timeout,
+            self.step_timeout,
             client.put(self.key.as_bytes(), self.value.clone(), Some(options)),
         )
         .await?;
@@ -300,7 +304,7 @@ impl RegistrarTask {
         let options = WatchOptions::new().with_start_revision(revision + 1);
         with_timeout(
             "watch own key",
-            self.request_timeout,
+            self.step_timeout,
             client.watch(self.key.as_bytes(), Some(options)),
         )
         .await

@@ -222,9 +222,11 @@ impl ServiceWatch {
         let options = WatchOptions::new().with_prefix().with_start_revision(start);
         let op = format!("watch {}", self.prefix);
         let mut member = self.etcd.pick();
+        // A live member opens a watch at once; a frozen one must not hold the
+        // move for a whole request timeout.
         let opened = with_timeout(
             &op,
-            self.etcd.request_timeout(),
+            self.etcd.request_timeout().min(SILENCE_LIMIT),
             member.watch.watch(self.prefix.as_bytes(), Some(options)),
         )
         .await;

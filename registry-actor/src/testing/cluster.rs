@@ -1,7 +1,7 @@
 //! [`EtcdCluster`]: a private etcd cluster of several members.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use etcd_client::Client;
@@ -50,6 +50,11 @@ impl EtcdCluster {
         Err(last_err.unwrap_or_else(|| io::Error::other("etcd cluster did not start")))
     }
 
+    /// The directory holding every member's data and log (deleted on drop).
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// How many members the cluster has.
     pub fn size(&self) -> usize {
         self.members.len()
@@ -58,6 +63,12 @@ impl EtcdCluster {
     /// Every member's client endpoint, `127.0.0.1:PORT`, by member number.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(Member::endpoint).collect()
+    }
+
+    /// The number of the member serving `endpoint` (as in
+    /// [`endpoints`](Self::endpoints)).
+    pub fn member_of(&self, endpoint: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.endpoint() == endpoint)
     }
 
     /// A registry configuration with every endpoint, a 2 s lease TTL and a short
