@@ -369,3 +369,78 @@ async fn with_a_member_frozen_fresh_clients_call_within_500ms_and_a_running_watc
          node {delivered:.1?} after its registration (bound 2 s)"
     );
 }
+
+/// The etcd cluster rebuilt on the same endpoints (`wipe_and_restart`: a new
+/// cluster id, revisions from 1 again, below the ones the client saw): the
+/// servers register in the new cluster, and the client converges to its set —
+/// the node written by hand into the old cluster is gone from it.
+///
+/// The rebuilt cluster is empty for a moment, a change the client's panic
+/// threshold holds until its grace passes (nobody calls the gone node, so it
+/// never fails); the client here has a 1 s grace.
+#[actix_rt::test]
+async fn a_rebuilt_cluster_with_older_revisions_is_what_the_client_converges_to() {
+    let _serial = one_at_a_time().await;
+    init_tracing();
+    let mut cluster = EtcdCluster::start(3).await.expect("cluster starts");
+    let config = cluster.registry_config();
+    let _echoes = InProcessEchoes::start(
+        &config,
+        vec![
+            EchoService::new("wr-1"),
+            EchoService::new("wr-2"),
+            EchoService::new("wr-3"),
+        ],
+    )
+    .await;
+    let mut kv = cluster.client().await.expect("etcd client");
+    let ghost = "127.0.0.1:1";
+    kv.put(
+        node_key("ghost"),
+        format!(r#"{{"id":"ghost","addr":"{ghost}"}}"#),
+        None,
+    )
+    .await
+    .expect("put");
+    for i in 0..30 {
+        kv.put("/churn", i.to_string(), None).await.expect("put");
+    }
+    let (registry, client) = start_client(
+        &config,
+        ClientConfig::default().with_panic_grace(Duration::from_secs(1)),
+    )
+    .await;
+    let listed = wait_status(&client, EVENTUALLY, |s| s.nodes.len() == 4).await;
+    assert!(
+        listed.is_some(),
+        "the client lists the 3 servers and the ghost"
+    );
+    let old_revision = revision(&mut kv).await;
+
+    cluster.wipe_and_restart().await.expect("a new cluster");
+    let rebuilt = Instant::now();
+    let converged = wait_status(&client, EVENTUALLY, |s| {
+        s.nodes.len() == 3 && s.nodes.iter().all(|n| n.addr != ghost && !n.held)
+    })
+    .await;
+    let after = rebuilt.elapsed();
+    let mut kv = cluster.client().await.expect("etcd client");
+    let new_revision = revision(&mut kv).await;
+    assert!(
+        new_revision < old_revision,
+        "premise: the new cluster's revision {new_revision} is below {old_revision}"
+    );
+    assert!(
+        converged.is_some(),
+        "the client lists exactly the servers registered in the new cluster: {:?}",
+        echo_status(&client).await.nodes
+    );
+    let stats = registry_stats(&registry).await;
+    assert!(stats.cluster_changes >= 1, "{stats:?}");
+    eprintln!(
+        "ETCD-FAULTS 5 cluster rebuilt: revision {old_revision} → {new_revision}; the client \
+         converged to the new set {} after the rebuild (cluster changes {})",
+        secs(after),
+        stats.cluster_changes
+    );
+}

@@ -35,14 +35,15 @@ pub(super) struct RegistrarTask {
     backoff: Backoff,
     state: watch::Sender<RegistrationState>,
     commands: mpsc::Receiver<Command>,
-    /// The lease the key is (or was last) attached to, while it may be alive.
-    lease: Option<i64>,
+    /// The lease the key is (or was last) attached to, while it may be alive,
+    /// and the TTL etcd granted it (seconds).
+    lease: Option<(i64, i64)>,
 }
 
 /// The streams of one session, all on one member.
 struct Kept {
     lease: i64,
-    /// The TTL etcd granted (or refreshed to), seconds.
+    /// The TTL etcd granted, seconds.
     ttl_secs: i64,
     keeper: LeaseKeeper,
     answers: LeaseKeepAliveStream,
@@ -132,35 +133,34 @@ impl RegistrarTask {
     async fn establish(&mut self, member: Picked) -> Result<Kept, Error> {
         let timeout = self.step_timeout;
         let mut client = member.client;
-        if let Some(lease) = self.lease {
-            let (mut keeper, mut answers) = with_timeout(
-                "open keepalive stream",
-                timeout,
-                client.lease_keep_alive(lease),
-            )
-            .await?;
-            let first = with_timeout("keepalive", timeout, async {
-                keeper.keep_alive().await?;
-                answers.message().await
-            })
-            .await?;
-            match first {
-                Some(answer) if answer.ttl() > 0 => {
+        if let Some((lease, granted)) = self.lease {
+            // Opening the stream sends the first keepalive and reads its
+            // answer: it fails with `LeaseKeepAliveError` when etcd no longer
+            // knows the lease (it expired, or the cluster was rebuilt).
+            match tokio::time::timeout(timeout, client.lease_keep_alive(lease)).await {
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        op: "open keepalive stream".into(),
+                        timeout,
+                    })
+                }
+                Ok(Ok((keeper, answers))) => {
                     let revision = self.ensure_key(&mut client, lease).await?;
                     let own_key = self.watch_own_key(&mut client, revision).await?;
                     debug!(key = %self.key, lease = format_args!("{lease:x}"), member = %member.endpoint, "lease carried over");
                     return Ok(Kept {
                         lease,
-                        ttl_secs: answer.ttl(),
+                        ttl_secs: granted,
                         keeper,
                         answers,
                         own_key,
                     });
                 }
-                _ => {
+                Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => {
                     info!(key = %self.key, lease = format_args!("{lease:x}"), "lease gone; registering anew");
                     self.lease = None;
                 }
+                Ok(Err(e)) => return Err(Error::etcd("open keepalive stream", e)),
             }
         }
         let grant = with_timeout(
@@ -170,7 +170,7 @@ impl RegistrarTask {
         )
         .await?;
         let lease = grant.id();
-        self.lease = Some(lease);
+        self.lease = Some((lease, grant.ttl()));
         if grant.ttl() != self.ttl_secs {
             warn!(key = %self.key, asked = self.ttl_secs, granted = grant.ttl(), "etcd granted another lease TTL than asked");
         }
@@ -355,7 +355,7 @@ impl RegistrarTask {
     /// Revokes the current lease and deletes the key; `Ok` once etcd confirms the
     /// key is gone.
     async fn remove(&mut self) -> Result<(), Error> {
-        if let Some(lease) = self.lease.take() {
+        if let Some((lease, _)) = self.lease.take() {
             // "lease not found" (already expired) is fine; the delete below decides.
             let revoked = self
                 .etcd
