@@ -10,6 +10,10 @@ use common::*;
 use etcd_client::{GetOptions, Txn, TxnOp};
 use registry_actor::{Etcd, Registrar, RegistryActor, RegistryConfig, RegistryStats, Stats};
 
+/// The test that asserts a time bound runs alone; the others may share the
+/// machine with each other.
+static TIMING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 async fn stats(registry: &actix::Addr<RegistryActor>) -> RegistryStats {
     registry.send(Stats).await.expect("registry alive")
 }
@@ -25,6 +29,7 @@ fn registry_over(etcd: &Etcd, config: &RegistryConfig) -> actix::Addr<RegistryAc
 /// registered after the freeze within 2 s of its put.
 #[actix_rt::test]
 async fn watch_on_a_frozen_member_moves_and_delivers_a_new_node_within_2s() {
+    let _alone = TIMING.write().await;
     let cluster = EtcdCluster::start(3).await.expect("cluster");
     let config = cluster.registry_config();
     let etcd = registry_actor::connect(&config).await.expect("connect");
@@ -107,6 +112,7 @@ async fn registration_outlives(
 /// the leader): the registrar carries its lease over to another member.
 #[actix_rt::test]
 async fn leader_killed_under_a_registration_never_deletes_its_key() {
+    let _shared = TIMING.read().await;
     let mut cluster = EtcdCluster::start(3).await.expect("cluster");
     registration_outlives(
         &mut cluster,
@@ -124,6 +130,7 @@ async fn leader_killed_under_a_registration_never_deletes_its_key() {
 /// carries the lease over to another member before it can expire.
 #[actix_rt::test]
 async fn a_frozen_member_under_a_registration_never_deletes_its_key() {
+    let _shared = TIMING.read().await;
     let mut cluster = EtcdCluster::start(3).await.expect("cluster");
     registration_outlives(
         &mut cluster,
@@ -142,6 +149,7 @@ async fn a_frozen_member_under_a_registration_never_deletes_its_key() {
 /// re-reads in full and converges to the new cluster's set.
 #[actix_rt::test]
 async fn a_cluster_rebuilt_with_older_revisions_is_reread_and_its_set_delivered() {
+    let _shared = TIMING.read().await;
     let mut cluster = EtcdCluster::start(3).await.expect("cluster");
     let config = cluster.registry_config();
     let registry = start_registry(&config).await;
@@ -198,6 +206,7 @@ async fn a_cluster_rebuilt_with_older_revisions_is_reread_and_its_set_delivered(
 /// full read goes page by page; every node is listed, exactly.
 #[actix_rt::test]
 async fn a_hundred_thousand_nodes_list_through_paginated_reads() {
+    let _shared = TIMING.read().await;
     const NODES: usize = 100_000;
     let etcd = EtcdServer::start().await.expect("etcd");
     let config = etcd.registry_config();
@@ -256,6 +265,7 @@ async fn a_hundred_thousand_nodes_list_through_paginated_reads() {
 /// counted); the rest of the set is intact, in a full read and in the watch.
 #[actix_rt::test]
 async fn an_oversized_value_and_an_id_key_mismatch_are_skipped_the_rest_intact() {
+    let _shared = TIMING.read().await;
     let etcd = EtcdServer::start().await.expect("etcd");
     let config = etcd.registry_config();
     let mut raw = etcd.client().await.expect("client");
