@@ -29,111 +29,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use cluster_client::{Call, CallOptions, ClientConfig, EjectionConfig, Strategy};
-use grpc_cluster::echo::{
-    EchoService, FailRequest, SayReply, SayRequest, SlowRequest, FAIL, SAY, SLOW,
-};
-use registry_actor::{DecodeError, Node};
+use grpc_cluster::echo::{EchoService, FailRequest, SlowRequest, FAIL, SLOW};
 use support::faults::*;
 use support::{init_tracing, wait_until, EtcdServer, EVENTUALLY};
 use tonic::Code;
-
-/// The load of the process scenarios: calls per second.
-const RATE: u32 = 200;
-
-/// Upper bound of a process scenario's load; the tests stop it much earlier.
-const LOAD_LIMIT: Duration = Duration::from_secs(90);
-
-/// How long a killed node may stay listed: its lease's TTL (2 s), with room
-/// for a loaded machine.
-const LEASE_WAIT: Duration = Duration::from_secs(20);
-
-/// Calls a node must have answered before the test counts it as serving.
-const WARM: usize = 20;
-
-fn say_call(strategy: Strategy) -> impl Fn(u64) -> Call<SayRequest, SayReply> {
-    move |seq| {
-        Call::new(
-            "echo",
-            SAY,
-            SayRequest {
-                message: format!("m{seq}"),
-            },
-        )
-        .with_options(CallOptions::new().with_strategy(strategy))
-    }
-}
-
-fn node_key(id: &str) -> String {
-    registry_actor::node_key("/grpc-cluster/services", "echo", id)
-}
-
-/// Waits until each process has answered `n` calls of `load`.
-async fn wait_serving(load: &Load, processes: &[&EchoProcess], n: usize) {
-    for p in processes {
-        let addr = p.addr();
-        let served = load
-            .wait_for(PROCESS_DEADLINE, n, |r| r.ok_addr() == Some(&addr))
-            .await;
-        assert!(served, "{} answered {n} calls", p.id());
-    }
-}
-
-/// Waits until `n` more calls than now have ended.
-async fn wait_more_calls(load: &Load, n: usize) {
-    let now = load.count(|_| true);
-    assert!(
-        load.wait_for(PROCESS_DEADLINE, now + n, |_| true).await,
-        "the load goes on"
-    );
-}
-
-/// SIGTERM to every process at once, then each one's exit (all must be 0).
-async fn stop_all(processes: &mut [EchoProcess]) -> Vec<(String, Exit)> {
-    for p in processes.iter() {
-        p.sigterm();
-    }
-    let mut exits = Vec::new();
-    for p in processes.iter_mut() {
-        let exit = p.wait_exit().await;
-        assert!(
-            exit.status.success(),
-            "{} exits 0 after SIGTERM: {}\n{}",
-            p.id(),
-            exit.status,
-            p.logs()
-        );
-        exits.push((p.addr(), exit));
-    }
-    exits
-}
-
-/// Checks that each gracefully stopped process processed exactly the calls the
-/// client saw it answer: nothing lost (a processed call whose answer never
-/// arrived) and nothing doubled (a call answered twice). Answers the sum.
-fn reconcile(report: &LoadReport, exits: &[(String, Exit)]) -> u64 {
-    let mut sum = 0;
-    for (addr, exit) in exits {
-        assert_eq!(
-            exit.processed,
-            report.successes_at(addr),
-            "{addr}: processed on the server == successes the client got from it ({})",
-            exit.report
-        );
-        assert_eq!(exit.cancelled, 0, "{addr}: {}", exit.report);
-        assert_eq!(
-            number_after(&exit.report, "cancelled"),
-            Some(0),
-            "{addr}: nothing cancelled by the drain deadline: {}",
-            exit.report
-        );
-        sum += exit.processed;
-    }
-    sum
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.2}s", d.as_secs_f64())
-}
 
 /// Scenario 1: `kill -9` of one of three backends in the middle of a failover
 /// load of idempotent `Say` calls: no call fails.
@@ -149,16 +48,12 @@ async fn kill_9_of_one_backend_under_failover_load_loses_no_call() {
     let _serial = one_at_a_time().await;
     init_tracing();
     let etcd = EtcdServer::start().await.expect("etcd starts");
-    let mut servers = start_processes(&etcd, &["k9-1", "k9-2", "k9-3"]).await;
-    let (_registry, client) = start_client(&etcd.registry_config(), ClientConfig::default()).await;
-    wait_listed(&client, &servers.iter().collect::<Vec<_>>()).await;
-
-    let load = Load::start(
-        client.clone(),
-        LoadPlan::new(RATE, LOAD_LIMIT),
-        say_call(Strategy::Failover),
-    );
-    wait_serving(&load, &servers.iter().collect::<Vec<_>>(), WARM).await;
+    let Scenario {
+        mut servers,
+        client,
+        load,
+        ..
+    } = Scenario::failover(&etcd, &["k9-1", "k9-2", "k9-3"], &etcd.registry_config()).await;
 
     let killed = servers[0].kill9();
     let victim = killed.addr.clone();
@@ -182,13 +77,7 @@ async fn kill_9_of_one_backend_under_failover_load_loses_no_call() {
     let report = load.stop().await;
     let exits = stop_all(&mut servers[1..]).await;
 
-    eprintln!("{}", report.summary());
-    assert!(
-        report.failures().is_empty(),
-        "no call fails: {:?}\n{}",
-        report.by_code(),
-        report.first_failures(10)
-    );
+    assert_no_call_failed(&report);
     let mut failed_over = 0;
     for r in &report.records {
         let addrs: BTreeSet<&str> = r.attempts().iter().map(|a| a.node.addr()).collect();
@@ -252,28 +141,36 @@ async fn kill_9_under_failfast_fails_only_calls_in_flight_on_the_killed_node_wit
     let _serial = one_at_a_time().await;
     init_tracing();
     let etcd = EtcdServer::start().await.expect("etcd starts");
-    let mut servers = start_processes(&etcd, &["ff-1", "ff-2", "ff-3"]).await;
     let config = ClientConfig::default().with_ejection(
         EjectionConfig::default()
             .with_failures(1)
             .with_base_time(Duration::from_secs(60))
             .with_max_time(Duration::from_secs(60)),
     );
-    let (_registry, client) = start_client(&etcd.registry_config(), config).await;
-    wait_listed(&client, &servers.iter().collect::<Vec<_>>()).await;
-
-    let load = Load::start(client.clone(), LoadPlan::new(RATE, LOAD_LIMIT), |seq| {
-        Call::new(
-            "echo",
-            SLOW,
-            SlowRequest {
-                message: format!("m{seq}"),
-                delay_ms: 100,
-            },
-        )
-        .with_options(CallOptions::new().with_strategy(Strategy::Failfast))
-    });
-    wait_serving(&load, &servers.iter().collect::<Vec<_>>(), WARM).await;
+    let Scenario {
+        mut servers,
+        client,
+        load,
+        ..
+    } = Scenario::start(
+        &etcd,
+        &["ff-1", "ff-2", "ff-3"],
+        &etcd.registry_config(),
+        config,
+        LoadPlan::new(RATE, LOAD_LIMIT),
+        |seq| {
+            Call::new(
+                "echo",
+                SLOW,
+                SlowRequest {
+                    message: format!("m{seq}"),
+                    delay_ms: 100,
+                },
+            )
+            .with_options(CallOptions::new().with_strategy(Strategy::Failfast))
+        },
+    )
+    .await;
 
     let killed = servers[0].kill9();
     let victim = killed.addr.clone();
@@ -355,15 +252,20 @@ async fn rolling_graceful_restart_under_failfast_load_loses_and_doubles_nothing(
     init_tracing();
     let etcd = EtcdServer::start().await.expect("etcd starts");
     let ids = ["rr-1", "rr-2", "rr-3"];
-    let mut servers = start_processes(&etcd, &ids).await;
-    let (_registry, client) = start_client(&etcd.registry_config(), ClientConfig::default()).await;
-    wait_listed(&client, &servers.iter().collect::<Vec<_>>()).await;
-    let load = Load::start(
-        client.clone(),
+    let Scenario {
+        mut servers,
+        client,
+        load,
+        ..
+    } = Scenario::start(
+        &etcd,
+        &ids,
+        &etcd.registry_config(),
+        ClientConfig::default(),
         LoadPlan::new(RATE, LOAD_LIMIT),
         say_call(Strategy::Failfast),
-    );
-    wait_serving(&load, &servers.iter().collect::<Vec<_>>(), WARM).await;
+    )
+    .await;
 
     let mut exits = Vec::new();
     let mut steps = Vec::new();
@@ -387,13 +289,7 @@ async fn rolling_graceful_restart_under_failfast_load_loses_and_doubles_nothing(
     let report = load.stop().await;
     exits.extend(stop_all(&mut servers).await);
 
-    eprintln!("{}", report.summary());
-    assert!(
-        report.failures().is_empty(),
-        "no call fails: {:?}\n{}",
-        report.by_code(),
-        report.first_failures(10)
-    );
+    assert_no_call_failed(&report);
     assert_eq!(
         report.attempts(),
         report.calls(),
@@ -430,8 +326,8 @@ const OUTAGE: Duration = Duration::from_secs(10);
 
 /// Scenario 4: etcd killed for 10 s under a failover load, then restarted on the same
 /// ports and data: no call fails, the client keeps its last known set
-/// throughout, and every node registers again (a new, live lease on its key)
-/// within twice its lease TTL of etcd's return.
+/// throughout, and every node keeps its key alive again after etcd's return
+/// (never missing, and still on a live lease twice its TTL later).
 ///
 /// Reconciled: each process processed exactly its successes, and they sum to
 /// the calls.
@@ -441,15 +337,13 @@ async fn etcd_down_10s_under_load_loses_no_call_and_every_registration_returns_w
     init_tracing();
     let mut etcd = EtcdServer::start().await.expect("etcd starts");
     let ids = ["et-1", "et-2", "et-3"];
-    let mut servers = start_processes(&etcd, &ids).await;
-    let (registry, client) = start_client(&etcd.registry_config(), ClientConfig::default()).await;
-    wait_listed(&client, &servers.iter().collect::<Vec<_>>()).await;
-    let load = Load::start(
-        client.clone(),
-        LoadPlan::new(RATE, LOAD_LIMIT),
-        say_call(Strategy::Failover),
-    );
-    wait_serving(&load, &servers.iter().collect::<Vec<_>>(), WARM).await;
+    let Scenario {
+        mut servers,
+        registry,
+        client,
+        load,
+        ..
+    } = Scenario::failover(&etcd, &ids, &etcd.registry_config()).await;
 
     let kv = etcd.client().await.expect("etcd client");
     let mut leases = Vec::new();
@@ -476,44 +370,37 @@ async fn etcd_down_10s_under_load_loses_no_call_and_every_registration_returns_w
     etcd.restart().await.expect("etcd restarts");
     let restarted = Instant::now();
 
-    // When each node registered again (a new live lease on its key), polled
-    // together, and when the client's watch was back, seen meanwhile.
+    // etcd restores its leases with a fresh TTL; each node must keep its key
+    // alive from then on (carrying its lease over, or on a new one). Polled
+    // together until 2 × TTL after etcd's return, by when a lease nobody kept
+    // alive would have expired: every poll finds every key on a live lease.
+    // The client's watch coming back is seen meanwhile.
     let kv = etcd.client().await.expect("etcd client");
-    let back: RefCell<Vec<Option<Duration>>> = RefCell::new(vec![None; leases.len()]);
+    let gaps: RefCell<Vec<String>> = RefCell::default();
+    let now_leases: RefCell<Vec<i64>> = RefCell::new(vec![0; leases.len()]);
     let watch_back: Cell<Option<Duration>> = Cell::new(None);
     let longest_ttl = leases.iter().map(|l| l.3).max().expect("three leases");
     let within = Duration::from_secs(2 * u64::try_from(longest_ttl).expect("a positive TTL"));
-    let all_back = wait_until(within.saturating_sub(restarted.elapsed()), || {
-        let (kv, registry) = (kv.clone(), registry.clone());
-        let (leases, back, watch_back) = (&leases, &back, &watch_back);
-        async move {
-            for (i, (_, key, old, _)) in leases.iter().enumerate() {
-                let mut kv = kv.clone();
-                if back.borrow()[i].is_none() {
-                    if let Some((lease, _, _)) = live_lease(&mut kv, key).await {
-                        if lease != *old {
-                            back.borrow_mut()[i] = Some(restarted.elapsed());
-                        }
-                    }
-                }
+    while restarted.elapsed() < within {
+        for (i, (id, key, _, _)) in leases.iter().enumerate() {
+            let mut kv = kv.clone();
+            match live_lease(&mut kv, key).await {
+                Some((lease, _, _)) => now_leases.borrow_mut()[i] = lease,
+                None => gaps
+                    .borrow_mut()
+                    .push(format!("{id} at {}", secs(restarted.elapsed()))),
             }
-            if watch_back.get().is_none() && registry_stats(&registry).await.watches_open >= 1 {
-                watch_back.set(Some(restarted.elapsed()));
-            }
-            back.borrow().iter().all(Option::is_some)
         }
-    })
-    .await;
-    let back = back.into_inner();
-    for ((id, key, _, granted), at) in leases.iter().zip(&back) {
-        let limit = Duration::from_secs(2 * u64::try_from(*granted).expect("a positive TTL"));
-        assert!(
-            at.is_some_and(|at| at <= limit),
-            "{id} registered again (a new live lease on {key}) within 2 × TTL ({limit:?}) of \
-             etcd's return: {at:?}"
-        );
+        if watch_back.get().is_none() && registry_stats(&registry).await.watches_open >= 1 {
+            watch_back.set(Some(restarted.elapsed()));
+        }
     }
-    assert!(all_back);
+    let gaps = gaps.into_inner();
+    assert!(
+        gaps.is_empty(),
+        "every key stays on a live lease until 2 × TTL ({within:?}) after etcd's return: \
+         missing {gaps:?}"
+    );
     if watch_back.get().is_none() {
         let watching = wait_until(EVENTUALLY, || {
             let registry = registry.clone();
@@ -525,9 +412,14 @@ async fn etcd_down_10s_under_load_loses_no_call_and_every_registration_returns_w
     }
     let back: Vec<String> = leases
         .iter()
-        .zip(&back)
-        .map(|((id, _, _, granted), at)| {
-            format!("{id} {} (TTL {granted}s)", secs(at.unwrap_or_default()))
+        .zip(now_leases.into_inner())
+        .map(|((id, _, old, granted), now)| {
+            let how = if now == *old {
+                "lease carried over"
+            } else {
+                "new lease"
+            };
+            format!("{id} {how} (TTL {granted}s)")
         })
         .collect();
     let watch_back = watch_back.get().unwrap_or_default();
@@ -536,13 +428,7 @@ async fn etcd_down_10s_under_load_loses_no_call_and_every_registration_returns_w
     let report = load.stop().await;
     let exits = stop_all(&mut servers).await;
 
-    eprintln!("{}", report.summary());
-    assert!(
-        report.failures().is_empty(),
-        "no call fails: {:?}\n{}",
-        report.by_code(),
-        report.first_failures(10)
-    );
+    assert_no_call_failed(&report);
     assert_eq!(
         fewest_listed, 3,
         "the client keeps its last known set while etcd is down"
@@ -551,8 +437,8 @@ async fn etcd_down_10s_under_load_loses_no_call_and_every_registration_returns_w
     assert_eq!(processed, report.calls() as u64);
     eprintln!(
         "FAULTS 4 etcd down {}: calls {} ({calls_during} sent during the outage) errors 0 \
-         attempts {}; nodes listed during the outage ≥ {fewest_listed}; registered again after \
-         etcd's return: {}; client watch back after {}",
+         attempts {}; nodes listed during the outage ≥ {fewest_listed}; kept alive through \
+         2 × TTL after etcd's return: {}; client watch back after {}",
         secs(OUTAGE),
         report.calls(),
         report.attempts(),
@@ -576,18 +462,16 @@ async fn compaction_during_load_while_a_node_joins_gives_the_new_node_traffic() 
     let _serial = one_at_a_time().await;
     init_tracing();
     let mut etcd = EtcdServer::start().await.expect("etcd starts");
-    let mut servers = start_processes(&etcd, &["cp-1", "cp-2", "cp-3"]).await;
     let registry_config = etcd
         .registry_config()
         .with_backoff(Duration::from_secs(12), Duration::from_secs(12));
-    let (registry, client) = start_client(&registry_config, ClientConfig::default()).await;
-    wait_listed(&client, &servers.iter().collect::<Vec<_>>()).await;
-    let load = Load::start(
-        client.clone(),
-        LoadPlan::new(RATE, LOAD_LIMIT),
-        say_call(Strategy::Failover),
-    );
-    wait_serving(&load, &servers.iter().collect::<Vec<_>>(), WARM).await;
+    let Scenario {
+        mut servers,
+        registry,
+        client,
+        load,
+        ..
+    } = Scenario::failover(&etcd, &["cp-1", "cp-2", "cp-3"], &registry_config).await;
 
     etcd.stop();
     let away = wait_until(EVENTUALLY, || {
@@ -639,13 +523,7 @@ async fn compaction_during_load_while_a_node_joins_gives_the_new_node_traffic() 
     let report = load.stop().await;
     let exits = stop_all(&mut servers).await;
 
-    eprintln!("{}", report.summary());
-    assert!(
-        report.failures().is_empty(),
-        "no call fails: {:?}\n{}",
-        report.by_code(),
-        report.first_failures(10)
-    );
+    assert_no_call_failed(&report);
     let processed = reconcile(&report, &exits);
     assert_eq!(processed, report.calls() as u64);
     eprintln!(
@@ -678,15 +556,20 @@ async fn all_backends_down_end_calls_with_unavailable_within_their_deadline_and_
     init_tracing();
     let etcd = EtcdServer::start().await.expect("etcd starts");
     let ids = ["ad-1", "ad-2", "ad-3"];
-    let mut servers = start_processes(&etcd, &ids).await;
-    let (_registry, client) = start_client(&etcd.registry_config(), ClientConfig::default()).await;
-    wait_listed(&client, &servers.iter().collect::<Vec<_>>()).await;
-    let load = Load::start(
-        client.clone(),
+    let Scenario {
+        mut servers,
+        client,
+        load,
+        ..
+    } = Scenario::start(
+        &etcd,
+        &ids,
+        &etcd.registry_config(),
+        ClientConfig::default(),
         LoadPlan::new(RATE, LOAD_LIMIT).with_call_timeout(DEADLINE),
         say_call(Strategy::Failover),
-    );
-    wait_serving(&load, &servers.iter().collect::<Vec<_>>(), WARM).await;
+    )
+    .await;
 
     let killed: Vec<Killed> = servers.iter_mut().map(EchoProcess::kill9).collect();
     let all_dead = killed.iter().map(|k| k.reaped).max().expect("three");
@@ -849,50 +732,5 @@ async fn retry_storm_of_unavailable_stays_within_ratio_of_calls_plus_ten_per_sec
         } else {
             "exceeded by the starting reserve"
         },
-    );
-}
-
-/// Scenario 8: The node decoder on 100 000 generated inputs (random bytes, JSON-ish
-/// noise, bit-flipped, truncated and spliced valid values, structured objects
-/// with tricky fields): it never panics, an accepted value is a valid node that
-/// survives encode → decode unchanged, a rejected one names its key.
-#[test]
-fn node_decoder_survives_100k_random_inputs() {
-    const SEED: u64 = 0x5EED_FA17;
-    const KEY: &str = "/grpc-cluster/services/echo/fuzz";
-    let mut rng = SplitMix::new(SEED);
-    let (mut accepted, mut rejected) = (0usize, 0usize);
-    for i in 0..100_000 {
-        let input = fuzz_node_value(&mut rng, i);
-        let checked = std::panic::catch_unwind(|| match Node::decode(KEY, "echo", &input) {
-            Ok(node) => {
-                assert!(!node.id().is_empty());
-                assert_eq!(node.service(), "echo");
-                let again = Node::decode(KEY, "echo", &node.encode());
-                assert_eq!(again.as_ref(), Ok(&node), "encode → decode round trip");
-                true
-            }
-            Err(e) => {
-                let e: DecodeError = e;
-                assert_eq!(e.key(), KEY);
-                assert!(!e.to_string().is_empty());
-                false
-            }
-        });
-        match checked {
-            Ok(true) => accepted += 1,
-            Ok(false) => rejected += 1,
-            Err(_) => panic!(
-                "input #{i} of seed {SEED:#x} broke the decoder: {:?}",
-                String::from_utf8_lossy(&input)
-            ),
-        }
-    }
-    assert!(
-        accepted >= 1000 && rejected >= 1000,
-        "the inputs reach both outcomes: {accepted} accepted, {rejected} rejected"
-    );
-    eprintln!(
-        "FAULTS 8 decoder fuzz: 100000 inputs, no panic; {accepted} accepted, {rejected} rejected"
     );
 }

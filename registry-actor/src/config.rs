@@ -77,7 +77,11 @@ pub struct RegistryConfig {
     backoff_min: Duration,
     #[serde(with = "duration")]
     backoff_max: Duration,
+    max_value_bytes: usize,
 }
+
+/// The default of `registry.max_value_bytes`: 64 KiB.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 64 << 10;
 
 impl Default for RegistryConfig {
     fn default() -> Self {
@@ -89,6 +93,7 @@ impl Default for RegistryConfig {
             request_timeout: Duration::from_secs(3),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
         }
     }
 }
@@ -110,7 +115,9 @@ impl RegistryConfig {
         self
     }
 
-    /// TTL of a server's lease (default 10 s, at least 2 s); kept alive every TTL/3.
+    /// TTL of a server's lease (default 10 s, at least 2 s, whole seconds: etcd
+    /// grants leases in whole seconds, and [`validate`](Self::validate) rejects a
+    /// fraction rather than cut it); kept alive every TTL/3.
     pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
         self
@@ -133,6 +140,14 @@ impl RegistryConfig {
     pub fn with_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.backoff_min = min;
         self.backoff_max = max;
+        self
+    }
+
+    /// The largest node value read from the registry (default 64 KiB); a larger
+    /// value is skipped with an error naming its key. It also sizes the message
+    /// limit of full reads, which fetch 1000 keys per page.
+    pub fn with_max_value_bytes(mut self, bytes: usize) -> Self {
+        self.max_value_bytes = bytes;
         self
     }
 
@@ -172,6 +187,11 @@ impl RegistryConfig {
         self.backoff_max
     }
 
+    /// The largest node value read from the registry.
+    pub fn max_value_bytes(&self) -> usize {
+        self.max_value_bytes
+    }
+
     /// A fresh backoff with the configured bounds.
     pub fn backoff(&self) -> crate::Backoff {
         crate::Backoff::new(self.backoff_min, self.backoff_max)
@@ -182,8 +202,9 @@ impl RegistryConfig {
     /// # Errors
     ///
     /// [`Error::Config`] for no endpoints, an endpoint that is not `host:port`, a
-    /// prefix not starting with `/` or ending with `/`, a TTL below 2 s, a zero
-    /// timeout, or a backoff whose min is zero or above its max.
+    /// prefix not starting with `/` or ending with `/`, a TTL below 2 s or not
+    /// in whole seconds, a zero timeout, a backoff whose min is zero or above
+    /// its max, a duration above [`duration::MAX`], or a zero `max_value_bytes`.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |key: &str, why: String| {
             Err(Error::Config(InvalidValue::new(
@@ -211,11 +232,34 @@ impl RegistryConfig {
                 format!("`{}` must start with `/` and not end with `/`", self.prefix),
             );
         }
+        for (key, value) in [
+            ("lease_ttl", self.lease_ttl),
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+            ("backoff_min", self.backoff_min),
+            ("backoff_max", self.backoff_max),
+        ] {
+            if let Err(why) = duration::check_bound(value) {
+                return bad(key, why);
+            }
+        }
         if self.lease_ttl < MIN_LEASE_TTL {
             return bad(
                 "lease_ttl",
                 format!("{:?} is below etcd's minimum of 2s", self.lease_ttl),
             );
+        }
+        if self.lease_ttl.subsec_nanos() != 0 {
+            return bad(
+                "lease_ttl",
+                format!(
+                    "{} is not a whole number of seconds (etcd grants leases in whole seconds)",
+                    duration::format(self.lease_ttl)
+                ),
+            );
+        }
+        if self.max_value_bytes == 0 {
+            return bad("max_value_bytes", "must be above zero".into());
         }
         if self.connect_timeout.is_zero() {
             return bad("connect_timeout", "must be above zero".into());
@@ -236,7 +280,9 @@ impl RegistryConfig {
     }
 }
 
-/// Durations as strings: `"250ms"`, `"10s"`, `"1.5s"`, `"2m"`, `"1h"`, `"500us"`.
+/// Durations as strings: `"250ms"`, `"10s"`, `"1.5s"`, `"2m"`, `"1h"`, `"500us"`,
+/// at most [`MAX`](duration::MAX) (365 days), so that no deadline computed from
+/// a configured duration can overflow.
 ///
 /// Use with `#[serde(with = "registry_actor::config::duration")]`.
 pub mod duration {
@@ -244,12 +290,34 @@ pub mod duration {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// The longest duration a setting may have: 365 days. Far above any
+    /// sensible timeout, grace or backoff, and far below what `Instant +
+    /// Duration` can hold, even summed several times.
+    pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
+    /// `Err` with the reason when `d` is above [`MAX`].
+    ///
+    /// # Errors
+    ///
+    /// A message naming the bound.
+    pub fn check_bound(d: Duration) -> Result<(), String> {
+        if d > MAX {
+            Err(format!(
+                "{} is above the longest duration accepted, 365 days (8760h)",
+                format(d)
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
     /// Parses `"250ms"`, `"10s"`, `"1.5s"`, `"2m"`, `"1h"`, `"500us"`; a bare `"0"`
     /// is zero.
     ///
     /// # Errors
     ///
-    /// A message saying what was expected, for anything else.
+    /// A message saying what was expected, for anything else, and for a
+    /// duration above [`MAX`].
     pub fn parse(s: &str) -> Result<Duration, String> {
         let t = s.trim();
         if t == "0" {
@@ -274,7 +342,11 @@ pub mod duration {
                 ))
             }
         };
-        Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is out of range"))
+        let d = Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is out of range"))?;
+        check_bound(d).map_err(|_| {
+            format!("`{s}` is above the longest duration accepted, 365 days (8760h)")
+        })?;
+        Ok(d)
     }
 
     /// Formats a duration in the shortest exact unit: `"250ms"`, `"10s"`.
@@ -321,8 +393,28 @@ pub mod duration {
         }
 
         #[test]
+        fn accepts_up_to_365_days_and_names_the_bound_above() {
+            assert_eq!(parse("8760h"), Ok(MAX));
+            let err = parse("3000000000000000h").expect_err("far too long");
+            assert!(
+                err.contains("3000000000000000h") && err.contains("365 days"),
+                "{err}"
+            );
+        }
+
+        #[test]
         fn rejects_garbage_with_a_message() {
-            for s in ["", "10", "abc", "10 parsecs", "-1s", "1e400s", "1..5s"] {
+            for s in [
+                "",
+                "10",
+                "abc",
+                "10 parsecs",
+                "-1s",
+                "1e400s",
+                "1..5s",
+                "3000000000000000h",
+                "8761h",
+            ] {
                 assert!(parse(s).is_err(), "{s} should be rejected");
             }
         }
@@ -364,6 +456,18 @@ mod tests {
                     .with_backoff(Duration::from_secs(2), Duration::from_secs(1)),
                 "registry.backoff_min",
             ),
+            (
+                RegistryConfig::default().with_lease_ttl(Duration::from_millis(2900)),
+                "registry.lease_ttl",
+            ),
+            (
+                RegistryConfig::default().with_request_timeout(Duration::MAX),
+                "registry.request_timeout",
+            ),
+            (
+                RegistryConfig::default().with_max_value_bytes(0),
+                "registry.max_value_bytes",
+            ),
         ];
         for (config, key) in cases {
             let err = config.validate().expect_err(key).to_string();
@@ -379,5 +483,18 @@ mod tests {
         let err =
             serde_json::from_str::<RegistryConfig>(r#"{"lease_ttl":"5"}"#).expect_err("no unit");
         assert!(err.to_string().contains("no unit"));
+    }
+
+    #[test]
+    fn a_fractional_lease_ttl_is_rejected_not_truncated() {
+        let c: RegistryConfig = serde_json::from_str(r#"{"lease_ttl":"2.9s"}"#).expect("parses");
+        let err = c
+            .validate()
+            .expect_err("2.9s is not whole seconds")
+            .to_string();
+        assert!(
+            err.contains("registry.lease_ttl") && err.contains("2900ms") && err.contains("whole"),
+            "{err}"
+        );
     }
 }

@@ -8,8 +8,10 @@
 //!   stream errors, re-reads after compaction, keeps the last known set while etcd
 //!   is down.
 //! * [`RegistryConfig`] — the `[registry]` settings, and [`connect`] to open an
-//!   etcd client with them.
-//! * `testing` (feature `testing`) — a real etcd on free loopback ports for tests.
+//!   [`Etcd`] connection to every member of the cluster with them: requests and
+//!   streams move to another member when one dies, freezes or loses its leader.
+//! * `testing` (feature `testing`) — a real etcd, or a cluster of them, on free
+//!   loopback ports for tests.
 //!
 //! Keys are `{prefix}/{service}/{node_id}`, default prefix `/grpc-cluster/services`.
 
@@ -26,11 +28,11 @@ pub mod testing;
 pub use backoff::Backoff;
 pub use config::RegistryConfig;
 pub use error::Error;
-pub use etcd::connect;
+pub use etcd::{connect, Etcd, HEDGE_DELAY};
 pub use etcd_client;
 pub use node::{node_key, service_prefix, DecodeError, DecodeErrorKind, Node, DEFAULT_WEIGHT};
 pub use registrar::{Registrar, RegistrationState};
 pub use registry::{
-    NodesChanged, RegistryActor, RegistryStats, Snapshot, Stats, Subscribe, SubscriptionId,
-    Unsubscribe,
+    NodesChanged, RegistryActor, RegistryStats, ServiceWatch, Snapshot, Stats, Subscribe,
+    SubscriptionId, Unsubscribe,
 };

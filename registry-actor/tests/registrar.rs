@@ -133,3 +133,27 @@ async fn registrar_started_while_etcd_is_down_registers_once_it_is_up() {
     let mut raw = etcd.client().await.expect("raw client");
     assert!(key_lease(&mut raw, registrar.key()).await.is_some());
 }
+
+/// A TTL that is not whole seconds (a configuration that skipped `validate`,
+/// which rejects it) is granted rounded up, never cut: "2.9s" gets 3 s.
+#[actix_rt::test]
+async fn a_fractional_ttl_is_granted_rounded_up() {
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let config = etcd
+        .registry_config()
+        .with_lease_ttl(Duration::from_millis(2900));
+    assert!(config.validate().is_err(), "validate rejects 2.9s");
+    let client = registry_actor::connect(&etcd.registry_config())
+        .await
+        .expect("client");
+    let registrar = Registrar::start(client, node("echo-1", 50051), &config);
+    let lease = wait_registered(&registrar).await;
+    let mut raw = etcd.client().await.expect("raw client");
+    let granted = raw
+        .lease_time_to_live(lease, None)
+        .await
+        .expect("lease TTL")
+        .granted_ttl();
+    assert_eq!(granted, 3);
+    registrar.deregister().await.expect("deregister");
+}

@@ -1,128 +1,74 @@
 //! The live instance count behind `cluster_rps`.
 //!
-//! A served server with a registry watches its own service's prefix in etcd
-//! with a plain etcd watch (no actix system is needed inside a tokio server, and
-//! one small watch per server is all it takes): a `get` with the prefix counts
-//! the valid nodes, then a watch from the next revision keeps the count current.
-//! On any stream error or compaction it waits with capped backoff and starts
-//! again with a full `get`, which is cheap for one service and cannot miss a
-//! change. While etcd is unreachable the last count stays in force.
+//! A served server with a registry watches its own service in etcd with
+//! registry-actor's [`ServiceWatch`] (no actix system is needed inside a tokio
+//! server): the same loop as every client's, so it moves off a dead, frozen or
+//! leaderless member, resumes at the next revision, re-reads after a
+//! compaction or a cluster change, and keeps the last count while etcd is
+//! unreachable. Every set it publishes sets the instance count.
 //!
 //! This server counts itself even while its own key is not (or no longer)
 //! visible: it is serving, so it takes a share.
 
-use std::collections::HashSet;
-use std::convert::Infallible;
-use std::time::Duration;
-
-use registry_actor::etcd_client::{Client, EventType, GetOptions, WatchOptions};
-use registry_actor::{service_prefix, Backoff, Node, RegistryConfig};
-use tracing::{debug, warn};
+use registry_actor::{Etcd, Node, RegistryConfig, ServiceWatch};
+use tracing::debug;
 
 use crate::rate_limit::{LimiterClock, RateLimits};
 
 /// Watches `service` and keeps `limits` told how many instances are live.
 pub(crate) struct InstanceWatch<C: LimiterClock> {
-    pub(crate) client: Client,
-    pub(crate) service: String,
-    pub(crate) own_id: String,
-    pub(crate) prefix: String,
-    pub(crate) request_timeout: Duration,
-    pub(crate) backoff: Backoff,
-    pub(crate) limits: RateLimits<C>,
+    watch: ServiceWatch,
+    own_id: String,
+    limits: RateLimits<C>,
 }
 
 impl<C: LimiterClock> InstanceWatch<C> {
     pub(crate) fn new(
-        client: Client,
+        etcd: Etcd,
         config: &RegistryConfig,
         service: &str,
         own_id: &str,
         limits: RateLimits<C>,
     ) -> Self {
         Self {
-            client,
-            service: service.to_owned(),
+            watch: ServiceWatch::new(etcd, config, service),
             own_id: own_id.to_owned(),
-            prefix: service_prefix(config.prefix(), service),
-            request_timeout: config.request_timeout(),
-            backoff: config.backoff(),
             limits,
         }
     }
 
     /// Runs until the task is aborted.
-    pub(crate) async fn run(mut self) {
-        loop {
-            let Err(why) = self.session().await;
-            let delay = self.backoff.next_delay();
-            warn!(service = %self.service, error = %why, retry_in = ?delay,
-                "instance watch lost; keeping the last instance count");
-            tokio::time::sleep(delay).await;
-        }
+    pub(crate) async fn run(self) {
+        let Self {
+            watch,
+            own_id,
+            limits,
+        } = self;
+        watch
+            .run(move |nodes, _revision| {
+                let instances = instances(&nodes, &own_id);
+                debug!(instances, "live instances");
+                limits.set_instances(instances);
+                std::future::ready(true)
+            })
+            .await;
     }
+}
 
-    /// One `get` + watch; returns why the watch must be re-established.
-    async fn session(&mut self) -> Result<Infallible, String> {
-        let get = self.client.get(
-            self.prefix.as_bytes(),
-            Some(GetOptions::new().with_prefix()),
-        );
-        let resp = tokio::time::timeout(self.request_timeout, get)
-            .await
-            .map_err(|_| format!("get {} timed out", self.prefix))?
-            .map_err(|e| format!("get {}: {e}", self.prefix))?;
-        let revision = resp.header().map_or(0, |h| h.revision());
-        let mut live: HashSet<Vec<u8>> = resp
-            .kvs()
-            .iter()
-            .filter(|kv| self.valid(kv.key(), kv.value()))
-            .map(|kv| kv.key().to_vec())
-            .collect();
-        self.publish(&live);
+/// The live nodes, plus this server when its own node is not among them.
+fn instances(nodes: &[Node], own_id: &str) -> usize {
+    nodes.len() + usize::from(!nodes.iter().any(|n| n.id() == own_id))
+}
 
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(revision + 1);
-        let watch = self.client.watch(self.prefix.as_bytes(), Some(options));
-        let mut stream = tokio::time::timeout(self.request_timeout, watch)
-            .await
-            .map_err(|_| format!("watch {} timed out", self.prefix))?
-            .map_err(|e| format!("watch {}: {e}", self.prefix))?;
-        self.backoff.reset();
-        loop {
-            let resp = match stream.message().await {
-                Ok(Some(resp)) => resp,
-                Ok(None) => return Err("watch stream ended".into()),
-                Err(e) => return Err(format!("watch stream: {e}")),
-            };
-            if resp.canceled() {
-                return Err(format!("watch canceled: {}", resp.cancel_reason()));
-            }
-            for event in resp.events() {
-                let Some(kv) = event.kv() else { continue };
-                let is_live =
-                    event.event_type() == EventType::Put && self.valid(kv.key(), kv.value());
-                if is_live {
-                    live.insert(kv.key().to_vec());
-                } else {
-                    live.remove(kv.key());
-                }
-            }
-            self.publish(&live);
-        }
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    fn valid(&self, key: &[u8], value: &[u8]) -> bool {
-        let key = String::from_utf8_lossy(key);
-        Node::decode(&key, &self.service, value).is_ok()
-    }
-
-    fn publish(&self, live: &HashSet<Vec<u8>>) {
-        let own_key = format!("{}{}", self.prefix, self.own_id);
-        let counted_self = usize::from(!live.contains(own_key.as_bytes()));
-        let instances = live.len() + counted_self;
-        debug!(service = %self.service, instances, "live instances");
-        self.limits.set_instances(instances);
+    #[test]
+    fn counts_itself_once_whether_listed_or_not() {
+        let node = |id: &str| Node::new(id, "echo", "127.0.0.1:1").expect("node");
+        assert_eq!(instances(&[], "me"), 1);
+        assert_eq!(instances(&[node("a"), node("b")], "me"), 3);
+        assert_eq!(instances(&[node("a"), node("me")], "me"), 2);
     }
 }

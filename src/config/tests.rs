@@ -183,6 +183,11 @@ fn every_kind_of_bad_value_names_the_key_and_where_it_was_set() {
             &["lease_ttl", "local.toml", "no unit"],
         ),
         (
+            "[registry]\nrequest_timeout = \"3000000000000000h\"\n",
+            "a duration no deadline can hold",
+            &["request_timeout", "local.toml", "365 days"],
+        ),
+        (
             "[registry]\nlease_ttl = \"1s\"\n",
             "below the minimum",
             &["registry.lease_ttl", "local.toml"],

@@ -2,7 +2,13 @@
 //! `127.0.0.1:0`, logging. Each area's tests add their own helpers in a file of
 //! this folder.
 
-#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+#![allow(
+    dead_code,
+    unused_imports,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used
+)]
 
 pub mod cluster;
 pub mod faults;

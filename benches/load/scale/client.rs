@@ -77,9 +77,9 @@ pub(crate) fn child(endpoint: &str, probe_addr: &str) {
         let count = handle.status(SERVICE).await.map_or(0, |s| s.listed);
         let _ = write!(line, " count={count}");
         let kv = registry_actor::connect(&registry).await.expect("etcd");
-        let changes = one_node_changes(&handle, kv.clone(), registry.prefix(), probe_addr).await;
+        let changes = one_node_changes(&handle, kv.client(), registry.prefix(), probe_addr).await;
         let _ = write!(line, " {changes}");
-        let calls = calls_during_rebuilds(&handle, kv, registry.prefix(), probe_addr).await;
+        let calls = calls_during_rebuilds(&handle, kv.client(), registry.prefix(), probe_addr).await;
         println!("SCALE {line} {calls}");
     });
 }

@@ -12,8 +12,8 @@
 //! `id` and `addr` (`host:port`) are required. The rest default: `service` to the
 //! service named by the key, `version`, `group` and `zone` to `""`, `weight` to 100
 //! (0 means "never picked by weighted policies"), `labels` to `{}`. Unknown fields
-//! are ignored so that other tools may add their own. A value that breaks these
-//! rules is rejected by [`Node::decode`] with a [`DecodeError`] naming the key.
+//! are ignored so that other tools may add their own. The `id` must be the
+//! key's last segment. A value that breaks these rules is rejected by [`Node::decode`] with a [`DecodeError`] naming the key.
 //!
 //! # Examples
 //!
@@ -40,6 +40,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;
 
@@ -208,8 +210,8 @@ impl Node {
     ///
     /// A [`DecodeError`] naming `key` when the value is not UTF-8 JSON, lacks `id` or
     /// `addr`, has an address that is not `host:port` with a port in 1..=65535, a
-    /// weight that is negative or above `u32::MAX`, or names another service than
-    /// `service`.
+    /// weight that is negative or above `u32::MAX`, names another service than
+    /// `service`, or an `id` other than the key's last segment.
     pub fn decode(key: &str, service: &str, value: &[u8]) -> Result<Self, DecodeError> {
         let err = |kind| DecodeError::new(key.to_owned(), kind);
         let raw: RawNode =
@@ -218,6 +220,13 @@ impl Node {
             .id
             .filter(|id| !id.is_empty())
             .ok_or_else(|| err(DecodeErrorKind::MissingField("id")))?;
+        let key_id = key.rsplit('/').next().unwrap_or(key);
+        if id != key_id {
+            return Err(err(DecodeErrorKind::IdMismatch {
+                value: id,
+                key: key_id.to_owned(),
+            }));
+        }
         let addr = raw
             .addr
             .ok_or_else(|| err(DecodeErrorKind::MissingField("addr")))?;
@@ -334,7 +343,7 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    fn new(key: String, kind: DecodeErrorKind) -> Self {
+    pub(crate) fn new(key: String, kind: DecodeErrorKind) -> Self {
         Self { key, kind }
     }
 
@@ -370,6 +379,24 @@ pub enum DecodeErrorKind {
     /// `weight` is negative or too large.
     #[error("bad weight {0}: must be 0..=4294967295")]
     Weight(i64),
+    /// The value's `id` is not the last segment of its key.
+    #[error("value has id `{value}` but the key names node `{key}`")]
+    IdMismatch {
+        /// The id in the value.
+        value: String,
+        /// The last segment of the key.
+        key: String,
+    },
+    /// The value is larger than `registry.max_value_bytes`.
+    #[error(
+        "value of {size} bytes is above the limit of {limit} bytes (registry.max_value_bytes)"
+    )]
+    TooLarge {
+        /// The value's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The value names a service other than the key's.
     #[error("value names service `{value}` but the key is under service `{key}`")]
     ServiceMismatch {

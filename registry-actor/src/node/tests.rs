@@ -28,7 +28,7 @@ fn decodes_the_contract_example() {
 
 #[test]
 fn hand_written_minimal_value_gets_defaults_and_ignores_unknown_fields() {
-    let node = decode(r#"{"id":"a","addr":"db.local:9000","owner":"team-x","meta":{"x":1}}"#)
+    let node = decode(r#"{"id":"echo-1","addr":"db.local:9000","owner":"team-x","meta":{"x":1}}"#)
         .expect("minimal value decodes");
     assert_eq!(node.service(), "echo", "service comes from the key");
     assert_eq!(node.version(), "");
@@ -40,7 +40,7 @@ fn hand_written_minimal_value_gets_defaults_and_ignores_unknown_fields() {
 
 #[test]
 fn weight_zero_and_ipv6_are_valid() {
-    let node = decode(r#"{"id":"a","addr":"[::1]:50051","weight":0}"#).expect("valid");
+    let node = decode(r#"{"id":"echo-1","addr":"[::1]:50051","weight":0}"#).expect("valid");
     assert_eq!(node.weight(), 0);
     assert_eq!(node.addr(), "[::1]:50051");
 }
@@ -51,7 +51,7 @@ type KindCheck = fn(&DecodeErrorKind) -> bool;
 fn every_kind_of_bad_value_is_rejected_naming_the_key() {
     let cases: &[(&str, KindCheck)] = &[
         ("not json", |k| matches!(k, DecodeErrorKind::Json(_))),
-        (r#"{"id":"a"}"#, |k| {
+        (r#"{"id":"echo-1"}"#, |k| {
             matches!(k, DecodeErrorKind::MissingField("addr"))
         }),
         (r#"{"addr":"h:1"}"#, |k| {
@@ -60,37 +60,41 @@ fn every_kind_of_bad_value_is_rejected_naming_the_key() {
         (r#"{"id":"","addr":"h:1"}"#, |k| {
             matches!(k, DecodeErrorKind::MissingField("id"))
         }),
-        (r#"{"id":"a","addr":"h:99999"}"#, |k| {
+        (r#"{"id":"echo-1","addr":"h:99999"}"#, |k| {
             matches!(k, DecodeErrorKind::Addr { .. })
         }),
-        (r#"{"id":"a","addr":"h:0"}"#, |k| {
+        (r#"{"id":"echo-1","addr":"h:0"}"#, |k| {
             matches!(k, DecodeErrorKind::Addr { .. })
         }),
-        (r#"{"id":"a","addr":"h"}"#, |k| {
+        (r#"{"id":"echo-1","addr":"h"}"#, |k| {
             matches!(k, DecodeErrorKind::Addr { .. })
         }),
-        (r#"{"id":"a","addr":":80"}"#, |k| {
+        (r#"{"id":"echo-1","addr":":80"}"#, |k| {
             matches!(k, DecodeErrorKind::Addr { .. })
         }),
-        (r#"{"id":"a","addr":"::1:80"}"#, |k| {
+        (r#"{"id":"echo-1","addr":"::1:80"}"#, |k| {
             matches!(k, DecodeErrorKind::Addr { .. })
         }),
-        (r#"{"id":"a","addr":"h:1","weight":-5}"#, |k| {
+        (r#"{"id":"echo-1","addr":"h:1","weight":-5}"#, |k| {
             matches!(k, DecodeErrorKind::Weight(-5))
         }),
-        (r#"{"id":"a","addr":"h:1","weight":1.5}"#, |k| {
+        (r#"{"id":"echo-1","addr":"h:1","weight":1.5}"#, |k| {
             matches!(k, DecodeErrorKind::Json(_))
         }),
-        (r#"{"id":"a","addr":"h:1","weight":5000000000}"#, |k| {
+        (r#"{"id":"echo-1","addr":"h:1","weight":5000000000}"#, |k| {
             matches!(k, DecodeErrorKind::Weight(_))
         }),
-        (r#"{"id":"a","addr":"h:1","service":"other"}"#, |k| {
+        (r#"{"id":"echo-1","addr":"h:1","service":"other"}"#, |k| {
             matches!(k, DecodeErrorKind::ServiceMismatch { .. })
         }),
-        (r#"{"id":"a","addr":"h:1","labels":{"k":1}}"#, |k| {
+        (r#"{"id":"echo-1","addr":"h:1","labels":{"k":1}}"#, |k| {
             matches!(k, DecodeErrorKind::Json(_))
         }),
         (r#"[1,2]"#, |k| matches!(k, DecodeErrorKind::Json(_))),
+        (
+            r#"{"id":"echo-2","addr":"h:1"}"#,
+            |k| matches!(k, DecodeErrorKind::IdMismatch { value, key } if value == "echo-2" && key == "echo-1"),
+        ),
     ];
     for (value, expected) in cases {
         let err = decode(value).expect_err(value);
@@ -151,7 +155,8 @@ fn arb_node() -> impl Strategy<Value = Node> {
 proptest! {
     #[test]
     fn encode_then_decode_is_identity(node in arb_node()) {
-        let back = Node::decode(KEY, "echo", &node.encode()).expect("own encoding decodes");
+        let key = node.key("/grpc-cluster/services");
+        let back = Node::decode(&key, "echo", &node.encode()).expect("own encoding decodes");
         prop_assert_eq!(back, node);
     }
 

@@ -1,14 +1,19 @@
 //! Registering a server in etcd, and keeping it registered.
 //!
 //! A [`Registrar`] owns one node's key, `{prefix}/{service}/{id}`. It grants a lease
-//! with the configured TTL (default 10 s), puts the key with that lease and keeps
-//! the lease alive every TTL/3. It also watches its own key. On any loss it
-//! registers again, for ever, with capped backoff:
+//! with the configured TTL (default 10 s, whole seconds: a fraction is rounded
+//! up), puts the key with that lease and keeps the lease alive every TTL/3
+//! through one member of the cluster. It also watches its own key there.
 //!
-//! * the keepalive stream fails or ends (etcd killed, restarted, partitioned),
-//! * etcd answers a keepalive with TTL 0 (the lease expired),
-//! * no keepalive answer came for a whole TTL (a frozen etcd),
-//! * someone else deleted the key: it is put back at once with the same lease.
+//! When that member fails — its keepalive stream errs or ends (killed,
+//! restarted, lost its leader), or no keepalive answer came for 2/3 of the TTL
+//! (frozen, cut off) — the registrar moves to the next member and keeps the
+//! *same lease* alive from there: the key never leaves the registry through a
+//! leader change or a member's death. Only when etcd answers that the lease is
+//! gone (it expired, or the cluster was rebuilt) does it grant a new lease and
+//! put the key again. It retries for ever, with backoff capped at a third of
+//! the TTL. Someone else deleting the key gets it put back at once with the same
+//! lease.
 //!
 //! [`Registrar::pause`] takes the node out of discovery (revokes the lease) without
 //! stopping the task; [`Registrar::resume`] puts it back. [`Registrar::deregister`]
@@ -30,9 +35,9 @@
 //! use registry_actor::{Node, Registrar, RegistrationState, RegistryConfig};
 //!
 //! let config = RegistryConfig::default().with_endpoints(["127.0.0.1:2379"]);
-//! let client = registry_actor::connect(&config).await?;
+//! let etcd = registry_actor::connect(&config).await?;
 //! let node = Node::new("echo-1", "echo", "127.0.0.1:50051")?.with_version("1.2.0");
-//! let registrar = Registrar::start(client, node, &config);
+//! let registrar = Registrar::start(etcd, node, &config);
 //! registrar
 //!     .state_changes()
 //!     .wait_for(|s| matches!(s, RegistrationState::Registered { .. }))
@@ -46,10 +51,9 @@ mod task;
 
 use std::fmt;
 
-use etcd_client::Client;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::{Error, Node, RegistryConfig};
+use crate::{Error, Etcd, Node, RegistryConfig};
 
 /// Where a registration stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,12 +122,12 @@ impl Registrar {
     /// # Panics
     ///
     /// When called outside a tokio runtime.
-    pub fn start(client: Client, node: Node, config: &RegistryConfig) -> Self {
+    pub fn start(etcd: Etcd, node: Node, config: &RegistryConfig) -> Self {
         let key = node.key(config.prefix());
         let (state_tx, state) = watch::channel(RegistrationState::Registering);
         let (commands, command_rx) = mpsc::channel(8);
         let task = task::RegistrarTask::new(
-            client,
+            etcd,
             key.clone(),
             node.encode(),
             config,

@@ -1,14 +1,19 @@
-//! The registrar's background task: grant, put, keep alive, watch our own key.
+//! The registrar's background task: grant, put, keep alive, watch our own key,
+//! and carry the lease over to another member when one fails.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use etcd_client::{Client, EventType, PutOptions, WatchOptions};
+use etcd_client::{
+    Client, EventType, LeaseKeepAliveStream, LeaseKeeper, PutOptions, WatchOptions, WatchStream,
+};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{Command, RegistrationState};
 use crate::error::with_timeout;
-use crate::{Backoff, Error, RegistryConfig};
+use crate::etcd::Picked;
+use crate::{Backoff, Error, Etcd, RegistryConfig};
 
 /// How a registration session ended.
 enum Exit {
@@ -19,20 +24,35 @@ enum Exit {
 }
 
 pub(super) struct RegistrarTask {
-    client: Client,
+    etcd: Etcd,
     key: String,
     value: Vec<u8>,
-    ttl: Duration,
-    request_timeout: Duration,
+    /// The TTL asked for, in whole seconds.
+    ttl_secs: i64,
+    /// The bound of each request while (re-)establishing a registration on a
+    /// member: short enough that a frozen member costs little of the TTL.
+    step_timeout: Duration,
     backoff: Backoff,
     state: watch::Sender<RegistrationState>,
     commands: mpsc::Receiver<Command>,
-    lease: Option<i64>,
+    /// The lease the key is (or was last) attached to, while it may be alive,
+    /// and the TTL etcd granted it (seconds).
+    lease: Option<(i64, i64)>,
+}
+
+/// The streams of one session, all on one member.
+struct Kept {
+    lease: i64,
+    /// The TTL etcd granted, seconds.
+    ttl_secs: i64,
+    keeper: LeaseKeeper,
+    answers: LeaseKeepAliveStream,
+    own_key: WatchStream,
 }
 
 impl RegistrarTask {
     pub(super) fn new(
-        client: Client,
+        etcd: Etcd,
         key: String,
         value: Vec<u8>,
         config: &RegistryConfig,
@@ -40,15 +60,20 @@ impl RegistrarTask {
         commands: mpsc::Receiver<Command>,
     ) -> Self {
         let ttl = config.lease_ttl().max(crate::config::MIN_LEASE_TTL);
+        let ttl_secs = whole_seconds(ttl);
+        let ttl = Duration::from_secs(ttl_secs.unsigned_abs());
         Self {
-            client,
+            etcd,
             key,
             value,
-            ttl,
-            request_timeout: config.request_timeout(),
-            // Retry within a third of the TTL at the latest: after etcd restarts it
-            // restores our old lease with a fresh TTL, and the key must be put on a
-            // new lease before that one runs out, whatever `backoff_max` says.
+            ttl_secs,
+            // A sixth of the TTL: after 2/3 of it passed in silence, a frozen
+            // member tried next still leaves time for a live one.
+            step_timeout: config.request_timeout().min(ttl / 6),
+            // Retry within a third of the TTL at the latest: a lease outlives
+            // its member by at most the TTL, and the key must be kept alive
+            // (or put on a new lease) before it runs out, whatever
+            // `backoff_max` says.
             backoff: Backoff::new(
                 config.backoff_min().min(ttl / 3),
                 config.backoff_max().min(ttl / 3),
@@ -67,14 +92,14 @@ impl RegistrarTask {
                 Err(e) => e,
             };
             let attempt = self.backoff.attempts() + 1;
-            warn!(key = %self.key, attempt, error = %error, "registration lost; registering again");
+            warn!(key = %self.key, attempt, error = %error, "registration not kept alive; trying again");
             self.state.send_replace(RegistrationState::Retrying {
                 attempt,
                 error: error.to_string(),
             });
             let delay = self.backoff.next_delay();
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                () = tokio::time::sleep(delay) => {}
                 cmd = self.commands.recv() => match self.command_while_down(cmd).await {
                     Exit::Done => return,
                     Exit::Resumed => {}
@@ -83,53 +108,125 @@ impl RegistrarTask {
         }
     }
 
-    /// One registration: grant, put, then keep alive until something is lost.
-    /// `Err` means "lost, retry"; `Ok` means the task was told what to do next.
+    /// One registration on the preferred member: the current lease carried
+    /// over (or a new one), then keepalives until something is lost. `Err`
+    /// means "lost, retry"; `Ok` means the task was told what to do next.
     async fn session(&mut self) -> Result<Exit, Error> {
-        let ttl_secs = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
-        let timeout = self.request_timeout;
+        let member = self.etcd.pick();
+        let index = member.index;
+        let kept = match self.establish(member).await {
+            Ok(kept) => kept,
+            Err(e) => {
+                self.etcd.failed(index);
+                return Err(e);
+            }
+        };
+        let result = self.keep(kept).await;
+        if result.is_err() {
+            self.etcd.failed(index);
+        }
+        result
+    }
+
+    /// Carries the current lease over to `member`, or grants a new one, and
+    /// makes sure the key is there on it.
+    async fn establish(&mut self, member: Picked) -> Result<Kept, Error> {
+        let timeout = self.step_timeout;
+        let mut client = member.client;
+        if let Some((lease, granted)) = self.lease {
+            // Opening the stream sends the first keepalive and reads its
+            // answer: it fails with `LeaseKeepAliveError` when etcd no longer
+            // knows the lease (it expired, or the cluster was rebuilt).
+            match tokio::time::timeout(timeout, client.lease_keep_alive(lease)).await {
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        op: "open keepalive stream".into(),
+                        timeout,
+                    })
+                }
+                Ok(Ok((keeper, answers))) => {
+                    let revision = self.ensure_key(&mut client, lease).await?;
+                    let own_key = self.watch_own_key(&mut client, revision).await?;
+                    debug!(key = %self.key, lease = format_args!("{lease:x}"), member = %member.endpoint, "lease carried over");
+                    return Ok(Kept {
+                        lease,
+                        ttl_secs: granted,
+                        keeper,
+                        answers,
+                        own_key,
+                    });
+                }
+                Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => {
+                    info!(key = %self.key, lease = format_args!("{lease:x}"), "lease gone; registering anew");
+                    self.lease = None;
+                }
+                Ok(Err(e)) => return Err(Error::etcd("open keepalive stream", e)),
+            }
+        }
         let grant = with_timeout(
             "grant lease",
             timeout,
-            self.client.lease_grant(ttl_secs, None),
+            client.lease_grant(self.ttl_secs, None),
         )
         .await?;
         let lease = grant.id();
-        self.lease = Some(lease);
-        let put_revision = self.put(lease).await?;
-        let (mut keeper, mut keepalives) = with_timeout(
+        self.lease = Some((lease, grant.ttl()));
+        if grant.ttl() != self.ttl_secs {
+            warn!(key = %self.key, asked = self.ttl_secs, granted = grant.ttl(), "etcd granted another lease TTL than asked");
+        }
+        let revision = self.put(&mut client, lease).await?;
+        let (keeper, answers) = with_timeout(
             "open keepalive stream",
             timeout,
-            self.client.lease_keep_alive(lease),
+            client.lease_keep_alive(lease),
         )
         .await?;
-        let watch_options = WatchOptions::new().with_start_revision(put_revision + 1);
-        let mut own_key = with_timeout(
-            "watch own key",
-            timeout,
-            self.client.watch(self.key.as_bytes(), Some(watch_options)),
-        )
-        .await?;
+        let own_key = self.watch_own_key(&mut client, revision).await?;
+        Ok(Kept {
+            lease,
+            ttl_secs: grant.ttl(),
+            keeper,
+            answers,
+            own_key,
+        })
+    }
 
+    /// Keeps the lease alive until something is lost or a command comes.
+    async fn keep(&mut self, kept: Kept) -> Result<Exit, Error> {
+        let Kept {
+            lease,
+            ttl_secs,
+            mut keeper,
+            mut answers,
+            mut own_key,
+        } = kept;
+        let timeout = self.step_timeout;
+        let ttl = Duration::from_secs(ttl_secs.max(1).unsigned_abs());
         self.backoff.reset();
-        info!(key = %self.key, lease = format_args!("{lease:x}"), ttl = ?self.ttl, "registered");
+        info!(key = %self.key, lease = format_args!("{lease:x}"), ttl = ?ttl, "registered");
         self.state
             .send_replace(RegistrationState::Registered { lease });
 
-        let period = self.ttl / 3;
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let period = ttl / 3;
+        // Silence for 2/3 of the TTL leaves a third of it to carry the lease
+        // over to another member before it can expire.
+        let silence = ttl * 2 / 3;
+        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
         let mut last_ack = Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if last_ack.elapsed() > self.ttl {
-                        return Err(lost(format!("no keepalive answer for lease {lease:x} within {:?}", self.ttl)));
-                    }
                     with_timeout("send keepalive", timeout, keeper.keep_alive()).await?;
                 }
-                answer = keepalives.message() => match answer {
+                () = tokio::time::sleep_until(last_ack + silence) => {
+                    return Err(lost(format!("no keepalive answer for lease {lease:x} within {silence:?}")));
+                }
+                answer = answers.message() => match answer {
                     Ok(Some(r)) if r.ttl() > 0 => last_ack = Instant::now(),
-                    Ok(Some(_)) => return Err(lost(format!("lease {lease:x} expired"))),
+                    Ok(Some(_)) => {
+                        self.lease = None;
+                        return Err(lost(format!("lease {lease:x} expired")));
+                    }
                     Ok(None) => return Err(lost("keepalive stream ended".into())),
                     Err(e) => return Err(Error::etcd("keepalive stream", e)),
                 },
@@ -140,7 +237,7 @@ impl RegistrarTask {
                     Ok(Some(resp)) => {
                         if resp.events().iter().any(|e| e.event_type() == EventType::Delete) {
                             warn!(key = %self.key, "our key was deleted by someone else; putting it back");
-                            self.put(lease).await?;
+                            self.put_anywhere(lease).await?;
                         }
                     }
                     Ok(None) => return Err(lost("own-key watch stream ended".into())),
@@ -154,17 +251,63 @@ impl RegistrarTask {
         }
     }
 
-    async fn put(&mut self, lease: i64) -> Result<i64, Error> {
+    /// Puts our key on `lease` unless it is already there with our value;
+    /// answers the revision the key is known at.
+    async fn ensure_key(&self, client: &mut Client, lease: i64) -> Result<i64, Error> {
+        let op = format!("get {}", self.key);
+        let got = with_timeout(
+            &op,
+            self.step_timeout,
+            client.get(self.key.as_bytes(), None),
+        )
+        .await?;
+        let ours = got
+            .kvs()
+            .first()
+            .is_some_and(|kv| kv.lease() == lease && kv.value() == self.value.as_slice());
+        if ours {
+            return Ok(got.header().map_or(0, |h| h.revision()));
+        }
+        self.put(client, lease).await
+    }
+
+    async fn put(&self, client: &mut Client, lease: i64) -> Result<i64, Error> {
         let op = format!("put {}", self.key);
         let options = PutOptions::new().with_lease(lease);
         let resp = with_timeout(
             &op,
-            self.request_timeout,
-            self.client
-                .put(self.key.as_bytes(), self.value.clone(), Some(options)),
+            self.step_timeout,
+            client.put(self.key.as_bytes(), self.value.clone(), Some(options)),
         )
         .await?;
         Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Puts our key on `lease` through whichever member answers.
+    async fn put_anywhere(&self, lease: i64) -> Result<(), Error> {
+        let op = format!("put {}", self.key);
+        self.etcd
+            .call(&op, |mut client| {
+                let options = PutOptions::new().with_lease(lease);
+                let (key, value) = (self.key.clone(), self.value.clone());
+                async move { client.put(key, value, Some(options)).await }
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn watch_own_key(
+        &self,
+        client: &mut Client,
+        revision: i64,
+    ) -> Result<WatchStream, Error> {
+        let options = WatchOptions::new().with_start_revision(revision + 1);
+        with_timeout(
+            "watch own key",
+            self.step_timeout,
+            client.watch(self.key.as_bytes(), Some(options)),
+        )
+        .await
     }
 
     /// Handles a command that ends or suspends the registration (or a dropped
@@ -212,21 +355,52 @@ impl RegistrarTask {
     /// Revokes the current lease and deletes the key; `Ok` once etcd confirms the
     /// key is gone.
     async fn remove(&mut self) -> Result<(), Error> {
-        let timeout = self.request_timeout;
-        if let Some(lease) = self.lease.take() {
+        if let Some((lease, _)) = self.lease.take() {
             // "lease not found" (already expired) is fine; the delete below decides.
-            if let Err(e) =
-                with_timeout("revoke lease", timeout, self.client.lease_revoke(lease)).await
-            {
+            let revoked = self
+                .etcd
+                .call("revoke lease", |mut c| async move {
+                    c.lease_revoke(lease).await
+                })
+                .await;
+            if let Err(e) = revoked {
                 debug!(key = %self.key, error = %e, "revoke failed");
             }
         }
         let op = format!("delete {}", self.key);
-        with_timeout(&op, timeout, self.client.delete(self.key.as_bytes(), None)).await?;
+        let key = self.key.clone();
+        self.etcd
+            .call(&op, |mut c| {
+                let key = key.clone();
+                async move { c.delete(key, None).await }
+            })
+            .await?;
         Ok(())
     }
 }
 
+/// `ttl` in whole seconds, a fraction rounded up (etcd grants whole seconds;
+/// rounding down would grant less than asked).
+fn whole_seconds(ttl: Duration) -> i64 {
+    let secs = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0));
+    i64::try_from(secs).unwrap_or(i64::MAX)
+}
+
 fn lost(why: String) -> Error {
     Error::RegistrationLost(why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fractional_ttl_is_rounded_up_never_down() {
+        assert_eq!(whole_seconds(Duration::from_millis(2900)), 3);
+        assert_eq!(whole_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(whole_seconds(Duration::from_millis(2001)), 3);
+        assert_eq!(whole_seconds(Duration::MAX), i64::MAX);
+    }
 }

@@ -3,25 +3,21 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
-use etcd_client::Client;
 use tracing::debug;
 
 use super::messages::{
     NodesChanged, RegistryStats, Snapshot, Stats, Subscribe, SubscriptionId, Unsubscribe,
 };
 use super::watch::{Counters, ServiceWatch};
-use crate::{node::service_prefix, Backoff, RegistryConfig};
+use crate::{Etcd, RegistryConfig};
 
 /// Owns the watched node set of each service and pushes every change to its
 /// subscribers. See the [module docs](super).
 pub struct RegistryActor {
-    client: Client,
-    prefix: String,
-    request_timeout: Duration,
-    backoff: Backoff,
+    etcd: Etcd,
+    config: RegistryConfig,
     services: HashMap<Arc<str>, ServiceEntry>,
     counters: Arc<Counters>,
     next_id: u64,
@@ -38,21 +34,19 @@ struct ServiceEntry {
 impl std::fmt::Debug for RegistryActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryActor")
-            .field("prefix", &self.prefix)
+            .field("prefix", &self.config.prefix())
             .field("services", &self.services.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
 
 impl RegistryActor {
-    /// A registry reading `config.prefix()` through `client` (see
+    /// A registry reading `config.prefix()` through `etcd` (see
     /// [`connect`](crate::connect)). Start it with [`Actor::start`].
-    pub fn new(client: Client, config: &RegistryConfig) -> Self {
+    pub fn new(etcd: Etcd, config: &RegistryConfig) -> Self {
         Self {
-            client,
-            prefix: config.prefix().to_owned(),
-            request_timeout: config.request_timeout(),
-            backoff: config.backoff(),
+            etcd,
+            config: config.clone(),
             services: HashMap::new(),
             counters: Arc::default(),
             next_id: 0,
@@ -62,14 +56,12 @@ impl RegistryActor {
     fn start_watch(&mut self, service: Arc<str>, ctx: &mut Context<Self>) -> ServiceEntry {
         self.next_id += 1;
         let generation = self.next_id;
-        let watch = ServiceWatch {
-            client: self.client.clone(),
-            service: service.clone(),
-            prefix: service_prefix(&self.prefix, &service),
-            request_timeout: self.request_timeout,
-            backoff: self.backoff.clone(),
-            counters: self.counters.clone(),
-        };
+        let watch = ServiceWatch::with_counters(
+            self.etcd.clone(),
+            &self.config,
+            service.clone(),
+            self.counters.clone(),
+        );
         // A weak address: a running watch must not keep the actor alive.
         let me = ctx.address().downgrade();
         let handle = actix::spawn(watch.run(move |nodes, revision| {
@@ -211,6 +203,7 @@ impl Handler<Stats> for RegistryActor {
             decode_errors: c.decode_errors.load(Ordering::Relaxed),
             reconnects: c.reconnects.load(Ordering::Relaxed),
             resyncs: c.resyncs.load(Ordering::Relaxed),
+            cluster_changes: c.cluster_changes.load(Ordering::Relaxed),
             watches_open: c.watches_open.load(Ordering::Relaxed),
         })
     }

@@ -87,6 +87,9 @@ pub struct RegistryStats {
     pub reconnects: u64,
     /// Full re-reads after a compaction overtook a watch.
     pub resyncs: u64,
+    /// Full re-reads because etcd came back as another cluster or with an
+    /// older revision than the last one seen.
+    pub cluster_changes: u64,
     /// etcd watch streams open right now.
     pub watches_open: u64,
 }

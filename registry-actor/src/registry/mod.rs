@@ -8,19 +8,30 @@
 //!
 //! The watch of a service:
 //!
-//! 1. `get` with the prefix `{prefix}/{service}/` → the full set and revision `r`;
-//! 2. watch from `r + 1`; every response updates the set and is published if the
-//!    set changed;
-//! 3. a stream error (etcd killed, restarted, partitioned: the stream ends with
-//!    code `Unknown` and never recovers by itself) → re-watch from the last seen
-//!    revision + 1 with capped backoff (counted in `reconnects`);
-//! 4. a start revision that was compacted meanwhile → full `get` and diff
+//! 1. a full read of the prefix `{prefix}/{service}/`, page by page at one
+//!    revision `r` → the full set;
+//! 2. watch from `r + 1` on one member (require-leader); every response updates
+//!    the set and is published if the set changed. The watch asks its member for
+//!    a progress report every 250 ms; a member silent for 1 s (frozen, cut off)
+//!    is left like a failed one;
+//! 3. a stream error, a silent member, or a member that lost its leader → the
+//!    next member; re-watch from the last seen revision + 1 with capped backoff
+//!    (counted in `reconnects`);
+//! 4. before resuming, the cluster's identity is checked: a different cluster
+//!    id, or a revision below the last one seen (a registry rebuilt, or restored
+//!    from a backup), voids the set → full read and diff (counted in
+//!    `cluster_changes`);
+//! 5. a start revision that was compacted meanwhile → full read and diff
 //!    (counted in `resyncs`).
 //!
 //! While etcd is unreachable the last known set stays in force: nothing is ever
 //! emptied because the registry is down. A value that is not a valid node is
-//! skipped with a `warn!` naming the key and counted in `decode_errors`; a key
-//! whose value turns invalid leaves the set, the rest of the set is untouched.
+//! skipped with a `warn!` naming the key and counted in `decode_errors` (so is
+//! a value above `registry.max_value_bytes`); a key whose value turns invalid
+//! leaves the set, the rest of the set is untouched.
+//!
+//! [`ServiceWatch`] is the same loop on its own, for a program that wants one
+//! service's set without an actor.
 //!
 //! # Examples
 //!
@@ -56,3 +67,4 @@ pub use actor::RegistryActor;
 pub use messages::{
     NodesChanged, RegistryStats, Snapshot, Stats, Subscribe, SubscriptionId, Unsubscribe,
 };
+pub use watch::ServiceWatch;

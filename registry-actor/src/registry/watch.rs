@@ -1,23 +1,35 @@
-//! The watch loop of one service: get, watch, resume, resync.
+//! The watch loop of one service: read, watch, probe, resume, re-read.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
+use etcd_client::{EventType, KeyValue, WatchOptions, WatchResponse};
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::error::with_timeout;
-use crate::{Backoff, Error, Node};
+use crate::etcd::{read_prefix, ClusterIdentity, Etcd};
+use crate::node::{service_prefix, DecodeError, DecodeErrorKind};
+use crate::{Backoff, Error, Node, RegistryConfig};
+
+/// How often an open watch asks its member for a progress report.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A watch whose member said nothing (no event, no progress report) for this
+/// long is given up and opened on the next member: the member is frozen, cut
+/// off or overloaded.
+const SILENCE_LIMIT: Duration = Duration::from_millis(1000);
 
 /// Counters shared by all watch loops of one registry.
 #[derive(Debug, Default)]
-pub(super) struct Counters {
-    pub(super) decode_errors: AtomicU64,
-    pub(super) reconnects: AtomicU64,
-    pub(super) resyncs: AtomicU64,
-    pub(super) watches_open: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) decode_errors: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) resyncs: AtomicU64,
+    pub(crate) cluster_changes: AtomicU64,
+    pub(crate) watches_open: AtomicU64,
 }
 
 /// Keeps `watches_open` right however a stream ends (error, abort, drop).
@@ -36,60 +48,113 @@ impl Drop for OpenWatch<'_> {
     }
 }
 
-/// The watch of one service. `publish` receives every changed set; it returns
-/// `false` when nobody listens any more, which ends the loop.
-pub(super) struct ServiceWatch {
-    pub(super) client: Client,
-    pub(super) service: Arc<str>,
-    pub(super) prefix: String,
-    pub(super) request_timeout: Duration,
-    pub(super) backoff: Backoff,
-    pub(super) counters: Arc<Counters>,
+/// The watch of one service's node set; see the [module docs](super).
+///
+/// [`run`](Self::run) hands every changed set to `publish` and ends when
+/// `publish` answers `false` (nobody listens any more).
+pub struct ServiceWatch {
+    etcd: Etcd,
+    service: Arc<str>,
+    prefix: String,
+    max_value_bytes: usize,
+    backoff: Backoff,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for ServiceWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceWatch")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one watch loop keeps between its streams.
+struct Seen {
+    /// Valid nodes by key; the published snapshot is its values in key order.
+    nodes: BTreeMap<Vec<u8>, Node>,
+    /// The last revision applied.
+    revision: i64,
+    /// The cluster the set was read from (`None` before the first read).
+    identity: Option<ClusterIdentity>,
+    published: Option<Arc<[Node]>>,
 }
 
 impl ServiceWatch {
-    pub(super) async fn run<F, Fut>(mut self, mut publish: F)
+    /// The watch of `service` under `config.prefix()` through `etcd`.
+    pub fn new(etcd: Etcd, config: &RegistryConfig, service: &str) -> Self {
+        Self::with_counters(etcd, config, service.into(), Arc::default())
+    }
+
+    pub(crate) fn with_counters(
+        etcd: Etcd,
+        config: &RegistryConfig,
+        service: Arc<str>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Self {
+            etcd,
+            prefix: service_prefix(config.prefix(), &service),
+            service,
+            max_value_bytes: config.max_value_bytes(),
+            backoff: config.backoff(),
+            counters,
+        }
+    }
+
+    /// Runs the loop: a full read, then a watch from the next revision, resumed
+    /// after every failure; ends when `publish` answers `false`. While etcd is
+    /// unreachable nothing is published: the last set stays in force.
+    pub async fn run<F, Fut>(mut self, mut publish: F)
     where
         F: FnMut(Arc<[Node]>, i64) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        // Valid nodes by key; the published snapshot is its values in key order.
-        let mut nodes: BTreeMap<Vec<u8>, Node> = BTreeMap::new();
-        let mut revision: i64 = 0;
+        let mut seen = Seen {
+            nodes: BTreeMap::new(),
+            revision: 0,
+            identity: None,
+            published: None,
+        };
         let mut synced = false;
-        let mut published: Option<Arc<[Node]>> = None;
         loop {
-            if !synced {
-                match self.get_all().await {
-                    Ok((all, rev)) => {
-                        nodes = all;
-                        revision = rev;
-                        synced = true;
-                        if !self
-                            .publish_if_changed(&nodes, revision, &mut published, &mut publish)
-                            .await
-                        {
-                            return;
-                        }
+            if synced {
+                // Resuming: the cluster must be the one the set came from, and
+                // not gone back in time, or resuming at revision + 1 would
+                // silently skip every change below it.
+                match self.replaced(&seen).await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        self.counters
+                            .cluster_changes
+                            .fetch_add(1, Ordering::Relaxed);
+                        warn!(service = %self.service, "etcd is another cluster or went back in time; re-reading the set");
+                        synced = false;
                     }
                     Err(e) => {
-                        let delay = self.backoff.next_delay();
-                        warn!(service = %self.service, error = %e, retry_in = ?delay, "cannot read service from etcd; keeping the last known set");
-                        tokio::time::sleep(delay).await;
+                        self.wait_after(&e, &seen).await;
                         continue;
                     }
                 }
             }
-            match self
-                .watch_from(
-                    revision + 1,
-                    &mut nodes,
-                    &mut revision,
-                    &mut published,
-                    &mut publish,
-                )
-                .await
-            {
+            if !synced {
+                match self.read_all().await {
+                    Ok((nodes, identity)) => {
+                        seen.nodes = nodes;
+                        seen.revision = identity.revision;
+                        seen.identity = Some(identity);
+                        synced = true;
+                        if !self.publish_if_changed(&mut seen, &mut publish).await {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        self.wait_after(&e, &seen).await;
+                        continue;
+                    }
+                }
+            }
+            match self.watch_from(&mut seen, &mut publish).await {
                 WatchEnd::NobodyListens => return,
                 WatchEnd::Compacted => {
                     self.counters.resyncs.fetch_add(1, Ordering::Relaxed);
@@ -97,138 +162,204 @@ impl ServiceWatch {
                 }
                 WatchEnd::Failed(e) => {
                     self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                    let delay = self.backoff.next_delay();
-                    warn!(service = %self.service, error = %e, retry_in = ?delay, resume_at = revision + 1, "watch lost; keeping the last known set");
-                    tokio::time::sleep(delay).await;
+                    self.wait_after(&e, &seen).await;
                 }
             }
         }
     }
 
-    async fn get_all(&mut self) -> Result<(BTreeMap<Vec<u8>, Node>, i64), Error> {
-        let op = format!("get {}", self.prefix);
-        let resp = with_timeout(
-            &op,
-            self.request_timeout,
-            self.client.get(
-                self.prefix.as_bytes(),
-                Some(GetOptions::new().with_prefix()),
-            ),
-        )
-        .await?;
-        let revision = resp.header().map_or(0, |h| h.revision());
-        let nodes = resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| self.decode(kv).map(|n| (kv.key().to_vec(), n)))
-            .collect();
-        Ok((nodes, revision))
+    async fn wait_after(&mut self, error: &Error, seen: &Seen) {
+        let delay = self.backoff.next_delay();
+        warn!(service = %self.service, %error, retry_in = ?delay, resume_at = seen.revision + 1,
+            "cannot watch the service in etcd; keeping the last known set");
+        tokio::time::sleep(delay).await;
     }
 
-    async fn watch_from<F, Fut>(
-        &mut self,
-        start: i64,
-        nodes: &mut BTreeMap<Vec<u8>, Node>,
-        revision: &mut i64,
-        published: &mut Option<Arc<[Node]>>,
-        publish: &mut F,
-    ) -> WatchEnd
+    /// Whether the cluster answering now is not the one `seen` came from.
+    async fn replaced(&self, seen: &Seen) -> Result<bool, Error> {
+        let Some(before) = seen.identity else {
+            return Ok(true);
+        };
+        let op = format!("check {}", self.prefix);
+        let key = self.prefix.clone();
+        let now = self
+            .etcd
+            .read(&op, |mut kv| {
+                let key = key.clone();
+                async move {
+                    let options = etcd_client::GetOptions::new()
+                        .with_prefix()
+                        .with_count_only();
+                    kv.get(key, Some(options)).await
+                }
+            })
+            .await?;
+        let now = ClusterIdentity::of(now.header());
+        let last = ClusterIdentity {
+            cluster_id: before.cluster_id,
+            revision: seen.revision,
+        };
+        Ok(last.replaced_by(&now))
+    }
+
+    async fn read_all(&self) -> Result<(BTreeMap<Vec<u8>, Node>, ClusterIdentity), Error> {
+        let mut nodes = BTreeMap::new();
+        let identity = read_prefix(&self.etcd, &self.prefix, |kv| {
+            if let Some(node) = self.decode(kv) {
+                nodes.insert(kv.key().to_vec(), node);
+            }
+        })
+        .await?;
+        Ok((nodes, identity))
+    }
+
+    async fn watch_from<F, Fut>(&mut self, seen: &mut Seen, publish: &mut F) -> WatchEnd
     where
         F: FnMut(Arc<[Node]>, i64) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
+        let start = seen.revision + 1;
         let options = WatchOptions::new().with_prefix().with_start_revision(start);
         let op = format!("watch {}", self.prefix);
-        let mut stream = match with_timeout(
+        let mut member = self.etcd.pick();
+        // A live member opens a watch at once; a frozen one must not hold the
+        // move for a whole request timeout.
+        let opened = with_timeout(
             &op,
-            self.request_timeout,
-            self.client.watch(self.prefix.as_bytes(), Some(options)),
+            self.etcd.request_timeout().min(SILENCE_LIMIT),
+            member.watch.watch(self.prefix.as_bytes(), Some(options)),
         )
-        .await
-        {
-            Ok(s) => s,
-            Err(e) => return WatchEnd::Failed(e),
+        .await;
+        let (mut requests, mut stream) = match opened {
+            Ok(s) => s.split(),
+            Err(e) => {
+                self.etcd.failed(member.index);
+                return WatchEnd::Failed(e);
+            }
         };
-        let _open = OpenWatch::new(&self.counters.watches_open);
+        let counters = self.counters.clone();
+        let _open = OpenWatch::new(&counters.watches_open);
+        let mut probe = tokio::time::interval(PROBE_INTERVAL);
+        let mut heard = Instant::now();
         loop {
-            let resp = match stream.message().await {
-                Ok(Some(resp)) => resp,
-                Ok(None) => {
-                    return WatchEnd::Failed(Error::WatchLost(format!(
-                        "watch of {} ended",
-                        self.prefix
-                    )))
-                }
-                Err(e) => return WatchEnd::Failed(Error::etcd(op.clone(), e)),
-            };
-            if resp.canceled() {
-                if resp.compact_revision() > 0 {
-                    debug!(service = %self.service, start, compacted = resp.compact_revision(), "watch start compacted; re-reading");
-                    return WatchEnd::Compacted;
-                }
-                return WatchEnd::Failed(Error::WatchLost(format!(
-                    "watch of {} canceled by etcd: {}",
-                    self.prefix,
-                    resp.cancel_reason()
-                )));
-            }
-            if resp.created() {
-                // A healthy stream: the next failure starts the backoff afresh.
-                self.backoff.reset();
-            }
-            for event in resp.events() {
-                let Some(kv) = event.kv() else { continue };
-                *revision = (*revision).max(kv.mod_revision());
-                match event.event_type() {
-                    EventType::Put => match self.decode(kv) {
-                        Some(node) => {
-                            nodes.insert(kv.key().to_vec(), node);
-                        }
-                        None => {
-                            nodes.remove(kv.key());
-                        }
-                    },
-                    EventType::Delete => {
-                        nodes.remove(kv.key());
+            let resp = tokio::select! {
+                message = stream.message() => match message {
+                    Ok(Some(resp)) => resp,
+                    Ok(None) => {
+                        self.etcd.failed(member.index);
+                        return WatchEnd::Failed(Error::WatchLost(format!(
+                            "watch of {} on {} ended",
+                            self.prefix, member.endpoint
+                        )));
                     }
+                    Err(e) => {
+                        self.etcd.failed(member.index);
+                        return WatchEnd::Failed(Error::etcd(format!("{op} on {}", member.endpoint), e));
+                    }
+                },
+                _ = probe.tick() => {
+                    if heard.elapsed() > SILENCE_LIMIT {
+                        self.etcd.failed(member.index);
+                        return WatchEnd::Failed(Error::WatchLost(format!(
+                            "{} said nothing for {SILENCE_LIMIT:?}",
+                            member.endpoint
+                        )));
+                    }
+                    // A member that answers nothing (frozen, cut off) is noticed
+                    // by its silence; a live one reports progress at once.
+                    let _ = requests.request_progress().await;
+                    continue;
+                }
+            };
+            heard = Instant::now();
+            match self.apply(&resp, seen, &member.endpoint) {
+                Applied::Events => {}
+                Applied::Nothing => continue,
+                Applied::Compacted => return WatchEnd::Compacted,
+                Applied::Canceled(e) => {
+                    self.etcd.failed(member.index);
+                    return WatchEnd::Failed(e);
                 }
             }
-            if !self
-                .publish_if_changed(nodes, *revision, published, publish)
-                .await
-            {
+            if !self.publish_if_changed(seen, publish).await {
                 return WatchEnd::NobodyListens;
             }
         }
     }
 
+    /// Applies one watch response to `seen`.
+    fn apply(&mut self, resp: &WatchResponse, seen: &mut Seen, endpoint: &str) -> Applied {
+        if resp.canceled() {
+            if resp.compact_revision() > 0 {
+                debug!(service = %self.service, start = seen.revision + 1, compacted = resp.compact_revision(), "watch start compacted; re-reading");
+                return Applied::Compacted;
+            }
+            return Applied::Canceled(Error::WatchLost(format!(
+                "watch of {} canceled by {endpoint}: {}",
+                self.prefix,
+                resp.cancel_reason()
+            )));
+        }
+        if resp.created() {
+            // A healthy stream: the next failure starts the backoff afresh.
+            self.backoff.reset();
+        }
+        if resp.events().is_empty() {
+            return Applied::Nothing;
+        }
+        for event in resp.events() {
+            let Some(kv) = event.kv() else { continue };
+            seen.revision = seen.revision.max(kv.mod_revision());
+            match event.event_type() {
+                EventType::Put => match self.decode(kv) {
+                    Some(node) => {
+                        seen.nodes.insert(kv.key().to_vec(), node);
+                    }
+                    None => {
+                        seen.nodes.remove(kv.key());
+                    }
+                },
+                EventType::Delete => {
+                    seen.nodes.remove(kv.key());
+                }
+            }
+        }
+        Applied::Events
+    }
+
     /// Publishes the set when it differs from the last one published (or nothing
     /// was published yet). Returns `false` when nobody listens.
-    async fn publish_if_changed<F, Fut>(
-        &self,
-        nodes: &BTreeMap<Vec<u8>, Node>,
-        revision: i64,
-        published: &mut Option<Arc<[Node]>>,
-        publish: &mut F,
-    ) -> bool
+    async fn publish_if_changed<F, Fut>(&self, seen: &mut Seen, publish: &mut F) -> bool
     where
         F: FnMut(Arc<[Node]>, i64) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        if published
+        if seen
+            .published
             .as_deref()
-            .is_some_and(|p| p.iter().eq(nodes.values()))
+            .is_some_and(|p| p.iter().eq(seen.nodes.values()))
         {
             return true;
         }
-        let snapshot: Arc<[Node]> = nodes.values().cloned().collect();
-        *published = Some(snapshot.clone());
-        publish(snapshot, revision).await
+        let snapshot: Arc<[Node]> = seen.nodes.values().cloned().collect();
+        seen.published = Some(snapshot.clone());
+        publish(snapshot, seen.revision).await
     }
 
     fn decode(&self, kv: &KeyValue) -> Option<Node> {
         let key = String::from_utf8_lossy(kv.key());
-        match Node::decode(&key, &self.service, kv.value()) {
+        let decoded = if kv.value().len() > self.max_value_bytes {
+            Err(DecodeError::new(
+                key.to_string(),
+                DecodeErrorKind::TooLarge {
+                    size: kv.value().len(),
+                    limit: self.max_value_bytes,
+                },
+            ))
+        } else {
+            Node::decode(&key, &self.service, kv.value())
+        };
+        match decoded {
             Ok(node) => Some(node),
             Err(e) => {
                 self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
@@ -237,6 +368,13 @@ impl ServiceWatch {
             }
         }
     }
+}
+
+enum Applied {
+    Events,
+    Nothing,
+    Compacted,
+    Canceled(Error),
 }
 
 enum WatchEnd {

@@ -1,6 +1,12 @@
 //! Helpers shared by registry-actor's integration tests.
 
-#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+#![allow(
+    dead_code,
+    unused_imports,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used
+)]
 
 use std::time::Duration;
 
@@ -12,7 +18,7 @@ use registry_actor::{
 };
 use tokio::sync::mpsc;
 
-pub use registry_actor::testing::{wait_until, EtcdServer};
+pub use registry_actor::testing::{wait_until, EtcdCluster, EtcdServer};
 
 /// How long a distributed event gets to happen before a test fails.
 pub const EVENTUALLY: Duration = Duration::from_secs(15);

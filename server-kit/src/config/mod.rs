@@ -531,7 +531,7 @@ impl RateLimitConfig {
     /// [`Error::Config`] for a burst without a rate, a method key that is not
     /// `/package.Service/Method`, a `caller_key` that is not a lowercase metadata
     /// key (or is reserved: `grpc-*`, `:*`, binary `*-bin`), `max_callers` of 0
-    /// or a zero `prune_interval`.
+    /// or a `prune_interval` of zero or above 365 days.
     pub fn validate(&self) -> Result<(), Error> {
         const KEY: &str = "server.rate_limit";
         let bad = |key: &str, why: String| Err(Error::invalid(format!("{KEY}.{key}"), why));
@@ -572,6 +572,9 @@ impl RateLimitConfig {
         }
         if self.prune_interval.is_zero() {
             return bad("prune_interval", "must be above zero".into());
+        }
+        if let Err(why) = duration::check_bound(self.prune_interval) {
+            return bad("prune_interval", why);
         }
         Ok(())
     }
@@ -658,13 +661,22 @@ impl ShutdownConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for a zero `deregister_timeout`.
+    /// [`Error::Config`] for a zero `deregister_timeout`, or any duration above
+    /// 365 days (a deadline computed from it could not be represented).
     pub fn validate(&self) -> Result<(), Error> {
         if self.deregister_timeout.is_zero() {
             return Err(Error::invalid(
                 "server.shutdown.deregister_timeout",
                 "must be above zero",
             ));
+        }
+        for (key, value) in [
+            ("deregister_timeout", self.deregister_timeout),
+            ("lame_duck", self.lame_duck),
+            ("drain_timeout", self.drain_timeout),
+        ] {
+            duration::check_bound(value)
+                .map_err(|why| Error::invalid(format!("server.shutdown.{key}"), why))?;
         }
         Ok(())
     }

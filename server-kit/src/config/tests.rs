@@ -82,11 +82,40 @@ fn bad_values_name_their_full_key() {
                 .with_shutdown(ShutdownConfig::default().with_deregister_timeout(Duration::ZERO)),
             "server.shutdown.deregister_timeout",
         ),
+        (
+            ServerConfig::default()
+                .with_shutdown(ShutdownConfig::default().with_drain_timeout(Duration::MAX)),
+            "server.shutdown.drain_timeout",
+        ),
+        (
+            ServerConfig::default()
+                .with_shutdown(ShutdownConfig::default().with_lame_duck(Duration::MAX)),
+            "server.shutdown.lame_duck",
+        ),
+        (
+            ServerConfig::default().with_rate_limit(
+                RateLimitConfig::default().with_prune_interval(Duration::from_secs(u64::MAX)),
+            ),
+            "server.rate_limit.prune_interval",
+        ),
     ];
     for (config, key) in cases {
         let err = config.validate().expect_err(key).to_string();
         assert!(err.contains(key), "`{err}` should name {key}");
     }
+}
+
+#[test]
+fn an_absurd_duration_is_rejected_at_load_not_a_panic() {
+    let err = serde_json::from_value::<ServerConfig>(serde_json::json!({
+        "shutdown": {"drain_timeout": "3000000000000000h"}
+    }))
+    .expect_err("far above 365 days");
+    let err = err.to_string();
+    assert!(
+        err.contains("3000000000000000h") && err.contains("365 days"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -4,8 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use registry_actor::etcd_client::{Client, GetOptions};
-use registry_actor::Registrar;
+use registry_actor::{Etcd, Registrar};
 use tokio::sync::{oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use tonic_health::server::HealthReporter;
@@ -184,7 +183,7 @@ pub(crate) struct Shutdown {
     pub(crate) config: ShutdownConfig,
     pub(crate) trigger: watch::Receiver<Option<ShutdownTrigger>>,
     pub(crate) registrar: Option<Registrar>,
-    pub(crate) etcd: Option<Client>,
+    pub(crate) etcd: Option<Etcd>,
     pub(crate) health: HealthReporter,
     pub(crate) names: Vec<&'static str>,
     pub(crate) goaway: Option<oneshot::Sender<()>>,
@@ -298,16 +297,15 @@ impl Shutdown {
         let etcd = self.etcd.clone();
         let confirm = async move {
             registrar.deregister().await.map_err(|e| e.to_string())?;
-            let Some(mut etcd) = etcd else {
+            let Some(etcd) = etcd else {
                 return Ok(());
             };
-            let options = GetOptions::new().with_count_only();
             loop {
-                let resp = etcd
-                    .get(registrar.key(), Some(options.clone()))
+                let present = etcd
+                    .exists(registrar.key())
                     .await
-                    .map_err(|e| format!("get {}: {e}", registrar.key()))?;
-                if resp.count() == 0 {
+                    .map_err(|e| e.to_string())?;
+                if !present {
                     return Ok(());
                 }
                 tokio::time::sleep(KEY_GONE_POLL).await;

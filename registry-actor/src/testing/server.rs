@@ -1,0 +1,125 @@
+//! [`EtcdServer`]: a private etcd of one member.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use etcd_client::Client;
+
+use super::member::{temp_dir, Member};
+use crate::RegistryConfig;
+
+/// A private etcd process for tests. See the [module docs](super).
+#[derive(Debug)]
+pub struct EtcdServer {
+    member: Member,
+    dir: PathBuf,
+}
+
+impl EtcdServer {
+    /// Starts etcd on free loopback ports with a fresh data directory and waits
+    /// until it serves requests.
+    ///
+    /// # Errors
+    ///
+    /// When `etcd` is not installed (run `scripts/bootstrap`) or does not become
+    /// ready within 20 s on any of three port pairs.
+    pub async fn start() -> io::Result<Self> {
+        let mut last_err = None;
+        for _ in 0..3 {
+            let name = unique_name("gc-test");
+            let dir = temp_dir(&name);
+            let mut server = Self {
+                member: Member::new(name, dir.clone())?,
+                dir,
+            };
+            match server.spawn_and_wait().await {
+                Ok(()) => return Ok(server),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| io::Error::other("etcd did not start")))
+    }
+
+    /// The client endpoint, `127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        self.member.endpoint()
+    }
+
+    /// A registry configuration pointing at this etcd, with a 2 s lease TTL and a
+    /// short backoff (100 ms to 1 s) so that tests recover quickly.
+    pub fn registry_config(&self) -> RegistryConfig {
+        test_registry_config([self.endpoint()])
+    }
+
+    /// A plain etcd client for this server, for tests that act as "another tool".
+    ///
+    /// # Errors
+    ///
+    /// When the client cannot be built.
+    pub async fn client(&self) -> Result<Client, etcd_client::Error> {
+        self.member.client().await
+    }
+
+    /// The data directory (kept across [`stop`](Self::stop) and
+    /// [`restart`](Self::restart)).
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.member.is_running()
+    }
+
+    /// Kills the process (SIGKILL, like a crash) and waits for it; the data stays.
+    pub fn stop(&mut self) {
+        self.member.kill();
+    }
+
+    /// Starts etcd again on the same ports and data directory and waits until it
+    /// serves requests.
+    ///
+    /// # Errors
+    ///
+    /// When it does not become ready within 20 s.
+    pub async fn restart(&mut self) -> io::Result<()> {
+        self.stop();
+        self.spawn_and_wait().await
+    }
+
+    async fn spawn_and_wait(&mut self) -> io::Result<()> {
+        let initial = self.member.initial_cluster_entry();
+        self.member.spawn(&initial, &self.member.name.clone())?;
+        let expected = [self.member.name.clone()];
+        self.member.wait_ready(&expected).await
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.member.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `{prefix}-{pid}-{sequence}`: unique within this machine while we run.
+pub(super) fn unique_name(prefix: &str) -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{seq}", std::process::id())
+}
+
+/// The registry settings of tests: these endpoints, a 2 s lease TTL and a
+/// 100 ms–1 s backoff.
+pub(super) fn test_registry_config<I, S>(endpoints: I) -> RegistryConfig
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    RegistryConfig::default()
+        .with_endpoints(endpoints)
+        .with_lease_ttl(Duration::from_secs(2))
+        .with_backoff(Duration::from_millis(100), Duration::from_secs(1))
+}
