@@ -20,8 +20,10 @@ mod etcd;
 mod node;
 mod registrar;
 mod registry;
+mod secret;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 
 pub use backoff::Backoff;
 pub use config::RegistryConfig;
@@ -34,3 +36,5 @@ pub use registry::{
     NodesChanged, RegistryActor, RegistryStats, Snapshot, Stats, Subscribe, SubscriptionId,
     Unsubscribe,
 };
+pub use secret::Secret;
+pub use tls::TlsConfig;

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
+pub mod certs;
 pub mod cluster;
 pub mod faults;
 pub mod server_kit;
