@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::{Error, Secret, TlsConfig};
 
 /// A configuration value that is not acceptable: its full key path and why.
 ///
@@ -77,6 +77,10 @@ pub struct RegistryConfig {
     backoff_min: Duration,
     #[serde(with = "duration")]
     backoff_max: Duration,
+    tls: TlsConfig,
+    username: Option<String>,
+    #[serde(skip_serializing)]
+    password: Option<Secret>,
 }
 
 impl Default for RegistryConfig {
@@ -89,6 +93,9 @@ impl Default for RegistryConfig {
             request_timeout: Duration::from_secs(3),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            tls: TlsConfig::default(),
+            username: None,
+            password: None,
         }
     }
 }
@@ -134,6 +141,30 @@ impl RegistryConfig {
         self.backoff_min = min;
         self.backoff_max = max;
         self
+    }
+
+    /// TLS to etcd (`[registry.tls]`, default off).
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// etcd user/password authentication (`username`, `password`; default:
+    /// none).
+    pub fn with_user(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self.password = Some(Secret::new(password));
+        self
+    }
+
+    /// The TLS settings.
+    pub fn tls(&self) -> &TlsConfig {
+        &self.tls
+    }
+
+    /// The etcd user name and password, when set.
+    pub fn user(&self) -> Option<(&str, &str)> {
+        Some((self.username.as_deref()?, self.password.as_ref()?.expose()))
     }
 
     /// etcd endpoints, `host:port`.
@@ -230,6 +261,17 @@ impl RegistryConfig {
                     "{:?} must be above zero and at most backoff_max ({:?})",
                     self.backoff_min, self.backoff_max
                 ),
+            );
+        }
+        if self.username.is_some() != self.password.is_some() {
+            let missing = if self.username.is_none() {
+                "username"
+            } else {
+                "password"
+            };
+            return bad(
+                missing,
+                "registry.username and registry.password go together".into(),
             );
         }
         Ok(())

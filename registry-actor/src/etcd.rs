@@ -23,6 +23,8 @@ const KEEP_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5
 /// cannot be built from the endpoints.
 pub async fn connect(config: &RegistryConfig) -> Result<Client, Error> {
     config.validate()?;
+    let tls = config.tls().load("registry.tls")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let endpoints: Vec<String> = config
         .endpoints()
         .iter()
@@ -30,15 +32,28 @@ pub async fn connect(config: &RegistryConfig) -> Result<Client, Error> {
             if e.contains("://") {
                 e.clone()
             } else {
-                format!("http://{e}")
+                format!("{scheme}://{e}")
             }
         })
         .collect();
-    let options = ConnectOptions::new()
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(config.connect_timeout())
         .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
         .with_keep_alive_while_idle(true);
+    if let Some(tls) = tls {
+        options = options.with_tls(tls);
+    }
+    let what = match config.user() {
+        Some((user, password)) => {
+            options = options.with_user(user, password);
+            format!(
+                "connect to {:?} as registry.username `{user}`",
+                config.endpoints()
+            )
+        }
+        None => format!("connect to {:?}", config.endpoints()),
+    };
     Client::connect(endpoints, Some(options))
         .await
-        .map_err(|e| Error::etcd(format!("connect to {:?}", config.endpoints()), e))
+        .map_err(|e| Error::etcd(what, e))
 }
