@@ -69,7 +69,8 @@ async fn per_method_and_per_caller_limits_compose() {
     let config = echo_config(
         RateLimitConfig::default()
             .with_method(SAY, 8, 0)
-            .with_caller_rps(5),
+            .with_caller_rps(5)
+            .with_trust_caller_header(true),
     );
     let builder = ServeBuilder::new(config).clock(clock.clone());
     let (serving, _stats) = start_echo("compose-1", builder, None).await;
@@ -102,7 +103,12 @@ async fn a_caller_at_ten_times_its_quota_does_not_reduce_another_callers_admissi
     init_tracing();
     let clock = FakeRelativeClock::default();
     // Global room for exactly the two callers' quotas.
-    let config = echo_config(RateLimitConfig::default().with_caller_rps(5).with_rps(10));
+    let config = echo_config(
+        RateLimitConfig::default()
+            .with_caller_rps(5)
+            .with_trust_caller_header(true)
+            .with_rps(10),
+    );
     let builder = ServeBuilder::new(config).clock(clock.clone());
     let (serving, _stats) = start_echo("fair-1", builder, None).await;
     let mut client = EchoClient::new(channel(serving.local_addr()).await);

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use registry_actor::config::{duration, InvalidValue};
+use registry_actor::{Secret, TlsConfig};
 use serde::{Deserialize, Serialize};
 use tonic::Code;
 
@@ -98,7 +99,9 @@ pub struct ClientConfig {
     short_connection: bool,
     caller: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    token: Option<String>,
+    token: Option<Secret>,
+    allow_plaintext_token: bool,
+    tls: TlsConfig,
     request_id: bool,
     io_threads: usize,
     services: BTreeMap<String, ServiceConfig>,
@@ -125,6 +128,8 @@ impl Default for ClientConfig {
             short_connection: false,
             caller: String::new(),
             token: None,
+            allow_plaintext_token: false,
+            tls: TlsConfig::default(),
             request_id: false,
             io_threads: 0,
             services: BTreeMap::new(),
@@ -235,9 +240,31 @@ impl ClientConfig {
     }
 
     /// A bearer token sent as `authorization: Bearer TOKEN` (default: none).
+    /// It is sent in plaintext only to loopback addresses unless
+    /// [`with_allow_plaintext_token`](Self::with_allow_plaintext_token) says so.
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
+        self.token = Some(Secret::new(token));
         self
+    }
+
+    /// Lets the bearer token travel without TLS to non-loopback addresses
+    /// (`allow_plaintext_token`, default off: such a call fails before anything
+    /// is sent).
+    pub fn with_allow_plaintext_token(mut self, allow: bool) -> Self {
+        self.allow_plaintext_token = allow;
+        self
+    }
+
+    /// TLS to the servers (`[client.tls]`, default off): the CA to trust, a
+    /// client certificate for mutual TLS, the server name to verify.
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The TLS settings.
+    pub fn tls(&self) -> &TlsConfig {
+        &self.tls
     }
 
     /// Send an `x-request-id` (one per call, the same on all its attempts) with
@@ -283,7 +310,7 @@ impl ClientConfig {
 
     /// The bearer token.
     pub fn token(&self) -> Option<&str> {
-        self.token.as_deref()
+        self.token.as_ref().map(Secret::expose)
     }
 
     /// The retry budget of `service`: ratio of calls, and tokens per second.
@@ -297,11 +324,18 @@ impl ClientConfig {
         )
     }
 
-    /// How the client connects to nodes.
-    pub fn connection_settings(&self) -> crate::ConnectionSettings {
-        crate::ConnectionSettings::default()
+    /// How the client connects to nodes. Reads the `[client.tls]` files.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the key and path of a TLS file that cannot be
+    /// read.
+    pub fn connection_settings(&self) -> Result<crate::ConnectionSettings, Error> {
+        Ok(crate::ConnectionSettings::default()
             .with_connect_timeout(self.connect_timeout)
             .with_short_connection(self.short_connection)
+            .with_tls(self.tls.load("client.tls").map_err(Error::Config)?)
+            .with_allow_plaintext_token(self.allow_plaintext_token))
     }
 
     /// The resolved call settings of `method` of `service`: the method's table
@@ -414,7 +448,7 @@ impl ClientConfig {
     /// [`Error::Config`] for an unknown balancer or fallback, a version that looks
     /// like a range but is not one, a label that is not `k=v`, an ejection with 0
     /// failures, a zero base time, a max time below the base time, or a share
-    /// outside 0..=1.
+    /// outside 0..=1, or a `[client.tls]` file that cannot be read.
     pub fn validate(&self) -> Result<(), Error> {
         self.defaults("client")?;
         check_share("client.budget_ratio", self.budget_ratio)?;
@@ -436,7 +470,7 @@ impl ClientConfig {
                 ),
             )));
         }
-        if let Some(t) = &self.token {
+        if let Some(t) = self.token() {
             if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(Error::Config(InvalidValue::new(
                     "client.token",
@@ -450,6 +484,7 @@ impl ClientConfig {
                 "must be visible ASCII",
             )));
         }
+        self.tls.load("client.tls").map_err(Error::Config)?;
         self.service_call_policy("")?;
         for (name, svc) in &self.services {
             if name.is_empty() {

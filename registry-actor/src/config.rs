@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::{Error, Secret, TlsConfig};
 
 /// A configuration value that is not acceptable: its full key path and why.
 ///
@@ -78,6 +78,10 @@ pub struct RegistryConfig {
     #[serde(with = "duration")]
     backoff_max: Duration,
     max_value_bytes: usize,
+    tls: TlsConfig,
+    username: Option<String>,
+    #[serde(skip_serializing)]
+    password: Option<Secret>,
 }
 
 /// The default of `registry.max_value_bytes`: 64 KiB.
@@ -94,6 +98,9 @@ impl Default for RegistryConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            tls: TlsConfig::default(),
+            username: None,
+            password: None,
         }
     }
 }
@@ -149,6 +156,30 @@ impl RegistryConfig {
     pub fn with_max_value_bytes(mut self, bytes: usize) -> Self {
         self.max_value_bytes = bytes;
         self
+    }
+
+    /// TLS to etcd (`[registry.tls]`, default off).
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// etcd user/password authentication (`username`, `password`; default:
+    /// none).
+    pub fn with_user(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self.password = Some(Secret::new(password));
+        self
+    }
+
+    /// The TLS settings.
+    pub fn tls(&self) -> &TlsConfig {
+        &self.tls
+    }
+
+    /// The etcd user name and password, when set.
+    pub fn user(&self) -> Option<(&str, &str)> {
+        Some((self.username.as_deref()?, self.password.as_ref()?.expose()))
     }
 
     /// etcd endpoints, `host:port`.
@@ -274,6 +305,17 @@ impl RegistryConfig {
                     "{:?} must be above zero and at most backoff_max ({:?})",
                     self.backoff_min, self.backoff_max
                 ),
+            );
+        }
+        if self.username.is_some() != self.password.is_some() {
+            let missing = if self.username.is_none() {
+                "username"
+            } else {
+                "password"
+            };
+            return bad(
+                missing,
+                "registry.username and registry.password go together".into(),
             );
         }
         Ok(())

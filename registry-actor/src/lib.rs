@@ -22,8 +22,10 @@ mod etcd;
 mod node;
 mod registrar;
 mod registry;
+mod secret;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 
 pub use backoff::Backoff;
 pub use config::RegistryConfig;
@@ -36,3 +38,5 @@ pub use registry::{
     NodesChanged, RegistryActor, RegistryStats, ServiceWatch, Snapshot, Stats, Subscribe,
     SubscriptionId, Unsubscribe,
 };
+pub use secret::Secret;
+pub use tls::TlsConfig;

@@ -84,8 +84,10 @@ pub mod rate_limit;
 mod response;
 mod serve;
 
-pub use auth::{BearerAuth, BearerAuthLayer};
-pub use config::{MethodLimit, RateLimitConfig, ServerConfig, ShutdownConfig};
+pub use auth::{AuthenticatedCaller, BearerAuth, BearerAuthLayer};
+pub use config::{
+    AuthConfig, MethodLimit, RateLimitConfig, ServerConfig, ServerTlsConfig, ShutdownConfig,
+};
 pub use error::{Error, Limit, RETRY_PUSHBACK_KEY};
 /// governor, re-exported for its clocks (`governor::clock::FakeRelativeClock`
 /// in tests, [`ServeBuilder::clock`]).

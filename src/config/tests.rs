@@ -445,3 +445,55 @@ fn readme_names_every_key() {
         assert!(named, "README.md does not name `{key}`");
     }
 }
+
+/// No configuration type shows a secret in its `Debug` output: tokens,
+/// passwords and private keys planted in every place they can be set.
+#[test]
+fn debug_output_of_every_config_type_hides_planted_secrets() {
+    const SECRET: &str = "planted-secret-4f9c";
+    let dir = Dir::new("settings-secrets");
+    dir.write(
+        "default.toml",
+        &format!(
+            "[registry]\nusername = \"root\"\npassword = \"{SECRET}\"\n\
+             [client]\ntoken = \"{SECRET}-client\"\n\
+             [server]\ntoken = \"{SECRET}-server\"\n\
+             [server.auth.callers]\nalice = \"{SECRET}-alice\"\n"
+        ),
+    );
+    let settings: Settings = dir.loader().load().expect("loads");
+    assert_eq!(settings.registry.user(), Some(("root", SECRET)));
+    assert_eq!(settings.client.token(), Some(&*format!("{SECRET}-client")));
+
+    // A client key file whose content is the secret: loaded TLS settings must
+    // not print it either.
+    let key = dir.0.join("client.key");
+    let cert = dir.0.join("client.pem");
+    std::fs::write(&key, SECRET).expect("write key");
+    std::fs::write(&cert, "not a real certificate").expect("write cert");
+    let tls = registry_actor::TlsConfig::default().with_identity(&cert, &key);
+    let client = settings.client.clone().with_tls(tls.clone());
+    let connection = client.connection_settings().expect("files readable");
+    let registry = settings.registry.clone().with_tls(tls);
+    let auth_layer =
+        server_kit::BearerAuthLayer::with_callers(settings.server.token(), settings.server.auth());
+    let builder = server_kit::ServeBuilder::new(settings.server.clone()).registry(registry.clone());
+
+    let outputs = [
+        ("Settings", format!("{settings:?}")),
+        ("ClientConfig", format!("{client:?}")),
+        ("ConnectionSettings", format!("{connection:?}")),
+        ("ServerConfig", format!("{:?}", settings.server)),
+        ("AuthConfig", format!("{:?}", settings.server.auth())),
+        ("RegistryConfig", format!("{registry:?}")),
+        ("BearerAuthLayer", format!("{auth_layer:?}")),
+        ("ServeBuilder", format!("{builder:?}")),
+    ];
+    // Key bytes would print as a list of numbers.
+    let as_bytes = format!("{:?}", SECRET.as_bytes());
+    let as_bytes = as_bytes.trim_start_matches('[').trim_end_matches(']');
+    for (name, text) in outputs {
+        assert!(!text.contains(SECRET), "{name} shows a secret: {text}");
+        assert!(!text.contains(as_bytes), "{name} shows key bytes: {text}");
+    }
+}

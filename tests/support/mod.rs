@@ -10,6 +10,7 @@
     clippy::unwrap_used
 )]
 
+pub mod certs;
 pub mod cluster;
 pub mod faults;
 pub mod server_kit;

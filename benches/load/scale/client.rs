@@ -79,7 +79,8 @@ pub(crate) fn child(endpoint: &str, probe_addr: &str) {
         let kv = registry_actor::connect(&registry).await.expect("etcd");
         let changes = one_node_changes(&handle, kv.client(), registry.prefix(), probe_addr).await;
         let _ = write!(line, " {changes}");
-        let calls = calls_during_rebuilds(&handle, kv.client(), registry.prefix(), probe_addr).await;
+        let calls =
+            calls_during_rebuilds(&handle, kv.client(), registry.prefix(), probe_addr).await;
         println!("SCALE {line} {calls}");
     });
 }

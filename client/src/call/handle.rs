@@ -261,7 +261,7 @@ impl ClientHandle {
             settings.policy.picker.clone(),
             self.shared.registry.clone(),
         )
-        .with_connection_settings(config.connection_settings())
+        .with_connection_settings(config.connection_settings()?)
         .with_io(self.shared.io.clone());
         let shared = actor.shared();
         let picker = PickerActor::start_in_arbiter(&self.shared.arbiter, move |_| actor);

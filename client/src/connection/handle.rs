@@ -98,6 +98,9 @@ impl Connection {
         Req: prost::Message + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
+        self.inner
+            .settings
+            .check_token(&self.inner.node, &request)?;
         let _in_flight = InFlight::enter(&self.inner);
         let channel = match &self.inner.channel {
             Some(c) => c.clone(),

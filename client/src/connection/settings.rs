@@ -1,18 +1,36 @@
 //! [`ConnectionSettings`]: how a node's channel is made.
 
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use registry_actor::Node;
-use tonic::transport::Endpoint;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::Status;
 
 /// How connections to nodes are made. Every setter states its default.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectionSettings {
     connect_timeout: Duration,
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
     short_connection: bool,
+    tls: Option<ClientTlsConfig>,
+    allow_plaintext_token: bool,
+}
+
+impl fmt::Debug for ConnectionSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not tonic's own Debug of the TLS settings: it prints the private key.
+        f.debug_struct("ConnectionSettings")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("short_connection", &self.short_connection)
+            .field("tls", &self.tls.is_some())
+            .field("allow_plaintext_token", &self.allow_plaintext_token)
+            .finish()
+    }
 }
 
 impl Default for ConnectionSettings {
@@ -22,6 +40,8 @@ impl Default for ConnectionSettings {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             short_connection: false,
+            tls: None,
+            allow_plaintext_token: false,
         }
     }
 }
@@ -46,23 +66,104 @@ impl ConnectionSettings {
         self
     }
 
+    /// Connects over TLS with these settings (default `None`: plaintext).
+    pub fn with_tls(mut self, tls: Option<ClientTlsConfig>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Lets a bearer token travel in plaintext to non-loopback addresses
+    /// (default off).
+    pub fn with_allow_plaintext_token(mut self, allow: bool) -> Self {
+        self.allow_plaintext_token = allow;
+        self
+    }
+
     pub(crate) fn short_connection(&self) -> bool {
         self.short_connection
     }
 
+    /// Refuses a call carrying a bearer token when it would travel in plaintext
+    /// to a node that is not on this host. Checked before anything is sent.
+    pub(crate) fn check_token<T>(
+        &self,
+        node: &Node,
+        request: &tonic::Request<T>,
+    ) -> Result<(), Status> {
+        if self.tls.is_some()
+            || self.allow_plaintext_token
+            || !request.metadata().contains_key("authorization")
+            || is_loopback(node.addr())
+        {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(format!(
+            "not sending the bearer token (client.token) in plaintext to node {} at {}, \
+             which is not a loopback address: configure [client.tls], or set \
+             client.allow_plaintext_token = true",
+            node.id(),
+            node.addr()
+        )))
+    }
+
     pub(crate) fn endpoint(&self, node: &Node) -> Result<Endpoint, Status> {
-        let endpoint = Endpoint::from_shared(format!("http://{}", node.addr())).map_err(|e| {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let unusable = |e: &dyn fmt::Display| {
             Status::invalid_argument(format!(
                 "node {} has an unusable address `{}`: {e}",
                 node.id(),
                 node.addr()
             ))
-        })?;
+        };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", node.addr()))
+            .map_err(|e| unusable(&e))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| unusable(&e))?;
+        }
         Ok(endpoint
             .connect_timeout(self.connect_timeout)
             .http2_keep_alive_interval(self.keepalive_interval)
             .keep_alive_timeout(self.keepalive_timeout)
             .keep_alive_while_idle(false)
             .tcp_nodelay(true))
+    }
+}
+
+/// Whether `addr` (`host:port`) is on this host: a loopback IP or `localhost`.
+fn is_loopback(addr: &str) -> bool {
+    if let Ok(sock) = addr.parse::<SocketAddr>() {
+        return sock.ip().is_loopback();
+    }
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || host.eq_ignore_ascii_case("localhost")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn loopback_is_the_loopback_ips_and_localhost() {
+        for addr in [
+            "127.0.0.1:1",
+            "127.9.9.9:80",
+            "[::1]:5",
+            "localhost:7",
+            "LOCALHOST:7",
+        ] {
+            assert!(is_loopback(addr), "{addr}");
+        }
+        for addr in [
+            "10.0.0.1:1",
+            "[::]:5",
+            "0.0.0.0:1",
+            "example.com:80",
+            "[fe80::1]:5",
+            "localhost.evil:1",
+        ] {
+            assert!(!is_loopback(addr), "{addr}");
+        }
     }
 }

@@ -115,18 +115,30 @@ impl std::fmt::Debug for Etcd {
 /// client cannot be built from an endpoint.
 pub async fn connect(config: &RegistryConfig) -> Result<Etcd, Error> {
     config.validate()?;
-    let urls: Vec<String> = config.endpoints().iter().map(|e| url(e)).collect();
-    let options = ConnectOptions::new()
+    let tls = config.tls().load("registry.tls")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let urls: Vec<String> = config.endpoints().iter().map(|e| url(e, scheme)).collect();
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(config.connect_timeout())
         .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
         .with_keep_alive_while_idle(true)
         .with_require_leader(true);
+    if let Some(tls) = tls {
+        options = options.with_tls(tls);
+    }
+    let who = match config.user() {
+        Some((user, password)) => {
+            options = options.with_user(user, password);
+            format!(" as registry.username `{user}`")
+        }
+        None => String::new(),
+    };
     let limit = decoding_limit(config.max_value_bytes());
     let mut members = Vec::with_capacity(urls.len());
     for (endpoint, url) in config.endpoints().iter().zip(&urls) {
         let client = Client::connect([url], Some(options.clone()))
             .await
-            .map_err(|e| Error::etcd(format!("connect to {endpoint}"), e))?;
+            .map_err(|e| Error::etcd(format!("connect to {endpoint}{who}"), e))?;
         members.push(Member {
             endpoint: endpoint.clone(),
             kv: client.kv_client().max_decoding_message_size(limit),
@@ -136,7 +148,7 @@ pub async fn connect(config: &RegistryConfig) -> Result<Etcd, Error> {
     }
     let balanced = Client::connect(&urls, Some(options))
         .await
-        .map_err(|e| Error::etcd(format!("connect to {:?}", config.endpoints()), e))?;
+        .map_err(|e| Error::etcd(format!("connect to {:?}{who}", config.endpoints()), e))?;
     let first = rand::rng().random_range(0..members.len().max(1));
     Ok(Etcd {
         inner: Arc::new(Inner {
@@ -148,11 +160,12 @@ pub async fn connect(config: &RegistryConfig) -> Result<Etcd, Error> {
     })
 }
 
-fn url(endpoint: &str) -> String {
+/// `endpoint` as a URL: as written when it has a scheme, else with `scheme`.
+fn url(endpoint: &str, scheme: &str) -> String {
     if endpoint.contains("://") {
         endpoint.to_owned()
     } else {
-        format!("http://{endpoint}")
+        format!("{scheme}://{endpoint}")
     }
 }
 

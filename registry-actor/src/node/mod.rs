@@ -328,6 +328,15 @@ fn validate_addr(addr: &str) -> Result<(), DecodeErrorKind> {
     if host.chars().any(char::is_whitespace) {
         return Err(bad("whitespace in host"));
     }
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    if ip
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
+    {
+        return Err(bad(
+            "an unspecified address (every interface) cannot be dialled",
+        ));
+    }
     match port.parse::<u16>() {
         Ok(0) | Err(_) => Err(bad("port must be 1..=65535")),
         Ok(_) => Ok(()),

@@ -75,6 +75,14 @@ fn every_kind_of_bad_value_is_rejected_naming_the_key() {
         (r#"{"id":"echo-1","addr":"::1:80"}"#, |k| {
             matches!(k, DecodeErrorKind::Addr { .. })
         }),
+        (
+            r#"{"id":"echo-1","addr":"0.0.0.0:80"}"#,
+            |k| matches!(k, DecodeErrorKind::Addr { why, .. } if why.contains("unspecified")),
+        ),
+        (
+            r#"{"id":"echo-1","addr":"[::]:80"}"#,
+            |k| matches!(k, DecodeErrorKind::Addr { why, .. } if why.contains("unspecified")),
+        ),
         (r#"{"id":"echo-1","addr":"h:1","weight":-5}"#, |k| {
             matches!(k, DecodeErrorKind::Weight(-5))
         }),

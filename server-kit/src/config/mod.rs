@@ -14,13 +14,22 @@
 //! labels = { canary = "false" }
 //! token = "s3cret"                # optional bearer token
 //!
+//! [server.tls]                    # see ServerTlsConfig
+//! cert_file = "certs/server.pem"
+//! key_file = "certs/server.key"
+//! client_ca_file = "certs/ca.pem" # set: client certificates required
+//!
+//! [server.auth.callers]           # see AuthConfig: bearer token -> caller name
+//! billing = "token-of-billing"
+//!
 //! [server.rate_limit]
 //! rps = 1000                      # 0 or absent = unlimited
 //! burst = 200                     # 0 or absent = rps
 //! methods = { "/echo.v1.Echo/Slow" = { rps = 50, burst = 10 } }
 //! caller_rps = 100
 //! caller_burst = 20
-//! caller_key = "x-caller"         # metadata key; callers without it are keyed by peer IP
+//! caller_key = "x-caller"         # metadata key naming the caller ...
+//! trust_caller_header = false     # ... used only when true
 //! max_callers = 100000
 //! prune_interval = "10s"
 //! cluster_rps = 3000              # divided by the live instances seen in the registry
@@ -56,8 +65,11 @@
 //! # Ok::<(), server_kit::Error>(())
 //! ```
 
+mod security;
 #[cfg(test)]
 mod tests;
+
+pub use security::{AuthConfig, ServerTlsConfig};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -87,6 +99,8 @@ pub struct ServerConfig {
     labels: BTreeMap<String, String>,
     #[serde(skip_serializing)]
     token: Option<String>,
+    tls: ServerTlsConfig,
+    auth: AuthConfig,
     rate_limit: RateLimitConfig,
     shutdown: ShutdownConfig,
 }
@@ -104,6 +118,8 @@ impl Default for ServerConfig {
             zone: String::new(),
             labels: BTreeMap::new(),
             token: None,
+            tls: ServerTlsConfig::default(),
+            auth: AuthConfig::default(),
             rate_limit: RateLimitConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
@@ -123,6 +139,8 @@ impl fmt::Debug for ServerConfig {
             .field("zone", &self.zone)
             .field("labels", &self.labels)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .field("auth", &self.auth)
             .field("rate_limit", &self.rate_limit)
             .field("shutdown", &self.shutdown)
             .finish()
@@ -197,6 +215,18 @@ impl ServerConfig {
         self
     }
 
+    /// TLS on the listener (`[server.tls]`, default off).
+    pub fn with_tls(mut self, tls: ServerTlsConfig) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Callers authenticated by bearer token (`[server.auth]`, default: none).
+    pub fn with_auth(mut self, auth: AuthConfig) -> Self {
+        self.auth = auth;
+        self
+    }
+
     /// The rate limits (default: unlimited).
     pub fn with_rate_limit(mut self, rate_limit: RateLimitConfig) -> Self {
         self.rate_limit = rate_limit;
@@ -259,6 +289,16 @@ impl ServerConfig {
         self.token.as_deref()
     }
 
+    /// The listener's TLS settings.
+    pub fn tls(&self) -> &ServerTlsConfig {
+        &self.tls
+    }
+
+    /// The callers authenticated by bearer token.
+    pub fn auth(&self) -> &AuthConfig {
+        &self.auth
+    }
+
     /// The rate limits.
     pub fn rate_limit(&self) -> &RateLimitConfig {
         &self.rate_limit
@@ -313,6 +353,7 @@ impl ServerConfig {
                 return bad("token", "must be non-empty visible ASCII".into());
             }
         }
+        self.auth.validate()?;
         self.rate_limit.validate()?;
         self.shutdown.validate()
     }
@@ -387,6 +428,7 @@ pub struct RateLimitConfig {
     caller_rps: u32,
     caller_burst: u32,
     caller_key: String,
+    trust_caller_header: bool,
     max_callers: usize,
     #[serde(with = "duration")]
     prune_interval: Duration,
@@ -402,6 +444,7 @@ impl Default for RateLimitConfig {
             caller_rps: 0,
             caller_burst: 0,
             caller_key: DEFAULT_CALLER_KEY.to_owned(),
+            trust_caller_header: false,
             max_callers: 100_000,
             prune_interval: Duration::from_secs(10),
             cluster_rps: 0,
@@ -442,11 +485,27 @@ impl RateLimitConfig {
         self
     }
 
-    /// The metadata key naming the caller (`caller_key`, default `x-caller`); a
-    /// call without it is keyed by its peer IP.
+    /// The metadata key naming the caller (`caller_key`, default `x-caller`),
+    /// read only when [`with_trust_caller_header`](Self::with_trust_caller_header)
+    /// is on.
     pub fn with_caller_key(mut self, key: impl Into<String>) -> Self {
         self.caller_key = key.into();
         self
+    }
+
+    /// Whether the `caller_key` metadata names the caller
+    /// (`trust_caller_header`, default off). Any client can set it, so turn it
+    /// on only behind a proxy that sets it. Off, a call's caller is the name of
+    /// its bearer token (`[server.auth.callers]`), else its client
+    /// certificate, else its peer IP.
+    pub fn with_trust_caller_header(mut self, trust: bool) -> Self {
+        self.trust_caller_header = trust;
+        self
+    }
+
+    /// Whether the `caller_key` metadata names the caller.
+    pub fn trust_caller_header(&self) -> bool {
+        self.trust_caller_header
     }
 
     /// How many callers are tracked at most (`max_callers`, default 100 000).

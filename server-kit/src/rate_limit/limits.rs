@@ -15,10 +15,10 @@ use governor::state::keyed::DashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::Quota;
 use http::{HeaderName, HeaderValue};
-use tonic::transport::server::TcpConnectInfo;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tracing::{debug, warn};
 
-use crate::{Error, Limit, MethodLimit, RateLimitConfig};
+use crate::{AuthenticatedCaller, Error, Limit, MethodLimit, RateLimitConfig};
 
 /// The clocks a [`RateLimits`] can run on: governor's `MonotonicClock` in
 /// production, `FakeRelativeClock` in tests. Implemented for every governor clock
@@ -45,11 +45,14 @@ const BOUND_CHECK_EVERY: u32 = 256;
 /// Who a call counts against in the per-caller limit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum CallerKey {
-    /// The value of the caller metadata key (cheap to clone: shared bytes).
+    /// The caller its bearer token names, or the value of the trusted caller
+    /// metadata key (cheap to clone: shared bytes).
     Named(HeaderValue),
     /// A hash of a caller value too long to keep.
     Hashed(u64),
-    /// The peer IP of a call without the caller metadata key.
+    /// A hash of the client certificate a mutual-TLS call presented.
+    Certificate(u64),
+    /// The peer IP of a call with neither.
     Peer(IpAddr),
     /// Neither (not a TCP connection).
     Unknown,
@@ -97,7 +100,8 @@ impl<C: LimiterClock> Bucket<C> {
 /// The per-caller keyed limiter.
 struct Callers<C: LimiterClock> {
     limit: MethodLimit,
-    header: HeaderName,
+    /// The caller metadata key, when trusted.
+    header: Option<HeaderName>,
     hasher: RandomState,
     limiter: Keyed<C>,
 }
@@ -106,7 +110,10 @@ impl<C: LimiterClock> Callers<C> {
     fn new(config: &RateLimitConfig, clock: &C) -> Option<Arc<Self>> {
         let limit = config.caller();
         let quota = quota(limit.rps(), limit.effective_burst())?;
-        let header = HeaderName::from_bytes(config.caller_key().as_bytes()).ok()?;
+        let header = match config.trust_caller_header() {
+            true => Some(HeaderName::from_bytes(config.caller_key().as_bytes()).ok()?),
+            false => None,
+        };
         Some(Arc::new(Self {
             limit,
             header,
@@ -116,22 +123,35 @@ impl<C: LimiterClock> Callers<C> {
     }
 
     fn same_as(&self, config: &RateLimitConfig) -> bool {
-        self.limit == config.caller() && self.header.as_str() == config.caller_key()
+        self.limit == config.caller()
+            && self.header.as_ref().map(HeaderName::as_str)
+                == config.trust_caller_header().then_some(config.caller_key())
     }
 
+    /// The caller of a call: the name its bearer token authenticated, else the
+    /// trusted caller metadata, else its client certificate, else its peer IP.
     #[inline]
     fn key_of<B>(&self, request: &http::Request<B>) -> CallerKey {
-        if let Some(value) = request.headers().get(&self.header) {
+        let extensions = request.extensions();
+        if let Some(caller) = extensions.get::<AuthenticatedCaller>() {
+            return CallerKey::Named(caller.header_value().clone());
+        }
+        if let Some(value) = self.header.as_ref().and_then(|h| request.headers().get(h)) {
             if value.len() <= MAX_CALLER_KEY_LEN {
                 return CallerKey::Named(value.clone());
             }
             return CallerKey::Hashed(self.hasher.hash_one(value.as_bytes()));
         }
-        match request
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr)
-        {
+        let tcp = match extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
+            Some(tls) => {
+                if let Some(cert) = tls.peer_certs().as_deref().and_then(|c| c.first()) {
+                    return CallerKey::Certificate(self.hasher.hash_one(cert.as_ref()));
+                }
+                Some(tls.get_ref())
+            }
+            None => extensions.get::<TcpConnectInfo>(),
+        };
+        match tcp.and_then(TcpConnectInfo::remote_addr) {
             Some(peer) => CallerKey::Peer(peer.ip()),
             None => CallerKey::Unknown,
         }

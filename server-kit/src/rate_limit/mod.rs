@@ -4,8 +4,11 @@
 //! [`RateLimits`] holds the limiters built from a [`RateLimitConfig`](crate::RateLimitConfig); the tower
 //! middleware [`RateLimitLayer`] → [`RateLimit`] → [`ResponseFuture`](crate::ResponseFuture) checks every
 //! call against them before it reaches the service. A call is classified by its
-//! request path `/package.Service/Method`; its caller is the value of the
-//! configured metadata key (`x-caller` by default), else its peer IP.
+//! request path `/package.Service/Method`; its caller is the name its bearer
+//! token authenticates (`[server.auth.callers]`), else the value of the
+//! configured metadata key (`x-caller` by default) when
+//! `trust_caller_header` is on, else its mutual-TLS client certificate, else its
+//! peer IP.
 //!
 //! # How a call is checked
 //!

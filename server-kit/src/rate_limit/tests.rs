@@ -7,7 +7,7 @@ use std::time::Duration;
 use governor::clock::FakeRelativeClock;
 use tonic::transport::server::TcpConnectInfo;
 use tonic::{Code, Status};
-use tower::{Layer, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 use super::*;
 use crate::{Error, Limit, RateLimitConfig, RETRY_PUSHBACK_KEY};
@@ -166,7 +166,8 @@ fn method_and_caller_limits_compose() {
     let (limits, clock) = limits(
         RateLimitConfig::default()
             .with_method(SAY, 5, 0)
-            .with_caller_rps(3),
+            .with_caller_rps(3)
+            .with_trust_caller_header(true),
     );
     // Caller a: its own quota (3) binds first.
     assert_eq!(admitted(&limits, 10, || request(SAY, Some("a"))), 3);
@@ -210,7 +211,11 @@ fn method_and_caller_limits_compose() {
 
 #[test]
 fn callers_without_the_metadata_key_are_keyed_by_peer_ip() {
-    let (limits, _clock) = limits(RateLimitConfig::default().with_caller_rps(2));
+    let (limits, _clock) = limits(
+        RateLimitConfig::default()
+            .with_caller_rps(2)
+            .with_trust_caller_header(true),
+    );
     assert_eq!(admitted(&limits, 5, || from_peer(SAY, "10.0.0.1:1000")), 2);
     // Same IP, other port: same caller.
     assert_eq!(admitted(&limits, 5, || from_peer(SAY, "10.0.0.1:2000")), 0);
@@ -226,7 +231,12 @@ fn callers_without_the_metadata_key_are_keyed_by_peer_ip() {
 /// Runs 5 fake seconds in 10 ms ticks; caller `b` sends its quota (10/s), and
 /// caller `a`, when `flood`, sends 100/s, 10x its quota. Returns what each got.
 fn run_two_callers(flood: bool) -> (usize, usize) {
-    let (limits, clock) = limits(RateLimitConfig::default().with_caller_rps(10).with_rps(20));
+    let (limits, clock) = limits(
+        RateLimitConfig::default()
+            .with_caller_rps(10)
+            .with_trust_caller_header(true)
+            .with_rps(20),
+    );
     let (mut a, mut b) = (0, 0);
     for tick in 0..500 {
         clock.advance(Duration::from_millis(10));
@@ -255,6 +265,7 @@ fn idle_callers_are_pruned() {
     let (limits, clock) = limits(
         RateLimitConfig::default()
             .with_caller_rps(10)
+            .with_trust_caller_header(true)
             .with_max_callers(1_000_000),
     );
     for i in 0..100_000 {
@@ -279,6 +290,7 @@ fn the_caller_table_stays_within_max_callers() {
     let (limits, _clock) = limits(
         RateLimitConfig::default()
             .with_caller_rps(10)
+            .with_trust_caller_header(true)
             .with_max_callers(max),
     );
     let mut largest = 0;
@@ -364,4 +376,88 @@ fn no_limit_is_set_by_default() {
         admitted(&limits, 10_000, || request(SAY, Some("a"))),
         10_000
     );
+}
+
+#[test]
+fn the_caller_header_is_ignored_unless_trusted() {
+    let (limits, _clock) = limits(RateLimitConfig::default().with_caller_rps(2));
+    // One peer rotating the header: still one caller.
+    let rotating: usize = (0..5)
+        .map(|i| {
+            let mut req = from_peer(SAY, "10.0.0.1:1000");
+            req.headers_mut().insert(
+                "x-caller",
+                http::HeaderValue::from_str(&format!("rotated-{i}")).expect("ascii"),
+            );
+            usize::from(limits.check(&req).is_ok())
+        })
+        .sum();
+    assert_eq!(rotating, 2);
+}
+
+#[test]
+fn an_authenticated_caller_wins_over_the_header_and_the_peer() {
+    let auth = crate::AuthConfig::default()
+        .with_caller("alice", "token-a")
+        .with_caller("bob", "token-b");
+    let layer = crate::BearerAuthLayer::with_callers(None, &auth);
+    let (limits, _clock) = limits(
+        RateLimitConfig::default()
+            .with_caller_rps(2)
+            .with_trust_caller_header(true),
+    );
+    // The auth layer names the caller; the rate limit reads it.
+    let captured = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = captured.clone();
+    let mut svc = layer.layer(tower::service_fn(move |req: http::Request<()>| {
+        sink.lock().expect("lock").push(req);
+        async { Ok::<_, Infallible>(http::Response::new(tonic::body::Body::empty())) }
+    }));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    for token in ["token-a", "token-b"] {
+        let mut req = from_peer(SAY, "10.0.0.1:1000");
+        let headers = req.headers_mut();
+        headers.insert(
+            "authorization",
+            http::HeaderValue::from_str(&format!("Bearer {token}")).expect("ascii"),
+        );
+        // Claims to be bob whatever its token: ignored for an authenticated caller.
+        headers.insert("x-caller", http::HeaderValue::from_static("bob"));
+        rt.block_on(async { svc.ready().await.expect("ready").call(req).await })
+            .expect("called");
+    }
+    let seen = std::mem::take(&mut *captured.lock().expect("lock"));
+    assert_eq!(seen.len(), 2, "both tokens authenticated");
+    let alice = &seen[0];
+    let bob = &seen[1];
+    let admitted_of =
+        |req: &http::Request<()>| (0..5).filter(|_| limits.check(req).is_ok()).count();
+    assert_eq!(admitted_of(alice), 2, "alice has her own bucket");
+    assert_eq!(admitted_of(bob), 2, "bob has his own bucket");
+}
+
+#[test]
+fn a_wrong_token_is_unauthenticated_when_callers_are_configured() {
+    let auth = crate::AuthConfig::default().with_caller("alice", "token-a");
+    let layer = crate::BearerAuthLayer::with_callers(None, &auth);
+    let mut svc = layer.layer(tower::service_fn(|_req: http::Request<()>| async {
+        Ok::<_, Infallible>(http::Response::new(tonic::body::Body::empty()))
+    }));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    for header in [None, Some("Bearer token-b"), Some("Bearer token-a ")] {
+        let mut req = request(SAY, None);
+        if let Some(h) = header {
+            req.headers_mut()
+                .insert("authorization", http::HeaderValue::from_static(h));
+        }
+        let response = rt
+            .block_on(async { svc.ready().await.expect("ready").call(req).await })
+            .expect("answered");
+        let status = Status::from_header_map(response.headers()).expect("a grpc status");
+        assert_eq!(status.code(), Code::Unauthenticated, "{header:?}");
+    }
 }

@@ -235,6 +235,7 @@ impl<C: LimiterClock> ServeBuilder<C> {
             })?;
         }
         let limits = RateLimits::with_clock(config.rate_limit(), clock)?;
+        let tls = config.tls().load()?;
 
         let listen = config.listen_addr()?;
         let listener = TcpListener::bind(listen)
@@ -278,13 +279,22 @@ impl<C: LimiterClock> ServeBuilder<C> {
             move |accepted| accepted.map(|stream| connections.wrap(stream))
         });
         let stack = ServiceBuilder::new()
-            .layer(BearerAuthLayer::new(config.token()))
+            .layer(BearerAuthLayer::with_callers(config.token(), config.auth()))
             .layer(RateLimitLayer::new(limits.clone()))
             .layer(TrackLayer::new(counters.clone()))
             .into_inner();
         let (goaway, goaway_rx) = oneshot::channel::<()>();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).map_err(|e| {
+                Error::invalid(
+                    "server.tls",
+                    format!("the certificate, key or client CA is not usable: {e}"),
+                )
+            })?;
+        }
         let server = tokio::spawn(
-            tonic::transport::Server::builder()
+            builder
                 .layer(stack)
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, async {

@@ -124,6 +124,16 @@ impl EchoProcess {
     /// listens. It registers right after; wait for the client to list it before
     /// relying on it.
     pub async fn start(etcd: &impl EtcdFixture, id: &str) -> Self {
+        Self::start_with_env(etcd, id, &[]).await
+    }
+
+    /// [`start`](Self::start) with more environment variables (e.g. the
+    /// `GRPC_CLUSTER__SERVER__TLS__*` settings).
+    pub async fn start_with_env(
+        etcd: &impl EtcdFixture,
+        id: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
         // An empty configuration directory of the test's own (removed with the
         // etcd data): no developer's config/local.toml or environment leaks in.
         let config_dir = etcd.scratch_dir().join("echo-server-config");
@@ -137,6 +147,7 @@ impl EchoProcess {
             .env("GRPC_CLUSTER_CONFIG_DIR", &config_dir)
             .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", etcd.endpoints_env())
             .envs(CHILD_SETTINGS.iter().copied())
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

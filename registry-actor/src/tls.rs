@@ -1,0 +1,169 @@
+//! Client-side TLS settings shared by every section that dials out over TLS
+//! (`[registry.tls]`, `[client.tls]`), and the reading of certificate files.
+//!
+//! ```toml
+//! [client.tls]
+//! ca_file = "certs/ca.pem"        # the CA that signed the servers' certificates
+//! cert_file = "certs/client.pem"  # with key_file: a client certificate (mTLS)
+//! key_file = "certs/client.key"
+//! domain = "echo.internal"        # the name the servers' certificates carry
+//! ```
+//!
+//! Any key set turns TLS on. The files are read when the settings are loaded
+//! ([`TlsConfig::load`]), and a file that cannot be read fails with its key and
+//! path.
+
+use std::path::{Path, PathBuf};
+
+use etcd_client::{Certificate, Identity, TlsOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::config::InvalidValue;
+
+/// TLS settings of a client: the CA to trust, an optional client certificate
+/// and key (mutual TLS), and the name the server's certificate must carry. Each
+/// setter states its default; every default is unset (no TLS).
+///
+/// # Examples
+///
+/// ```
+/// use registry_actor::TlsConfig;
+///
+/// let tls = TlsConfig::default();
+/// assert!(!tls.is_enabled());
+/// let tls = tls.with_ca_file("/nonexistent/ca.pem");
+/// let err = tls.load("client.tls").unwrap_err().to_string();
+/// assert!(err.contains("client.tls.ca_file"), "{err}");
+/// assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    domain: Option<String>,
+}
+
+impl TlsConfig {
+    /// A PEM file of the CA certificates to trust (default: none; with TLS on and
+    /// no CA, the server's certificate cannot be verified and every connection
+    /// fails).
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// PEM files of a client certificate and its private key, presented to
+    /// servers that require client certificates (default: none).
+    pub fn with_identity(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.cert_file = Some(cert.into());
+        self.key_file = Some(key.into());
+        self
+    }
+
+    /// The name the server's certificate must carry (default: the host of the
+    /// address dialled).
+    pub fn with_domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+
+    /// Whether any key is set: TLS is on.
+    pub fn is_enabled(&self) -> bool {
+        self.ca_file.is_some()
+            || self.cert_file.is_some()
+            || self.key_file.is_some()
+            || self.domain.is_some()
+    }
+
+    /// The CA file, when set.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
+    }
+
+    /// The client certificate file, when set.
+    pub fn cert_file(&self) -> Option<&Path> {
+        self.cert_file.as_deref()
+    }
+
+    /// The client key file, when set.
+    pub fn key_file(&self) -> Option<&Path> {
+        self.key_file.as_deref()
+    }
+
+    /// The server name override, when set.
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+
+    /// Reads the files into tonic's client TLS settings; `None` when TLS is off.
+    /// `section` is the key path of this table (`client.tls`), for errors.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidValue`] naming the key and the path of a file that cannot be
+    /// read, a certificate without its key (or the reverse), or an empty domain.
+    pub fn load(&self, section: &str) -> Result<Option<TlsOptions>, InvalidValue> {
+        if !self.is_enabled() {
+            return Ok(None);
+        }
+        let mut tls = TlsOptions::new();
+        if let Some(path) = &self.ca_file {
+            tls = tls.ca_certificate(Certificate::from_pem(read_file(
+                &format!("{section}.ca_file"),
+                path,
+            )?));
+        }
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                let cert = read_file(&format!("{section}.cert_file"), cert)?;
+                let key = read_file(&format!("{section}.key_file"), key)?;
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            (Some(_), None) => {
+                return Err(InvalidValue::new(
+                    format!("{section}.key_file"),
+                    format!("required with {section}.cert_file"),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(InvalidValue::new(
+                    format!("{section}.cert_file"),
+                    format!("required with {section}.key_file"),
+                ))
+            }
+            (None, None) => {}
+        }
+        if let Some(domain) = &self.domain {
+            if domain.is_empty() || domain.chars().any(char::is_whitespace) {
+                return Err(InvalidValue::new(
+                    format!("{section}.domain"),
+                    format!("`{domain}` is not a host name"),
+                ));
+            }
+            tls = tls.domain_name(domain.clone());
+        }
+        Ok(Some(tls))
+    }
+}
+
+/// Reads a certificate or key file named by config key `key`.
+///
+/// # Errors
+///
+/// [`InvalidValue`] naming `key` and `path` when the file cannot be read or is
+/// empty.
+pub fn read_file(key: &str, path: &Path) -> Result<Vec<u8>, InvalidValue> {
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.is_empty() => Err(InvalidValue::new(
+            key,
+            format!("{} is empty", path.display()),
+        )),
+        Ok(bytes) => Ok(bytes),
+        Err(e) => Err(InvalidValue::new(
+            key,
+            format!("cannot read {}: {e}", path.display()),
+        )),
+    }
+}

@@ -1,0 +1,322 @@
+//! Security end to end: TLS and mutual TLS between real clients and servers
+//! (certificates made at test time), callers named by their bearer tokens,
+//! the caller header ignored unless trusted, and the bearer token kept off
+//! plaintext hops to other hosts.
+
+mod support;
+
+use std::ffi::OsStr;
+use std::time::Duration;
+
+use actix::Addr;
+use cluster_client::{
+    Balancer, Call, CallError, CallOptions, ClientConfig, ClusterClient, Strategy,
+};
+use grpc_cluster::echo::{EchoClient, SayRequest, SAY};
+use grpc_cluster::server::governor::clock::FakeRelativeClock;
+use grpc_cluster::server::{AuthConfig, RateLimitConfig, ServeBuilder, ServerTlsConfig};
+use registry_actor::{Node, Registrar, TlsConfig};
+use support::certs::{Pem, TestCa};
+use support::cluster::test_config;
+use support::faults::{start_client, wait_listed, EchoProcess};
+use support::server_kit::{echo_config, start_echo};
+use support::{init_tracing, EtcdServer};
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+fn say() -> SayRequest {
+    SayRequest {
+        message: "hi".into(),
+    }
+}
+
+async fn call(client: &Addr<ClusterClient>, strategy: Strategy) -> Result<String, CallError> {
+    client
+        .send(
+            Call::new("echo", SAY, say()).with_options(CallOptions::new().with_strategy(strategy)),
+        )
+        .await
+        .expect("client alive")
+        .map(|reply| reply.message.node_id)
+}
+
+/// The server side of one TLS mode, as `echo-server` environment variables.
+fn server_env<'a>(server: &'a Pem, client_ca: Option<&'a TestCa>) -> Vec<(&'a str, &'a OsStr)> {
+    let mut env = vec![
+        (
+            "GRPC_CLUSTER__SERVER__TLS__CERT_FILE",
+            server.cert.as_os_str(),
+        ),
+        (
+            "GRPC_CLUSTER__SERVER__TLS__KEY_FILE",
+            server.key.as_os_str(),
+        ),
+    ];
+    if let Some(ca) = client_ca {
+        env.push((
+            "GRPC_CLUSTER__SERVER__TLS__CLIENT_CA_FILE",
+            ca.ca_file.as_os_str(),
+        ));
+    }
+    env
+}
+
+/// Round robin over two `echo-server` processes, then failover after one is
+/// killed with SIGKILL, all over TLS (`mutual`: with client certificates).
+async fn round_robin_and_failover(mutual: bool) {
+    init_tracing();
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let ca = TestCa::new(&etcd.data_dir().join("certs"), "ca");
+    let server = ca.server();
+    let env = server_env(&server, mutual.then_some(&ca));
+    let mut a = EchoProcess::start_with_env(&etcd, "tls-a", &env).await;
+    let b = EchoProcess::start_with_env(&etcd, "tls-b", &env).await;
+
+    let mut tls = TlsConfig::default().with_ca_file(&ca.ca_file);
+    if mutual {
+        let client = ca.leaf("client", &["client.test"]);
+        tls = tls.with_identity(client.cert, client.key);
+    }
+    let config = test_config()
+        .with_balancer(Balancer::RoundRobin)
+        .with_tls(tls);
+    let (_registry, client) = start_client(&etcd.registry_config(), config).await;
+    wait_listed(&client, &[&a, &b]).await;
+
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        served.push(call(&client, Strategy::Failfast).await.expect("TLS call"));
+    }
+    let to_a = served.iter().filter(|id| *id == "tls-a").count();
+    assert_eq!(
+        (to_a, served.len() - to_a),
+        (2, 2),
+        "round robin: {served:?}"
+    );
+
+    a.kill9();
+    for i in 0..4 {
+        let id = call(&client, Strategy::Failover)
+            .await
+            .unwrap_or_else(|e| panic!("call {i} after the kill: {e}"));
+        assert_eq!(id, "tls-b");
+    }
+}
+
+#[actix_rt::test]
+async fn round_robin_and_failover_over_tls() {
+    round_robin_and_failover(false).await;
+}
+
+#[actix_rt::test]
+async fn round_robin_and_failover_over_mutual_tls() {
+    round_robin_and_failover(true).await;
+}
+
+/// A TLS server registered in `etcd`, serving `echo` in this process.
+async fn tls_server(
+    etcd: &EtcdServer,
+    id: &str,
+    tls: ServerTlsConfig,
+) -> (
+    grpc_cluster::server::Serving,
+    std::sync::Arc<grpc_cluster::echo::EchoStats>,
+) {
+    let config = echo_config(RateLimitConfig::default()).with_tls(tls);
+    start_echo(id, ServeBuilder::new(config), Some(etcd.registry_config())).await
+}
+
+#[actix_rt::test]
+async fn a_client_trusting_another_ca_fails_unavailable_naming_the_certificate() {
+    init_tracing();
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let dir = etcd.data_dir().join("certs");
+    let ca = TestCa::new(&dir, "ca");
+    let other = TestCa::new(&dir, "other");
+    let server = ca.server();
+    let (_serving, stats) = tls_server(
+        &etcd,
+        "tls-1",
+        ServerTlsConfig::default().with_identity(&server.cert, &server.key),
+    )
+    .await;
+    let config = test_config().with_tls(TlsConfig::default().with_ca_file(&other.ca_file));
+    let (_registry, client) = start_client(&etcd.registry_config(), config).await;
+
+    let err = call_when_listed(&client)
+        .await
+        .expect_err("an untrusted server");
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    let text = err.to_string().to_lowercase();
+    assert!(text.contains("certificate"), "{text}");
+    assert_eq!(stats.processed(), 0);
+}
+
+#[actix_rt::test]
+async fn a_client_without_a_certificate_is_refused_by_a_mutual_tls_server() {
+    init_tracing();
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let ca = TestCa::new(&etcd.data_dir().join("certs"), "ca");
+    let server = ca.server();
+    let (_serving, stats) = tls_server(
+        &etcd,
+        "mtls-1",
+        ServerTlsConfig::default()
+            .with_identity(&server.cert, &server.key)
+            .with_client_ca_file(&ca.ca_file),
+    )
+    .await;
+    let config = test_config().with_tls(TlsConfig::default().with_ca_file(&ca.ca_file));
+    let (_registry, client) = start_client(&etcd.registry_config(), config).await;
+
+    let err = call_when_listed(&client)
+        .await
+        .expect_err("no client certificate");
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert_eq!(stats.processed(), 0, "the call never reached the service");
+}
+
+/// The first call once the client sees one node of `echo` (failfast: one
+/// attempt, its own error).
+async fn call_when_listed(client: &Addr<ClusterClient>) -> Result<String, CallError> {
+    let listed =
+        support::faults::wait_status(client, support::EVENTUALLY, |s| s.nodes.len() == 1).await;
+    assert!(listed.is_some(), "the client never listed the node");
+    call(client, Strategy::Failfast).await
+}
+
+/// `Say` with `authorization: Bearer token` and `x-caller: claimed`, as set.
+async fn say_as(
+    client: &mut EchoClient<Channel>,
+    token: Option<&str>,
+    claimed: Option<&str>,
+) -> Result<(), tonic::Status> {
+    let mut request = Request::new(say());
+    let md = request.metadata_mut();
+    if let Some(token) = token {
+        md.insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii"),
+        );
+    }
+    if let Some(claimed) = claimed {
+        md.insert("x-caller", claimed.parse().expect("ascii"));
+    }
+    client.say(request).await.map(drop)
+}
+
+async fn admitted_as(
+    client: &mut EchoClient<Channel>,
+    n: usize,
+    token: Option<&str>,
+    claimed: Option<&str>,
+) -> usize {
+    let mut ok = 0;
+    for _ in 0..n {
+        match say_as(client, token, claimed).await {
+            Ok(()) => ok += 1,
+            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}"),
+        }
+    }
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tokens_are_two_callers_and_claiming_another_name_changes_nothing() {
+    init_tracing();
+    let config = echo_config(RateLimitConfig::default().with_caller_rps(3)).with_auth(
+        AuthConfig::default()
+            .with_caller("alice", "token-of-alice")
+            .with_caller("bob", "token-of-bob"),
+    );
+    let builder = ServeBuilder::new(config).clock(FakeRelativeClock::default());
+    let (serving, _stats) = start_echo("auth-1", builder, None).await;
+    let mut client = EchoClient::new(support::server_kit::channel(serving.local_addr()).await);
+
+    // Alice claims to be bob, and to be someone new: still alice, 3 calls.
+    assert_eq!(
+        admitted_as(&mut client, 5, Some("token-of-alice"), Some("bob")).await,
+        3
+    );
+    assert_eq!(
+        admitted_as(&mut client, 5, Some("token-of-alice"), Some("fresh")).await,
+        0
+    );
+    // Bob, on the same connection, has his whole bucket.
+    assert_eq!(
+        admitted_as(&mut client, 5, Some("token-of-bob"), None).await,
+        3
+    );
+    // Without a valid token: refused before any limit.
+    let err = say_as(&mut client, Some("token-of-carol"), Some("alice"))
+        .await
+        .expect_err("unknown token");
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    serving.handle().shutdown();
+    serving.wait().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_header_counts_only_when_trusted() {
+    init_tracing();
+    for (trusted, want) in [(false, 3), (true, 5)] {
+        let config = echo_config(
+            RateLimitConfig::default()
+                .with_caller_rps(3)
+                .with_trust_caller_header(trusted),
+        );
+        let builder = ServeBuilder::new(config).clock(FakeRelativeClock::default());
+        let (serving, _stats) = start_echo("hdr-1", builder, None).await;
+        let mut client = EchoClient::new(support::server_kit::channel(serving.local_addr()).await);
+        // One peer, a new name on every call.
+        let mut ok = 0;
+        for i in 0..5 {
+            let name = format!("rotated-{i}");
+            ok += usize::from(say_as(&mut client, None, Some(&name)).await.is_ok());
+        }
+        assert_eq!(ok, want, "trusted: {trusted}");
+        serving.handle().shutdown();
+        serving.wait().await.expect("clean shutdown");
+    }
+}
+
+#[actix_rt::test]
+async fn a_token_is_not_sent_in_plaintext_to_a_non_loopback_address() {
+    init_tracing();
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let registry = etcd.registry_config();
+    // A documentation address (TEST-NET-1): nothing there, and never dialled.
+    let node = Node::new("far", "echo", "192.0.2.1:50051").expect("node");
+    let registrar = Registrar::start(
+        registry_actor::connect(&registry)
+            .await
+            .expect("etcd client"),
+        node,
+        &registry,
+    );
+    let mut states = registrar.state_changes();
+    tokio::time::timeout(support::EVENTUALLY, states.wait_for(|s| s.is_registered()))
+        .await
+        .expect("registered in time")
+        .expect("registrar alive");
+
+    let config: ClientConfig = test_config()
+        .with_token("s3cret-token")
+        .with_connect_timeout(Duration::from_secs(30));
+    let (_registry, client) = start_client(&registry, config).await;
+    let err = call_when_listed(&client).await.expect_err("refused");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("far") && text.contains("192.0.2.1:50051"),
+        "{text}"
+    );
+    assert!(text.contains("client.allow_plaintext_token"), "{text}");
+    assert!(!text.contains("s3cret-token"), "{text}");
+    // Nothing was dialled: the node is neither failed nor ejected.
+    let status = support::faults::echo_status(&client).await;
+    assert_eq!(status.nodes.len(), 1);
+    assert!(!status.nodes[0].ejected, "{:?}", status.nodes[0]);
+    assert_eq!(status.nodes[0].consecutive_failures, 0);
+}
