@@ -9,7 +9,7 @@ use registry_actor::{Secret, TlsConfig};
 use serde::{Deserialize, Serialize};
 use tonic::Code;
 
-use crate::policy::Strategy;
+use crate::policy::{CodeSet, Strategy};
 use crate::{Balancer, Error, Fallback, Selector};
 
 const DEFAULT_FAILURES: u32 = 5;
@@ -1035,6 +1035,11 @@ impl CallPolicy {
     /// Codes retried by failover and failretry.
     pub fn retry_codes(&self) -> &Arc<[Code]> {
         &self.retry_codes
+    }
+
+    /// The retried codes as a set.
+    pub(crate) fn retry_set(&self) -> CodeSet {
+        CodeSet::of(&self.retry_codes)
     }
 
     /// Failretry's backoff bounds.

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use tonic::Code;
+
 /// How a call is carried out over the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -65,5 +67,49 @@ impl Strategy {
 impl fmt::Display for Strategy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name())
+    }
+}
+
+/// A set of gRPC codes as one word: what a retry asks of the codes it may
+/// retry, without a pointer to follow or a count to touch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CodeSet(u32);
+
+impl CodeSet {
+    /// The set of `codes`.
+    pub(crate) fn of(codes: &[Code]) -> Self {
+        Self(codes.iter().fold(0, |set, &c| set | Self::bit(c)))
+    }
+
+    /// Whether `code` is in the set.
+    pub(crate) fn contains(self, code: Code) -> bool {
+        self.0 & Self::bit(code) != 0
+    }
+
+    fn bit(code: Code) -> u32 {
+        // Codes are 0..=16.
+        1u32.checked_shl(code as u32).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_code_set_holds_exactly_its_codes() {
+        let set = CodeSet::of(&[Code::Unavailable, Code::Internal, Code::Unauthenticated]);
+        for code in [Code::Unavailable, Code::Internal, Code::Unauthenticated] {
+            assert!(set.contains(code), "{code:?}");
+        }
+        for code in [
+            Code::Ok,
+            Code::Cancelled,
+            Code::ResourceExhausted,
+            Code::DataLoss,
+        ] {
+            assert!(!set.contains(code), "{code:?}");
+        }
+        assert!(!CodeSet::default().contains(Code::Ok));
     }
 }

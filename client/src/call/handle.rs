@@ -315,7 +315,6 @@ impl ClientHandle {
         let (min, max) = policy.backoff();
         let strategy = options.strategy.unwrap_or(policy.strategy());
         let plan = Plan {
-            budget: svc.budget.load_full(),
             method: method.clone(),
             request: Some(request),
             metadata,
@@ -324,7 +323,7 @@ impl ClientHandle {
             selector: options.selector.map(Box::new),
             hash_key: options.hash_key,
             retries: options.retries.unwrap_or(policy.retries()),
-            retry_codes: policy.retry_codes().clone(),
+            retry_codes: policy.retry_set(),
             backoff: registry_actor::Backoff::new(min, max),
             home: Home::of_caller(self.shared.dedicated),
             service: svc.clone(),

@@ -19,15 +19,14 @@ use super::error::CallError;
 use super::messages::{Attempt, BroadcastReply, Completion, NodeResult, Reply};
 use super::service::Service;
 use super::status::{grpc_timeout, pushback, GRPC_TIMEOUT};
-use crate::budget::RetryBudget;
 use crate::connection::Home;
 use crate::picker::{Attach, Fast, WaitDiscovered};
+use crate::policy::CodeSet;
 use crate::{Error, HashKey, Method, NodeHandle, Picked, Selector};
 
 /// Everything a strategy needs to run one call.
 pub(crate) struct Plan<Req, Resp> {
     pub(crate) service: Arc<Service>,
-    pub(crate) budget: Arc<RetryBudget>,
     pub(crate) method: Method<Req, Resp>,
     /// Copied for each attempt but the last, which takes it (with `metadata`).
     pub(crate) request: Option<Req>,
@@ -38,7 +37,7 @@ pub(crate) struct Plan<Req, Resp> {
     pub(crate) selector: Option<Box<Selector>>,
     pub(crate) hash_key: Option<HashKey>,
     pub(crate) retries: u32,
-    pub(crate) retry_codes: Arc<[Code]>,
+    pub(crate) retry_codes: CodeSet,
     pub(crate) backoff: Backoff,
     /// The runtime the call's channels run on.
     pub(crate) home: Home,
@@ -186,12 +185,25 @@ where
         picked: Picked,
         request: Option<(Req, MetadataMap)>,
     ) -> Option<Tried<Resp>> {
+        self.attempt_within(picked, request, true).await
+    }
+
+    /// One attempt, as [`attempt`](Self::attempt) makes it; bounded by a timer
+    /// of its own when `timed`, else only by the `grpc-timeout` it carries
+    /// (for a caller that bounds a whole fan-out with one timer).
+    async fn attempt_within(
+        &self,
+        picked: Picked,
+        request: Option<(Req, MetadataMap)>,
+        timed: bool,
+    ) -> Option<Tried<Resp>> {
         let now = Instant::now();
         if now >= self.deadline {
             return None;
         }
         let remaining = self.deadline - now;
-        let connection = picked.connection().cloned();
+        let mut picked = picked;
+        let connection = picked.take_connection();
         let request_missing = request.is_none();
         let (Some(connection), Some((message, metadata))) = (connection, request) else {
             let status = if request_missing {
@@ -218,7 +230,12 @@ where
         // Boxed: the RPC's future is large, and the attempt's future is moved
         // into its strategy's as each attempt starts.
         let rpc = Box::pin(connection.call(&self.method, request));
-        let result = match tokio::time::timeout_at(self.deadline, rpc).await {
+        let answer = if timed {
+            tokio::time::timeout_at(self.deadline, rpc).await
+        } else {
+            Ok(rpc.await)
+        };
+        let result = match answer {
             // The server and tonic's channel enforce the same deadline (both
             // answer CANCELLED when it expires, the channel up to the
             // `grpc-timeout` precision early): at the deadline, the deadline is
@@ -243,7 +260,7 @@ where
 
     fn reply(
         &self,
-        picked: &Picked,
+        picked: Picked,
         response: tonic::Response<Resp>,
         attempts: Vec<Attempt>,
     ) -> Reply<Resp> {
@@ -251,7 +268,7 @@ where
         Reply {
             message,
             metadata,
-            node: picked.node_ref().clone(),
+            node: picked.into_node_ref(),
             attempts,
             latency: self.started.elapsed(),
         }
@@ -259,11 +276,14 @@ where
 
     /// Takes a token for an extra attempt.
     fn withdraw(&self) -> bool {
-        self.budget.try_withdraw(std::time::Instant::now())
+        self.service
+            .budget
+            .load()
+            .try_withdraw(std::time::Instant::now())
     }
 
     fn deposit(&self) {
-        self.budget.deposit();
+        self.service.budget.load().deposit();
     }
 
     /// One attempt, its status final.
@@ -278,7 +298,7 @@ where
             return Err(self.deadline_error(Vec::new()));
         };
         match tried.result {
-            Ok(response) => Ok(self.reply(&tried.picked, response, vec![tried.attempt])),
+            Ok(response) => Ok(self.reply(tried.picked, response, vec![tried.attempt])),
             Err(status) => Err(self.failed(status, vec![tried.attempt])),
         }
     }
@@ -305,7 +325,7 @@ where
             };
             attempts.push(t.attempt);
             match t.result {
-                Ok(response) => return Ok(self.reply(&t.picked, response, attempts)),
+                Ok(response) => return Ok(self.reply(t.picked, response, attempts)),
                 Err(status) => {
                     let retry = self.retryable(&status).is_some();
                     tried.push(t.picked);
@@ -353,7 +373,7 @@ where
             };
             attempts.push(t.attempt);
             match t.result {
-                Ok(response) => return Ok(self.reply(&t.picked, response, attempts)),
+                Ok(response) => return Ok(self.reply(t.picked, response, attempts)),
                 Err(status) => {
                     let retry = self.retryable(&status).is_some();
                     last = Some(status);
@@ -393,7 +413,7 @@ where
             attempts.push(t.attempt);
             match t.result {
                 // Returning drops `running`: every other attempt is cancelled.
-                Ok(response) => return Ok(self.reply(&t.picked, response, attempts)),
+                Ok(response) => return Ok(self.reply(t.picked, response, attempts)),
                 Err(status) => last = Some(status),
             }
         }
@@ -421,10 +441,14 @@ where
             Completion::FirstSuccess => 1.min(total),
         };
         let mut pending: Vec<Picked> = nodes.clone();
+        // One timer for the whole fan-out: at the deadline the attempts still
+        // running are dropped (cancelled) and listed below.
         let mut running: FuturesUnordered<_> = nodes
             .into_iter()
-            .map(|p| self.attempt(p, self.copy()))
+            .map(|p| self.attempt_within(p, self.copy(), false))
             .collect();
+        let deadline = tokio::time::sleep_until(self.deadline);
+        tokio::pin!(deadline);
         let mut results: Vec<NodeResult<Resp>> = Vec::with_capacity(total);
         let (mut ok, mut failed) = (0usize, 0usize);
         let complete = loop {
@@ -437,7 +461,12 @@ where
             if done {
                 break ok >= needed;
             }
-            let Some(outcome) = running.next().await else {
+            let next = tokio::select! {
+                biased;
+                next = running.next() => next,
+                () = &mut deadline => break ok >= needed,
+            };
+            let Some(outcome) = next else {
                 break ok >= needed;
             };
             let Some(t) = outcome else { continue };
@@ -484,7 +513,7 @@ where
             Some(Some(wait)) if status.code() == Code::ResourceExhausted => return Some(wait),
             _ => {}
         }
-        if status.code() == Code::ResourceExhausted || self.retry_codes.contains(&status.code()) {
+        if status.code() == Code::ResourceExhausted || self.retry_codes.contains(status.code()) {
             return Some(Duration::ZERO);
         }
         None

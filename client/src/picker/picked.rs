@@ -119,6 +119,16 @@ impl Picked {
         self.connection.as_ref()
     }
 
+    /// The node, shared with the snapshot, without the rest.
+    pub(crate) fn into_node_ref(self) -> NodeRef {
+        self.node
+    }
+
+    /// The connection, taken out (an attempt runs on it).
+    pub(crate) fn take_connection(&mut self) -> Option<crate::Connection> {
+        self.connection.take()
+    }
+
     pub(crate) fn set_connection(&mut self, connection: crate::Connection) {
         self.connection = Some(connection);
     }
