@@ -178,6 +178,23 @@ async fn echo_client_prints_one_line_per_call_or_node_for_every_strategy() {
     .await;
     assert_nodes(&out, &["echo-3"], "multicast to 2.x");
 
+    // A multicast whose selector matches nothing fails, whatever the unicast
+    // fallback says, and names what exists.
+    let out = Command::new(example_path("echo-client"))
+        .args(["--strategy", "multicast", "--version", ">=9"])
+        .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", &endpoint)
+        .env("GRPC_CLUSTER__CLIENT__FALLBACK", "any")
+        .env("RUST_LOG", "error")
+        .output()
+        .await
+        .expect("echo-client runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(!text.contains("ok message="), "no node was called: {text}");
+    for exists in ["1.0.0", "2.0.0", "blue", "green"] {
+        assert!(text.contains(exists), "names {exists}: {text}");
+    }
+
     // A failing call: its line names the code and every attempt; exit status 1.
     let out = echo_client(&endpoint, &["--method", "fail", "--strategy", "failover"]).await;
     let text = lines(&out);
@@ -200,6 +217,51 @@ async fn echo_client_prints_one_line_per_call_or_node_for_every_strategy() {
         Some(2),
         "multicast without a selector is refused"
     );
+}
+
+/// Runs `echo-client ARGS` with no etcd configured.
+async fn run_echo_client(args: &[&str]) -> Output {
+    Command::new(example_path("echo-client"))
+        .args(args)
+        .output()
+        .await
+        .expect("echo-client runs")
+}
+
+#[tokio::test]
+async fn echo_client_help_describes_every_flag_and_an_unknown_flag_is_named() {
+    let out = run_echo_client(&["--help"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--service",
+        "--method",
+        "--strategy",
+        "--balancer",
+        "--version",
+        "--group",
+        "--count",
+        "--concurrency",
+        "--message",
+        "--delay-ms",
+        "--timeout-ms",
+        "--config-dir",
+    ] {
+        assert!(help.contains(flag), "--help describes {flag}: {help}");
+    }
+    let strategies = "failfast, failover, failretry, forking, forking(K), broadcast, multicast";
+    assert!(help.contains(strategies), "{help}");
+
+    let out = run_echo_client(&["--bogus"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown flag `--bogus`"), "{stderr}");
+
+    // The strategy error lists the same strategies as the help.
+    let out = run_echo_client(&["--strategy", "sometimes"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(strategies), "{stderr}");
 }
 
 #[tokio::test]
