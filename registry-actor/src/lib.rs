@@ -1,6 +1,6 @@
 //! etcd service registration and discovery for grpc-cluster.
 //!
-//! * [`Node`] — one replica of a service and its etcd value format (DESIGN §4).
+//! * [`Node`] — one replica of a service and its etcd value format.
 //! * [`Registrar`] — keeps one node registered: lease, keepalive at TTL/3, and
 //!   re-registration after any loss, for ever, with capped backoff.
 //! * [`RegistryActor`] — one etcd watch per service; pushes

@@ -48,7 +48,8 @@ pub enum ConfigError {
     },
 }
 
-/// Loads the layers of DESIGN §7. See the [module docs](super).
+/// Loads the configuration layers: `default.toml`, `{GRPC_CLUSTER_ENV}.toml`,
+/// `local.toml`, then `GRPC_CLUSTER__…` variables. See the [module docs](super).
 #[derive(Clone)]
 pub struct ConfigLoader {
     dir: PathBuf,
