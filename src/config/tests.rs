@@ -229,6 +229,74 @@ fn bad_env_value_names_the_environment() {
 }
 
 #[test]
+fn env_errors_name_the_variable_and_numbers_out_of_range_the_range() {
+    let dir = Dir::new("envrange");
+    let cases = [
+        ("-1", "negative into unsigned"),
+        ("99999999999", "above the type's maximum"),
+    ];
+    for (value, what) in cases {
+        let err = dir
+            .loader()
+            .with_env_vars(vars(&[("GRPC_CLUSTER__OUTER__INNER__RPS", value)]))
+            .load::<Doc>()
+            .expect_err(what)
+            .to_string();
+        for needle in [
+            "outer.inner.rps",
+            "GRPC_CLUSTER__OUTER__INNER__RPS",
+            "from 0 to 4294967295",
+            value,
+        ] {
+            assert!(
+                err.contains(needle),
+                "{what}: `{err}` should mention `{needle}`"
+            );
+        }
+    }
+    // Out of range in a file: the range, and the file.
+    dir.write("local.toml", "[outer.inner]\nrps = -5\n");
+    let err = dir
+        .loader()
+        .load::<Doc>()
+        .expect_err("negative")
+        .to_string();
+    assert!(
+        err.contains("from 0 to 4294967295") && err.contains("local.toml"),
+        "{err}"
+    );
+    // A value refused by validation names the variable too.
+    let err = Dir::new("envvalid")
+        .loader()
+        .with_env_vars(vars(&[("GRPC_CLUSTER__REGISTRY__LEASE_TTL", "1s")]))
+        .load::<Doc>()
+        .expect_err("1s is below the minimum")
+        .to_string();
+    assert!(err.contains("GRPC_CLUSTER__REGISTRY__LEASE_TTL"), "{err}");
+}
+
+#[test]
+fn a_config_dir_given_must_exist() {
+    let dir = Dir::new("gone");
+    let missing = dir.0.join("missing");
+    let err = ConfigLoader::from_env()
+        .with_dir(&missing)
+        .with_env_vars(HashMap::new())
+        .load::<Doc>()
+        .expect_err("no such directory");
+    assert!(matches!(err, ConfigError::NoDir { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
+    // An existing, empty directory is fine: every file is optional.
+    assert_eq!(
+        dir.loader().load::<Doc>().expect("defaults"),
+        Doc::default()
+    );
+}
+
+#[test]
 fn reload_applies_a_valid_edit_and_keeps_the_old_settings_on_an_invalid_one() {
     let dir = Dir::new("reload");
     dir.write("local.toml", "[outer.inner]\nrps = 10\n");
