@@ -265,6 +265,30 @@ async fn echo_client_help_describes_every_flag_and_an_unknown_flag_is_named() {
 }
 
 #[tokio::test]
+async fn echo_client_with_etcd_unreachable_names_the_endpoint() {
+    // A loopback port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let endpoint = format!("127.0.0.1:{port}");
+    let out = Command::new(example_path("echo-client"))
+        .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", &endpoint)
+        .env("GRPC_CLUSTER__CLIENT__DISCOVERY_TIMEOUT", "1s")
+        .env("RUST_LOG", "off")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("echo-client runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("not discovered") && text.contains(&endpoint),
+        "the error names etcd's address {endpoint}: {text}"
+    );
+}
+
+#[tokio::test]
 async fn echo_server_exits_2_on_a_bad_flag_and_1_on_a_bad_configuration() {
     let out = Command::new(example_path("echo-server"))
         .args(["--weight", "heavy"])

@@ -46,6 +46,8 @@ pub struct PickerActor {
     connection_settings: ConnectionSettings,
     /// The client's I/O runtime, for calls that have no runtime of their own.
     io: Arc<IoRuntime>,
+    /// The etcd endpoints the registry reads, for errors.
+    etcd: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for PickerActor {
@@ -77,7 +79,15 @@ impl PickerActor {
             connections: HashMap::new(),
             connection_settings: ConnectionSettings::default(),
             io: Arc::new(IoRuntime::new(1)),
+            etcd: None,
         }
+    }
+
+    /// Names `endpoints` (comma-separated) as where the registry reads, in
+    /// [`Error::NotDiscovered`] (default: unnamed).
+    pub fn with_etcd_endpoints(mut self, endpoints: Arc<str>) -> Self {
+        self.etcd = Some(endpoints);
+        self
     }
 
     /// Connects to nodes with `settings` (default: [`ConnectionSettings::default`]).
@@ -217,6 +227,7 @@ impl PickerActor {
                 Err(Error::NotDiscovered {
                     service: act.service.clone(),
                     waited,
+                    etcd: act.etcd.clone(),
                 })
             }
         }))
