@@ -85,6 +85,20 @@ impl Drop for Dir {
     }
 }
 
+/// The repository's root, found at run time: `CARGO_MANIFEST_DIR` as cargo
+/// sets it for the test run, else where the crate was built.
+fn repo_root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
+/// The text of the repository file `path`; a failure names its full path.
+fn read_repo_file(path: &str) -> String {
+    let full = repo_root().join(path);
+    std::fs::read_to_string(&full)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", full.display()))
+}
+
 fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
         .iter()
@@ -347,8 +361,8 @@ async fn file_watcher_picks_up_an_edit() {
 /// commented examples).
 #[test]
 fn shipped_default_toml_lists_every_key_with_its_default() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
-    let text = std::fs::read_to_string(dir.join("default.toml")).expect("config/default.toml");
+    let dir = repo_root().join("config");
+    let text = read_repo_file("config/default.toml");
     let loader = ConfigLoader::from_env()
         .with_dir(&dir)
         .with_env_name(Some("no-such-environment".into()))
@@ -494,8 +508,7 @@ fn list_keys_of_the_environment_are_the_real_list_keys() {
 /// The README's configuration reference names every key the code knows.
 #[test]
 fn readme_names_every_key() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let readme = read_repo_file("README.md");
     let mut keys = Vec::new();
     leaf_keys(
         "",
