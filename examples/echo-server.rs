@@ -17,7 +17,8 @@
 //! address `127.0.0.1:50051`. The files are watched: an edit of
 //! `[server.rate_limit]` applies to the next call.
 //!
-//! Prints `listening on ADDR as ID` once serving, and the shutdown report when
+//! Prints `listening on ADDR as ID` once serving, `registered in etcd as ID`
+//! once its registration is in etcd, and the shutdown report when
 //! done, followed by `echo totals: processed N, cancelled M` (the service's own
 //! counts); exits 0 after a clean graceful shutdown, 1 when the configuration is
 //! invalid or serving failed, 2 on a bad flag.
@@ -25,6 +26,7 @@
 #[path = "support/cli.rs"]
 mod cli;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -34,9 +36,10 @@ use grpc_cluster::server::ServerConfig;
 use grpc_cluster::{Serve, ServeError};
 
 /// Serves `echo.v1.Echo` and registers it in etcd (`GRPC_CLUSTER__REGISTRY__ENDPOINTS`
-/// or the configuration). Prints `listening on ADDR as ID` once serving; on
-/// SIGTERM/SIGINT shuts down in order and prints the report. Exits 0 after a
-/// clean shutdown, 1 on a bad configuration or a serving failure, 2 on a bad flag.
+/// or the configuration). Prints `listening on ADDR as ID` once serving and
+/// `registered in etcd as ID` once registered; on SIGTERM/SIGINT shuts down in
+/// order and prints the report. Exits 0 after a clean shutdown, 1 on a bad
+/// configuration or a serving failure, 2 on a bad flag.
 ///
 /// A flag not given leaves the configured value (`[server]`).
 #[derive(Debug, Default, Parser)]
@@ -122,6 +125,15 @@ async fn run(flags: Flags) -> Result<(), ServeError> {
         .start(service.into_server())
         .await?;
     println!("listening on {} as {id}", serving.local_addr());
+    if let Some(mut states) = serving.handle().registration_changes() {
+        let id = id.clone();
+        tokio::spawn(async move {
+            if states.wait_for(|s| s.is_registered()).await.is_ok() {
+                // Nobody may be reading any more: not worth a panic.
+                let _ = writeln!(std::io::stdout(), "registered in etcd as {id}");
+            }
+        });
+    }
     let report = serving.wait().await?;
     println!("{report}");
     // What the service itself counted, for tests that reconcile it with clients.

@@ -95,8 +95,7 @@ fn repo_root() -> PathBuf {
 /// The text of the repository file `path`; a failure names its full path.
 fn read_repo_file(path: &str) -> String {
     let full = repo_root().join(path);
-    std::fs::read_to_string(&full)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", full.display()))
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("cannot read {}: {e}", full.display()))
 }
 
 fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
