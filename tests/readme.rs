@@ -19,13 +19,13 @@ const SCRIPT_DEADLINE: Duration = Duration::from_secs(60);
 /// The heading of the README section holding the block.
 const SECTION: &str = "### The example binaries";
 
-/// The first ``` block of `kind` after `from` in `text`.
+/// The first ``` block of `kind` after `from` in `text`, and where it ends.
 fn fenced_block<'a>(text: &'a str, kind: &str, from: usize) -> (&'a str, usize) {
     let open = format!("```{kind}\n");
     let start = text[from..]
         .find(&open)
         .map(|i| from + i + open.len())
-        .unwrap_or_else(|| panic!("README.md: no ```{kind} block after {SECTION:?}"));
+        .unwrap_or_else(|| panic!("README.md: no ```{kind} block after byte {from}"));
     let end = text[start..]
         .find("```")
         .map(|i| start + i)
@@ -165,6 +165,20 @@ async fn the_readme_example_block_prints_what_the_readme_says() {
             "README says `{pattern}`, printed `{line}`\n{diagnostics}"
         );
     }
+}
+
+#[test]
+fn the_readme_usage_example_is_examples_quickstart_verbatim() {
+    let readme = read_repo_file("README.md");
+    let quickstart = read_repo_file("examples/quickstart.rs");
+    let section = readme
+        .find("## Using it")
+        .unwrap_or_else(|| panic!("README.md has no \"## Using it\" section"));
+    let (block, _) = fenced_block(&readme, "rust", section);
+    assert_eq!(
+        block, quickstart,
+        "README.md's usage example differs from examples/quickstart.rs"
+    );
 }
 
 #[test]
