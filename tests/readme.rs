@@ -179,6 +179,20 @@ fn the_readme_usage_example_is_examples_quickstart_verbatim() {
         block, quickstart,
         "README.md's usage example differs from examples/quickstart.rs"
     );
+    // It builds with `grpc-cluster` as its only dependency: every path it
+    // names is the facade's or the standard library's.
+    for line in quickstart.lines().filter(|l| l.starts_with("use ")) {
+        assert!(
+            line.starts_with("use grpc_cluster::") || line.starts_with("use std::"),
+            "examples/quickstart.rs needs a crate besides grpc-cluster: {line}"
+        );
+    }
+    for other in ["actix::", "tokio::", "cluster_client::", "registry_actor::"] {
+        assert!(
+            !quickstart.contains(other),
+            "examples/quickstart.rs names `{other}`: re-export it from the facade"
+        );
+    }
 }
 
 #[test]
