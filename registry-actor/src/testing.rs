@@ -214,6 +214,21 @@ fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Registry settings naming a loopback port nothing listens on, with short
+/// timeouts and backoff: for tests of what happens while etcd is unreachable.
+///
+/// # Panics
+///
+/// When no loopback port can be bound.
+pub fn unreachable_registry() -> RegistryConfig {
+    let port = free_port().expect("a free loopback port");
+    RegistryConfig::default()
+        .with_endpoints([format!("127.0.0.1:{port}")])
+        .with_connect_timeout(Duration::from_millis(200))
+        .with_request_timeout(Duration::from_millis(200))
+        .with_backoff(Duration::from_millis(10), Duration::from_millis(20))
+}
+
 /// Polls `condition` every 10 ms until it holds or `timeout` passes; returns
 /// whether it held. The way tests wait for something to happen.
 pub async fn wait_until<F, Fut>(timeout: Duration, mut condition: F) -> bool
@@ -230,5 +245,48 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The log lines of a test, captured without colour.
+#[derive(Debug, Clone, Default)]
+pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Captures every event of this thread (the tasks of a current-thread
+    /// runtime included) until the guard is dropped.
+    pub fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// Everything captured so far.
+    pub fn text(&self) -> String {
+        let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut bytes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self {
+        self.clone()
     }
 }

@@ -2,59 +2,16 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use registry_actor::{Registrar, RegistrationState, RegistryConfig};
-
-/// The log lines of one test, captured.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned()
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("logs").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Self;
-
-    fn make_writer(&'a self) -> Self {
-        self.clone()
-    }
-}
+use registry_actor::testing::{unreachable_registry, Logs};
+use registry_actor::{Registrar, RegistrationState};
 
 #[tokio::test]
 async fn a_registration_never_made_is_not_reported_as_lost() {
-    let logs = Logs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
-    // A loopback port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let config = RegistryConfig::default()
-        .with_endpoints([format!("127.0.0.1:{port}")])
-        .with_connect_timeout(Duration::from_millis(200))
-        .with_request_timeout(Duration::from_millis(200))
-        .with_backoff(Duration::from_millis(10), Duration::from_millis(20));
+    let (logs, _logging) = Logs::capture();
+    let config = unreachable_registry();
     let client = registry_actor::connect(&config).await.expect("lazy client");
     let registrar = Registrar::start(client, node("echo-1", 50051), &config);
     let mut states = registrar.state_changes();

@@ -30,6 +30,8 @@ pub(crate) struct InstanceWatch<C: LimiterClock> {
     pub(crate) request_timeout: Duration,
     pub(crate) backoff: Backoff,
     pub(crate) limits: RateLimits<C>,
+    /// Whether a count from etcd was ever published.
+    pub(crate) counted: bool,
 }
 
 impl<C: LimiterClock> InstanceWatch<C> {
@@ -48,6 +50,7 @@ impl<C: LimiterClock> InstanceWatch<C> {
             request_timeout: config.request_timeout(),
             backoff: config.backoff(),
             limits,
+            counted: false,
         }
     }
 
@@ -55,9 +58,18 @@ impl<C: LimiterClock> InstanceWatch<C> {
     pub(crate) async fn run(mut self) {
         loop {
             let Err(why) = self.session().await;
+            let attempt = self.backoff.attempts() + 1;
             let delay = self.backoff.next_delay();
-            warn!(service = %self.service, error = %why, retry_in = ?delay,
-                "instance watch lost; keeping the last instance count");
+            // Repeated failures are logged at attempts 1, 2, 4, 8….
+            if attempt.is_power_of_two() {
+                if self.counted {
+                    warn!(service = %self.service, attempt, error = %why, retry_in = ?delay,
+                        "instance watch lost; keeping the last instance count");
+                } else {
+                    warn!(service = %self.service, attempt, error = %why, retry_in = ?delay,
+                        "cannot count instances yet; counting this server alone");
+                }
+            }
             tokio::time::sleep(delay).await;
         }
     }
@@ -118,11 +130,39 @@ impl<C: LimiterClock> InstanceWatch<C> {
         Node::decode(&key, &self.service, value).is_ok()
     }
 
-    fn publish(&self, live: &HashSet<Vec<u8>>) {
+    fn publish(&mut self, live: &HashSet<Vec<u8>>) {
+        self.counted = true;
         let own_key = format!("{}{}", self.prefix, self.own_id);
         let counted_self = usize::from(!live.contains(own_key.as_bytes()));
         let instances = live.len() + counted_self;
         debug!(service = %self.service, instances, "live instances");
         self.limits.set_instances(instances);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use registry_actor::testing::{unreachable_registry, wait_until, Logs};
+
+    use super::*;
+    use crate::RateLimitConfig;
+
+    #[tokio::test]
+    async fn a_count_never_read_is_not_reported_as_kept() {
+        let (logs, _logging) = Logs::capture();
+        let config = unreachable_registry();
+        let client = registry_actor::connect(&config).await.expect("lazy client");
+        let limits = RateLimits::new(&RateLimitConfig::default()).expect("limits");
+        let watch = InstanceWatch::new(client, &config, "echo", "echo-1", limits);
+        let task = tokio::spawn(watch.run());
+        let logged = wait_until(Duration::from_secs(10), || {
+            std::future::ready(!logs.text().is_empty())
+        })
+        .await;
+        task.abort();
+        let text = logs.text();
+        assert!(logged, "a failure is logged");
+        assert!(text.contains("cannot count instances yet"), "{text}");
+        assert!(!text.contains("keeping the last instance count"), "{text}");
     }
 }
