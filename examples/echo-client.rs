@@ -1,30 +1,28 @@
-//! `echo-client`: an actix app calling `echo.v1.Echo` through the cluster client
-//! (DESIGN §9). It discovers the servers in etcd, picks, and runs the strategy.
+//! `echo-client`: an actix app calling `echo.v1.Echo` through the cluster client.
+//! It discovers the servers in etcd, picks, and runs the strategy.
 //!
 //! ```text
 //! GRPC_CLUSTER__REGISTRY__ENDPOINTS=127.0.0.1:2379 \
 //!     cargo run --example echo-client -- --method say --strategy failover --count 10
 //! ```
 //!
-//! Flags (all optional): `--service` (default `echo`), `--method say|slow|fail`
-//! (default `say`; `fail` asks the server for `UNAVAILABLE`), `--strategy
-//! failfast|failover|failretry|forking|forking(K)|broadcast|multicast` (default:
-//! the configured one), `--balancer NAME`, `--version V` (exact or a range such as
-//! `">=1.2, <2"`), `--group G`, `--count N` (default 1), `--concurrency N`
-//! (default 1), `--message TEXT` (default `hello`), `--delay-ms N` (for `slow`,
-//! default 100), `--timeout-ms N` (default: the configured deadline),
-//! `--config-dir DIR` (default `./config` or `GRPC_CLUSTER_CONFIG_DIR`).
-//! `broadcast` calls every matching node; `multicast` is a broadcast that needs
-//! a selector (`--version` or `--group`).
+//! `echo-client --help` describes every flag. `broadcast` calls every matching
+//! node; `multicast` is a broadcast that needs a selector (`--version` or
+//! `--group`), and a selector matching no node is an error naming the versions
+//! and groups that exist.
 //!
 //! Prints one line per call (node, latency, result), or per node for a
 //! broadcast, then `ok=N failed=M`. Exits 0 only when every call (every node, for
 //! a broadcast) succeeded; 1 when some failed; 2 on a bad flag or configuration.
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use clap::{Parser, ValueEnum};
 use futures_util::stream::{self, StreamExt};
 use grpc_cluster::client::{
     Balancer, Broadcast, Call, CallError, CallOptions, ClusterClient, Reply, Selector, Strategy,
@@ -32,15 +30,23 @@ use grpc_cluster::client::{
 use grpc_cluster::config::{ConfigLoader, Settings};
 use grpc_cluster::echo::{FailRequest, SayReply, SayRequest, SlowRequest, FAIL, SAY, SLOW};
 
-const USAGE: &str = "usage: echo-client [--service S] [--method say|slow|fail] \
-    [--strategy failfast|failover|failretry|forking|forking(K)|broadcast|multicast] \
-    [--balancer NAME] [--version V] [--group G] [--count N] [--concurrency N] \
-    [--message TEXT] [--delay-ms N] [--timeout-ms N] [--config-dir DIR]";
+/// Every strategy `--strategy` takes: the configuration's names, then the
+/// two fan-outs.
+macro_rules! strategies {
+    () => {
+        "failfast, failover, failretry, forking, forking(K), broadcast, multicast"
+    };
+}
+const STRATEGIES: &str = strategies!();
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The method of `echo.v1.Echo` to call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Method {
+    /// Echoes the message back.
     Say,
+    /// Echoes the message after `--delay-ms` milliseconds.
     Slow,
+    /// Asks the server to fail with `UNAVAILABLE`.
     Fail,
 }
 
@@ -51,97 +57,88 @@ enum Mode {
     Multicast,
 }
 
-#[derive(Debug)]
+/// Parses a `--strategy` value: one of [`STRATEGIES`].
+fn parse_mode(value: &str) -> Result<Mode, String> {
+    match value.trim() {
+        "broadcast" => Ok(Mode::Broadcast),
+        "multicast" => Ok(Mode::Multicast),
+        other => Strategy::parse(other)
+            .map(|s| Mode::Call(Some(s)))
+            .map_err(|_| format!("unknown strategy `{other}`; expected one of {STRATEGIES}")),
+    }
+}
+
+/// Calls `echo.v1.Echo` through the cluster client: discovers the servers in
+/// etcd (`GRPC_CLUSTER__REGISTRY__ENDPOINTS` or the configuration), picks a node
+/// and runs the strategy. Prints one line per call (or per node for a
+/// broadcast) and `ok=N failed=M`; exits 0 when every call succeeded, 1 when
+/// some failed, 2 on a bad flag or configuration.
+#[derive(Debug, Parser)]
+#[command(name = "echo-client")]
 struct Flags {
+    /// The service name the servers registered as.
+    #[arg(long, value_name = "NAME", default_value = "echo")]
     service: String,
+    /// The method to call (`fail` asks the server for `UNAVAILABLE`).
+    #[arg(long, value_enum, default_value_t = Method::Say)]
     method: Method,
-    mode: Mode,
+    /// How the call is carried out. Default: the configured strategy.
+    #[arg(
+        long,
+        value_name = "STRATEGY",
+        value_parser = parse_mode,
+        long_help = concat!(
+            "How the call is carried out: one of ",
+            strategies!(),
+            ". broadcast calls every matching node; multicast is a broadcast that needs \
+             --version or --group. Default: the configured strategy (client.strategy)"
+        )
+    )]
+    strategy: Option<Mode>,
+    /// The balancer picking a node (as in `client.balancer`). Default: the
+    /// configured one.
+    #[arg(long, value_name = "NAME", value_parser = parse_balancer)]
     balancer: Option<Balancer>,
+    /// Only nodes of this version: exact (`1.2.0`) or a range (`">=1.2, <2"`).
+    #[arg(long, value_name = "V")]
     version: Option<String>,
+    /// Only nodes of this group.
+    #[arg(long, value_name = "G")]
     group: Option<String>,
+    /// How many calls to make.
+    #[arg(long, value_name = "N", default_value_t = 1)]
     count: usize,
+    /// How many calls run at once (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 1)]
     concurrency: usize,
+    /// The message sent; with --count above 1 each call appends ` #i`.
+    #[arg(long, value_name = "TEXT", default_value = "hello")]
     message: String,
+    /// With `--method slow`: how long the server waits before answering.
+    #[arg(long = "delay-ms", value_name = "N", default_value_t = 100)]
     delay_ms: u64,
-    timeout: Option<Duration>,
+    /// The deadline of each call in milliseconds. Default: the configured one.
+    #[arg(long = "timeout-ms", value_name = "N")]
+    timeout_ms: Option<u64>,
+    /// The configuration directory. Default: `GRPC_CLUSTER_CONFIG_DIR`, else
+    /// `./config`.
+    #[arg(long = "config-dir", value_name = "DIR")]
     config_dir: Option<String>,
 }
 
-fn parse_flags(args: impl IntoIterator<Item = String>) -> Result<Flags, String> {
-    let mut f = Flags {
-        service: "echo".into(),
-        method: Method::Say,
-        mode: Mode::Call(None),
-        balancer: None,
-        version: None,
-        group: None,
-        count: 1,
-        concurrency: 1,
-        message: "hello".into(),
-        delay_ms: 100,
-        timeout: None,
-        config_dir: None,
-    };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        if name == "--help" || name == "-h" {
-            return Err(USAGE.to_owned());
-        }
-        let value = inline
-            .or_else(|| args.next())
-            .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))?;
-        let number = |v: &str| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{name}: `{v}` is not a number"))
-        };
-        match name.as_str() {
-            "--service" => f.service = value,
-            "--method" => {
-                f.method = match value.as_str() {
-                    "say" => Method::Say,
-                    "slow" => Method::Slow,
-                    "fail" => Method::Fail,
-                    other => return Err(format!("--method: `{other}` is not say, slow or fail")),
-                }
-            }
-            "--strategy" => {
-                f.mode = match value.as_str() {
-                    "broadcast" => Mode::Broadcast,
-                    "multicast" => Mode::Multicast,
-                    other => Mode::Call(Some(
-                        Strategy::parse(other).map_err(|e| format!("--strategy: {e}"))?,
-                    )),
-                }
-            }
-            "--balancer" => {
-                f.balancer = Some(value.parse().map_err(|e| format!("--balancer: {e}"))?)
-            }
-            "--version" => f.version = Some(value),
-            "--group" => f.group = Some(value),
-            "--count" => f.count = usize::try_from(number(&value)?).map_err(|e| e.to_string())?,
-            "--concurrency" => {
-                f.concurrency = usize::try_from(number(&value)?)
-                    .map_err(|e| e.to_string())?
-                    .max(1)
-            }
-            "--message" => f.message = value,
-            "--delay-ms" => f.delay_ms = number(&value)?,
-            "--timeout-ms" => f.timeout = Some(Duration::from_millis(number(&value)?)),
-            "--config-dir" => f.config_dir = Some(value),
-            other => return Err(format!("unknown flag `{other}`\n{USAGE}")),
-        }
-    }
-    if f.mode == Mode::Multicast && f.version.is_none() && f.group.is_none() {
-        return Err("--strategy multicast needs a selector: --version or --group".into());
-    }
-    Ok(f)
+fn parse_balancer(value: &str) -> Result<Balancer, String> {
+    value.parse().map_err(|e| format!("{e}"))
 }
 
 impl Flags {
+    fn mode(&self) -> Mode {
+        self.strategy.unwrap_or(Mode::Call(None))
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.timeout_ms.map(Duration::from_millis)
+    }
+
     fn selector(&self) -> Result<Option<Selector>, String> {
         if self.version.is_none() && self.group.is_none() {
             return Ok(None);
@@ -158,10 +155,10 @@ impl Flags {
 
     fn options(&self, selector: &Option<Selector>) -> CallOptions {
         let mut o = CallOptions::new();
-        if let Mode::Call(Some(strategy)) = self.mode {
+        if let Mode::Call(Some(strategy)) = self.mode() {
             o = o.with_strategy(strategy);
         }
-        if let Some(t) = self.timeout {
+        if let Some(t) = self.timeout() {
             o = o.with_timeout(t);
         }
         if let Some(s) = selector {
@@ -293,19 +290,13 @@ async fn broadcast(
 }
 
 fn main() -> ExitCode {
-    let flags = match parse_flags(std::env::args().skip(1)) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    let mut flags: Flags = cli::parse();
+    flags.concurrency = flags.concurrency.max(1);
+    if flags.mode() == Mode::Multicast && flags.version.is_none() && flags.group.is_none() {
+        eprintln!("--strategy multicast needs a selector: --version or --group");
+        return ExitCode::from(2);
+    }
+    cli::init_logs("warn");
     let mut loader = ConfigLoader::from_env();
     if let Some(dir) = &flags.config_dir {
         loader = loader.with_dir(dir);
@@ -338,7 +329,7 @@ fn main() -> ExitCode {
             }
         };
         let options = flags.options(&selector);
-        if matches!(flags.mode, Mode::Broadcast | Mode::Multicast) {
+        if matches!(flags.mode(), Mode::Broadcast | Mode::Multicast) {
             return Some(broadcast(&client, &flags, options).await);
         }
         let flags = &flags;

@@ -8,73 +8,66 @@
 //!     cargo run --example echo-server -- --id echo-1 --listen 127.0.0.1:50051 --rps 100
 //! ```
 //!
-//! Flags: `--id`, `--listen`, `--version`, `--group`, `--weight`, `--rps` (global
-//! limit, 0 = unlimited), `--config-dir`. Everything else comes from the layered
-//! configuration (`config/` or `--config-dir` or `GRPC_CLUSTER_CONFIG_DIR`, then
-//! `GRPC_CLUSTER__…` variables): `[registry]` (etcd endpoints, lease TTL) and
-//! `[server]` (rate limits, shutdown phases, identity). A flag given on the
-//! command line wins over the configuration; without either, the node id is
-//! `echo-<pid>`, the service `echo` and the address `127.0.0.1:50051`. The files
-//! are watched: an edit of `[server.rate_limit]` applies to the next call.
+//! `echo-server --help` describes every flag. Everything else comes from the
+//! layered configuration (`config/` or `--config-dir` or
+//! `GRPC_CLUSTER_CONFIG_DIR`, then `GRPC_CLUSTER__…` variables): `[registry]`
+//! (etcd endpoints, lease TTL) and `[server]` (rate limits, shutdown phases,
+//! identity). A flag given on the command line wins over the configuration;
+//! without either, the node id is `echo-<pid>`, the service `echo` and the
+//! address `127.0.0.1:50051`. The files are watched: an edit of
+//! `[server.rate_limit]` applies to the next call.
 //!
-//! Prints `listening on ADDR as ID` once serving, and the shutdown report when
+//! Prints `listening on ADDR as ID` once serving, `registered in etcd as ID`
+//! once its registration is in etcd, and the shutdown report when
 //! done, followed by `echo totals: processed N, cancelled M` (the service's own
 //! counts); exits 0 after a clean graceful shutdown, 1 when the configuration is
 //! invalid or serving failed, 2 on a bad flag.
 
+#[path = "support/cli.rs"]
+mod cli;
+
+use std::io::Write as _;
 use std::process::ExitCode;
 
+use clap::Parser;
 use grpc_cluster::config::ConfigLoader;
 use grpc_cluster::echo::EchoService;
 use grpc_cluster::server::ServerConfig;
 use grpc_cluster::{Serve, ServeError};
 
-const USAGE: &str = "usage: echo-server [--id ID] [--listen IP:PORT] [--version V] [--group G] \
-                     [--weight N] [--rps N] [--config-dir DIR]";
-
-/// The command line; a flag not given leaves the configured value.
-#[derive(Debug, Default)]
+/// Serves `echo.v1.Echo` and registers it in etcd (`GRPC_CLUSTER__REGISTRY__ENDPOINTS`
+/// or the configuration). Prints `listening on ADDR as ID` once serving and
+/// `registered in etcd as ID` once registered; on SIGTERM/SIGINT shuts down in
+/// order and prints the report. Exits 0 after a clean shutdown, 1 on a bad
+/// configuration or a serving failure, 2 on a bad flag.
+///
+/// A flag not given leaves the configured value (`[server]`).
+#[derive(Debug, Default, Parser)]
+#[command(name = "echo-server")]
 struct Flags {
+    /// The node id registered in etcd. Default: `server.node_id`, else `echo-<pid>`.
+    #[arg(long, value_name = "ID")]
     id: Option<String>,
+    /// The address to serve on; port 0 picks a free one. Default:
+    /// `server.listen`, else `127.0.0.1:50051`.
+    #[arg(long, value_name = "IP:PORT")]
     listen: Option<String>,
+    /// The version registered (semver), matched by clients' `--version`.
+    #[arg(long, value_name = "V")]
     version: Option<String>,
+    /// The group registered, matched by clients' `--group`.
+    #[arg(long, value_name = "G")]
     group: Option<String>,
+    /// The weight registered, used by weighted balancers.
+    #[arg(long, value_name = "N")]
     weight: Option<u32>,
+    /// The global rate limit in calls per second; 0 is unlimited.
+    #[arg(long, value_name = "N")]
     rps: Option<u32>,
+    /// The configuration directory. Default: `GRPC_CLUSTER_CONFIG_DIR`, else
+    /// `./config`.
+    #[arg(long = "config-dir", value_name = "DIR")]
     config_dir: Option<String>,
-}
-
-fn parse_flags(args: impl IntoIterator<Item = String>) -> Result<Flags, String> {
-    let mut flags = Flags::default();
-    let mut args = args.into_iter();
-    while let Some(flag) = args.next() {
-        let (name, inline) = match flag.split_once('=') {
-            Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
-            None => (flag.clone(), None),
-        };
-        if name == "--help" || name == "-h" {
-            return Err(USAGE.to_owned());
-        }
-        let value = match inline.or_else(|| args.next()) {
-            Some(v) => v,
-            None => return Err(format!("{name} needs a value\n{USAGE}")),
-        };
-        let number = |v: &str| {
-            v.parse::<u32>()
-                .map_err(|_| format!("{name}: `{v}` is not a number"))
-        };
-        match name.as_str() {
-            "--id" => flags.id = Some(value),
-            "--listen" => flags.listen = Some(value),
-            "--version" => flags.version = Some(value),
-            "--group" => flags.group = Some(value),
-            "--weight" => flags.weight = Some(number(&value)?),
-            "--rps" => flags.rps = Some(number(&value)?),
-            "--config-dir" => flags.config_dir = Some(value),
-            other => return Err(format!("unknown flag {other}\n{USAGE}")),
-        }
-    }
-    Ok(flags)
 }
 
 impl Flags {
@@ -132,6 +125,15 @@ async fn run(flags: Flags) -> Result<(), ServeError> {
         .start(service.into_server())
         .await?;
     println!("listening on {} as {id}", serving.local_addr());
+    if let Some(mut states) = serving.handle().registration_changes() {
+        let id = id.clone();
+        tokio::spawn(async move {
+            if states.wait_for(|s| s.is_registered()).await.is_ok() {
+                // Nobody may be reading any more: not worth a panic.
+                let _ = writeln!(std::io::stdout(), "registered in etcd as {id}");
+            }
+        });
+    }
     let report = serving.wait().await?;
     println!("{report}");
     // What the service itself counted, for tests that reconcile it with clients.
@@ -145,20 +147,8 @@ async fn run(flags: Flags) -> Result<(), ServeError> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let flags = match parse_flags(std::env::args().skip(1)) {
-        Ok(flags) => flags,
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::from(2);
-        }
-    };
+    let flags: Flags = cli::parse();
+    cli::init_logs("info");
     match run(flags).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,4 +1,4 @@
-//! The example and test service `echo.v1.Echo` (DESIGN §8), generated from
+//! The example and test service `echo.v1.Echo`, generated from
 //! `proto/echo.proto`, and [`EchoService`], its reference implementation.
 //!
 //! * `Say(SayRequest{message}) → SayReply{message, node_id}`

@@ -31,3 +31,23 @@ pub mod echo;
 mod serve;
 
 pub use serve::{serve, Serve, ServeError};
+
+/// The actix version the client runs on, for code that needs more of it than
+/// `Addr::send`.
+pub use actix;
+
+/// Runs `main` to completion in a new actix system: the runtime the cluster
+/// client's actors need (a plain `#[tokio::main]` has no actix arbiter).
+///
+/// ```no_run
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     grpc_cluster::run(async {
+///         let client = grpc_cluster::config::Settings::load()?.connect_client().await?;
+///         # let _ = client;
+///         Ok(())
+///     })
+/// }
+/// ```
+pub fn run<F: std::future::Future>(main: F) -> F::Output {
+    actix::System::new().block_on(main)
+}

@@ -503,6 +503,34 @@ async fn deadline_shorter_than_the_call_ends_it_and_is_sent_as_grpc_timeout() {
 }
 
 #[actix_rt::test]
+async fn calls_to_a_service_with_no_nodes_wait_for_one_to_register() {
+    let mut cluster = Cluster::start().await;
+    let config = test_config().with_discovery_timeout(EVENTUALLY);
+    // Seen, with an empty node set.
+    let client = cluster.client(config, 0).await;
+
+    let call = actix_rt::spawn(client.send(Call::new("echo", SAY, say("early"))));
+    let broadcast = actix_rt::spawn(client.send(Broadcast::new("echo", SAY, say("early all"))));
+    cluster.add(EchoService::new("late"), |n| n).await;
+
+    let reply = call
+        .await
+        .expect("task")
+        .expect("alive")
+        .expect("the call waited for the node");
+    assert_eq!(reply.node.id(), "late");
+    assert_eq!(reply.message.message, "early");
+    let all = broadcast
+        .await
+        .expect("task")
+        .expect("alive")
+        .expect("the broadcast waited for the node");
+    let ids: Vec<_> = all.nodes.iter().map(|r| r.node.id().to_owned()).collect();
+    assert_eq!(ids, ["late"]);
+    assert_eq!(all.successes(), 1);
+}
+
+#[actix_rt::test]
 async fn unknown_service_and_strict_selector_fail_with_clear_errors() {
     let mut cluster = Cluster::start().await;
     cluster

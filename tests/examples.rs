@@ -178,6 +178,23 @@ async fn echo_client_prints_one_line_per_call_or_node_for_every_strategy() {
     .await;
     assert_nodes(&out, &["echo-3"], "multicast to 2.x");
 
+    // A multicast whose selector matches nothing fails, whatever the unicast
+    // fallback says, and names what exists.
+    let out = Command::new(example_path("echo-client"))
+        .args(["--strategy", "multicast", "--version", ">=9"])
+        .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", &endpoint)
+        .env("GRPC_CLUSTER__CLIENT__FALLBACK", "any")
+        .env("RUST_LOG", "error")
+        .output()
+        .await
+        .expect("echo-client runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(!text.contains("ok message="), "no node was called: {text}");
+    for exists in ["1.0.0", "2.0.0", "blue", "green"] {
+        assert!(text.contains(exists), "names {exists}: {text}");
+    }
+
     // A failing call: its line names the code and every attempt; exit status 1.
     let out = echo_client(&endpoint, &["--method", "fail", "--strategy", "failover"]).await;
     let text = lines(&out);
@@ -199,6 +216,104 @@ async fn echo_client_prints_one_line_per_call_or_node_for_every_strategy() {
         out.status.code(),
         Some(2),
         "multicast without a selector is refused"
+    );
+}
+
+/// Runs `echo-client ARGS` with no etcd configured.
+async fn run_echo_client(args: &[&str]) -> Output {
+    Command::new(example_path("echo-client"))
+        .args(args)
+        .output()
+        .await
+        .expect("echo-client runs")
+}
+
+#[tokio::test]
+async fn quickstart_gets_replies_from_a_server_found_through_etcd() {
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let endpoint = etcd.endpoint();
+    let _server = start_server(&endpoint, "echo-q", "1.0.0", "blue").await;
+    let out = Command::new(example_path("quickstart"))
+        .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", &endpoint)
+        .env("RUST_LOG", "error")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("quickstart runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "echo-q answered \"hi\" after 1 attempt(s)",
+            "echo-q answered \"hi again\""
+        ],
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn echo_client_help_describes_every_flag_and_an_unknown_flag_is_named() {
+    let out = run_echo_client(&["--help"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--service",
+        "--method",
+        "--strategy",
+        "--balancer",
+        "--version",
+        "--group",
+        "--count",
+        "--concurrency",
+        "--message",
+        "--delay-ms",
+        "--timeout-ms",
+        "--config-dir",
+    ] {
+        assert!(help.contains(flag), "--help describes {flag}: {help}");
+    }
+    let strategies = "failfast, failover, failretry, forking, forking(K), broadcast, multicast";
+    assert!(help.contains(strategies), "{help}");
+
+    let out = run_echo_client(&["--bogus"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown flag `--bogus`"), "{stderr}");
+
+    // The strategy error lists the same strategies as the help.
+    let out = run_echo_client(&["--strategy", "sometimes"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(strategies), "{stderr}");
+}
+
+#[tokio::test]
+async fn echo_client_with_etcd_unreachable_names_the_endpoint() {
+    // A loopback port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let endpoint = format!("127.0.0.1:{port}");
+    let out = Command::new(example_path("echo-client"))
+        .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", &endpoint)
+        .env("GRPC_CLUSTER__CLIENT__DISCOVERY_TIMEOUT", "1s")
+        .env("RUST_LOG", "off")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("echo-client runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("not discovered") && text.contains(&endpoint),
+        "the error names etcd's address {endpoint}: {text}"
     );
 }
 

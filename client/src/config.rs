@@ -30,7 +30,7 @@ const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// fallback = "any"              # strict | any: when no node matches a selector
 /// panic_threshold = 0.5         # hold a registry change removing more than this share
 /// panic_grace = "30s"           # ... until the nodes fail or this passes
-/// discovery_timeout = "5s"      # how long a pick waits for the first node set
+/// discovery_timeout = "5s"      # how long a pick waits for nodes
 ///
 /// [client.ejection]
 /// failures = 5                  # consecutive connection failures that eject a node
@@ -171,7 +171,8 @@ impl ClientConfig {
     }
 
     /// Default discovery timeout (default 5 s): how long a pick waits for a
-    /// service's first node set.
+    /// service's first node set, and for a node while the set is empty (within
+    /// the call's deadline).
     pub fn with_discovery_timeout(mut self, timeout: Duration) -> Self {
         self.discovery_timeout = timeout;
         self

@@ -59,13 +59,22 @@ pub enum Error {
         tried: usize,
     },
     /// The registry did not deliver the service's node set in time.
-    #[error("service `{service}` was not discovered within {waited:?}: no node set from the registry yet")]
+    #[error(
+        "service `{service}` was not discovered within {waited:?}: no node set from {}",
+        match etcd {
+            Some(endpoints) => format!("etcd at {endpoints} yet (is it reachable?)"),
+            None => "the registry yet".to_owned(),
+        }
+    )]
     #[non_exhaustive]
     NotDiscovered {
         /// The service.
         service: Arc<str>,
         /// How long the pick waited.
         waited: Duration,
+        /// The etcd endpoints the registry reads, comma-separated, when the
+        /// client knows them (it connected to etcd itself).
+        etcd: Option<Arc<str>>,
     },
     /// The picker actor of the service has stopped.
     #[error("the picker of service `{service}` is gone: {source}")]

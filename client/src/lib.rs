@@ -1,4 +1,33 @@
-//! The actix cluster client of grpc-cluster.
+//! The cluster client of grpc-cluster: calls the nodes of a service found in
+//! etcd, by strategy (failfast, failover, failretry, forking, broadcast,
+//! multicast), with balancers, selectors, retry budgets and deadlines.
+//!
+//! Applications depend on the facade crate `grpc-cluster`: it re-exports this
+//! crate as `grpc_cluster::client`, loads `[client]` with the rest of the
+//! configuration and starts the actix system the client runs on. Depend on
+//! `cluster-client` itself only to embed the client without the facade.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use cluster_client::{Call, CallOptions, ClientConfig, ClusterClient, Method, Strategy};
+//! use registry_actor::RegistryConfig;
+//! # #[derive(Clone, PartialEq, prost::Message)] struct SayRequest { #[prost(string, tag = "1")] message: String }
+//! # #[derive(Clone, PartialEq, prost::Message)] struct SayReply { #[prost(string, tag = "1")] message: String }
+//! const SAY: Method<SayRequest, SayReply> = Method::from_static("/echo.v1.Echo/Say");
+//!
+//! # #[actix::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = RegistryConfig::default().with_endpoints(["127.0.0.1:2379"]);
+//! let client = ClusterClient::connect(&registry, ClientConfig::default()).await?;
+//! let call = Call::new("echo", SAY, SayRequest { message: "hi".into() })
+//!     .with_options(CallOptions::new().with_strategy(Strategy::Failover));
+//! let reply = client.send(call).await??;
+//! println!("{} answered {:?}", reply.node.id(), reply.message.message);
+//! # Ok(()) }
+//! ```
+//!
+//! # How it works
 //!
 //! * [`ClusterClient`], the call actor, and its [`ClientHandle`]: run [`Call`]
 //!   and [`Broadcast`] by their strategy (failfast, failover, failretry,
@@ -47,26 +76,6 @@
 //! [`ClientConfig`] is the picker part of `[client]` with its
 //! `[client.services.NAME]` tables ([`ServiceConfig`], [`EjectionConfig`]);
 //! [`ClientConfig::picker_config`] resolves a service's [`PickerConfig`].
-//!
-//! # Examples
-//!
-//! ```no_run
-//! use actix::prelude::*;
-//! use cluster_client::{ClientConfig, Pick, PickerActor};
-//! use registry_actor::{RegistryActor, RegistryConfig};
-//!
-//! # #[actix::main]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let registry_config = RegistryConfig::default();
-//! let registry =
-//!     RegistryActor::new(registry_actor::connect(&registry_config).await?, &registry_config)
-//!         .start();
-//! let client_config = ClientConfig::default();
-//! let echo = PickerActor::new("echo", client_config.picker_config("echo")?, registry).start();
-//! let picked = echo.send(Pick::new()).await??;
-//! println!("call {} at {}", picked.node().id(), picked.node().addr());
-//! # Ok(()) }
-//! ```
 
 mod balance;
 mod budget;

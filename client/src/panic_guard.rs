@@ -1,4 +1,4 @@
-//! The panic threshold (DESIGN §5 Discovery).
+//! The panic threshold of discovery: a large removal is held, not applied at once.
 //!
 //! A registry change that removes more than `threshold` of a service's nodes at
 //! once (default 50 %) is more likely a registry or network accident — leases

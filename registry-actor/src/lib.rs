@@ -1,6 +1,28 @@
 //! etcd service registration and discovery for grpc-cluster.
 //!
-//! * [`Node`] — one replica of a service and its etcd value format (DESIGN §4).
+//! Applications depend on the facade crate `grpc-cluster`, which re-exports this
+//! crate as `grpc_cluster::registry`; its server kit registers servers and its
+//! client discovers them through this crate. Depend on `registry-actor` itself
+//! to register or watch nodes without them.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use registry_actor::{Node, Registrar, RegistryConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = RegistryConfig::default().with_endpoints(["127.0.0.1:2379"]);
+//! let node = Node::new("echo-1", "echo", "127.0.0.1:50051")?.with_version("1.2.0");
+//! let registrar = Registrar::start(registry_actor::connect(&config).await?, node, &config);
+//! // … serve, then take the node out of discovery before exiting:
+//! registrar.deregister().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Contents
+//!
+//! * [`Node`] — one replica of a service and its etcd value format.
 //! * [`Registrar`] — keeps one node registered: lease, keepalive at TTL/3, and
 //!   re-registration after any loss, for ever, with capped backoff.
 //! * [`RegistryActor`] — one etcd watch per service; pushes

@@ -5,7 +5,30 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use registry_actor::testing::{unreachable_registry, Logs};
 use registry_actor::{Registrar, RegistrationState};
+
+#[tokio::test]
+async fn a_registration_never_made_is_not_reported_as_lost() {
+    let (logs, _logging) = Logs::capture();
+    let config = unreachable_registry();
+    let client = registry_actor::connect(&config).await.expect("lazy client");
+    let registrar = Registrar::start(client, node("echo-1", 50051), &config);
+    let mut states = registrar.state_changes();
+    tokio::time::timeout(
+        EVENTUALLY,
+        states.wait_for(
+            |s| matches!(s, RegistrationState::Retrying { attempt, .. } if *attempt >= 2),
+        ),
+    )
+    .await
+    .expect("retrying in time")
+    .expect("registrar alive");
+
+    let text = logs.text();
+    assert!(text.contains("cannot register; retrying"), "{text}");
+    assert!(!text.contains("registration lost"), "{text}");
+}
 
 #[actix_rt::test]
 async fn registered_node_reaches_subscriber_and_deregister_removes_it() {

@@ -62,7 +62,12 @@ fn instances(nodes: &[Node], own_id: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use registry_actor::testing::{unreachable_registry, wait_until, Logs};
+
     use super::*;
+    use crate::RateLimitConfig;
 
     #[test]
     fn counts_itself_once_whether_listed_or_not() {
@@ -70,5 +75,27 @@ mod tests {
         assert_eq!(instances(&[], "me"), 1);
         assert_eq!(instances(&[node("a"), node("b")], "me"), 3);
         assert_eq!(instances(&[node("a"), node("me")], "me"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_count_never_read_is_not_reported_as_kept() {
+        let (logs, _logging) = Logs::capture();
+        let config = unreachable_registry();
+        let client = registry_actor::connect(&config).await.expect("lazy client");
+        let limits = RateLimits::new(&RateLimitConfig::default()).expect("limits");
+        let watch = InstanceWatch::new(client, &config, "echo", "echo-1", limits);
+        let task = tokio::spawn(watch.run());
+        let logged = wait_until(Duration::from_secs(10), || {
+            std::future::ready(!logs.text().is_empty())
+        })
+        .await;
+        task.abort();
+        let text = logs.text();
+        assert!(logged, "a failure is logged");
+        assert!(
+            text.contains("cannot read the service from etcd yet"),
+            "{text}"
+        );
+        assert!(!text.contains("keeping the last known set"), "{text}");
     }
 }

@@ -1,5 +1,10 @@
 //! Serve any tonic service as a member of a grpc-cluster.
 //!
+//! Applications depend on the facade crate `grpc-cluster`: its
+//! `grpc_cluster::serve` runs this kit with the layered configuration, and it
+//! re-exports this crate as `grpc_cluster::server`. Depend on `server-kit`
+//! itself to serve with settings built in code.
+//!
 //! * [`serve`] — the whole kit in one call: binds, registers in etcd once bound
 //!   (advertising the real port), rate limits, adds the gRPC health service and
 //!   optional bearer-token auth, and shuts down in order on SIGTERM/SIGINT:

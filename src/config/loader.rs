@@ -43,15 +43,26 @@ pub enum ConfigError {
         key: String,
         /// Why the value is rejected.
         reason: String,
-        /// Where the value came from: a file path, `the environment`, or `the defaults`.
+        /// Where the value came from: a file path, `the environment variable NAME`,
+        /// or `the defaults`.
         origin: String,
+    },
+    /// The configuration directory given does not exist.
+    #[error("configuration error: the configuration directory {} does not exist", dir.display())]
+    NoDir {
+        /// The directory, as given.
+        dir: PathBuf,
     },
 }
 
-/// Loads the layers of DESIGN §7. See the [module docs](super).
+/// Loads the configuration layers: `default.toml`, `{GRPC_CLUSTER_ENV}.toml`,
+/// `local.toml`, then `GRPC_CLUSTER__…` variables. See the [module docs](super).
 #[derive(Clone)]
 pub struct ConfigLoader {
     dir: PathBuf,
+    /// Whether `dir` was given (a flag or `GRPC_CLUSTER_CONFIG_DIR`): it must
+    /// exist then; the default `./config` may be absent.
+    dir_given: bool,
     env_name: Option<String>,
     env_vars: Option<HashMap<String, String>>,
 }
@@ -70,18 +81,20 @@ impl ConfigLoader {
     /// environment layer from `GRPC_CLUSTER_ENV`, overrides from the process
     /// environment.
     pub fn from_env() -> Self {
+        let given = std::env::var_os(CONFIG_DIR_VAR).filter(|d| !d.is_empty());
         Self {
-            dir: std::env::var_os(CONFIG_DIR_VAR)
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("config")),
+            dir_given: given.is_some(),
+            dir: given.map_or_else(|| PathBuf::from("config"), PathBuf::from),
             env_name: std::env::var(ENV_NAME_VAR).ok().filter(|s| !s.is_empty()),
             env_vars: None,
         }
     }
 
-    /// Reads the files of `dir` instead (a `--config-dir` flag).
+    /// Reads the files of `dir` instead (a `--config-dir` flag); loading fails
+    /// when it does not exist.
     pub fn with_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = dir.into();
+        self.dir_given = true;
         self
     }
 
@@ -118,8 +131,14 @@ impl ConfigLoader {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming the key and the file or the environment.
+    /// [`ConfigError`] naming the key and the file or the environment
+    /// variable; [`ConfigError::NoDir`] when the directory given does not exist.
     pub fn load<T: Section>(&self) -> Result<T, ConfigError> {
+        if self.dir_given && !self.dir.is_dir() {
+            return Err(ConfigError::NoDir {
+                dir: self.dir.clone(),
+            });
+        }
         let config = self.build()?;
         let value: T = match config.clone().try_deserialize() {
             Ok(value) => value,
@@ -127,39 +146,129 @@ impl ConfigLoader {
         };
         if let Err((key, reason)) = value.validate() {
             let origin = origin_of(&config, &key).unwrap_or_else(|| "the defaults".to_owned());
-            return Err(ConfigError::Invalid {
-                key,
-                reason,
-                origin,
-            });
+            return Err(self.invalid(key, reason, origin));
         }
         Ok(value)
     }
 
-    /// Adds where the value was set to errors that name a key but no origin: those
-    /// raised by our own deserializers (a duration without a unit) and unknown
-    /// keys, which serde reports against their parent table.
-    fn locate<T: Section>(&self, err: config::ConfigError, config: &Config) -> ConfigError {
-        let config::ConfigError::At {
-            error,
-            origin: None,
-            key: Some(key),
-        } = err
-        else {
-            return ConfigError::Load(err);
+    /// An [`ConfigError::Invalid`], naming the variable when the value came
+    /// from the environment.
+    fn invalid(&self, key: String, reason: String, origin: String) -> ConfigError {
+        let origin = match self.env_var_of(&key) {
+            Some(var) if origin == ENVIRONMENT => format!("{ENVIRONMENT} variable {var}"),
+            _ => origin,
         };
-        let origin = origin_of(config, &key).or_else(|| self.failing_layer::<T>());
-        match origin {
-            Some(origin) => ConfigError::Invalid {
-                key,
-                reason: error.to_string(),
-                origin,
-            },
-            None => ConfigError::Load(config::ConfigError::At {
+        ConfigError::Invalid {
+            key,
+            reason,
+            origin,
+        }
+    }
+
+    /// The override variable that sets `key` (`client.retries` →
+    /// `GRPC_CLUSTER__CLIENT__RETRIES`), as spelt in the environment.
+    fn env_var_of(&self, key: &str) -> Option<String> {
+        let matches = |name: &str| {
+            name.strip_prefix(ENV_PREFIX)
+                .and_then(|rest| rest.strip_prefix("__"))
+                .is_some_and(|rest| rest.to_lowercase().replace("__", ".") == key)
+        };
+        match &self.env_vars {
+            Some(vars) => vars.keys().find(|name| matches(name)).cloned(),
+            None => std::env::vars_os()
+                .filter_map(|(name, _)| name.into_string().ok())
+                .find(|name| matches(name)),
+        }
+    }
+
+    /// Turns a deserialization error naming a key into one that also says where
+    /// the value was set and, for a number out of range, the allowed range.
+    /// Unknown keys, which serde reports against their parent table, are found
+    /// by loading each layer alone.
+    fn locate<T: Section>(&self, err: config::ConfigError, config: &Config) -> ConfigError {
+        let (reason, origin, key) = match err {
+            config::ConfigError::At {
                 error,
-                origin: None,
+                origin,
                 key: Some(key),
-            }),
+            } => (self.reason::<T>(&error, config, &key), origin, key),
+            config::ConfigError::Type {
+                origin,
+                unexpected,
+                expected,
+                key: Some(key),
+            } => {
+                let inner = config::ConfigError::Type {
+                    origin: None,
+                    unexpected,
+                    expected,
+                    key: None,
+                };
+                (self.reason::<T>(&inner, config, &key), origin, key)
+            }
+            other => return ConfigError::Load(other),
+        };
+        let origin = origin
+            .map(|o| normalize_origin(&o))
+            .or_else(|| origin_of(config, &key))
+            .or_else(|| self.failing_layer::<T>())
+            .unwrap_or_else(|| "one of the layers".to_owned());
+        self.invalid(key, reason, origin)
+    }
+
+    /// Why the value at `key` was refused: for an integer out of its type's
+    /// range, that range.
+    fn reason<T: Section>(
+        &self,
+        error: &config::ConfigError,
+        config: &Config,
+        key: &str,
+    ) -> String {
+        let config::ConfigError::Type {
+            unexpected,
+            expected,
+            ..
+        } = error
+        else {
+            return error.to_string();
+        };
+        let got = unexpected.to_string();
+        let integer = got.contains("integer `");
+        match integer.then(|| integer_range(expected)).flatten() {
+            // A negative value for an unsigned key: the error gives no width;
+            // ask the key with the largest value for its real range.
+            Some(_) if expected.contains("unsigned") && expected.contains("or less") => {
+                match self.widest_unsigned::<T>(config, key) {
+                    Some(max) => format!("must be a whole number from 0 to {max}; got {got}"),
+                    None => format!("must be a whole number, 0 or more; got {got}"),
+                }
+            }
+            Some((min, max)) => format!("must be a whole number from {min} to {max}; got {got}"),
+            None => format!("invalid type: {got}, expected {expected}"),
+        }
+    }
+
+    /// The largest value the unsigned key `key` takes, learnt by loading
+    /// `config` with `u64::MAX` there (the error path only).
+    fn widest_unsigned<T: Section>(&self, config: &Config, key: &str) -> Option<String> {
+        let probe = Config::builder()
+            .add_source(config.clone())
+            .set_override(key, u64::MAX)
+            .ok()?
+            .build()
+            .ok()?;
+        match probe.try_deserialize::<T>() {
+            Ok(_) => Some(u64::MAX.to_string()),
+            Err(config::ConfigError::Type { expected, .. }) => {
+                integer_range(expected).map(|(_, max)| max)
+            }
+            Err(config::ConfigError::At { error, .. }) => match *error {
+                config::ConfigError::Type { expected, .. } => {
+                    integer_range(expected).map(|(_, max)| max)
+                }
+                _ => None,
+            },
+            Err(_) => None,
         }
     }
 
@@ -179,7 +288,7 @@ impl ConfigLoader {
             .add_source(self.environment())
             .build()
             .and_then(|c| c.try_deserialize::<T>());
-        env_alone.is_err().then(|| "the environment".to_owned())
+        env_alone.is_err().then(|| ENVIRONMENT.to_owned())
     }
 
     fn environment(&self) -> Environment {
@@ -213,11 +322,33 @@ fn origin_of(config: &Config, key: &str) -> Option<String> {
     let (parent, leaf) = key.rsplit_once('.')?;
     let table = config.get_table(parent).ok()?;
     let origin = table.get(leaf)?.origin()?;
-    Some(
-        if origin.eq_ignore_ascii_case("the environment") || origin.starts_with("env") {
-            "the environment".to_owned()
-        } else {
-            origin.to_owned()
-        },
-    )
+    Some(normalize_origin(origin))
+}
+
+/// How errors name the environment layer.
+const ENVIRONMENT: &str = "the environment";
+
+/// An origin as errors name it: a file path, or [`ENVIRONMENT`].
+fn normalize_origin(origin: &str) -> String {
+    if origin.eq_ignore_ascii_case(ENVIRONMENT) || origin.starts_with("env") {
+        ENVIRONMENT.to_owned()
+    } else {
+        origin.to_owned()
+    }
+}
+
+/// The range of the integer type `expected` names (`an unsigned 32 bit
+/// integer`, `an signed 64 bit or less integer`), as the config crate words it.
+fn integer_range(expected: &str) -> Option<(String, String)> {
+    let bits: u32 = expected
+        .split(' ')
+        .find_map(|word| word.parse().ok())
+        .filter(|bits| (1..=128).contains(bits))?;
+    if expected.contains("unsigned") {
+        let max = u128::MAX >> (128 - bits);
+        Some(("0".to_owned(), max.to_string()))
+    } else {
+        let max = i128::MAX >> (128 - bits);
+        Some(((-max - 1).to_string(), max.to_string()))
+    }
 }

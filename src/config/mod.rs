@@ -1,4 +1,4 @@
-//! Layered configuration (DESIGN §7), validated at load and reloadable at run time.
+//! Layered configuration, validated at load and reloadable at run time.
 //!
 //! Layers, each overriding the one before:
 //!

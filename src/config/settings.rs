@@ -6,7 +6,7 @@ use registry_actor::RegistryConfig;
 use serde::{Deserialize, Serialize};
 use server_kit::ServerConfig;
 
-use super::Section;
+use super::{ConfigError, ConfigLoader, Section};
 
 /// Every section of the configuration files, each with its documented defaults
 /// (`config/default.toml` lists every key).
@@ -22,6 +22,31 @@ pub struct Settings {
     /// `[server]`: listen address, identity in the registry, `[server.rate_limit]`
     /// and `[server.shutdown]`.
     pub server: ServerConfig,
+}
+
+impl Settings {
+    /// Loads every layer: the files of `./config` (or `GRPC_CLUSTER_CONFIG_DIR`),
+    /// then the `GRPC_CLUSTER__…` variables. The same as
+    /// `ConfigLoader::from_env().load()`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the bad key and where it was set.
+    pub fn load() -> Result<Self, ConfigError> {
+        ConfigLoader::from_env().load()
+    }
+
+    /// Connects to etcd with `[registry]` and starts a cluster client with
+    /// `[client]` on the current actix arbiter (inside [`crate::run`]).
+    ///
+    /// # Errors
+    ///
+    /// An invalid registry or client setting.
+    pub async fn connect_client(
+        &self,
+    ) -> Result<actix::Addr<cluster_client::ClusterClient>, cluster_client::Error> {
+        cluster_client::ClusterClient::connect(&self.registry, self.client.clone()).await
+    }
 }
 
 impl Section for Settings {

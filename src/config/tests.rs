@@ -85,6 +85,19 @@ impl Drop for Dir {
     }
 }
 
+/// The repository's root, found at run time: `CARGO_MANIFEST_DIR` as cargo
+/// sets it for the test run, else where the crate was built.
+fn repo_root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
+/// The text of the repository file `path`; a failure names its full path.
+fn read_repo_file(path: &str) -> String {
+    let full = repo_root().join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("cannot read {}: {e}", full.display()))
+}
+
 fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
         .iter()
@@ -234,6 +247,74 @@ fn bad_env_value_names_the_environment() {
 }
 
 #[test]
+fn env_errors_name_the_variable_and_numbers_out_of_range_the_range() {
+    let dir = Dir::new("envrange");
+    let cases = [
+        ("-1", "negative into unsigned"),
+        ("99999999999", "above the type's maximum"),
+    ];
+    for (value, what) in cases {
+        let err = dir
+            .loader()
+            .with_env_vars(vars(&[("GRPC_CLUSTER__OUTER__INNER__RPS", value)]))
+            .load::<Doc>()
+            .expect_err(what)
+            .to_string();
+        for needle in [
+            "outer.inner.rps",
+            "GRPC_CLUSTER__OUTER__INNER__RPS",
+            "from 0 to 4294967295",
+            value,
+        ] {
+            assert!(
+                err.contains(needle),
+                "{what}: `{err}` should mention `{needle}`"
+            );
+        }
+    }
+    // Out of range in a file: the range, and the file.
+    dir.write("local.toml", "[outer.inner]\nrps = -5\n");
+    let err = dir
+        .loader()
+        .load::<Doc>()
+        .expect_err("negative")
+        .to_string();
+    assert!(
+        err.contains("from 0 to 4294967295") && err.contains("local.toml"),
+        "{err}"
+    );
+    // A value refused by validation names the variable too.
+    let err = Dir::new("envvalid")
+        .loader()
+        .with_env_vars(vars(&[("GRPC_CLUSTER__REGISTRY__LEASE_TTL", "1s")]))
+        .load::<Doc>()
+        .expect_err("1s is below the minimum")
+        .to_string();
+    assert!(err.contains("GRPC_CLUSTER__REGISTRY__LEASE_TTL"), "{err}");
+}
+
+#[test]
+fn a_config_dir_given_must_exist() {
+    let dir = Dir::new("gone");
+    let missing = dir.0.join("missing");
+    let err = ConfigLoader::from_env()
+        .with_dir(&missing)
+        .with_env_vars(HashMap::new())
+        .load::<Doc>()
+        .expect_err("no such directory");
+    assert!(matches!(err, ConfigError::NoDir { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
+    // An existing, empty directory is fine: every file is optional.
+    assert_eq!(
+        dir.loader().load::<Doc>().expect("defaults"),
+        Doc::default()
+    );
+}
+
+#[test]
 fn reload_applies_a_valid_edit_and_keeps_the_old_settings_on_an_invalid_one() {
     let dir = Dir::new("reload");
     dir.write("local.toml", "[outer.inner]\nrps = 10\n");
@@ -284,8 +365,8 @@ async fn file_watcher_picks_up_an_edit() {
 /// commented examples).
 #[test]
 fn shipped_default_toml_lists_every_key_with_its_default() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
-    let text = std::fs::read_to_string(dir.join("default.toml")).expect("config/default.toml");
+    let dir = repo_root().join("config");
+    let text = read_repo_file("config/default.toml");
     let loader = ConfigLoader::from_env()
         .with_dir(&dir)
         .with_env_name(Some("no-such-environment".into()))
@@ -431,8 +512,7 @@ fn list_keys_of_the_environment_are_the_real_list_keys() {
 /// The README's configuration reference names every key the code knows.
 #[test]
 fn readme_names_every_key() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let readme = read_repo_file("README.md");
     let mut keys = Vec::new();
     leaf_keys(
         "",

@@ -23,6 +23,17 @@ pub use registry_actor::testing::{wait_until, EtcdServer};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+/// The text of the repository file `path` (relative to the package root,
+/// found at run time); a failure names its full path.
+pub fn read_repo_file(path: &str) -> String {
+    let root = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        std::path::PathBuf::from,
+    );
+    let full = root.join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("cannot read {}: {e}", full.display()))
+}
+
 /// Logs to the test output when `RUST_LOG` is set.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()

@@ -161,7 +161,7 @@ pub(super) fn write(
     });
     report.target(match during {
         Some(p99) => Target::new(
-            format!("pick p99 during a rebuild of {n} nodes (public `Picker`)"),
+            format!("pick p99 during a rebuild of {n} nodes (`PickerView`)"),
             format!("{p99:.2} µs"),
             "≤ 2 µs",
             p99 <= 2.0,

@@ -1,5 +1,7 @@
 //! The [`ClusterClient`] actor.
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 use registry_actor::{RegistryActor, RegistryConfig};
 
@@ -46,7 +48,7 @@ impl ClusterClient {
     /// when there is no current arbiter.
     pub fn new(registry: Addr<RegistryActor>, config: ClientConfig) -> Result<Self, Error> {
         Ok(Self {
-            handle: ClientHandle::new(registry, config)?,
+            handle: ClientHandle::new(registry, config, None)?,
         })
     }
 
@@ -61,8 +63,10 @@ impl ClusterClient {
         config: ClientConfig,
     ) -> Result<Addr<Self>, Error> {
         let etcd = registry_actor::connect(registry).await?;
+        let endpoints: Arc<str> = registry.endpoints().join(",").into();
         let registry = RegistryActor::new(etcd, registry).start();
-        Ok(Self::new(registry, config)?.start())
+        let handle = ClientHandle::new(registry, config, Some(endpoints))?;
+        Ok(Self { handle }.start())
     }
 
     /// A handle that runs calls in the caller's task, sharing this client's

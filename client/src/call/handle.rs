@@ -73,6 +73,8 @@ struct Shared {
     io: Arc<IoRuntime>,
     /// Whether every channel runs on the I/O runtime (`client.io_threads` > 0).
     dedicated: bool,
+    /// The etcd endpoints the registry reads, when the client connected it.
+    etcd: Option<Arc<str>>,
     /// The configuration in force; replaced whole on reload.
     config: ArcSwap<ClientConfig>,
     services: ArcSwap<Services>,
@@ -92,7 +94,12 @@ pub struct GetHandle;
 impl ClientHandle {
     /// A handle on a new client of `registry` with `config`; pickers start on
     /// the current arbiter, channels on a new I/O runtime.
-    pub(crate) fn new(registry: Addr<RegistryActor>, config: ClientConfig) -> Result<Self, Error> {
+    /// `etcd` names the endpoints the registry reads, for errors.
+    pub(crate) fn new(
+        registry: Addr<RegistryActor>,
+        config: ClientConfig,
+        etcd: Option<Arc<str>>,
+    ) -> Result<Self, Error> {
         config.validate()?;
         let arbiter = Arbiter::try_current().ok_or_else(|| {
             Error::Config(InvalidValue::new(
@@ -106,6 +113,7 @@ impl ClientHandle {
                 arbiter,
                 io: Arc::new(IoRuntime::new(config.io_threads())),
                 dedicated: config.dedicated_io(),
+                etcd,
                 config: ArcSwap::from_pointee(config),
                 services: ArcSwap::default(),
                 control: Mutex::new(()),
@@ -256,13 +264,16 @@ impl ClientHandle {
         }
         let config = self.shared.config.load_full();
         let settings = service_settings(&config, name)?;
-        let actor = PickerActor::new(
+        let mut actor = PickerActor::new(
             name,
             settings.policy.picker.clone(),
             self.shared.registry.clone(),
         )
         .with_connection_settings(config.connection_settings()?)
         .with_io(self.shared.io.clone());
+        if let Some(etcd) = &self.shared.etcd {
+            actor = actor.with_etcd_endpoints(etcd.clone());
+        }
         let shared = actor.shared();
         let picker = PickerActor::start_in_arbiter(&self.shared.arbiter, move |_| actor);
         let (ratio, per_sec) = settings.policy.budget;

@@ -20,7 +20,7 @@ use super::messages::{Attempt, BroadcastReply, Completion, NodeResult, Reply};
 use super::service::Service;
 use super::status::{grpc_timeout, pushback, GRPC_TIMEOUT};
 use crate::connection::Home;
-use crate::picker::{Attach, Fast, WaitDiscovered};
+use crate::picker::{Attach, Fast, WaitDiscovered, WaitNodes};
 use crate::policy::CodeSet;
 use crate::{Error, HashKey, Method, NodeHandle, Picked, Selector};
 
@@ -114,13 +114,9 @@ where
         let handles: Vec<NodeHandle> = exclude.iter().map(Picked::handle).collect();
         let shared = &self.service.shared;
         let key = self.home.key();
-        let mut fast = shared.pick(self.selector.as_deref(), &handles, self.hash_key, key);
-        if let Fast::Wait = fast {
-            // Boxed, as the other messages: rare, and they would make every
-            // call's future larger.
-            Box::pin(self.wait_discovered()).await?;
-            fast = shared.pick(self.selector.as_deref(), &handles, self.hash_key, key);
-        }
+        let fast = self
+            .when_nodes(|| shared.pick(self.selector.as_deref(), &handles, self.hash_key, key))
+            .await?;
         match fast {
             Fast::Done(result) => result,
             Fast::Attach(picked) => {
@@ -159,15 +155,34 @@ where
         }
     }
 
+    /// Runs `pick` on the published snapshot, waiting (through the picker
+    /// actor) first for the service's first node set and then, while the set is
+    /// empty, for a node: within the call's deadline and the discovery timeout.
+    async fn when_nodes<T>(&self, pick: impl Fn() -> Fast<T>) -> Result<Fast<T>, Error> {
+        let mut fast = pick();
+        if let Fast::Wait = fast {
+            // Boxed, as the other messages: rare, and they would make every
+            // call's future larger.
+            Box::pin(self.wait_discovered()).await?;
+            fast = pick();
+        }
+        if let Fast::Done(Err(Error::NoNodes { .. })) = fast {
+            let within = self.deadline.saturating_duration_since(Instant::now());
+            Box::pin(self.service.picker.send(WaitNodes { within }))
+                .await
+                .map_err(|e| self.picker_gone(e))?;
+            fast = pick();
+        }
+        Ok(fast)
+    }
+
     /// Every node matching the call's selector, as [`pick`](Self::pick) does.
     async fn pick_all(&self) -> Result<Vec<Picked>, Error> {
         let shared = &self.service.shared;
         let key = self.home.key();
-        let mut fast = shared.pick_all(self.selector.as_deref(), key);
-        if let Fast::Wait = fast {
-            Box::pin(self.wait_discovered()).await?;
-            fast = shared.pick_all(self.selector.as_deref(), key);
-        }
+        let fast = self
+            .when_nodes(|| shared.pick_all(self.selector.as_deref(), key))
+            .await?;
         match fast {
             Fast::Done(result) => result,
             Fast::Attach(all) => Box::pin(self.attach(all)).await,

@@ -38,6 +38,8 @@ pub struct PickerActor {
     timer: Option<(std::time::Instant, SpawnHandle)>,
     /// Picks waiting for the first node set.
     waiters: Vec<oneshot::Sender<()>>,
+    /// Picks waiting for a node while the published set is empty.
+    node_waiters: Vec<oneshot::Sender<()>>,
     /// The connection actors of each node picked so far (one per runtime that
     /// calls it), closed when the node leaves (the handles calls use are in
     /// the nodes' slots).
@@ -45,6 +47,8 @@ pub struct PickerActor {
     connection_settings: ConnectionSettings,
     /// The client's I/O runtime, for calls that have no runtime of their own.
     io: Arc<IoRuntime>,
+    /// The etcd endpoints the registry reads, for errors.
+    etcd: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for PickerActor {
@@ -72,10 +76,19 @@ impl PickerActor {
             subscription: None,
             timer: None,
             waiters: Vec::new(),
+            node_waiters: Vec::new(),
             connections: HashMap::new(),
             connection_settings: ConnectionSettings::default(),
             io: Arc::new(IoRuntime::new(1)),
+            etcd: None,
         }
+    }
+
+    /// Names `endpoints` (comma-separated) as where the registry reads, in
+    /// [`Error::NotDiscovered`] (default: unnamed).
+    pub fn with_etcd_endpoints(mut self, endpoints: Arc<str>) -> Self {
+        self.etcd = Some(endpoints);
+        self
     }
 
     /// Connects to nodes with `settings` (default: [`ConnectionSettings::default`]).
@@ -220,6 +233,7 @@ impl PickerActor {
                 Err(Error::NotDiscovered {
                     service: act.service.clone(),
                     waited,
+                    etcd: act.etcd.clone(),
                 })
             }
         }))
@@ -270,6 +284,11 @@ impl Handler<NodesChanged> for PickerActor {
         self.publish();
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(());
+        }
+        if self.picker.snapshot().has_nodes() {
+            for waiter in self.node_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
         }
         self.schedule(ctx);
     }
@@ -357,6 +376,33 @@ impl Handler<WaitDiscovered> for PickerActor {
 
     fn handle(&mut self, _: WaitDiscovered, ctx: &mut Self::Context) -> Self::Result {
         self.when_discovered(ctx, |_, _| Ok(()))
+    }
+}
+
+/// Answers once the service's published node set is not empty, or when
+/// `within` or the discovery timeout passes, whichever is sooner. The caller
+/// picks again either way.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) struct WaitNodes {
+    /// The time the call has left.
+    pub(crate) within: Duration,
+}
+
+impl Handler<WaitNodes> for PickerActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: WaitNodes, _: &mut Self::Context) -> Self::Result {
+        if self.picker.snapshot().has_nodes() {
+            return Box::pin(std::future::ready(()));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.node_waiters.retain(|w| !w.is_closed());
+        self.node_waiters.push(tx);
+        let within = msg.within.min(self.picker.config().discovery_timeout());
+        Box::pin(async move {
+            let _ = tokio::time::timeout(within, rx).await;
+        })
     }
 }
 

@@ -38,7 +38,7 @@ mod view;
 mod tests;
 
 pub use actor::PickerActor;
-pub(crate) use actor::{Attach, WaitDiscovered};
+pub(crate) use actor::{Attach, WaitDiscovered, WaitNodes};
 pub use messages::{ConnectionFailed, ConnectionSucceeded, Inspect, Pick, PickAll, Reconfigure};
 pub use picked::{NodeHandle, NodeRef, Picked};
 pub(crate) use shared::{Fast, SharedPicker};

@@ -215,6 +215,11 @@ impl Snapshot {
         self.discovered
     }
 
+    /// Whether the service has at least one node in this snapshot.
+    pub(crate) fn has_nodes(&self) -> bool {
+        !self.nodes.is_empty()
+    }
+
     /// The slot of `handle`, if the node is in this snapshot.
     pub(crate) fn slot(&self, handle: NodeHandle) -> Option<&Arc<Slot>> {
         // Slots are in node order, handles are not: a scan, used off the pick path.

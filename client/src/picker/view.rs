@@ -80,6 +80,7 @@ impl PickerView {
             Fast::Wait => Err(Error::NotDiscovered {
                 service: self.shared.service(),
                 waited: Duration::ZERO,
+                etcd: None,
             }),
         }
     }

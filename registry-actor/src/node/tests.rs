@@ -15,7 +15,7 @@ fn decodes_the_contract_example() {
             "version":"v1","group":"blue","weight":100,"zone":"local",
             "labels":{"canary":"false"}}"#,
     )
-    .expect("the DESIGN example decodes");
+    .expect("the documented example decodes");
     assert_eq!(node.id(), "echo-1");
     assert_eq!(node.service(), "echo");
     assert_eq!(node.addr(), "127.0.0.1:50051");

@@ -92,7 +92,15 @@ impl RegistrarTask {
                 Err(e) => e,
             };
             let attempt = self.backoff.attempts() + 1;
-            warn!(key = %self.key, attempt, error = %error, "registration not kept alive; trying again");
+            // Repeated failures are logged at attempts 1, 2, 4, 8…; the state
+            // carries every one.
+            if attempt.is_power_of_two() {
+                if self.state.borrow().is_registered() {
+                    warn!(key = %self.key, attempt, error = %error, "registration not kept alive; trying again");
+                } else {
+                    warn!(key = %self.key, attempt, error = %error, "cannot register; retrying");
+                }
+            }
             self.state.send_replace(RegistrationState::Retrying {
                 attempt,
                 error: error.to_string(),

@@ -168,10 +168,22 @@ impl ServiceWatch {
         }
     }
 
+    /// Waits the backoff after a failure. Repeated failures are logged at
+    /// attempts 1, 2, 4, 8…; a last known set is claimed only when one was
+    /// published.
     async fn wait_after(&mut self, error: &Error, seen: &Seen) {
+        let attempt = self.backoff.attempts() + 1;
         let delay = self.backoff.next_delay();
-        warn!(service = %self.service, %error, retry_in = ?delay, resume_at = seen.revision + 1,
-            "cannot watch the service in etcd; keeping the last known set");
+        if attempt.is_power_of_two() {
+            if seen.published.is_some() {
+                warn!(service = %self.service, attempt, %error, retry_in = ?delay,
+                    resume_at = seen.revision + 1,
+                    "cannot watch the service in etcd; keeping the last known set");
+            } else {
+                warn!(service = %self.service, attempt, %error, retry_in = ?delay,
+                    "cannot read the service from etcd yet; retrying");
+            }
+        }
         tokio::time::sleep(delay).await;
     }
 

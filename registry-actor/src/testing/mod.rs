@@ -36,13 +36,32 @@
 //! ```
 
 mod cluster;
+mod logs;
 mod member;
 mod server;
 
 use std::time::{Duration, Instant};
 
 pub use cluster::EtcdCluster;
+pub use logs::Logs;
 pub use server::EtcdServer;
+
+use crate::RegistryConfig;
+
+/// Registry settings naming a loopback port nothing listens on, with short
+/// timeouts and backoff: for tests of what happens while etcd is unreachable.
+///
+/// # Panics
+///
+/// When no loopback port can be bound.
+pub fn unreachable_registry() -> RegistryConfig {
+    let port = member::free_port().expect("a free loopback port");
+    RegistryConfig::default()
+        .with_endpoints([format!("127.0.0.1:{port}")])
+        .with_connect_timeout(Duration::from_millis(200))
+        .with_request_timeout(Duration::from_millis(200))
+        .with_backoff(Duration::from_millis(10), Duration::from_millis(20))
+}
 
 /// Polls `condition` every 10 ms until it holds or `timeout` passes; returns
 /// whether it held. The way tests wait for something to happen.

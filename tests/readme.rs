@@ -1,0 +1,205 @@
+//! The README's example block, run as a user pastes it: extracted from
+//! README.md, pointed at free ports and a temporary directory, and run by
+//! `bash`; every line it prints is held to the expected output shown below it.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::server_kit::example_path;
+use support::{cluster_env_vars, read_repo_file};
+use tokio::process::Command;
+
+/// How long the whole block may take: etcd, two servers, four clients, and
+/// the servers' graceful shutdowns.
+const SCRIPT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The heading of the README section holding the block.
+const SECTION: &str = "### The example binaries";
+
+/// The first ``` block of `kind` after `from` in `text`, and where it ends.
+fn fenced_block<'a>(text: &'a str, kind: &str, from: usize) -> (&'a str, usize) {
+    let open = format!("```{kind}\n");
+    let start = text[from..]
+        .find(&open)
+        .map(|i| from + i + open.len())
+        .unwrap_or_else(|| panic!("README.md: no ```{kind} block after byte {from}"));
+    let end = text[start..]
+        .find("```")
+        .map(|i| start + i)
+        .unwrap_or_else(|| panic!("README.md: the ```{kind} block is not closed"));
+    (&text[start..end], end)
+}
+
+/// A loopback port free right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Whether `line` is `pattern` with each `…` standing for a non-empty run of
+/// characters without spaces.
+fn matches(pattern: &str, line: &str) -> bool {
+    match pattern.split_once('…') {
+        None => pattern == line,
+        Some((literal, rest)) => {
+            let Some(after) = line.strip_prefix(literal) else {
+                return false;
+            };
+            // Try every length of the run, shortest first.
+            after
+                .char_indices()
+                .skip(1)
+                .map(|(i, _)| i)
+                .chain(std::iter::once(after.len()))
+                .take_while(|&i| !after[..i].contains(' '))
+                .any(|i| matches(rest, &after[i..]))
+        }
+    }
+}
+
+/// The block as a script for this test: no build step (cargo built the
+/// examples), the binaries where cargo put them, private ports and directory.
+fn script(block: &str, examples: &Path, dir: &Path) -> String {
+    let body: String = block
+        .lines()
+        .filter(|l| l.trim() != "cargo build --examples")
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut script = body
+        .replace(
+            "target/debug/examples/",
+            &format!("{}/", examples.display()),
+        )
+        .replace("/tmp/gc-demo", &dir.display().to_string());
+    for port in ["2379", "2380", "50051", "50052"] {
+        script = script.replace(&format!(":{port}"), &format!(":{}", free_port()));
+    }
+    script
+}
+
+#[tokio::test]
+async fn the_readme_example_block_prints_what_the_readme_says() {
+    let readme = read_repo_file("README.md");
+    let section = readme
+        .find(SECTION)
+        .unwrap_or_else(|| panic!("README.md has no {SECTION:?} section"));
+    let (block, end) = fenced_block(&readme, "sh", section);
+    let (expected, _) = fenced_block(&readme, "text", end);
+
+    let dir: PathBuf = std::env::temp_dir().join(format!("gc-readme-{}", std::process::id()));
+    let config_dir = dir.join("config");
+    std::fs::create_dir_all(&config_dir).expect("temp dir");
+    let echo_client = example_path("echo-client");
+    let examples = echo_client.parent().expect("examples dir");
+    let script = script(block, examples, &dir.join("demo"));
+
+    let mut command = Command::new("bash");
+    for name in cluster_env_vars() {
+        command.env_remove(name);
+    }
+    let child = command
+        .arg("-c")
+        .arg(&script)
+        // No developer's config/local.toml leaks in.
+        .env("GRPC_CLUSTER_CONFIG_DIR", &config_dir)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("bash runs");
+    let group = child.id().expect("running");
+    let out = tokio::time::timeout(SCRIPT_DEADLINE, child.wait_with_output()).await;
+    let logs =
+        |name: &str| std::fs::read_to_string(dir.join("demo").join(name)).unwrap_or_default();
+    let Ok(out) = out else {
+        // Stop the script's background processes (etcd, servers) too.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{group}")])
+            .status();
+        let _ = std::fs::remove_dir_all(&dir);
+        panic!(
+            "the README block did not finish within {SCRIPT_DEADLINE:?}:\n{script}\n--- etcd.log ---\n{}",
+            logs("etcd.log")
+        );
+    };
+    let out = out.expect("bash ran");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let diagnostics = format!(
+        "--- script ---\n{script}\n--- stdout ---\n{printed}\n--- stderr ---\n{}\n--- echo-1.log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        logs("echo-1.log")
+    );
+    // The script's own status is `wait`'s for etcd, stopped by a signal: not
+    // something the README states. What it states of the servers' files is.
+    let server_outputs = [logs("echo-1.out"), logs("echo-2.out")];
+    let _ = std::fs::remove_dir_all(&dir);
+    for (id, output) in ["echo-1", "echo-2"].iter().zip(&server_outputs) {
+        assert!(
+            output.contains(&format!("registered in etcd as {id}\n")),
+            "{id}.out: {output}\n{diagnostics}"
+        );
+        let last = output.lines().rev().nth(1).unwrap_or_default();
+        assert!(
+            last.starts_with("shutdown on SIGTERM: deregistration key gone from etcd;"),
+            "{id}.out ends with the shutdown report (then the totals): {output}\n{diagnostics}"
+        );
+    }
+    let printed: Vec<&str> = printed.lines().collect();
+    let expected: Vec<&str> = expected.lines().collect();
+    assert_eq!(
+        printed.len(),
+        expected.len(),
+        "as many lines as the README shows\n{diagnostics}"
+    );
+    for (line, pattern) in printed.iter().zip(&expected) {
+        assert!(
+            matches(pattern, line),
+            "README says `{pattern}`, printed `{line}`\n{diagnostics}"
+        );
+    }
+}
+
+#[test]
+fn the_readme_usage_example_is_examples_quickstart_verbatim() {
+    let readme = read_repo_file("README.md");
+    let quickstart = read_repo_file("examples/quickstart.rs");
+    let section = readme
+        .find("## Using it")
+        .unwrap_or_else(|| panic!("README.md has no \"## Using it\" section"));
+    let (block, _) = fenced_block(&readme, "rust", section);
+    assert_eq!(
+        block, quickstart,
+        "README.md's usage example differs from examples/quickstart.rs"
+    );
+    // It builds with `grpc-cluster` as its only dependency: every path it
+    // names is the facade's or the standard library's.
+    for line in quickstart.lines().filter(|l| l.starts_with("use ")) {
+        assert!(
+            line.starts_with("use grpc_cluster::") || line.starts_with("use std::"),
+            "examples/quickstart.rs needs a crate besides grpc-cluster: {line}"
+        );
+    }
+    for other in ["actix::", "tokio::", "cluster_client::", "registry_actor::"] {
+        assert!(
+            !quickstart.contains(other),
+            "examples/quickstart.rs names `{other}`: re-export it from the facade"
+        );
+    }
+}
+
+#[test]
+fn the_wildcard_stands_for_one_run_without_spaces() {
+    assert!(matches("node=echo-… ok", "node=echo-12 ok"));
+    assert!(matches("in …, in …)", "in 2.8ms, in 1.9ms)"));
+    assert!(!matches("node=echo-… ok", "node=echo- ok"));
+    assert!(!matches("a … b", "a x y b"));
+    assert!(!matches("exit status 1", "exit status 0"));
+}
