@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Flags: `--id`, `--listen`, `--version`, `--group`, `--weight`, `--rps` (global
-//! limit, 0 = unlimited), `--config-dir`. Everything else comes from the layered
+//! limit, 0 = unlimited), `--config-dir`, `--hang` (accept `Say` calls and
+//! never answer them: a node that is up but stuck). Everything else comes from the layered
 //! configuration (`config/` or `--config-dir` or `GRPC_CLUSTER_CONFIG_DIR`, then
 //! `GRPC_CLUSTER__…` variables): `[registry]` (etcd endpoints, lease TTL) and
 //! `[server]` (rate limits, shutdown phases, identity). A flag given on the
@@ -30,7 +31,7 @@ use grpc_cluster::server::ServerConfig;
 use grpc_cluster::{Serve, ServeError};
 
 const USAGE: &str = "usage: echo-server [--id ID] [--listen IP:PORT] [--version V] [--group G] \
-                     [--weight N] [--rps N] [--config-dir DIR]";
+                     [--weight N] [--rps N] [--config-dir DIR] [--hang]";
 
 /// The command line; a flag not given leaves the configured value.
 #[derive(Debug, Default)]
@@ -42,6 +43,7 @@ struct Flags {
     weight: Option<u32>,
     rps: Option<u32>,
     config_dir: Option<String>,
+    hang: bool,
 }
 
 fn parse_flags(args: impl IntoIterator<Item = String>) -> Result<Flags, String> {
@@ -54,6 +56,10 @@ fn parse_flags(args: impl IntoIterator<Item = String>) -> Result<Flags, String> 
         };
         if name == "--help" || name == "-h" {
             return Err(USAGE.to_owned());
+        }
+        if name == "--hang" && inline.is_none() {
+            flags.hang = true;
+            continue;
         }
         let value = match inline.or_else(|| args.next()) {
             Some(v) => v,
@@ -121,7 +127,7 @@ async fn run(flags: Flags) -> Result<(), ServeError> {
     }
     let serve = Serve::load(loader)?;
     let id = flags.node_id(&serve.server_config());
-    let service = EchoService::new(id.as_str());
+    let service = EchoService::new(id.as_str()).with_hang(flags.hang);
     let stats = service.stats();
     let overrides = {
         let id = id.clone();
