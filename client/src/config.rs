@@ -30,6 +30,7 @@ const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// panic_threshold = 0.5         # hold a registry change removing more than this share
 /// panic_grace = "30s"           # ... until the nodes fail or this passes
 /// discovery_timeout = "5s"      # how long a pick waits for the first node set
+/// attempt_timeout = "200ms"     # bound of each attempt (default: none)
 ///
 /// [client.ejection]
 /// failures = 5                  # consecutive connection failures that eject a node
@@ -86,6 +87,8 @@ pub struct ClientConfig {
     retries: u32,
     #[serde(with = "duration")]
     timeout: Duration,
+    #[serde(with = "opt_duration")]
+    attempt_timeout: Option<Duration>,
     retry_codes: Vec<String>,
     #[serde(with = "duration")]
     retry_backoff: Duration,
@@ -116,6 +119,7 @@ impl Default for ClientConfig {
             strategy: "failover".to_owned(),
             retries: 2,
             timeout: Duration::from_secs(5),
+            attempt_timeout: None,
             retry_codes: vec!["UNAVAILABLE".to_owned()],
             retry_backoff: Duration::from_millis(50),
             retry_backoff_max: Duration::from_secs(1),
@@ -188,6 +192,16 @@ impl ClientConfig {
     /// Default deadline of a call (default 5 s).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Default bound of each attempt of a call (default none: an attempt may
+    /// take what is left of the call's deadline). An attempt that outlives it
+    /// is cancelled and ends as `DEADLINE_EXCEEDED`, which failover and
+    /// failretry retry and ejection counts as a failure of the node; its
+    /// `grpc-timeout` is the smaller of it and the call's remaining deadline.
+    pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
         self
     }
 
@@ -341,6 +355,7 @@ impl ClientConfig {
             strategy: parse_strategy("client.strategy", &self.strategy)?,
             retries: self.retries,
             timeout: self.timeout,
+            attempt_timeout: self.attempt_timeout,
             retry_codes: parse_codes("client.retry_codes", &self.retry_codes)?,
             backoff_min: self.retry_backoff,
             backoff_max: self.retry_backoff_max,
@@ -426,6 +441,12 @@ impl ClientConfig {
             if d.is_zero() {
                 return Err(Error::Config(InvalidValue::new(key, "must be above zero")));
             }
+        }
+        if self.attempt_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::Config(InvalidValue::new(
+                "client.attempt_timeout",
+                "must be above zero (leave it out for no bound)",
+            )));
         }
         if self.retry_backoff_max < self.retry_backoff {
             return Err(Error::Config(InvalidValue::new(
@@ -570,6 +591,8 @@ pub struct ServiceConfig {
     retries: Option<u32>,
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
     timeout: Option<Duration>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    attempt_timeout: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_codes: Option<Vec<String>>,
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
@@ -590,6 +613,7 @@ impl ServiceConfig {
         self.strategy = call.strategy;
         self.retries = call.retries;
         self.timeout = call.timeout;
+        self.attempt_timeout = call.attempt_timeout;
         self.retry_codes = call.retry_codes;
         self
     }
@@ -600,6 +624,7 @@ impl ServiceConfig {
             strategy: self.strategy.clone(),
             retries: self.retries,
             timeout: self.timeout,
+            attempt_timeout: self.attempt_timeout,
             retry_codes: self.retry_codes.clone(),
         }
     }
@@ -924,6 +949,8 @@ pub struct MethodConfig {
     retries: Option<u32>,
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
     timeout: Option<Duration>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    attempt_timeout: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_codes: Option<Vec<String>>,
 }
@@ -947,6 +974,12 @@ impl MethodConfig {
         self
     }
 
+    /// The bound of each attempt (see [`ClientConfig::with_attempt_timeout`]).
+    pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
     fn apply(&self, path: &str, policy: &mut CallPolicy) -> Result<(), Error> {
         if let Some(s) = &self.strategy {
             policy.strategy = parse_strategy(&format!("{path}.strategy"), s)?;
@@ -963,6 +996,15 @@ impl MethodConfig {
             }
             policy.timeout = t;
         }
+        if let Some(t) = self.attempt_timeout {
+            if t.is_zero() {
+                return Err(Error::Config(InvalidValue::new(
+                    format!("{path}.attempt_timeout"),
+                    "must be above zero",
+                )));
+            }
+            policy.attempt_timeout = Some(t);
+        }
         if let Some(c) = &self.retry_codes {
             policy.retry_codes = parse_codes(&format!("{path}.retry_codes"), c)?;
         }
@@ -976,6 +1018,7 @@ pub struct CallPolicy {
     strategy: Strategy,
     retries: u32,
     timeout: Duration,
+    attempt_timeout: Option<Duration>,
     retry_codes: Arc<[Code]>,
     backoff_min: Duration,
     backoff_max: Duration,
@@ -995,6 +1038,11 @@ impl CallPolicy {
     /// The deadline of a call.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The bound of each attempt, if any.
+    pub fn attempt_timeout(&self) -> Option<Duration> {
+        self.attempt_timeout
     }
 
     /// Codes retried by failover and failretry.
@@ -1282,6 +1330,41 @@ mod tests {
             resolved.call("/echo.v1.Echo/Slow").strategy(),
             Strategy::Failfast
         );
+    }
+
+    #[test]
+    fn attempt_timeouts_resolve_per_method_and_zero_is_refused_by_key() {
+        let config = parse(
+            r#"{"attempt_timeout": "300ms", "services": {"echo": {"attempt_timeout": "200ms",
+                "methods": {"Say": {"attempt_timeout": "50ms"}}}}}"#,
+        );
+        config.validate().expect("valid");
+        let at = |service: &str, method: &str| {
+            config
+                .call_policy(service, method)
+                .expect("valid")
+                .attempt_timeout()
+        };
+        assert_eq!(at("echo", "Say"), Some(Duration::from_millis(50)));
+        assert_eq!(at("echo", "Slow"), Some(Duration::from_millis(200)));
+        assert_eq!(at("other", "Say"), Some(Duration::from_millis(300)));
+        assert_eq!(
+            ClientConfig::default()
+                .call_policy("echo", "Say")
+                .expect("ok")
+                .attempt_timeout(),
+            None
+        );
+        for (json, key) in [
+            (r#"{"attempt_timeout": "0"}"#, "client.attempt_timeout"),
+            (
+                r#"{"services": {"echo": {"methods": {"Say": {"attempt_timeout": "0"}}}}}"#,
+                "client.services.echo.methods.Say.attempt_timeout",
+            ),
+        ] {
+            let err = parse(json).validate().expect_err(json).to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

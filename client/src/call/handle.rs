@@ -321,6 +321,7 @@ impl ClientHandle {
             metadata,
             started,
             deadline: started + timeout,
+            attempt_timeout: options.attempt_timeout.or(policy.attempt_timeout()),
             selector: options.selector.map(Box::new),
             hash_key: options.hash_key,
             retries: options.retries.unwrap_or(policy.retries()),

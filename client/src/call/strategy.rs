@@ -4,7 +4,10 @@
 //! runs attempts on their connections and decides from each status whether to
 //! go on. Extra attempts draw from the service's [`RetryBudget`]; no
 //! attempt starts after the deadline, and each carries what is left of it as
-//! `grpc-timeout`.
+//! `grpc-timeout`, or its attempt timeout when that is shorter. An attempt
+//! that outlives its attempt timeout is cancelled: it ends as
+//! `DEADLINE_EXCEEDED`, strategies that retry move on from it, and its node is
+//! told (ejection counts it as a failure).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +37,8 @@ pub(crate) struct Plan<Req, Resp> {
     pub(crate) metadata: MetadataMap,
     pub(crate) started: Instant,
     pub(crate) deadline: Instant,
+    /// The bound of each attempt within the deadline.
+    pub(crate) attempt_timeout: Option<Duration>,
     /// Boxed: rarely set, and the plan lives in every call's future.
     pub(crate) selector: Option<Box<Selector>>,
     pub(crate) hash_key: Option<HashKey>,
@@ -53,6 +58,8 @@ struct Tried<Resp> {
     attempt: Attempt,
     picked: Picked,
     result: Result<tonic::Response<Resp>, Status>,
+    /// Whether the attempt timeout (not the call's deadline) ended it.
+    timed_out: bool,
 }
 
 impl<Req, Resp> Plan<Req, Resp>
@@ -190,7 +197,6 @@ where
         if now >= self.deadline {
             return None;
         }
-        let remaining = self.deadline - now;
         let connection = picked.connection().cloned();
         let request_missing = request.is_none();
         let (Some(connection), Some((message, metadata))) = (connection, request) else {
@@ -207,28 +213,45 @@ where
                 },
                 picked,
                 result: Err(status),
+                timed_out: false,
             });
+        };
+        // The attempt's own end: the call's deadline, or sooner its timeout.
+        let (until, bounded) = match self.attempt_timeout {
+            Some(t) if now + t < self.deadline => (now + t, true),
+            _ => (self.deadline, false),
         };
         let mut request = tonic::Request::new(message);
         *request.metadata_mut() = metadata;
         request
             .metadata_mut()
-            .insert(GRPC_TIMEOUT, grpc_timeout(remaining));
+            .insert(GRPC_TIMEOUT, grpc_timeout(until - now));
         // The attempt runs in this task: timing out drops it, which cancels the RPC.
         // Boxed: the RPC's future is large, and the attempt's future is moved
         // into its strategy's as each attempt starts.
         let rpc = Box::pin(connection.call(&self.method, request));
-        let result = match tokio::time::timeout_at(self.deadline, rpc).await {
-            // The server and tonic's channel enforce the same deadline (both
-            // answer CANCELLED when it expires, the channel up to the
-            // `grpc-timeout` precision early): at the deadline, the deadline is
-            // what ended it.
-            Ok(Err(_)) if Instant::now() + DEADLINE_SLACK >= self.deadline => {
-                Err(self.deadline_status())
-            }
-            Ok(result) => result,
-            Err(_) => Err(self.deadline_status()),
+        let result = match tokio::time::timeout_at(until, rpc).await {
+            // The server and tonic's channel enforce the same end (both
+            // answer CANCELLED when it passes, the channel up to the
+            // `grpc-timeout` precision early): at the end, the end is what
+            // ended it.
+            Ok(Err(_)) if Instant::now() + DEADLINE_SLACK >= until => Err(None),
+            Ok(result) => result.map_err(Some),
+            Err(_) => Err(None),
         };
+        let timed_out = bounded && matches!(result, Err(None));
+        let result = result.map_err(|status| match status {
+            Some(status) => status,
+            None if bounded => {
+                let timeout = until - now;
+                connection.timed_out(timeout);
+                Status::deadline_exceeded(format!(
+                    "attempt timeout of {timeout:?} passed on node {}",
+                    picked.node()
+                ))
+            }
+            None => self.deadline_status(),
+        });
         let attempt = Attempt {
             node: picked.node_ref().clone(),
             code: result.as_ref().map_or_else(Status::code, |_| Code::Ok),
@@ -238,6 +261,7 @@ where
             attempt,
             picked,
             result,
+            timed_out,
         })
     }
 
@@ -307,7 +331,7 @@ where
             match t.result {
                 Ok(response) => return Ok(self.reply(&t.picked, response, attempts)),
                 Err(status) => {
-                    let retry = self.retryable(&status).is_some();
+                    let retry = t.timed_out || self.retryable(&status).is_some();
                     tried.push(t.picked);
                     last = Some(status);
                     if !retry {
@@ -355,7 +379,7 @@ where
             match t.result {
                 Ok(response) => return Ok(self.reply(&t.picked, response, attempts)),
                 Err(status) => {
-                    let retry = self.retryable(&status).is_some();
+                    let retry = t.timed_out || self.retryable(&status).is_some();
                     last = Some(status);
                     if !retry {
                         break;

@@ -8,7 +8,7 @@ use tonic::transport::Channel;
 use tonic::Status;
 use tracing::debug;
 
-use super::classify::{is_transport_failure, transport_as_unavailable};
+use super::classify::{is_own_timeout, is_transport_failure, transport_as_unavailable};
 use super::report::Report;
 use super::settings::ConnectionSettings;
 use crate::method::Method;
@@ -123,6 +123,16 @@ impl Connection {
         }
     }
 
+    /// Records that an attempt on the node got no answer within its attempt
+    /// timeout of `after`: a failure of the node, as a broken transport is.
+    pub(crate) fn timed_out(&self, after: std::time::Duration) {
+        let inner = &*self.inner;
+        inner.reachable.store(UNREACHABLE, Ordering::Relaxed);
+        inner.report.failed(&format!(
+            "no answer within the attempt timeout of {after:?}"
+        ));
+    }
+
     /// A fresh channel, for one call in short-connection mode.
     async fn connect(&self) -> Result<Channel, Status> {
         let endpoint = self.inner.settings.endpoint(&self.inner.node)?;
@@ -142,6 +152,11 @@ impl Connection {
     }
 
     fn observe_err(&self, status: Status) -> Status {
+        if is_own_timeout(&status) {
+            // The caller's deadline passed: it says nothing of the node (an
+            // attempt timeout is reported by the call, see `timed_out`).
+            return status;
+        }
         let inner = &*self.inner;
         let failed = is_transport_failure(&status);
         let status = transport_as_unavailable(status, inner.node.addr());

@@ -1,0 +1,149 @@
+//! Failures beyond a refused connection, end to end: nodes that hang or answer
+//! errors to everything, attempt timeouts, hedging, outlier ejection and the
+//! server's pushback, against real echo servers found through a real etcd.
+
+mod support;
+
+use std::time::Duration;
+
+use actix::Addr;
+use cluster_client::{
+    Call, CallOptions, ClusterClient, EjectionConfig, NodeStatus, Selector, ServiceStatus, Strategy,
+};
+use grpc_cluster::echo::{EchoService, SayRequest, SAY};
+use support::cluster::{test_config, Cluster};
+use support::{wait_until, EVENTUALLY};
+use tonic::Code;
+
+fn say(message: &str) -> SayRequest {
+    SayRequest {
+        message: message.into(),
+    }
+}
+
+async fn node_status(client: &Addr<ClusterClient>, id: &str) -> NodeStatus {
+    client
+        .send(ServiceStatus("echo".into()))
+        .await
+        .expect("client alive")
+        .expect("echo known")
+        .node(id)
+        .cloned()
+        .expect("node listed")
+}
+
+/// An ejection that outlasts the test: once out, a node stays out.
+fn ejection_after(failures: u32) -> EjectionConfig {
+    EjectionConfig::default()
+        .with_failures(failures)
+        .with_base_time(Duration::from_secs(120))
+        .with_max_time(Duration::from_secs(120))
+}
+
+/// A `grpc-timeout` header value as a duration.
+fn parse_grpc_timeout(value: &str) -> Duration {
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().expect("grpc-timeout digits");
+    match unit {
+        "u" => Duration::from_micros(n),
+        "m" => Duration::from_millis(n),
+        "S" => Duration::from_secs(n),
+        other => panic!("unexpected grpc-timeout unit {other}"),
+    }
+}
+
+#[actix_rt::test]
+async fn failover_with_an_attempt_timeout_gets_past_a_hung_node_until_it_is_ejected() {
+    let mut cluster = Cluster::start().await;
+    cluster.add(EchoService::new("a"), |n| n).await;
+    cluster.add(EchoService::new("b"), |n| n).await;
+    let hung = EchoService::new("hung")
+        .with_hang(true)
+        .with_header_log(true);
+    cluster.add(hung, |n| n.with_group("stuck")).await;
+    let attempt_timeout = Duration::from_millis(100);
+    let call_timeout = Duration::from_secs(5);
+    let failures = 3;
+    let config = test_config()
+        .with_timeout(call_timeout)
+        .with_attempt_timeout(attempt_timeout)
+        .with_strategy(Strategy::Failover)
+        .with_ejection(ejection_after(failures));
+    let client = cluster.client(config, 3).await;
+    let hung = cluster.node("hung").stats();
+
+    // Round robin reaches the hung node every third call; each of those calls
+    // moves on after the attempt timeout, until the node is ejected.
+    let mut calls = 0;
+    while !node_status(&client, "hung").await.ejected {
+        assert!(
+            calls < 30 * failures,
+            "not ejected after {calls} calls and {} timeouts",
+            hung.hung()
+        );
+        let reply = client
+            .send(Call::new("echo", SAY, say(&format!("m{calls}"))))
+            .await
+            .expect("client alive")
+            .unwrap_or_else(|e| panic!("call {calls} failed: {e}"));
+        calls += 1;
+        assert_ne!(reply.node.id(), "hung");
+        assert!(reply.latency < call_timeout, "within the call's deadline");
+        let (last, earlier) = reply.attempts.split_last().expect("an attempt");
+        assert_eq!(last.code, Code::Ok);
+        for attempt in earlier {
+            assert_eq!(attempt.node.id(), "hung", "{:?}", reply.attempts);
+            assert_eq!(attempt.code, Code::DeadlineExceeded);
+        }
+    }
+    assert!(
+        hung.hung() >= u64::from(failures),
+        "ejected after {} timeouts, fewer than {failures}",
+        hung.hung()
+    );
+    for value in hung.grpc_timeouts() {
+        assert!(
+            parse_grpc_timeout(&value) <= attempt_timeout,
+            "an attempt carried grpc-timeout {value}, above the attempt timeout"
+        );
+    }
+
+    // Ejected: no attempt reaches it until its ejection ends.
+    let before = hung.hung();
+    for i in 0..30 {
+        let reply = client
+            .send(Call::new("echo", SAY, say(&format!("after {i}"))))
+            .await
+            .expect("client alive")
+            .expect("served by the others");
+        assert_eq!(reply.attempts.len(), 1, "{:?}", reply.attempts);
+    }
+    assert_eq!(hung.hung(), before, "the ejected node got an attempt");
+    let cancelled = wait_until(EVENTUALLY, || {
+        let hung = hung.clone();
+        async move { hung.cancelled() == hung.hung() }
+    })
+    .await;
+    assert!(
+        cancelled,
+        "every timed-out attempt was cancelled on the server"
+    );
+
+    // A call whose deadline is shorter than the attempt timeout: its attempt
+    // carries the deadline, and the deadline ends the call.
+    let short = attempt_timeout / 2;
+    let err = client
+        .send(
+            Call::new("echo", SAY, say("short")).with_options(
+                CallOptions::new()
+                    .with_timeout(short)
+                    .with_selector(Selector::new().with_group("stuck")),
+            ),
+        )
+        .await
+        .expect("client alive")
+        .expect_err("the hung node never answers");
+    assert_eq!(err.code(), Code::DeadlineExceeded);
+    let last = hung.grpc_timeouts().pop().expect("a grpc-timeout");
+    assert!(parse_grpc_timeout(&last) <= short, "{last}");
+}
