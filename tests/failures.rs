@@ -147,3 +147,70 @@ async fn failover_with_an_attempt_timeout_gets_past_a_hung_node_until_it_is_ejec
     let last = hung.grpc_timeouts().pop().expect("a grpc-timeout");
     assert!(parse_grpc_timeout(&last) <= short, "{last}");
 }
+
+#[actix_rt::test]
+async fn a_node_answering_unavailable_to_everything_is_ejected_but_not_one_answering_invalid_argument(
+) {
+    let mut cluster = Cluster::start().await;
+    cluster.add(EchoService::new("a"), |n| n).await;
+    cluster.add(EchoService::new("b"), |n| n).await;
+    let down = EchoService::new("down").with_say_error(Code::Unavailable, None);
+    cluster.add(down, |n| n).await;
+    let picky = EchoService::new("picky").with_say_error(Code::InvalidArgument, None);
+    cluster.add(picky, |n| n).await;
+    let failures = 3;
+    let config = test_config()
+        .with_strategy(Strategy::Failover)
+        .with_ejection(ejection_after(failures));
+    let client = cluster.client(config, 4).await;
+    let (down, picky) = (cluster.node("down").stats(), cluster.node("picky").stats());
+
+    // Every call either succeeds (moving on from `down`) or is refused by
+    // `picky`, whose answer is final; go on until `picky` has answered more
+    // than enough times to be ejected, were its answers failures.
+    let mut calls = 0;
+    while picky.processed() <= u64::from(3 * failures)
+        || !node_status(&client, "down").await.ejected
+    {
+        assert!(
+            calls < 200,
+            "down never ejected: {:?}",
+            node_status(&client, "down").await
+        );
+        let result = client
+            .send(Call::new("echo", SAY, say(&format!("m{calls}"))))
+            .await
+            .expect("client alive");
+        calls += 1;
+        match result {
+            Ok(reply) => assert_ne!(reply.node.id(), "down"),
+            Err(e) => {
+                assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+                assert_eq!(e.attempts().last().map(|a| a.node.id()), Some("picky"));
+            }
+        }
+    }
+    let down_answers = down.processed();
+    assert!(
+        down_answers >= u64::from(failures),
+        "ejected after {down_answers} answers"
+    );
+    let picky_status = node_status(&client, "picky").await;
+    assert!(
+        !picky_status.ejected
+            && picky_status.ejections == 0
+            && picky_status.consecutive_failures == 0,
+        "INVALID_ARGUMENT counted against the node: {picky_status:?}"
+    );
+    for i in 0..20 {
+        let _ = client
+            .send(Call::new("echo", SAY, say(&format!("after {i}"))))
+            .await
+            .expect("client alive");
+    }
+    assert_eq!(
+        down.processed(),
+        down_answers,
+        "the ejected node got a call"
+    );
+}

@@ -33,7 +33,9 @@ const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// attempt_timeout = "200ms"     # bound of each attempt (default: none)
 ///
 /// [client.ejection]
-/// failures = 5                  # consecutive connection failures that eject a node
+/// failures = 5                  # consecutive failures that eject a node
+/// codes = ["UNAVAILABLE"]       # answers counted as failures, beside broken
+///                               # connections and attempt timeouts
 /// base_time = "10s"             # first ejection; doubles per ejection ...
 /// max_time = "5m"               # ... up to this
 /// max_share = 0.5               # never eject more than this share of the nodes
@@ -717,7 +719,8 @@ impl ServiceConfig {
     }
 }
 
-/// The `ejection` table: when consecutive connection failures take a node out, for
+/// The `ejection` table: when consecutive failures (broken connections, attempt
+/// timeouts, answers with one of `codes`) take a node out, for
 /// how long, and how many at most. Unset keys take the next level's value, and in
 /// the end the defaults below.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -731,6 +734,8 @@ pub struct EjectionConfig {
     max_time: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_share: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    codes: Option<Vec<String>>,
 }
 
 impl EjectionConfig {
@@ -756,6 +761,27 @@ impl EjectionConfig {
     pub fn with_max_share(mut self, share: f64) -> Self {
         self.max_share = Some(share);
         self
+    }
+
+    /// Status codes a node's answers count as failures, beside broken
+    /// connections and attempt timeouts (default `["UNAVAILABLE"]`). Any
+    /// other answer, an error or not, counts as a success.
+    pub fn with_codes<I: IntoIterator<Item = Code>>(mut self, codes: I) -> Self {
+        self.codes = Some(codes.into_iter().map(code_name).collect());
+        self
+    }
+
+    /// The status codes counted as failures (names that are not codes, which
+    /// validation refuses, are left out).
+    pub fn codes(&self) -> Arc<[Code]> {
+        match &self.codes {
+            None => Arc::from([Code::Unavailable]),
+            Some(names) => names
+                .iter()
+                .filter_map(|n| parse_codes("", std::slice::from_ref(n)).ok())
+                .flat_map(|c| c.to_vec())
+                .collect(),
+        }
     }
 
     /// Consecutive failures that eject a node.
@@ -785,6 +811,7 @@ impl EjectionConfig {
             base_time: self.base_time.or(base.base_time),
             max_time: self.max_time.or(base.max_time),
             max_share: self.max_share.or(base.max_share),
+            codes: self.codes.clone().or_else(|| base.codes.clone()),
         }
     }
 
@@ -810,6 +837,9 @@ impl EjectionConfig {
                     duration::format(self.base_time())
                 ),
             )));
+        }
+        if let Some(codes) = &self.codes {
+            parse_codes(&format!("{path}.codes"), codes)?;
         }
         check_share(&format!("{path}.max_share"), self.max_share())
     }

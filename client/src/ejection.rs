@@ -1,6 +1,9 @@
-//! Ejection: taking a node out of picking after consecutive connection failures.
+//! Ejection: taking a node out of picking after consecutive failures.
 //!
-//! Connection actors report every connection attempt's outcome. A node with
+//! A node's connections report its failures: a connection that cannot be made
+//! or breaks, an attempt that outlives its attempt timeout, and an answer with
+//! one of the ejection `codes` (`UNAVAILABLE` by default); any other answer is
+//! a success. A node with
 //! `failures` consecutive failures is ejected for a backoff that starts at
 //! `base_time` and doubles with each ejection up to `max_time` (with jitter, see
 //! [`Backoff`]); when the time is up it comes back with a clean failure count. A

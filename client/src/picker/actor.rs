@@ -130,10 +130,11 @@ impl PickerActor {
         let node = picked.node().clone();
         let settings = self.connection_settings.clone();
         let load = slot.load_counter().clone();
+        let failure_codes = self.picker.config().ejection().codes();
         // The channel spawns its tasks on the runtime it is made in.
         let made = {
             let _enter = runtime.enter();
-            Connection::new(node, settings, report, load)
+            Connection::new(node, settings, report, load, failure_codes)
         };
         match made {
             Ok(connection) => {

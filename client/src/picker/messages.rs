@@ -84,7 +84,9 @@ impl PickAll {
     }
 }
 
-/// A connection attempt to a node failed (refused, timed out, TLS, ...).
+/// A node failed: a connection to it could not be made or broke (refused,
+/// timed out, TLS, ...), an attempt outlived its attempt timeout, or the node
+/// answered with one of the ejection codes.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct ConnectionFailed {

@@ -258,7 +258,7 @@ impl Picker {
         sorted::find(&self.effective, id)
     }
 
-    /// Records a failed connection attempt to `node`: a node held by the panic
+    /// Records a failure of `node` (see [`ConnectionFailed`](crate::ConnectionFailed)): a node held by the panic
     /// threshold is dropped at once; another is ejected at its N-th consecutive
     /// failure if the share cap allows. Answers whether the candidates changed.
     pub fn connection_failed(&mut self, node: NodeHandle, now: Instant) -> bool {
