@@ -214,3 +214,64 @@ async fn a_node_answering_unavailable_to_everything_is_ejected_but_not_one_answe
         "the ejected node got a call"
     );
 }
+
+#[actix_rt::test]
+async fn failover_leaves_a_node_alone_while_its_pushback_lasts() {
+    let mut cluster = Cluster::start().await;
+    cluster.add(EchoService::new("a"), |n| n).await;
+    cluster.add(EchoService::new("b"), |n| n).await;
+    let pushback = Duration::from_millis(300);
+    let busy = EchoService::new("busy").with_say_error(Code::ResourceExhausted, Some(pushback));
+    cluster.add(busy, |n| n).await;
+    let config = test_config().with_strategy(Strategy::Failover);
+    let client = cluster.client(config, 3).await;
+    let busy = cluster.node("busy").stats();
+
+    // Calls until one reaches `busy` (round robin: within three).
+    let mut started = std::time::Instant::now();
+    for i in 0..3 {
+        started = std::time::Instant::now();
+        let reply = client
+            .send(Call::new("echo", SAY, say(&format!("find {i}"))))
+            .await
+            .expect("client alive")
+            .expect("another node serves it at once");
+        assert_ne!(reply.node.id(), "busy");
+        if busy.processed() == 1 {
+            let codes: Vec<_> = reply.attempts.iter().map(|a| a.code).collect();
+            assert_eq!(codes, [Code::ResourceExhausted, Code::Ok]);
+            break;
+        }
+    }
+    assert_eq!(busy.processed(), 1, "round robin reached busy");
+    assert!(node_status(&client, "busy").await.paused);
+
+    // Every call picked before the pushback has passed (counted from before
+    // the call that got it) is served by the others, in one attempt.
+    let mut during = 0;
+    while started.elapsed() < pushback {
+        let reply = client
+            .send(Call::new("echo", SAY, say(&format!("during {during}"))))
+            .await
+            .expect("client alive")
+            .expect("served by the others");
+        assert_eq!(reply.attempts.len(), 1, "{:?}", reply.attempts);
+        during += 1;
+    }
+    assert!(during > 0);
+    assert_eq!(busy.processed(), 1, "busy was called during its pushback");
+
+    // Then it is picked again: a pause, not an ejection.
+    let back = wait_until(EVENTUALLY, || {
+        let client = client.clone();
+        let busy = busy.clone();
+        async move {
+            let _ = client.send(Call::new("echo", SAY, say("later"))).await;
+            busy.processed() > 1
+        }
+    })
+    .await;
+    assert!(back, "busy never picked again");
+    let status = node_status(&client, "busy").await;
+    assert_eq!((status.ejections, status.consecutive_failures), (0, 0));
+}

@@ -99,7 +99,7 @@ pub use hash::HashKey;
 pub use method::Method;
 pub use picker::{
     ConnectionFailed, ConnectionSucceeded, Inspect, NodeHandle, NodeRef, NodeStatus, Pick, PickAll,
-    Picked, Picker, PickerActor, PickerStatus, PickerView, Reconfigure,
+    Picked, Picker, PickerActor, PickerStatus, PickerView, PushedBack, Reconfigure,
 };
 pub use policy::Strategy;
 pub use selector::{Fallback, Selector};

@@ -24,7 +24,7 @@ use super::service::Service;
 use super::status::{grpc_timeout, pushback, GRPC_TIMEOUT};
 use crate::budget::RetryBudget;
 use crate::connection::Home;
-use crate::picker::{Attach, Fast, WaitDiscovered};
+use crate::picker::{Attach, Fast, PushedBack, WaitDiscovered};
 use crate::{Error, HashKey, Method, NodeHandle, Picked, Selector};
 
 /// Everything a strategy needs to run one call.
@@ -281,6 +281,20 @@ where
         }
     }
 
+    /// Keeps `picked` out of the service's picks while the positive pushback
+    /// of `status` lasts; answers the pushback. The picker has published the
+    /// change when this returns, so no later pick of any call takes the node.
+    async fn honour_pushback(&self, picked: &Picked, status: &Status) -> Option<Duration> {
+        let wait = pushback(status).flatten().filter(|w| !w.is_zero())?;
+        let paused = PushedBack {
+            node: picked.handle(),
+            wait,
+        };
+        // A picker gone only loses the pause: the call goes on without it.
+        let _ = Box::pin(self.service.picker.send(paused)).await;
+        Some(wait)
+    }
+
     /// Takes a token for an extra attempt.
     fn withdraw(&self) -> bool {
         self.budget.try_withdraw(std::time::Instant::now())
@@ -307,7 +321,8 @@ where
         }
     }
 
-    /// Retries on nodes not yet tried, for retryable codes.
+    /// Retries on nodes not yet tried, for retryable codes. A node that asked
+    /// for a pushback is not picked again, by any call, until it has passed.
     pub(crate) async fn failover(mut self) -> Result<Reply<Resp>, CallError> {
         self.deposit();
         let mut tried: Vec<Picked> = Vec::new();
@@ -332,6 +347,7 @@ where
                 Ok(response) => return Ok(self.reply(&t.picked, response, attempts)),
                 Err(status) => {
                     let retry = t.timed_out || self.retryable(&status).is_some();
+                    self.honour_pushback(&t.picked, &status).await;
                     tried.push(t.picked);
                     last = Some(status);
                     if !retry {

@@ -106,6 +106,17 @@ impl ConnectionFailed {
     }
 }
 
+/// A node answered with a positive retry pushback: it is not picked until
+/// `wait` has passed (without counting as a failure).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct PushedBack {
+    /// The node.
+    pub node: NodeHandle,
+    /// How long it asked not to be called.
+    pub wait: std::time::Duration,
+}
+
 /// A connection attempt to a node succeeded (resets its failure count).
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
