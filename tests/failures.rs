@@ -4,13 +4,14 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
 use cluster_client::{
     Call, CallOptions, ClusterClient, EjectionConfig, NodeStatus, Selector, ServiceStatus, Strategy,
 };
-use grpc_cluster::echo::{EchoService, SayRequest, SAY};
+use grpc_cluster::echo::{EchoService, EchoStats, SayRequest, SAY};
 use support::cluster::{test_config, Cluster};
 use support::{wait_until, EVENTUALLY};
 use tonic::Code;
@@ -38,6 +39,15 @@ fn ejection_after(failures: u32) -> EjectionConfig {
         .with_failures(failures)
         .with_base_time(Duration::from_secs(120))
         .with_max_time(Duration::from_secs(120))
+}
+
+/// Whether every call a hanging node received is seen cancelled, soon.
+async fn all_hung_calls_cancelled(stats: &Arc<EchoStats>) -> bool {
+    wait_until(EVENTUALLY, || {
+        let stats = stats.clone();
+        async move { stats.cancelled() == stats.hung() }
+    })
+    .await
 }
 
 /// A `grpc-timeout` header value as a duration.
@@ -119,13 +129,8 @@ async fn failover_with_an_attempt_timeout_gets_past_a_hung_node_until_it_is_ejec
         assert_eq!(reply.attempts.len(), 1, "{:?}", reply.attempts);
     }
     assert_eq!(hung.hung(), before, "the ejected node got an attempt");
-    let cancelled = wait_until(EVENTUALLY, || {
-        let hung = hung.clone();
-        async move { hung.cancelled() == hung.hung() }
-    })
-    .await;
     assert!(
-        cancelled,
+        all_hung_calls_cancelled(&hung).await,
         "every timed-out attempt was cancelled on the server"
     );
 
@@ -274,4 +279,125 @@ async fn failover_leaves_a_node_alone_while_its_pushback_lasts() {
     assert!(back, "busy never picked again");
     let status = node_status(&client, "busy").await;
     assert_eq!((status.ejections, status.consecutive_failures), (0, 0));
+}
+
+#[actix_rt::test]
+async fn hedging_gets_past_a_hung_node_within_one_delay_and_cancels_the_losers() {
+    let mut cluster = Cluster::start().await;
+    cluster.add(EchoService::new("a"), |n| n).await;
+    cluster.add(EchoService::new("b"), |n| n).await;
+    cluster
+        .add(EchoService::new("hung").with_hang(true), |n| n)
+        .await;
+    let delay = Duration::from_millis(20);
+    let max_attempts = 3;
+    let config = test_config()
+        .with_strategy(Strategy::Hedging)
+        .with_hedging(delay, max_attempts, [Code::Unavailable])
+        // Enough budget that no hedge is refused: this test is about latency.
+        .with_budget(1.0, 1000);
+    let client = cluster.client(config, 3).await;
+    let hung = cluster.node("hung").stats();
+
+    let (mut normal, mut hedged) = (Vec::new(), Vec::new());
+    for i in 0..60 {
+        let before = hung.hung();
+        let reply = client
+            .send(Call::new("echo", SAY, say(&format!("m{i}"))))
+            .await
+            .expect("client alive")
+            .unwrap_or_else(|e| panic!("call {i} failed: {e}"));
+        assert_ne!(reply.node.id(), "hung");
+        assert!(reply.attempts.iter().all(|a| a.node.id() != "hung"));
+        if hung.hung() > before {
+            hedged.push(reply.latency);
+        } else {
+            normal.push(reply.latency);
+        }
+    }
+    assert!(
+        !hedged.is_empty() && !normal.is_empty(),
+        "round robin reached every node"
+    );
+    // A call that met the hung node is answered by the hedge started one delay
+    // later: it takes about a delay plus a normal call. Bound: the slowest
+    // normal call, plus a delay per attempt the call may make.
+    hedged.sort();
+    let p99 = hedged[(hedged.len() * 99).div_ceil(100) - 1];
+    let slowest_normal = normal.iter().max().copied().unwrap_or_default();
+    let bound = slowest_normal + delay * max_attempts;
+    assert!(p99 <= bound, "p99 {p99:?} of hedged calls above {bound:?}");
+
+    assert!(
+        all_hung_calls_cancelled(&hung).await,
+        "the hung node saw every losing attempt cancelled"
+    );
+}
+
+#[actix_rt::test]
+async fn a_storm_of_hedges_and_retries_stays_within_the_budget() {
+    use futures_util::stream::{self, StreamExt};
+    use grpc_cluster::echo::{FailRequest, FAIL};
+
+    let mut cluster = Cluster::start().await;
+    for id in ["a", "b", "c"] {
+        cluster.add(EchoService::new(id), |n| n).await;
+    }
+    let (ratio, per_sec) = (0.2, 10);
+    let config = test_config()
+        .with_budget(ratio, per_sec)
+        .with_retries(2)
+        .with_retry_codes([Code::Internal])
+        .with_hedging(Duration::from_millis(1), 3, [Code::Internal]);
+    let client = cluster.client(config, 3).await;
+
+    let started = std::time::Instant::now();
+    let calls = 300u32;
+    let outcomes: Vec<_> = stream::iter(0..calls)
+        .map(|i| {
+            let client = client.clone();
+            // Half hedged, half failover: both draw from the one budget.
+            let strategy = if i % 2 == 0 {
+                Strategy::Hedging
+            } else {
+                Strategy::Failover
+            };
+            async move {
+                let request = FailRequest {
+                    code: Code::Internal as i32,
+                    message: format!("m{i}"),
+                };
+                client
+                    .send(
+                        Call::new("echo", FAIL, request)
+                            .with_options(CallOptions::new().with_strategy(strategy)),
+                    )
+                    .await
+                    .expect("client alive")
+                    .expect_err("every node fails it")
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    // Every attempt here ends with the node's answer (no attempt is cut short:
+    // INTERNAL is non-fatal and retryable), so each is listed in its error.
+    let attempts: usize = outcomes.iter().map(|e| e.attempts().len()).sum();
+    let refused = outcomes.iter().filter(|e| e.budget_exhausted()).count();
+    let processed: u64 = ["a", "b", "c"]
+        .iter()
+        .map(|id| cluster.node(id).stats().processed())
+        .sum();
+    assert_eq!(processed, attempts as u64, "the servers saw every attempt");
+    // The budget's documented bound: extra attempts <= ratio x calls +
+    // per_sec x elapsed + an initial reserve of 2 x per_sec.
+    let bound =
+        f64::from(calls) * (1.0 + ratio) + f64::from(per_sec) * elapsed + 2.0 * f64::from(per_sec);
+    assert!(
+        attempts as f64 <= bound,
+        "{attempts} attempts for {calls} calls in {elapsed:.2}s exceed {bound:.1}"
+    );
+    assert!(attempts > calls as usize, "extra attempts were made");
+    assert!(refused > 0, "the budget refused some extra attempts");
 }

@@ -18,6 +18,8 @@ const DEFAULT_MAX_SHARE: f64 = 0.5;
 const DEFAULT_PANIC_THRESHOLD: f64 = 0.5;
 const DEFAULT_PANIC_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_HEDGING_DELAY: Duration = Duration::from_millis(50);
+const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 /// The picker part of `[client]`: defaults for every service, and one
 /// [`ServiceConfig`] per `[client.services.NAME]` table.
@@ -31,6 +33,9 @@ const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// panic_grace = "30s"           # ... until the nodes fail or this passes
 /// discovery_timeout = "5s"      # how long a pick waits for the first node set
 /// attempt_timeout = "200ms"     # bound of each attempt (default: none)
+/// hedging_delay = "50ms"        # hedging: a new attempt this often ...
+/// max_attempts = 3              # ... up to this many in all
+/// non_fatal_codes = ["UNAVAILABLE"] # answers that let the other attempts go on
 ///
 /// [client.ejection]
 /// failures = 5                  # consecutive failures that eject a node
@@ -93,6 +98,10 @@ pub struct ClientConfig {
     attempt_timeout: Option<Duration>,
     retry_codes: Vec<String>,
     #[serde(with = "duration")]
+    hedging_delay: Duration,
+    max_attempts: u32,
+    non_fatal_codes: Vec<String>,
+    #[serde(with = "duration")]
     retry_backoff: Duration,
     #[serde(with = "duration")]
     retry_backoff_max: Duration,
@@ -123,6 +132,9 @@ impl Default for ClientConfig {
             timeout: Duration::from_secs(5),
             attempt_timeout: None,
             retry_codes: vec!["UNAVAILABLE".to_owned()],
+            hedging_delay: DEFAULT_HEDGING_DELAY,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            non_fatal_codes: vec!["UNAVAILABLE".to_owned()],
             retry_backoff: Duration::from_millis(50),
             retry_backoff_max: Duration::from_secs(1),
             budget_ratio: 0.2,
@@ -212,6 +224,23 @@ impl ClientConfig {
     /// pushback forbids it).
     pub fn with_retry_codes<I: IntoIterator<Item = Code>>(mut self, codes: I) -> Self {
         self.retry_codes = codes.into_iter().map(code_name).collect();
+        self
+    }
+
+    /// Hedging's settings (gRFC A6): a new attempt on another node every
+    /// `delay` (default 50 ms) until one answers, at most `max_attempts` in
+    /// all (default 3, at least 1); an answer with one of `non_fatal` (default
+    /// `["UNAVAILABLE"]`), or an attempt timeout, lets the others go on and
+    /// starts the next attempt at once; any other answer ends the call.
+    pub fn with_hedging<I: IntoIterator<Item = Code>>(
+        mut self,
+        delay: Duration,
+        max_attempts: u32,
+        non_fatal: I,
+    ) -> Self {
+        self.hedging_delay = delay;
+        self.max_attempts = max_attempts;
+        self.non_fatal_codes = non_fatal.into_iter().map(code_name).collect();
         self
     }
 
@@ -359,6 +388,11 @@ impl ClientConfig {
             timeout: self.timeout,
             attempt_timeout: self.attempt_timeout,
             retry_codes: parse_codes("client.retry_codes", &self.retry_codes)?,
+            hedging: Hedging {
+                delay: self.hedging_delay,
+                max_attempts: self.max_attempts,
+                non_fatal: parse_codes("client.non_fatal_codes", &self.non_fatal_codes)?,
+            },
             backoff_min: self.retry_backoff,
             backoff_max: self.retry_backoff_max,
         };
@@ -443,6 +477,12 @@ impl ClientConfig {
             if d.is_zero() {
                 return Err(Error::Config(InvalidValue::new(key, "must be above zero")));
             }
+        }
+        if self.max_attempts == 0 {
+            return Err(Error::Config(InvalidValue::new(
+                "client.max_attempts",
+                "must be at least 1",
+            )));
         }
         if self.attempt_timeout.is_some_and(|t| t.is_zero()) {
             return Err(Error::Config(InvalidValue::new(
@@ -598,6 +638,12 @@ pub struct ServiceConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_codes: Option<Vec<String>>,
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    hedging_delay: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    non_fatal_codes: Option<Vec<String>>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
     retry_backoff: Option<Duration>,
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
     retry_backoff_max: Option<Duration>,
@@ -617,6 +663,9 @@ impl ServiceConfig {
         self.timeout = call.timeout;
         self.attempt_timeout = call.attempt_timeout;
         self.retry_codes = call.retry_codes;
+        self.hedging_delay = call.hedging_delay;
+        self.max_attempts = call.max_attempts;
+        self.non_fatal_codes = call.non_fatal_codes;
         self
     }
 
@@ -628,6 +677,9 @@ impl ServiceConfig {
             timeout: self.timeout,
             attempt_timeout: self.attempt_timeout,
             retry_codes: self.retry_codes.clone(),
+            hedging_delay: self.hedging_delay,
+            max_attempts: self.max_attempts,
+            non_fatal_codes: self.non_fatal_codes.clone(),
         }
     }
 
@@ -983,6 +1035,12 @@ pub struct MethodConfig {
     attempt_timeout: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_codes: Option<Vec<String>>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    hedging_delay: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    non_fatal_codes: Option<Vec<String>>,
 }
 
 impl MethodConfig {
@@ -1007,6 +1065,19 @@ impl MethodConfig {
     /// The bound of each attempt (see [`ClientConfig::with_attempt_timeout`]).
     pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// Hedging's settings (see [`ClientConfig::with_hedging`]).
+    pub fn with_hedging<I: IntoIterator<Item = Code>>(
+        mut self,
+        delay: Duration,
+        max_attempts: u32,
+        non_fatal: I,
+    ) -> Self {
+        self.hedging_delay = Some(delay);
+        self.max_attempts = Some(max_attempts);
+        self.non_fatal_codes = Some(non_fatal.into_iter().map(code_name).collect());
         self
     }
 
@@ -1038,6 +1109,21 @@ impl MethodConfig {
         if let Some(c) = &self.retry_codes {
             policy.retry_codes = parse_codes(&format!("{path}.retry_codes"), c)?;
         }
+        if let Some(d) = self.hedging_delay {
+            policy.hedging.delay = d;
+        }
+        if let Some(n) = self.max_attempts {
+            if n == 0 {
+                return Err(Error::Config(InvalidValue::new(
+                    format!("{path}.max_attempts"),
+                    "must be at least 1",
+                )));
+            }
+            policy.hedging.max_attempts = n;
+        }
+        if let Some(c) = &self.non_fatal_codes {
+            policy.hedging.non_fatal = parse_codes(&format!("{path}.non_fatal_codes"), c)?;
+        }
         Ok(())
     }
 }
@@ -1050,6 +1136,7 @@ pub struct CallPolicy {
     timeout: Duration,
     attempt_timeout: Option<Duration>,
     retry_codes: Arc<[Code]>,
+    hedging: Hedging,
     backoff_min: Duration,
     backoff_max: Duration,
 }
@@ -1075,6 +1162,11 @@ impl CallPolicy {
         self.attempt_timeout
     }
 
+    /// Hedging's settings.
+    pub fn hedging(&self) -> &Hedging {
+        &self.hedging
+    }
+
     /// Codes retried by failover and failretry.
     pub fn retry_codes(&self) -> &Arc<[Code]> {
         &self.retry_codes
@@ -1083,6 +1175,31 @@ impl CallPolicy {
     /// Failretry's backoff bounds.
     pub fn backoff(&self) -> (Duration, Duration) {
         (self.backoff_min, self.backoff_max)
+    }
+}
+
+/// The resolved settings of the `hedging` strategy (gRFC A6's hedging policy).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hedging {
+    delay: Duration,
+    max_attempts: u32,
+    non_fatal: Arc<[Code]>,
+}
+
+impl Hedging {
+    /// The wait before each further attempt.
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// The most attempts of one call, the first included.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The codes that let the other attempts go on.
+    pub fn non_fatal_codes(&self) -> &Arc<[Code]> {
+        &self.non_fatal
     }
 }
 
@@ -1390,6 +1507,46 @@ mod tests {
             (
                 r#"{"services": {"echo": {"methods": {"Say": {"attempt_timeout": "0"}}}}}"#,
                 "client.services.echo.methods.Say.attempt_timeout",
+            ),
+        ] {
+            let err = parse(json).validate().expect_err(json).to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn hedging_settings_resolve_per_method_and_bad_ones_name_their_key() {
+        let config = parse(
+            r#"{"strategy": "hedging", "hedging_delay": "30ms", "services": {"echo": {
+                "max_attempts": 4, "methods": {"Say": {"non_fatal_codes": ["UNAVAILABLE", "INTERNAL"]}}}}}"#,
+        );
+        config.validate().expect("valid");
+        let say = config.call_policy("echo", "Say").expect("valid");
+        assert_eq!(say.strategy(), Strategy::Hedging);
+        assert_eq!(say.hedging().delay(), Duration::from_millis(30));
+        assert_eq!(say.hedging().max_attempts(), 4);
+        assert_eq!(
+            &say.hedging().non_fatal_codes()[..],
+            [Code::Unavailable, Code::Internal]
+        );
+        let other = ClientConfig::default()
+            .call_policy("x", "Say")
+            .expect("valid");
+        assert_eq!(
+            (other.hedging().delay(), other.hedging().max_attempts()),
+            (Duration::from_millis(50), 3)
+        );
+        assert_eq!(&other.hedging().non_fatal_codes()[..], [Code::Unavailable]);
+        for (json, key) in [
+            (r#"{"max_attempts": 0}"#, "client.max_attempts"),
+            (
+                r#"{"services": {"echo": {"methods": {"Say": {"max_attempts": 0}}}}}"#,
+                "client.services.echo.methods.Say.max_attempts",
+            ),
+            (r#"{"non_fatal_codes": ["NOPE"]}"#, "client.non_fatal_codes"),
+            (
+                r#"{"ejection": {"codes": ["NOPE"]}}"#,
+                "client.ejection.codes",
             ),
         ] {
             let err = parse(json).validate().expect_err(json).to_string();

@@ -91,7 +91,7 @@ pub use call::{
     UpdateConfig, RETRY_PUSHBACK_KEY,
 };
 pub use config::{
-    CallPolicy, ClientConfig, EjectionConfig, MethodConfig, PickerConfig, ServiceConfig,
+    CallPolicy, ClientConfig, EjectionConfig, Hedging, MethodConfig, PickerConfig, ServiceConfig,
 };
 pub use connection::{Close, Connection, ConnectionActor, ConnectionSettings};
 pub use error::Error;

@@ -141,6 +141,7 @@ impl ClientHandle {
             Ok((plan, Strategy::Failover)) => Box::pin(plan.failover()),
             Ok((plan, Strategy::Failretry)) => Box::pin(plan.failretry()),
             Ok((plan, Strategy::Forking(k))) => Box::pin(plan.forking(k)),
+            Ok((plan, Strategy::Hedging)) => Box::pin(plan.hedging()),
         }
     }
 
@@ -326,6 +327,7 @@ impl ClientHandle {
             hash_key: options.hash_key,
             retries: options.retries.unwrap_or(policy.retries()),
             retry_codes: policy.retry_codes().clone(),
+            hedging: policy.hedging().clone(),
             backoff: registry_actor::Backoff::new(min, max),
             home: Home::of_caller(self.shared.dedicated),
             service: svc.clone(),

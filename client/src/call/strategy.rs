@@ -44,6 +44,8 @@ pub(crate) struct Plan<Req, Resp> {
     pub(crate) hash_key: Option<HashKey>,
     pub(crate) retries: u32,
     pub(crate) retry_codes: Arc<[Code]>,
+    /// The `hedging` strategy's settings.
+    pub(crate) hedging: crate::Hedging,
     pub(crate) backoff: Backoff,
     /// The runtime the call's channels run on.
     pub(crate) home: Home,
@@ -54,12 +56,12 @@ pub(crate) struct Plan<Req, Resp> {
 const DEADLINE_SLACK: Duration = Duration::from_millis(1);
 
 /// The outcome of one attempt.
-struct Tried<Resp> {
-    attempt: Attempt,
-    picked: Picked,
-    result: Result<tonic::Response<Resp>, Status>,
+pub(super) struct Tried<Resp> {
+    pub(super) attempt: Attempt,
+    pub(super) picked: Picked,
+    pub(super) result: Result<tonic::Response<Resp>, Status>,
     /// Whether the attempt timeout (not the call's deadline) ended it.
-    timed_out: bool,
+    pub(super) timed_out: bool,
 }
 
 impl<Req, Resp> Plan<Req, Resp>
@@ -67,7 +69,7 @@ where
     Req: prost::Message + Clone + Send + 'static,
     Resp: prost::Message + Default + Send + 'static,
 {
-    fn failed(&self, status: Status, attempts: Vec<Attempt>) -> CallError {
+    pub(super) fn failed(&self, status: Status, attempts: Vec<Attempt>) -> CallError {
         CallError::status(&self.service.name, status, attempts)
     }
 
@@ -76,7 +78,7 @@ where
     }
 
     /// The request of one attempt, copied.
-    fn copy(&self) -> Option<(Req, MetadataMap)> {
+    pub(super) fn copy(&self) -> Option<(Req, MetadataMap)> {
         let request = self.request.clone()?;
         Some((request, self.metadata.clone()))
     }
@@ -97,7 +99,12 @@ where
         }
     }
 
-    fn pick_error(&self, err: Error, attempts: Vec<Attempt>, last: Option<Status>) -> CallError {
+    pub(super) fn pick_error(
+        &self,
+        err: Error,
+        attempts: Vec<Attempt>,
+        last: Option<Status>,
+    ) -> CallError {
         // Having tried every node, the last node's answer is the one that matters.
         if let Some(status) = last {
             return self.failed(status, attempts);
@@ -110,7 +117,7 @@ where
         Status::deadline_exceeded(format!("deadline of {timeout:?} passed"))
     }
 
-    fn deadline_error(&self, attempts: Vec<Attempt>) -> CallError {
+    pub(super) fn deadline_error(&self, attempts: Vec<Attempt>) -> CallError {
         let timeout = self.deadline.saturating_duration_since(self.started);
         CallError::deadline(&self.service.name, timeout, attempts)
     }
@@ -118,7 +125,7 @@ where
     /// Picks a node from the service's published snapshot, without a message
     /// when it can: the actor is asked only before the first node set, or to
     /// connect a node picked for the first time on this call's runtime.
-    async fn pick(&self, exclude: &[Picked]) -> Result<Picked, Error> {
+    pub(super) async fn pick(&self, exclude: &[Picked]) -> Result<Picked, Error> {
         let handles: Vec<NodeHandle> = exclude.iter().map(Picked::handle).collect();
         let shared = &self.service.shared;
         let key = self.home.key();
@@ -188,7 +195,7 @@ where
     /// One attempt on `picked` with `request` (from [`copy`](Self::copy) or
     /// [`take`](Self::take)), bounded by the deadline. `None` when the deadline
     /// had already passed (no attempt is started then).
-    async fn attempt(
+    pub(super) async fn attempt(
         &self,
         picked: Picked,
         request: Option<(Req, MetadataMap)>,
@@ -265,7 +272,7 @@ where
         })
     }
 
-    fn reply(
+    pub(super) fn reply(
         &self,
         picked: &Picked,
         response: tonic::Response<Resp>,
@@ -284,7 +291,11 @@ where
     /// Keeps `picked` out of the service's picks while the positive pushback
     /// of `status` lasts; answers the pushback. The picker has published the
     /// change when this returns, so no later pick of any call takes the node.
-    async fn honour_pushback(&self, picked: &Picked, status: &Status) -> Option<Duration> {
+    pub(super) async fn honour_pushback(
+        &self,
+        picked: &Picked,
+        status: &Status,
+    ) -> Option<Duration> {
         let wait = pushback(status).flatten().filter(|w| !w.is_zero())?;
         let paused = PushedBack {
             node: picked.handle(),
@@ -296,11 +307,11 @@ where
     }
 
     /// Takes a token for an extra attempt.
-    fn withdraw(&self) -> bool {
+    pub(super) fn withdraw(&self) -> bool {
         self.budget.try_withdraw(std::time::Instant::now())
     }
 
-    fn deposit(&self) {
+    pub(super) fn deposit(&self) {
         self.budget.deposit();
     }
 
