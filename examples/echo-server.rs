@@ -68,6 +68,9 @@ struct Flags {
     /// `./config`.
     #[arg(long = "config-dir", value_name = "DIR")]
     config_dir: Option<String>,
+    /// Accept `Say` calls and never answer them: a node that is up but stuck.
+    #[arg(long)]
+    hang: bool,
 }
 
 impl Flags {
@@ -114,7 +117,7 @@ async fn run(flags: Flags) -> Result<(), ServeError> {
     }
     let serve = Serve::load(loader)?;
     let id = flags.node_id(&serve.server_config());
-    let service = EchoService::new(id.as_str());
+    let service = EchoService::new(id.as_str()).with_hang(flags.hang);
     let stats = service.stats();
     let overrides = {
         let id = id.clone();

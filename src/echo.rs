@@ -11,7 +11,10 @@
 //! [`EchoService::with_slow_delay`] (a slow node: every `Slow` waits longer),
 //! [`EchoService::with_gauge`] (a concurrency gauge shared by several nodes, to
 //! see calls overlap), and the request metadata `x-echo-pushback-ms`, which `Fail`
-//! returns as `grpc-retry-pushback-ms` (a server asking for a pushback).
+//! returns as `grpc-retry-pushback-ms` (a server asking for a pushback). Two
+//! more make a node misbehave as a whole: [`EchoService::with_hang`] (it
+//! accepts `Say` and never answers) and [`EchoService::with_say_error`] (it
+//! answers every `Say` with one error, optionally with a pushback).
 //!
 //! [`SAY`], [`SLOW`] and [`FAIL`] are the typed methods for the cluster client.
 
@@ -78,6 +81,7 @@ pub const MAX_SLOW_DELAY: Duration = Duration::from_secs(60);
 pub struct EchoStats {
     processed: AtomicU64,
     cancelled: AtomicU64,
+    hung: AtomicU64,
     grpc_timeouts: Mutex<VecDeque<String>>,
     request_ids: Mutex<VecDeque<String>>,
 }
@@ -92,7 +96,13 @@ impl EchoStats {
         self.processed.load(Ordering::Relaxed)
     }
 
-    /// `Slow` calls whose client went away before the answer was sent.
+    /// `Say` calls a hanging service received (and never answered).
+    pub fn hung(&self) -> u64 {
+        self.hung.load(Ordering::Relaxed)
+    }
+
+    /// `Slow` calls, and `Say` calls of a hanging service, whose client went
+    /// away before the answer was sent.
     pub fn cancelled(&self) -> u64 {
         self.cancelled.load(Ordering::Relaxed)
     }
@@ -125,6 +135,8 @@ pub struct EchoService {
     slow_delay: Duration,
     gauge: Option<Arc<Gauge>>,
     log_headers: bool,
+    hang: bool,
+    say_error: Option<(Code, Option<Duration>)>,
 }
 
 impl EchoService {
@@ -136,7 +148,25 @@ impl EchoService {
             slow_delay: Duration::ZERO,
             gauge: None,
             log_headers: false,
+            hang: false,
+            say_error: None,
         }
+    }
+
+    /// Accepts every `Say` and never answers it (default off): a node that
+    /// takes connections and calls but has stopped working. The call stays
+    /// open until the client gives up; [`EchoStats::hung`] counts them and
+    /// [`EchoStats::cancelled`] the ones the client cancelled.
+    pub fn with_hang(mut self, hang: bool) -> Self {
+        self.hang = hang;
+        self
+    }
+
+    /// Answers every `Say` with `code` (default: none, `Say` succeeds), with
+    /// `pushback` as `grpc-retry-pushback-ms` when given.
+    pub fn with_say_error(mut self, code: Code, pushback: Option<Duration>) -> Self {
+        self.say_error = Some((code, pushback));
+        self
     }
 
     /// Adds `delay` to every `Slow` call: a slow node (default none).
@@ -220,7 +250,25 @@ impl Drop for CancelGuard<'_> {
 impl Echo for EchoService {
     async fn say(&self, request: Request<SayRequest>) -> Result<Response<SayReply>, Status> {
         self.seen(&request);
+        if self.hang {
+            self.stats.hung.fetch_add(1, Ordering::Relaxed);
+            let _guard = CancelGuard {
+                stats: &self.stats,
+                done: false,
+            };
+            std::future::pending::<()>().await;
+        }
         self.stats.processed.fetch_add(1, Ordering::Relaxed);
+        if let Some((code, pushback)) = self.say_error {
+            let mut status =
+                Status::new(code, format!("this node answers every Say with {code:?}"));
+            if let Some(p) = pushback {
+                if let Ok(v) = p.as_millis().to_string().parse() {
+                    status.metadata_mut().insert("grpc-retry-pushback-ms", v);
+                }
+            }
+            return Err(status);
+        }
         Ok(self.reply(request.into_inner().message))
     }
 

@@ -286,6 +286,67 @@ async fn broadcast_calls_every_node_in_parallel_and_quorum_returns_after_three()
 }
 
 #[actix_rt::test]
+async fn broadcast_first_success_returns_after_one_node_and_cancels_the_rest() {
+    let mut cluster = Cluster::start().await;
+    cluster.add(EchoService::new("fast"), |n| n).await;
+    for id in ["slow1", "slow2"] {
+        let slow = EchoService::new(id).with_slow_delay(Duration::from_secs(10));
+        cluster.add(slow, |n| n).await;
+    }
+    let client = cluster
+        .client(test_config().with_timeout(Duration::from_secs(30)), 3)
+        .await;
+    let request = SlowRequest {
+        message: "first".into(),
+        delay_ms: 10,
+    };
+
+    let reply = client
+        .send(Broadcast::new("echo", SLOW, request).with_completion(Completion::FirstSuccess))
+        .await
+        .expect("alive")
+        .expect("broadcast");
+    assert!(reply.complete);
+    assert_eq!(reply.nodes.len(), 3, "one result per node");
+    assert_eq!(reply.successes(), 1);
+    for r in &reply.nodes {
+        match r.node.id() {
+            "fast" => assert_eq!(r.result.as_ref().expect("fast answers").node_id, "fast"),
+            _ => assert_eq!(
+                r.result
+                    .as_ref()
+                    .map_err(tonic::Status::code)
+                    .expect_err("cut short"),
+                Code::Cancelled
+            ),
+        }
+    }
+    let slow = [cluster.node("slow1").stats(), cluster.node("slow2").stats()];
+    let cancelled = wait_until(EVENTUALLY, || {
+        let slow = slow.clone();
+        async move { slow.iter().all(|s| s.cancelled() == 1) }
+    })
+    .await;
+    assert!(cancelled, "the slow nodes saw their calls cancelled");
+
+    // When every node fails, first_success is not met and every failure is listed.
+    let failed = client
+        .send(
+            Broadcast::new("echo", FAIL, fail(Code::Internal))
+                .with_completion(Completion::FirstSuccess),
+        )
+        .await
+        .expect("alive")
+        .expect("broadcast");
+    assert!(!failed.complete);
+    assert_eq!(failed.successes(), 0);
+    assert!(failed
+        .nodes
+        .iter()
+        .all(|r| r.result.as_ref().map_err(tonic::Status::code).err() == Some(Code::Internal)));
+}
+
+#[actix_rt::test]
 async fn broadcast_all_returns_one_result_per_node_and_multicast_reaches_one_group() {
     let mut cluster = Cluster::start().await;
     for (id, group) in [

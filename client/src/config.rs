@@ -19,6 +19,8 @@ const DEFAULT_MAX_SHARE: f64 = 0.5;
 const DEFAULT_PANIC_THRESHOLD: f64 = 0.5;
 const DEFAULT_PANIC_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_HEDGING_DELAY: Duration = Duration::from_millis(50);
+const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 /// The picker part of `[client]`: defaults for every service, and one
 /// [`ServiceConfig`] per `[client.services.NAME]` table.
@@ -31,9 +33,15 @@ const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// panic_threshold = 0.5         # hold a registry change removing more than this share
 /// panic_grace = "30s"           # ... until the nodes fail or this passes
 /// discovery_timeout = "5s"      # how long a pick waits for nodes
+/// attempt_timeout = "200ms"     # bound of each attempt (default: none)
+/// hedging_delay = "50ms"        # hedging: a new attempt this often ...
+/// max_attempts = 3              # ... up to this many in all
+/// non_fatal_codes = ["UNAVAILABLE"] # answers that let the other attempts go on
 ///
 /// [client.ejection]
-/// failures = 5                  # consecutive connection failures that eject a node
+/// failures = 5                  # consecutive failures that eject a node
+/// codes = ["UNAVAILABLE"]       # answers counted as failures, beside broken
+///                               # connections and attempt timeouts
 /// base_time = "10s"             # first ejection; doubles per ejection ...
 /// max_time = "5m"               # ... up to this
 /// max_share = 0.5               # never eject more than this share of the nodes
@@ -87,7 +95,13 @@ pub struct ClientConfig {
     retries: u32,
     #[serde(with = "duration")]
     timeout: Duration,
+    #[serde(with = "opt_duration")]
+    attempt_timeout: Option<Duration>,
     retry_codes: Vec<String>,
+    #[serde(with = "duration")]
+    hedging_delay: Duration,
+    max_attempts: u32,
+    non_fatal_codes: Vec<String>,
     #[serde(with = "duration")]
     retry_backoff: Duration,
     #[serde(with = "duration")]
@@ -119,7 +133,11 @@ impl Default for ClientConfig {
             strategy: "failover".to_owned(),
             retries: 2,
             timeout: Duration::from_secs(5),
+            attempt_timeout: None,
             retry_codes: vec!["UNAVAILABLE".to_owned()],
+            hedging_delay: DEFAULT_HEDGING_DELAY,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            non_fatal_codes: vec!["UNAVAILABLE".to_owned()],
             retry_backoff: Duration::from_millis(50),
             retry_backoff_max: Duration::from_secs(1),
             budget_ratio: 0.2,
@@ -197,11 +215,38 @@ impl ClientConfig {
         self
     }
 
+    /// Default bound of each attempt of a call (default none: an attempt may
+    /// take what is left of the call's deadline). An attempt that outlives it
+    /// is cancelled and ends as `DEADLINE_EXCEEDED`, which failover and
+    /// failretry retry and ejection counts as a failure of the node; its
+    /// `grpc-timeout` is the smaller of it and the call's remaining deadline.
+    pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
     /// Codes that failover and failretry retry (default `["UNAVAILABLE"]`;
     /// `RESOURCE_EXHAUSTED` is always retried elsewhere unless the server's
     /// pushback forbids it).
     pub fn with_retry_codes<I: IntoIterator<Item = Code>>(mut self, codes: I) -> Self {
         self.retry_codes = codes.into_iter().map(code_name).collect();
+        self
+    }
+
+    /// Hedging's settings (gRFC A6): a new attempt on another node every
+    /// `delay` (default 50 ms) until one answers, at most `max_attempts` in
+    /// all (default 3, at least 1); an answer with one of `non_fatal` (default
+    /// `["UNAVAILABLE"]`), or an attempt timeout, lets the others go on and
+    /// starts the next attempt at once; any other answer ends the call.
+    pub fn with_hedging<I: IntoIterator<Item = Code>>(
+        mut self,
+        delay: Duration,
+        max_attempts: u32,
+        non_fatal: I,
+    ) -> Self {
+        self.hedging_delay = delay;
+        self.max_attempts = max_attempts;
+        self.non_fatal_codes = non_fatal.into_iter().map(code_name).collect();
         self
     }
 
@@ -376,7 +421,13 @@ impl ClientConfig {
             strategy: parse_strategy("client.strategy", &self.strategy)?,
             retries: self.retries,
             timeout: self.timeout,
+            attempt_timeout: self.attempt_timeout,
             retry_codes: parse_codes("client.retry_codes", &self.retry_codes)?,
+            hedging: Hedging {
+                delay: self.hedging_delay,
+                max_attempts: self.max_attempts,
+                non_fatal: parse_codes("client.non_fatal_codes", &self.non_fatal_codes)?,
+            },
             backoff_min: self.retry_backoff,
             backoff_max: self.retry_backoff_max,
         };
@@ -461,6 +512,18 @@ impl ClientConfig {
             if d.is_zero() {
                 return Err(Error::Config(InvalidValue::new(key, "must be above zero")));
             }
+        }
+        if self.max_attempts == 0 {
+            return Err(Error::Config(InvalidValue::new(
+                "client.max_attempts",
+                "must be at least 1",
+            )));
+        }
+        if self.attempt_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::Config(InvalidValue::new(
+                "client.attempt_timeout",
+                "must be above zero (leave it out for no bound)",
+            )));
         }
         if self.retry_backoff_max < self.retry_backoff {
             return Err(Error::Config(InvalidValue::new(
@@ -606,8 +669,16 @@ pub struct ServiceConfig {
     retries: Option<u32>,
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
     timeout: Option<Duration>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    attempt_timeout: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_codes: Option<Vec<String>>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    hedging_delay: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    non_fatal_codes: Option<Vec<String>>,
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
     retry_backoff: Option<Duration>,
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
@@ -626,7 +697,11 @@ impl ServiceConfig {
         self.strategy = call.strategy;
         self.retries = call.retries;
         self.timeout = call.timeout;
+        self.attempt_timeout = call.attempt_timeout;
         self.retry_codes = call.retry_codes;
+        self.hedging_delay = call.hedging_delay;
+        self.max_attempts = call.max_attempts;
+        self.non_fatal_codes = call.non_fatal_codes;
         self
     }
 
@@ -636,7 +711,11 @@ impl ServiceConfig {
             strategy: self.strategy.clone(),
             retries: self.retries,
             timeout: self.timeout,
+            attempt_timeout: self.attempt_timeout,
             retry_codes: self.retry_codes.clone(),
+            hedging_delay: self.hedging_delay,
+            max_attempts: self.max_attempts,
+            non_fatal_codes: self.non_fatal_codes.clone(),
         }
     }
 
@@ -728,7 +807,8 @@ impl ServiceConfig {
     }
 }
 
-/// The `ejection` table: when consecutive connection failures take a node out, for
+/// The `ejection` table: when consecutive failures (broken connections, attempt
+/// timeouts, answers with one of `codes`) take a node out, for
 /// how long, and how many at most. Unset keys take the next level's value, and in
 /// the end the defaults below.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -742,6 +822,8 @@ pub struct EjectionConfig {
     max_time: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_share: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    codes: Option<Vec<String>>,
 }
 
 impl EjectionConfig {
@@ -767,6 +849,27 @@ impl EjectionConfig {
     pub fn with_max_share(mut self, share: f64) -> Self {
         self.max_share = Some(share);
         self
+    }
+
+    /// Status codes a node's answers count as failures, beside broken
+    /// connections and attempt timeouts (default `["UNAVAILABLE"]`). Any
+    /// other answer, an error or not, counts as a success.
+    pub fn with_codes<I: IntoIterator<Item = Code>>(mut self, codes: I) -> Self {
+        self.codes = Some(codes.into_iter().map(code_name).collect());
+        self
+    }
+
+    /// The status codes counted as failures (names that are not codes, which
+    /// validation refuses, are left out).
+    pub fn codes(&self) -> Arc<[Code]> {
+        match &self.codes {
+            None => Arc::from([Code::Unavailable]),
+            Some(names) => names
+                .iter()
+                .filter_map(|n| parse_codes("", std::slice::from_ref(n)).ok())
+                .flat_map(|c| c.to_vec())
+                .collect(),
+        }
     }
 
     /// Consecutive failures that eject a node.
@@ -796,6 +899,7 @@ impl EjectionConfig {
             base_time: self.base_time.or(base.base_time),
             max_time: self.max_time.or(base.max_time),
             max_share: self.max_share.or(base.max_share),
+            codes: self.codes.clone().or_else(|| base.codes.clone()),
         }
     }
 
@@ -821,6 +925,9 @@ impl EjectionConfig {
                     duration::format(self.base_time())
                 ),
             )));
+        }
+        if let Some(codes) = &self.codes {
+            parse_codes(&format!("{path}.codes"), codes)?;
         }
         check_share(&format!("{path}.max_share"), self.max_share())
     }
@@ -960,8 +1067,16 @@ pub struct MethodConfig {
     retries: Option<u32>,
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
     timeout: Option<Duration>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    attempt_timeout: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_codes: Option<Vec<String>>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    hedging_delay: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    non_fatal_codes: Option<Vec<String>>,
 }
 
 impl MethodConfig {
@@ -983,6 +1098,25 @@ impl MethodConfig {
         self
     }
 
+    /// The bound of each attempt (see [`ClientConfig::with_attempt_timeout`]).
+    pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// Hedging's settings (see [`ClientConfig::with_hedging`]).
+    pub fn with_hedging<I: IntoIterator<Item = Code>>(
+        mut self,
+        delay: Duration,
+        max_attempts: u32,
+        non_fatal: I,
+    ) -> Self {
+        self.hedging_delay = Some(delay);
+        self.max_attempts = Some(max_attempts);
+        self.non_fatal_codes = Some(non_fatal.into_iter().map(code_name).collect());
+        self
+    }
+
     fn apply(&self, path: &str, policy: &mut CallPolicy) -> Result<(), Error> {
         if let Some(s) = &self.strategy {
             policy.strategy = parse_strategy(&format!("{path}.strategy"), s)?;
@@ -999,8 +1133,32 @@ impl MethodConfig {
             }
             policy.timeout = t;
         }
+        if let Some(t) = self.attempt_timeout {
+            if t.is_zero() {
+                return Err(Error::Config(InvalidValue::new(
+                    format!("{path}.attempt_timeout"),
+                    "must be above zero",
+                )));
+            }
+            policy.attempt_timeout = Some(t);
+        }
         if let Some(c) = &self.retry_codes {
             policy.retry_codes = parse_codes(&format!("{path}.retry_codes"), c)?;
+        }
+        if let Some(d) = self.hedging_delay {
+            policy.hedging.delay = d;
+        }
+        if let Some(n) = self.max_attempts {
+            if n == 0 {
+                return Err(Error::Config(InvalidValue::new(
+                    format!("{path}.max_attempts"),
+                    "must be at least 1",
+                )));
+            }
+            policy.hedging.max_attempts = n;
+        }
+        if let Some(c) = &self.non_fatal_codes {
+            policy.hedging.non_fatal = parse_codes(&format!("{path}.non_fatal_codes"), c)?;
         }
         Ok(())
     }
@@ -1012,7 +1170,9 @@ pub struct CallPolicy {
     strategy: Strategy,
     retries: u32,
     timeout: Duration,
+    attempt_timeout: Option<Duration>,
     retry_codes: Arc<[Code]>,
+    hedging: Hedging,
     backoff_min: Duration,
     backoff_max: Duration,
 }
@@ -1033,6 +1193,16 @@ impl CallPolicy {
         self.timeout
     }
 
+    /// The bound of each attempt, if any.
+    pub fn attempt_timeout(&self) -> Option<Duration> {
+        self.attempt_timeout
+    }
+
+    /// Hedging's settings.
+    pub fn hedging(&self) -> &Hedging {
+        &self.hedging
+    }
+
     /// Codes retried by failover and failretry.
     pub fn retry_codes(&self) -> &Arc<[Code]> {
         &self.retry_codes
@@ -1046,6 +1216,31 @@ impl CallPolicy {
     /// Failretry's backoff bounds.
     pub fn backoff(&self) -> (Duration, Duration) {
         (self.backoff_min, self.backoff_max)
+    }
+}
+
+/// The resolved settings of the `hedging` strategy (gRFC A6's hedging policy).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hedging {
+    delay: Duration,
+    max_attempts: u32,
+    non_fatal: Arc<[Code]>,
+}
+
+impl Hedging {
+    /// The wait before each further attempt.
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// The most attempts of one call, the first included.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The codes that let the other attempts go on.
+    pub fn non_fatal_codes(&self) -> &Arc<[Code]> {
+        &self.non_fatal
     }
 }
 
@@ -1323,6 +1518,81 @@ mod tests {
             resolved.call("/echo.v1.Echo/Slow").strategy(),
             Strategy::Failfast
         );
+    }
+
+    #[test]
+    fn attempt_timeouts_resolve_per_method_and_zero_is_refused_by_key() {
+        let config = parse(
+            r#"{"attempt_timeout": "300ms", "services": {"echo": {"attempt_timeout": "200ms",
+                "methods": {"Say": {"attempt_timeout": "50ms"}}}}}"#,
+        );
+        config.validate().expect("valid");
+        let at = |service: &str, method: &str| {
+            config
+                .call_policy(service, method)
+                .expect("valid")
+                .attempt_timeout()
+        };
+        assert_eq!(at("echo", "Say"), Some(Duration::from_millis(50)));
+        assert_eq!(at("echo", "Slow"), Some(Duration::from_millis(200)));
+        assert_eq!(at("other", "Say"), Some(Duration::from_millis(300)));
+        assert_eq!(
+            ClientConfig::default()
+                .call_policy("echo", "Say")
+                .expect("ok")
+                .attempt_timeout(),
+            None
+        );
+        for (json, key) in [
+            (r#"{"attempt_timeout": "0"}"#, "client.attempt_timeout"),
+            (
+                r#"{"services": {"echo": {"methods": {"Say": {"attempt_timeout": "0"}}}}}"#,
+                "client.services.echo.methods.Say.attempt_timeout",
+            ),
+        ] {
+            let err = parse(json).validate().expect_err(json).to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn hedging_settings_resolve_per_method_and_bad_ones_name_their_key() {
+        let config = parse(
+            r#"{"strategy": "hedging", "hedging_delay": "30ms", "services": {"echo": {
+                "max_attempts": 4, "methods": {"Say": {"non_fatal_codes": ["UNAVAILABLE", "INTERNAL"]}}}}}"#,
+        );
+        config.validate().expect("valid");
+        let say = config.call_policy("echo", "Say").expect("valid");
+        assert_eq!(say.strategy(), Strategy::Hedging);
+        assert_eq!(say.hedging().delay(), Duration::from_millis(30));
+        assert_eq!(say.hedging().max_attempts(), 4);
+        assert_eq!(
+            &say.hedging().non_fatal_codes()[..],
+            [Code::Unavailable, Code::Internal]
+        );
+        let other = ClientConfig::default()
+            .call_policy("x", "Say")
+            .expect("valid");
+        assert_eq!(
+            (other.hedging().delay(), other.hedging().max_attempts()),
+            (Duration::from_millis(50), 3)
+        );
+        assert_eq!(&other.hedging().non_fatal_codes()[..], [Code::Unavailable]);
+        for (json, key) in [
+            (r#"{"max_attempts": 0}"#, "client.max_attempts"),
+            (
+                r#"{"services": {"echo": {"methods": {"Say": {"max_attempts": 0}}}}}"#,
+                "client.services.echo.methods.Say.max_attempts",
+            ),
+            (r#"{"non_fatal_codes": ["NOPE"]}"#, "client.non_fatal_codes"),
+            (
+                r#"{"ejection": {"codes": ["NOPE"]}}"#,
+                "client.ejection.codes",
+            ),
+        ] {
+            let err = parse(json).validate().expect_err(json).to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

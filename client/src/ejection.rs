@@ -1,6 +1,9 @@
-//! Ejection: taking a node out of picking after consecutive connection failures.
+//! Ejection: taking a node out of picking after consecutive failures.
 //!
-//! Connection actors report every connection attempt's outcome. A node with
+//! A node's connections report its failures: a connection that cannot be made
+//! or breaks, an attempt that outlives its attempt timeout, and an answer with
+//! one of the ejection `codes` (`UNAVAILABLE` by default); any other answer is
+//! a success. A node with
 //! `failures` consecutive failures is ejected for a backoff that starts at
 //! `base_time` and doubles with each ejection up to `max_time` (with jitter, see
 //! [`Backoff`]); when the time is up it comes back with a clean failure count. A
@@ -27,6 +30,8 @@ pub(crate) struct NodeHealth {
     backoff: Backoff,
     ejected_until: Option<Instant>,
     returned_at: Option<Instant>,
+    /// Until when the node asked (by a retry pushback) not to be called.
+    paused_until: Option<Instant>,
 }
 
 impl NodeHealth {
@@ -37,6 +42,7 @@ impl NodeHealth {
             backoff: Backoff::new(policy.base_time(), policy.max_time()),
             ejected_until: None,
             returned_at: None,
+            paused_until: None,
         }
     }
 
@@ -101,6 +107,40 @@ impl NodeHealth {
         }
     }
 
+    /// Keeps the node out of picking until `until`, as its retry pushback
+    /// asked (no failure is counted); answers whether it was pickable before.
+    pub(crate) fn pause(&mut self, until: Instant) -> bool {
+        let was_in = !self.is_ejected() && self.paused_until.is_none();
+        self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
+        was_in
+    }
+
+    /// Whether the node is paused by a pushback now.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused_until.is_some()
+    }
+
+    /// Until when the node is paused.
+    pub(crate) fn paused_until(&self) -> Option<Instant> {
+        self.paused_until
+    }
+
+    /// Ends the pause when its time is up; answers whether it ended.
+    pub(crate) fn expire_pause(&mut self, now: Instant) -> bool {
+        match self.paused_until {
+            Some(until) if until <= now => {
+                self.paused_until = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the node may not be picked: ejected or paused.
+    pub(crate) fn is_out(&self) -> bool {
+        self.is_ejected() || self.is_paused()
+    }
+
     /// The nominal length of the next ejection (before jitter).
     #[cfg(test)]
     pub(crate) fn next_nominal(&self) -> Duration {
@@ -151,6 +191,25 @@ mod tests {
         );
         assert!(!h.is_ejected());
         assert_eq!(h.consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn a_pause_takes_the_node_out_without_counting_a_failure_and_ends_on_time() {
+        let p = policy(1, 1_000, 60_000);
+        let mut h = NodeHealth::new(&p);
+        let t0 = Instant::now();
+        assert!(h.pause(t0 + Duration::from_millis(300)), "was pickable");
+        assert!(!h.pause(t0 + Duration::from_millis(100)), "already out");
+        assert!(h.is_out() && !h.is_ejected());
+        assert_eq!(h.consecutive_failures(), 0);
+        assert_eq!(
+            h.paused_until(),
+            Some(t0 + Duration::from_millis(300)),
+            "the longer pause kept"
+        );
+        assert!(!h.expire_pause(t0 + Duration::from_millis(299)));
+        assert!(h.expire_pause(t0 + Duration::from_millis(300)));
+        assert!(!h.is_out());
     }
 
     #[test]

@@ -100,7 +100,7 @@ pub use call::{
     UpdateConfig, RETRY_PUSHBACK_KEY,
 };
 pub use config::{
-    CallPolicy, ClientConfig, EjectionConfig, MethodConfig, PickerConfig, ServiceConfig,
+    CallPolicy, ClientConfig, EjectionConfig, Hedging, MethodConfig, PickerConfig, ServiceConfig,
 };
 pub use connection::{Close, Connection, ConnectionActor, ConnectionSettings};
 pub use error::Error;
@@ -108,7 +108,7 @@ pub use hash::HashKey;
 pub use method::Method;
 pub use picker::{
     ConnectionFailed, ConnectionSucceeded, Inspect, NodeHandle, NodeRef, NodeStatus, Pick, PickAll,
-    Picked, Picker, PickerActor, PickerStatus, PickerView, Reconfigure,
+    Picked, Picker, PickerActor, PickerStatus, PickerView, PushedBack, Reconfigure,
 };
 pub use policy::Strategy;
 pub use selector::{Fallback, Selector};

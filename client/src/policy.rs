@@ -19,11 +19,16 @@ pub enum Strategy {
     /// The call goes to this many nodes at once; the first success wins and the
     /// other attempts are cancelled.
     Forking(u32),
+    /// A first attempt, then another on a new node every `hedging_delay`
+    /// until one answers or `max_attempts` are running (gRFC A6 hedging); a
+    /// non-fatal code lets the others go on, the first success or fatal code
+    /// wins and cancels the rest.
+    Hedging,
 }
 
 impl Strategy {
     /// Parses a configuration name: `failfast`, `failover`, `failretry`,
-    /// `forking` (2 nodes) or `forking(K)`.
+    /// `forking` (2 nodes), `forking(K)` or `hedging`.
     ///
     /// # Errors
     ///
@@ -35,6 +40,7 @@ impl Strategy {
             "failover" => return Ok(Self::Failover),
             "failretry" => return Ok(Self::Failretry),
             "forking" => return Ok(Self::Forking(2)),
+            "hedging" => return Ok(Self::Hedging),
             _ => {}
         }
         if let Some(k) = name
@@ -48,8 +54,8 @@ impl Strategy {
             }
         }
         Err(format!(
-            "unknown strategy `{name}`; expected failfast, failover, failretry, forking or forking(K) \
-             (broadcast and multicast are sent as Broadcast)"
+            "unknown strategy `{name}`; expected failfast, failover, failretry, forking, forking(K) \
+             or hedging (broadcast and multicast are sent as Broadcast)"
         ))
     }
 
@@ -60,6 +66,7 @@ impl Strategy {
             Self::Failover => "failover".into(),
             Self::Failretry => "failretry".into(),
             Self::Forking(k) => format!("forking({k})"),
+            Self::Hedging => "hedging".into(),
         }
     }
 }

@@ -399,8 +399,20 @@ fn shipped_default_toml_lists_every_key_with_its_default() {
         assert_eq!(a.discovery_timeout(), b.discovery_timeout());
         let (a, b) = (a.ejection(), b.ejection());
         assert_eq!(
-            (a.failures(), a.base_time(), a.max_time(), a.max_share()),
-            (b.failures(), b.base_time(), b.max_time(), b.max_share())
+            (
+                a.failures(),
+                a.base_time(),
+                a.max_time(),
+                a.max_share(),
+                a.codes()
+            ),
+            (
+                b.failures(),
+                b.base_time(),
+                b.max_time(),
+                b.max_share(),
+                b.codes()
+            )
         );
         assert_eq!(
             shipped.client.call_policy(service, "Say").expect("valid"),

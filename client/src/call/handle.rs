@@ -149,6 +149,7 @@ impl ClientHandle {
             Ok((plan, Strategy::Failover)) => Box::pin(plan.failover()),
             Ok((plan, Strategy::Failretry)) => Box::pin(plan.failretry()),
             Ok((plan, Strategy::Forking(k))) => Box::pin(plan.forking(k)),
+            Ok((plan, Strategy::Hedging)) => Box::pin(plan.hedging()),
         }
     }
 
@@ -331,10 +332,12 @@ impl ClientHandle {
             metadata,
             started,
             deadline: started + timeout,
+            attempt_timeout: options.attempt_timeout.or(policy.attempt_timeout()),
             selector: options.selector.map(Box::new),
             hash_key: options.hash_key,
             retries: options.retries.unwrap_or(policy.retries()),
             retry_codes: policy.retry_set(),
+            hedging: policy.hedging().clone(),
             backoff: registry_actor::Backoff::new(min, max),
             home: Home::of_caller(self.shared.dedicated),
             service: svc.clone(),

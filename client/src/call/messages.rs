@@ -16,6 +16,7 @@ pub struct CallOptions {
     pub(crate) strategy: Option<Strategy>,
     pub(crate) retries: Option<u32>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) attempt_timeout: Option<Duration>,
     pub(crate) selector: Option<Selector>,
     pub(crate) hash_key: Option<HashKey>,
     pub(crate) metadata: MetadataMap,
@@ -43,6 +44,15 @@ impl CallOptions {
     /// attempt carries what remains of it as `grpc-timeout`.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Bounds each attempt to `timeout` within the call's deadline: an attempt
+    /// that gets no answer in time is cancelled and ends as
+    /// `DEADLINE_EXCEEDED`, which failover and failretry retry, and counts as
+    /// a failure of its node towards ejection.
+    pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
         self
     }
 

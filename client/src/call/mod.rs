@@ -14,11 +14,12 @@
 //! | `failover` | up to `retries` more, each on a node not yet tried, for retryable codes (`UNAVAILABLE` by default); `RESOURCE_EXHAUSTED` moves on unless the server's pushback forbids retrying |
 //! | `failretry` | up to `retries` more on the same node, after a backoff (or the server's pushback, when longer) |
 //! | `forking(K)` | K nodes at once; the first success wins, the rest are cancelled |
+//! | `hedging` | one, then another on a new node every `hedging_delay` until one answers, at most `max_attempts`; a non-fatal code (or attempt timeout) starts the next at once, a positive pushback delays it, a negative one stops further hedges; the first success or fatal code wins and cancels the rest |
 //! | broadcast | every matching node in parallel; completion `all`, `quorum(k)` or `first_success` |
 //! | multicast | a broadcast with a selector, e.g. one group |
 //!
 //! Every extra attempt of every strategy (failover and failretry retries, the
-//! extra forks) draws from the service's retry budget, 20 % of calls + 10/s by
+//! extra forks, hedges) draws from the service's retry budget, 20 % of calls + 10/s by
 //! default. Broadcast calls are the purpose of the call, not extra attempts, and
 //! do not draw from it. No attempt starts after the call's deadline, and each
 //! carries the remaining deadline as `grpc-timeout`.
@@ -30,7 +31,7 @@
 //! (node, code, latency); it converts into a `tonic::Status`.
 //!
 //! The modules form one chain, each using only those before it: `messages` →
-//! `status` → `service` → `error` → `strategy` → `handle` → `actor`.
+//! `status` → `service` → `error` → `strategy` → `hedging` → `handle` → `actor`.
 //!
 //! # Examples
 //!
@@ -59,6 +60,7 @@
 mod actor;
 mod error;
 mod handle;
+mod hedging;
 mod messages;
 mod service;
 mod status;

@@ -4,7 +4,10 @@
 //! runs attempts on their connections and decides from each status whether to
 //! go on. Extra attempts draw from the service's [`RetryBudget`]; no
 //! attempt starts after the deadline, and each carries what is left of it as
-//! `grpc-timeout`.
+//! `grpc-timeout`, or its attempt timeout when that is shorter. An attempt
+//! that outlives its attempt timeout is cancelled: it ends as
+//! `DEADLINE_EXCEEDED`, strategies that retry move on from it, and its node is
+//! told (ejection counts it as a failure).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +23,7 @@ use super::messages::{Attempt, BroadcastReply, Completion, NodeResult, Reply};
 use super::service::Service;
 use super::status::{grpc_timeout, pushback, GRPC_TIMEOUT};
 use crate::connection::Home;
-use crate::picker::{Attach, Fast, WaitDiscovered, WaitNodes};
+use crate::picker::{Attach, Fast, PushedBack, WaitDiscovered, WaitNodes};
 use crate::policy::CodeSet;
 use crate::{Error, HashKey, Method, NodeHandle, Picked, Selector};
 
@@ -33,11 +36,15 @@ pub(crate) struct Plan<Req, Resp> {
     pub(crate) metadata: MetadataMap,
     pub(crate) started: Instant,
     pub(crate) deadline: Instant,
+    /// The bound of each attempt within the deadline.
+    pub(crate) attempt_timeout: Option<Duration>,
     /// Boxed: rarely set, and the plan lives in every call's future.
     pub(crate) selector: Option<Box<Selector>>,
     pub(crate) hash_key: Option<HashKey>,
     pub(crate) retries: u32,
     pub(crate) retry_codes: CodeSet,
+    /// The `hedging` strategy's settings.
+    pub(crate) hedging: crate::Hedging,
     pub(crate) backoff: Backoff,
     /// The runtime the call's channels run on.
     pub(crate) home: Home,
@@ -48,10 +55,12 @@ pub(crate) struct Plan<Req, Resp> {
 const DEADLINE_SLACK: Duration = Duration::from_millis(1);
 
 /// The outcome of one attempt.
-struct Tried<Resp> {
-    attempt: Attempt,
-    picked: Picked,
-    result: Result<tonic::Response<Resp>, Status>,
+pub(super) struct Tried<Resp> {
+    pub(super) attempt: Attempt,
+    pub(super) picked: Picked,
+    pub(super) result: Result<tonic::Response<Resp>, Status>,
+    /// Whether the attempt timeout (not the call's deadline) ended it.
+    pub(super) timed_out: bool,
 }
 
 impl<Req, Resp> Plan<Req, Resp>
@@ -59,7 +68,7 @@ where
     Req: prost::Message + Clone + Send + 'static,
     Resp: prost::Message + Default + Send + 'static,
 {
-    fn failed(&self, status: Status, attempts: Vec<Attempt>) -> CallError {
+    pub(super) fn failed(&self, status: Status, attempts: Vec<Attempt>) -> CallError {
         CallError::status(&self.service.name, status, attempts)
     }
 
@@ -68,7 +77,7 @@ where
     }
 
     /// The request of one attempt, copied.
-    fn copy(&self) -> Option<(Req, MetadataMap)> {
+    pub(super) fn copy(&self) -> Option<(Req, MetadataMap)> {
         let request = self.request.clone()?;
         Some((request, self.metadata.clone()))
     }
@@ -89,7 +98,12 @@ where
         }
     }
 
-    fn pick_error(&self, err: Error, attempts: Vec<Attempt>, last: Option<Status>) -> CallError {
+    pub(super) fn pick_error(
+        &self,
+        err: Error,
+        attempts: Vec<Attempt>,
+        last: Option<Status>,
+    ) -> CallError {
         // Having tried every node, the last node's answer is the one that matters.
         if let Some(status) = last {
             return self.failed(status, attempts);
@@ -102,7 +116,7 @@ where
         Status::deadline_exceeded(format!("deadline of {timeout:?} passed"))
     }
 
-    fn deadline_error(&self, attempts: Vec<Attempt>) -> CallError {
+    pub(super) fn deadline_error(&self, attempts: Vec<Attempt>) -> CallError {
         let timeout = self.deadline.saturating_duration_since(self.started);
         CallError::deadline(&self.service.name, timeout, attempts)
     }
@@ -110,7 +124,7 @@ where
     /// Picks a node from the service's published snapshot, without a message
     /// when it can: the actor is asked only before the first node set, or to
     /// connect a node picked for the first time on this call's runtime.
-    async fn pick(&self, exclude: &[Picked]) -> Result<Picked, Error> {
+    pub(super) async fn pick(&self, exclude: &[Picked]) -> Result<Picked, Error> {
         let handles: Vec<NodeHandle> = exclude.iter().map(Picked::handle).collect();
         let shared = &self.service.shared;
         let key = self.home.key();
@@ -195,7 +209,7 @@ where
     /// One attempt on `picked` with `request` (from [`copy`](Self::copy) or
     /// [`take`](Self::take)), bounded by the deadline. `None` when the deadline
     /// had already passed (no attempt is started then).
-    async fn attempt(
+    pub(super) async fn attempt(
         &self,
         picked: Picked,
         request: Option<(Req, MetadataMap)>,
@@ -216,7 +230,6 @@ where
         if now >= self.deadline {
             return None;
         }
-        let remaining = self.deadline - now;
         let mut picked = picked;
         let connection = picked.take_connection();
         let request_missing = request.is_none();
@@ -234,33 +247,52 @@ where
                 },
                 picked,
                 result: Err(status),
+                timed_out: false,
             });
+        };
+        // The attempt's own end: the call's deadline, or sooner its timeout.
+        let (until, bounded) = match self.attempt_timeout {
+            Some(t) if now + t < self.deadline => (now + t, true),
+            _ => (self.deadline, false),
         };
         let mut request = tonic::Request::new(message);
         *request.metadata_mut() = metadata;
         request
             .metadata_mut()
-            .insert(GRPC_TIMEOUT, grpc_timeout(remaining));
+            .insert(GRPC_TIMEOUT, grpc_timeout(until - now));
         // The attempt runs in this task: timing out drops it, which cancels the RPC.
         // Boxed: the RPC's future is large, and the attempt's future is moved
         // into its strategy's as each attempt starts.
         let rpc = Box::pin(connection.call(&self.method, request));
-        let answer = if timed {
-            tokio::time::timeout_at(self.deadline, rpc).await
+        // A fan-out bounds its attempts with one timer of its own, unless an
+        // attempt has a shorter end.
+        let answer = if timed || bounded {
+            tokio::time::timeout_at(until, rpc).await
         } else {
             Ok(rpc.await)
         };
         let result = match answer {
-            // The server and tonic's channel enforce the same deadline (both
-            // answer CANCELLED when it expires, the channel up to the
-            // `grpc-timeout` precision early): at the deadline, the deadline is
-            // what ended it.
-            Ok(Err(_)) if Instant::now() + DEADLINE_SLACK >= self.deadline => {
-                Err(self.deadline_status())
-            }
-            Ok(result) => result,
-            Err(_) => Err(self.deadline_status()),
+            // The server and tonic's channel enforce the same end (both
+            // answer CANCELLED when it passes, the channel up to the
+            // `grpc-timeout` precision early): at the end, the end is what
+            // ended it.
+            Ok(Err(_)) if Instant::now() + DEADLINE_SLACK >= until => Err(None),
+            Ok(result) => result.map_err(Some),
+            Err(_) => Err(None),
         };
+        let timed_out = bounded && matches!(result, Err(None));
+        let result = result.map_err(|status| match status {
+            Some(status) => status,
+            None if bounded => {
+                let timeout = until - now;
+                connection.timed_out(timeout);
+                Status::deadline_exceeded(format!(
+                    "attempt timeout of {timeout:?} passed on node {}",
+                    picked.node()
+                ))
+            }
+            None => self.deadline_status(),
+        });
         let attempt = Attempt {
             node: picked.node_ref().clone(),
             code: result.as_ref().map_or_else(Status::code, |_| Code::Ok),
@@ -270,10 +302,11 @@ where
             attempt,
             picked,
             result,
+            timed_out,
         })
     }
 
-    fn reply(
+    pub(super) fn reply(
         &self,
         picked: Picked,
         response: tonic::Response<Resp>,
@@ -289,15 +322,33 @@ where
         }
     }
 
+    /// Keeps `picked` out of the service's picks while the positive pushback
+    /// of `status` lasts; answers the pushback. The picker has published the
+    /// change when this returns, so no later pick of any call takes the node.
+    pub(super) async fn honour_pushback(
+        &self,
+        picked: &Picked,
+        status: &Status,
+    ) -> Option<Duration> {
+        let wait = pushback(status).flatten().filter(|w| !w.is_zero())?;
+        let paused = PushedBack {
+            node: picked.handle(),
+            wait,
+        };
+        // A picker gone only loses the pause: the call goes on without it.
+        let _ = Box::pin(self.service.picker.send(paused)).await;
+        Some(wait)
+    }
+
     /// Takes a token for an extra attempt.
-    fn withdraw(&self) -> bool {
+    pub(super) fn withdraw(&self) -> bool {
         self.service
             .budget
             .load()
             .try_withdraw(std::time::Instant::now())
     }
 
-    fn deposit(&self) {
+    pub(super) fn deposit(&self) {
         self.service.budget.load().deposit();
     }
 
@@ -318,7 +369,8 @@ where
         }
     }
 
-    /// Retries on nodes not yet tried, for retryable codes.
+    /// Retries on nodes not yet tried, for retryable codes. A node that asked
+    /// for a pushback is not picked again, by any call, until it has passed.
     pub(crate) async fn failover(mut self) -> Result<Reply<Resp>, CallError> {
         self.deposit();
         let mut tried: Vec<Picked> = Vec::new();
@@ -342,7 +394,8 @@ where
             match t.result {
                 Ok(response) => return Ok(self.reply(t.picked, response, attempts)),
                 Err(status) => {
-                    let retry = self.retryable(&status).is_some();
+                    let retry = t.timed_out || self.retryable(&status).is_some();
+                    self.honour_pushback(&t.picked, &status).await;
                     tried.push(t.picked);
                     last = Some(status);
                     if !retry {
@@ -390,7 +443,7 @@ where
             match t.result {
                 Ok(response) => return Ok(self.reply(t.picked, response, attempts)),
                 Err(status) => {
-                    let retry = self.retryable(&status).is_some();
+                    let retry = t.timed_out || self.retryable(&status).is_some();
                     last = Some(status);
                     if !retry {
                         break;

@@ -50,6 +50,19 @@ pub(crate) fn has_transport_source(status: &Status) -> bool {
     false
 }
 
+/// Whether the channel ended the call itself because its `grpc-timeout`
+/// passed: the caller's deadline, not a failure of the transport.
+pub(crate) fn is_own_timeout(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// Whether the transport failed (could not connect, or the connection broke),
 /// as opposed to the node answering with an error status.
 pub(crate) fn is_transport_failure(status: &Status) -> bool {

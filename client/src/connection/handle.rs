@@ -8,7 +8,7 @@ use tonic::transport::Channel;
 use tonic::Status;
 use tracing::debug;
 
-use super::classify::{is_transport_failure, transport_as_unavailable};
+use super::classify::{is_own_timeout, is_transport_failure, transport_as_unavailable};
 use super::report::Report;
 use super::settings::ConnectionSettings;
 use crate::method::Method;
@@ -34,6 +34,8 @@ struct Inner {
     channel: Option<Channel>,
     settings: ConnectionSettings,
     report: Box<dyn Report>,
+    /// Answers reported as failures of the node.
+    failure_codes: Arc<[tonic::Code]>,
     /// Calls in flight, shared with the picker (`least_request` reads it).
     in_flight: Arc<AtomicU32>,
     reachable: AtomicU8,
@@ -52,13 +54,14 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// A lazily connecting channel to `node` (it connects on the first call),
     /// counting its calls in flight in `in_flight` and reporting the
-    /// transport's failures to `report`. Must run inside the runtime that will
-    /// carry the channel.
+    /// transport's failures, and answers with one of `failure_codes`, to
+    /// `report`. Must run inside the runtime that will carry the channel.
     pub(crate) fn new(
         node: Node,
         settings: ConnectionSettings,
         report: Box<dyn Report>,
         in_flight: Arc<AtomicU32>,
+        failure_codes: Arc<[tonic::Code]>,
     ) -> Result<Self, Status> {
         let channel = if settings.short_connection() {
             None
@@ -71,6 +74,7 @@ impl Connection {
                 channel,
                 settings,
                 report,
+                failure_codes,
                 in_flight,
                 reachable: AtomicU8::new(UNKNOWN),
             }),
@@ -126,6 +130,16 @@ impl Connection {
         }
     }
 
+    /// Records that an attempt on the node got no answer within its attempt
+    /// timeout of `after`: a failure of the node, as a broken transport is.
+    pub(crate) fn timed_out(&self, after: std::time::Duration) {
+        let inner = &*self.inner;
+        inner.reachable.store(UNREACHABLE, Ordering::Relaxed);
+        inner.report.failed(&format!(
+            "no answer within the attempt timeout of {after:?}"
+        ));
+    }
+
     /// A fresh channel, for one call in short-connection mode.
     async fn connect(&self) -> Result<Channel, Status> {
         let endpoint = self.inner.settings.endpoint(&self.inner.node)?;
@@ -135,7 +149,8 @@ impl Connection {
         }
     }
 
-    /// A transport failure is reported every time (ejection counts them); a
+    /// A failure (a broken transport, an answer with one of the failure codes,
+    /// an attempt timeout) is reported every time (ejection counts them); a
     /// success only after a failure, or the first time.
     fn observe_ok(&self) {
         let inner = &*self.inner;
@@ -145,11 +160,16 @@ impl Connection {
     }
 
     fn observe_err(&self, status: Status) -> Status {
+        if is_own_timeout(&status) {
+            // The caller's deadline passed: it says nothing of the node (an
+            // attempt timeout is reported by the call, see `timed_out`).
+            return status;
+        }
         let inner = &*self.inner;
-        let failed = is_transport_failure(&status);
+        let failed = is_transport_failure(&status) || inner.failure_codes.contains(&status.code());
         let status = transport_as_unavailable(status, inner.node.addr());
         if failed {
-            debug!(node = %inner.node, reason = %status.message(), "connection failed");
+            debug!(node = %inner.node, code = ?status.code(), reason = %status.message(), "node failed");
             inner.reachable.store(UNREACHABLE, Ordering::Relaxed);
             inner.report.failed(status.message());
         } else {

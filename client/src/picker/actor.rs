@@ -9,7 +9,9 @@ use registry_actor::{NodesChanged, RegistryActor, Subscribe, SubscriptionId, Uns
 use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
 
-use super::messages::{ConnectionFailed, ConnectionSucceeded, Inspect, Pick, PickAll, Reconfigure};
+use super::messages::{
+    ConnectionFailed, ConnectionSucceeded, Inspect, Pick, PickAll, PushedBack, Reconfigure,
+};
 use super::picked::{NodeHandle, Picked};
 use super::shared::SharedPicker;
 use super::snapshot::Homed;
@@ -143,10 +145,11 @@ impl PickerActor {
         let node = picked.node().clone();
         let settings = self.connection_settings.clone();
         let load = slot.load_counter().clone();
+        let failure_codes = self.picker.config().ejection().codes();
         // The channel spawns its tasks on the runtime it is made in.
         let made = {
             let _enter = runtime.enter();
-            Connection::new(node, settings, report, load)
+            Connection::new(node, settings, report, load, failure_codes)
         };
         match made {
             Ok(connection) => {
@@ -412,6 +415,17 @@ impl Handler<ConnectionFailed> for PickerActor {
     fn handle(&mut self, msg: ConnectionFailed, ctx: &mut Self::Context) {
         debug!(service = %self.service, node = %msg.node, reason = %msg.reason, "connection failed");
         if self.picker.connection_failed(msg.node, now()) {
+            self.publish();
+            self.schedule(ctx);
+        }
+    }
+}
+
+impl Handler<PushedBack> for PickerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PushedBack, ctx: &mut Self::Context) {
+        if self.picker.pushed_back(msg.node, now() + msg.wait) {
             self.publish();
             self.schedule(ctx);
         }

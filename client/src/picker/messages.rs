@@ -84,7 +84,9 @@ impl PickAll {
     }
 }
 
-/// A connection attempt to a node failed (refused, timed out, TLS, ...).
+/// A node failed: a connection to it could not be made or broke (refused,
+/// timed out, TLS, ...), an attempt outlived its attempt timeout, or the node
+/// answered with one of the ejection codes.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct ConnectionFailed {
@@ -102,6 +104,17 @@ impl ConnectionFailed {
             reason: reason.into(),
         }
     }
+}
+
+/// A node answered with a positive retry pushback: it is not picked until
+/// `wait` has passed (without counting as a failure).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct PushedBack {
+    /// The node.
+    pub node: NodeHandle,
+    /// How long it asked not to be called.
+    pub wait: std::time::Duration,
 }
 
 /// A connection attempt to a node succeeded (resets its failure count).

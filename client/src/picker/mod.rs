@@ -18,7 +18,9 @@
 //! Connections count their calls in flight in the node's slot of the snapshot
 //! (`least_request` reads it) and report [`ConnectionFailed`] /
 //! [`ConnectionSucceeded`] (for ejection and for releasing nodes held by the
-//! panic threshold). Ejections end, and held nodes' grace passes, on timers of
+//! panic threshold). A call whose node answers with a positive retry pushback
+//! sends [`PushedBack`]: the node is not picked until the pushback has passed.
+//! Ejections and pushbacks end, and held nodes' grace passes, on timers of
 //! the actor. Whenever a node leaves the set in force — the registry dropped
 //! it, its hold ended, it failed while held — its connection is closed.
 //!
@@ -39,7 +41,9 @@ mod tests;
 
 pub use actor::PickerActor;
 pub(crate) use actor::{Attach, WaitDiscovered, WaitNodes};
-pub use messages::{ConnectionFailed, ConnectionSucceeded, Inspect, Pick, PickAll, Reconfigure};
+pub use messages::{
+    ConnectionFailed, ConnectionSucceeded, Inspect, Pick, PickAll, PushedBack, Reconfigure,
+};
 pub use picked::{NodeHandle, NodeRef, Picked};
 pub(crate) use shared::{Fast, SharedPicker};
 pub use state::Picker;

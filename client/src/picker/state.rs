@@ -258,7 +258,7 @@ impl Picker {
         sorted::find(&self.effective, id)
     }
 
-    /// Records a failed connection attempt to `node`: a node held by the panic
+    /// Records a failure of `node` (see [`ConnectionFailed`](crate::ConnectionFailed)): a node held by the panic
     /// threshold is dropped at once; another is ejected at its N-th consecutive
     /// failure if the share cap allows. Answers whether the candidates changed.
     pub fn connection_failed(&mut self, node: NodeHandle, now: Instant) -> bool {
@@ -300,6 +300,22 @@ impl Picker {
         true
     }
 
+    /// Keeps `node` out of picking until `until`, as its retry pushback asked
+    /// (the node is not counted as failing, nor against the ejection cap).
+    /// Answers whether the candidates changed.
+    pub fn pushed_back(&mut self, node: NodeHandle, until: Instant) -> bool {
+        let Some(i) = self.position(node) else {
+            return false;
+        };
+        if !self.entries[i].health.pause(until) {
+            return false;
+        }
+        debug!(service = %self.service, node = %self.effective[i].id(), "node asked for a pushback; not picked until it passes");
+        self.ejected[i] = true;
+        self.publish();
+        true
+    }
+
     /// Records a successful connection attempt to `node` (resets its failure
     /// count).
     pub fn connection_succeeded(&mut self, node: NodeHandle) {
@@ -315,6 +331,10 @@ impl Picker {
         for (node, entry) in self.effective.iter().zip(&mut self.entries) {
             if entry.health.expire(now) {
                 info!(service = %self.service, node = %node.id(), "ejection over; node is back");
+                returned = true;
+            }
+            if entry.health.expire_pause(now) {
+                debug!(service = %self.service, node = %node.id(), "pushback over; node is back");
                 returned = true;
             }
         }
@@ -336,7 +356,8 @@ impl Picker {
         let ejection = self
             .entries
             .iter()
-            .filter_map(|e| e.health.ejected_until())
+            .flat_map(|e| [e.health.ejected_until(), e.health.paused_until()])
+            .flatten()
             .min();
         match (ejection, self.guard.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -358,7 +379,8 @@ impl Picker {
                     handle: entry.slot.handle(),
                     in_flight: entry.slot.load(),
                     consecutive_failures: entry.health.consecutive_failures(),
-                    ejected: self.ejected[i],
+                    ejected: entry.health.is_ejected(),
+                    paused: entry.health.is_paused(),
                     ejections: entry.health.ejections(),
                     held: self.guard.is_held(n.id()),
                 }
@@ -422,9 +444,15 @@ impl Picker {
         self.publish();
     }
 
+    /// Recomputes which nodes may not be picked (ejected or paused) and how
+    /// many are ejected (the share cap counts ejections only).
     fn refresh_ejected(&mut self) {
-        self.ejected = self.entries.iter().map(|e| e.health.is_ejected()).collect();
-        self.ejected_count = self.ejected.iter().filter(|&&e| e).count();
+        self.ejected = self.entries.iter().map(|e| e.health.is_out()).collect();
+        self.ejected_count = self
+            .entries
+            .iter()
+            .filter(|e| e.health.is_ejected())
+            .count();
     }
 
     /// Builds the snapshot of the state in force, with the pools of the call

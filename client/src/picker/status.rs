@@ -56,6 +56,8 @@ pub struct NodeStatus {
     pub consecutive_failures: u32,
     /// Whether it is ejected now.
     pub ejected: bool,
+    /// Whether its retry pushback keeps it out of picking now.
+    pub paused: bool,
     /// How many times it was ejected.
     pub ejections: u32,
     /// Whether the registry dropped it and the panic threshold holds it.
