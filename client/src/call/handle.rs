@@ -19,7 +19,7 @@ use super::service::{Service, ServiceSettings};
 use super::status::{request_id, REQUEST_ID};
 use super::strategy::Plan;
 use crate::budget::RetryBudget;
-use crate::connection::{Home, IoRuntime};
+use crate::connection::{HomeKey, IoRuntime};
 use crate::policy::Strategy;
 use crate::{ClientConfig, Error, Inspect, PickerActor, PickerStatus, Reconfigure};
 
@@ -339,7 +339,7 @@ impl ClientHandle {
             retry_codes: policy.retry_set(),
             hedging: policy.hedging().clone(),
             backoff: registry_actor::Backoff::new(min, max),
-            home: Home::of_caller(self.shared.dedicated),
+            home: HomeKey::of_caller(self.shared.dedicated),
             service: svc.clone(),
         };
         Ok((plan, strategy))

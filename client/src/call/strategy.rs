@@ -22,7 +22,7 @@ use super::error::CallError;
 use super::messages::{Attempt, BroadcastReply, Completion, NodeResult, Reply};
 use super::service::Service;
 use super::status::{grpc_timeout, pushback, GRPC_TIMEOUT};
-use crate::connection::Home;
+use crate::connection::HomeKey;
 use crate::picker::{Attach, Fast, PushedBack, WaitDiscovered, WaitNodes};
 use crate::policy::CodeSet;
 use crate::{Error, HashKey, Method, NodeHandle, Picked, Selector};
@@ -47,7 +47,7 @@ pub(crate) struct Plan<Req, Resp> {
     pub(crate) hedging: crate::Hedging,
     pub(crate) backoff: Backoff,
     /// The runtime the call's channels run on.
-    pub(crate) home: Home,
+    pub(crate) home: HomeKey,
 }
 
 /// How much earlier than the call's deadline tonic's channel may end an
@@ -152,7 +152,7 @@ where
     async fn attach(&self, picked: Vec<Picked>) -> Result<Vec<Picked>, Error> {
         let attach = Attach {
             picked,
-            home: self.home.clone(),
+            home: self.home.home(),
         };
         self.service
             .picker

@@ -36,5 +36,5 @@ pub use actor::ConnectionActor;
 pub use handle::Connection;
 pub use messages::Close;
 pub(crate) use report::Report;
-pub(crate) use runtime::{Alive, Home, IoRuntime};
+pub(crate) use runtime::{Alive, Home, HomeKey, IoRuntime};
 pub use settings::ConnectionSettings;

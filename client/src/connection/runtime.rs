@@ -13,6 +13,7 @@
 //! tokio runtime, or of every call when `client.io_threads` asks for a
 //! dedicated runtime (for an app whose calling thread is its bottleneck).
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -43,6 +44,68 @@ impl Home {
             Self::Caller(handle) => Some(handle.id()),
             Self::Io => None,
         }
+    }
+}
+
+/// Which runtime a call's channels run on, as picks look it up: the key of
+/// the calling runtime (`None`: the client's I/O runtime). Cheap to get: it
+/// touches no count shared with other threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HomeKey {
+    key: Option<Id>,
+    dedicated: bool,
+}
+
+/// Calls a thread makes between two fresh reads of its runtime's key.
+const KEY_REFRESH: u32 = 64;
+
+thread_local! {
+    // The key of the runtime this thread last ran a call on, and how many
+    // calls may still use it before it is read again.
+    static CALLER_KEY: Cell<(u32, Option<Id>)> = const { Cell::new((0, None)) };
+}
+
+impl HomeKey {
+    /// The home key of a call made now. The calling runtime's key is read
+    /// once per [`KEY_REFRESH`] calls of a thread (reading it clones a
+    /// handle every worker shares). A thread that changed runtimes since
+    /// may use a channel of the runtime it ran before for a few calls: that
+    /// works (channels serve any caller), and a channel of a stopped runtime
+    /// is never used.
+    pub(crate) fn of_caller(dedicated: bool) -> Self {
+        if dedicated {
+            return Self {
+                key: None,
+                dedicated,
+            };
+        }
+        let key = CALLER_KEY.with(|cached| match cached.get() {
+            (left @ 1.., Some(key)) => {
+                cached.set((left - 1, Some(key)));
+                Some(key)
+            }
+            _ => {
+                let key = Handle::try_current().ok().map(|h| h.id());
+                cached.set((KEY_REFRESH, key));
+                key
+            }
+        });
+        Self { key, dedicated }
+    }
+
+    /// The key among a node's channels.
+    pub(crate) fn key(self) -> Option<Id> {
+        self.key
+    }
+
+    /// The home to make a channel on, read fresh from the calling task (and
+    /// remembered for the thread's next calls).
+    pub(crate) fn home(self) -> Home {
+        let home = Home::of_caller(self.dedicated);
+        if !self.dedicated {
+            CALLER_KEY.with(|cached| cached.set((KEY_REFRESH, home.key())));
+        }
+        home
     }
 }
 
