@@ -13,6 +13,11 @@ pub trait EtcdFixture {
     fn endpoints_env(&self) -> String;
     /// A directory of the fixture's own, removed with it.
     fn scratch_dir(&self) -> &Path;
+    /// The lease TTL its `echo-server`s register with, as
+    /// `GRPC_CLUSTER__REGISTRY__LEASE_TTL` takes it.
+    fn lease_ttl_env(&self) -> &'static str {
+        "2s"
+    }
 }
 
 impl EtcdFixture for EtcdServer {
@@ -32,6 +37,15 @@ impl EtcdFixture for EtcdCluster {
 
     fn scratch_dir(&self) -> &Path {
         self.data_dir()
+    }
+
+    /// 3 s on a cluster: a registrar notices a frozen member's silence at 2/3
+    /// of the TTL and then carries the lease to another member, which takes
+    /// an election when the frozen member led; a 2 s lease leaves that 0.67 s,
+    /// too little on a busy 2-core machine running three members and three
+    /// servers.
+    fn lease_ttl_env(&self) -> &'static str {
+        "3s"
     }
 }
 // ---------------------------------------------------------------------------

@@ -76,7 +76,8 @@ impl Captured {
 /// The configuration of every `echo-server` of the suite beyond the shipped
 /// defaults, through the environment layer: the lease TTL and the retry
 /// backoff of the test registry (`EtcdServer::registry_config`), so that a
-/// killed node leaves the registry within seconds. Lame duck (1 s) and drain
+/// killed node leaves the registry within seconds (a cluster fixture sets a
+/// TTL of its own, [`EtcdFixture::lease_ttl_env`]). Lame duck (1 s) and drain
 /// timeout (10 s) keep their defaults.
 pub const CHILD_SETTINGS: &[(&str, &str)] = &[
     ("GRPC_CLUSTER__REGISTRY__LEASE_TTL", "2s"),
@@ -147,6 +148,7 @@ impl EchoProcess {
             .env("GRPC_CLUSTER_CONFIG_DIR", &config_dir)
             .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", etcd.endpoints_env())
             .envs(CHILD_SETTINGS.iter().copied())
+            .env("GRPC_CLUSTER__REGISTRY__LEASE_TTL", etcd.lease_ttl_env())
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
