@@ -358,14 +358,8 @@ async fn etcd_down_10s_under_load_loses_no_call_and_every_registration_returns_w
 
     etcd.stop();
     let stopped = Instant::now();
-    // The outage itself: etcd stays down OUTAGE while the load runs; the
-    // client's set is sampled meanwhile.
-    let mut fewest_listed = usize::MAX;
-    while stopped.elapsed() < OUTAGE {
-        fewest_listed = fewest_listed.min(echo_status(&client).await.nodes.len());
-        let left = OUTAGE.saturating_sub(stopped.elapsed());
-        tokio::time::sleep(left.min(Duration::from_millis(100))).await;
-    }
+    // The outage itself: etcd stays down OUTAGE while the load runs.
+    let fewest_listed = fewest_listed_during(&client, OUTAGE).await;
     let calls_during = load.count(|r| r.sent >= stopped);
     etcd.restart().await.expect("etcd restarts");
     let restarted = Instant::now();

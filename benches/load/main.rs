@@ -14,7 +14,7 @@
 //! | `broadcast` | `broadcast.rs` | `Broadcast` to 8 nodes vs raw tonic's fan-out with the deadline (and one `Call`): p50/p99 at c=1 |
 //! | `cpu` | `cpu.rs` | this process's CPU time per call (servers in a child process), `ClientHandle::call` vs raw tonic + deadline, at c=1 and c=64 |
 //! | `caller_runtime` | `caller_runtime.rs` | calls from a tokio runtime of 2 workers, `ClientHandle::call` vs raw tonic + deadline on that runtime: calls/s at c=64 |
-//! | `propagation` | `propagation.rs` | 100 registrations: `Registrar` start → the client's picker lists the node; `deregister` → it no longer does |
+//! | `propagation` | `propagation.rs` | 100 registrations: `Registrar` start → the client's picker lists the node; `deregister` → the node leaves the picker's list |
 //! | `memory` | `memory.rs` | RSS of a client process watching a service of 10,000 nodes (a child process) |
 //! | `scale` | `scale.rs` | 100,000 nodes in etcd: RSS, time to list, one-node change, calls during rebuilds (a child process); pick p99 during a rebuild (public `Picker`) |
 //! | `server_kit` | `server_kit.rs` | plain tonic server vs `server_kit::serve`, limits never refusing: calls/s (`benches/support/server_kit.rs`) |

@@ -82,7 +82,7 @@ pub(crate) async fn run(report: &mut Report, setup: &Setup) {
             .await
             .expect("registered");
         // From the deregistration (lease revoked) to the first poll at which the
-        // picker no longer has it.
+        // picker lacks it.
         let started = Instant::now();
         registrar.deregister().await.expect("deregister");
         removed.push(poll_until(&client, "prop", started, |s| s.node(&id).is_none()).await);

@@ -30,7 +30,7 @@ use registry_actor::{Secret, TlsConfig};
 use serde::{Deserialize, Serialize};
 use tonic::Code;
 
-use crate::policy::Strategy;
+use crate::policy::{CodeSet, Strategy};
 use crate::{Balancer, Error, Fallback, Selector};
 
 const DEFAULT_FAILURES: u32 = 5;
@@ -443,7 +443,8 @@ impl ClientConfig {
             retries: self.retries,
             timeout: self.timeout,
             attempt_timeout: self.attempt_timeout,
-            retry_codes: parse_codes("client.retry_codes", &self.retry_codes)?,
+            retry_codes: Arc::from([]),
+            retry_set: CodeSet::default(),
             hedging: Hedging {
                 delay: self.hedging_delay,
                 max_attempts: self.max_attempts,
@@ -452,6 +453,7 @@ impl ClientConfig {
             backoff_min: self.retry_backoff,
             backoff_max: self.retry_backoff_max,
         };
+        policy.set_retry_codes(parse_codes("client.retry_codes", &self.retry_codes)?);
         let Some(svc) = self.services.get(service) else {
             return Ok(policy);
         };

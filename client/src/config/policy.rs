@@ -15,7 +15,11 @@ pub struct CallPolicy {
     pub(super) retries: u32,
     pub(super) timeout: Duration,
     pub(super) attempt_timeout: Option<Duration>,
+    /// Set with [`set_retry_codes`](Self::set_retry_codes), which keeps
+    /// `retry_set` in step.
     pub(super) retry_codes: Arc<[Code]>,
+    /// `retry_codes` as the set calls test.
+    pub(super) retry_set: CodeSet,
     pub(super) hedging: Hedging,
     pub(super) backoff_min: Duration,
     pub(super) backoff_max: Duration,
@@ -54,7 +58,13 @@ impl CallPolicy {
 
     /// The retried codes as a set.
     pub(crate) fn retry_set(&self) -> CodeSet {
-        CodeSet::of(&self.retry_codes)
+        self.retry_set
+    }
+
+    /// Sets the retried codes (and their set).
+    pub(super) fn set_retry_codes(&mut self, codes: Arc<[Code]>) {
+        self.retry_set = CodeSet::of(&codes);
+        self.retry_codes = codes;
     }
 
     /// Failretry's backoff bounds.

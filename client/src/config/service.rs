@@ -267,7 +267,7 @@ impl MethodConfig {
             policy.attempt_timeout = Some(t);
         }
         if let Some(c) = &self.retry_codes {
-            policy.retry_codes = parse_codes(&format!("{path}.retry_codes"), c)?;
+            policy.set_retry_codes(parse_codes(&format!("{path}.retry_codes"), c)?);
         }
         if let Some(d) = self.hedging_delay {
             policy.hedging.delay = d;

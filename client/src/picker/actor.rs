@@ -172,7 +172,7 @@ impl PickerActor {
     }
 
     /// Makes the picker's snapshot the one calls pick from, and closes the
-    /// connections of nodes no longer in force (each stops once its calls in
+    /// connections of nodes that left the set in force (each stops once its calls in
     /// flight have ended). Runs after every change of the picker.
     fn publish(&mut self) {
         self.shared.publish(self.picker.snapshot().clone());

@@ -143,8 +143,8 @@ impl RegistrarTask {
         let mut client = member.client;
         if let Some((lease, granted)) = self.lease {
             // Opening the stream sends the first keepalive and reads its
-            // answer: it fails with `LeaseKeepAliveError` when etcd no longer
-            // knows the lease (it expired, or the cluster was rebuilt).
+            // answer: it fails with `LeaseKeepAliveError` when etcd does not
+            // know the lease (it expired, or the cluster was rebuilt).
             match tokio::time::timeout(timeout, client.lease_keep_alive(lease)).await {
                 Err(_) => {
                     return Err(Error::Timeout {

@@ -50,6 +50,20 @@ pub async fn echo_status(client: &Addr<ClusterClient>) -> PickerStatus {
         .expect("echo is a service")
 }
 
+/// The fewest nodes of `echo` the client listed while `period` passed,
+/// sampled every 100 ms. The period itself is the behaviour under test (a
+/// fault or an outage lasting that long), not a wait for something.
+pub async fn fewest_listed_during(client: &Addr<ClusterClient>, period: Duration) -> usize {
+    let started = Instant::now();
+    let mut fewest = usize::MAX;
+    while started.elapsed() < period {
+        fewest = fewest.min(echo_status(client).await.nodes.len());
+        let left = period.saturating_sub(started.elapsed());
+        tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+    }
+    fewest
+}
+
 /// Waits until the client's status of `echo` satisfies `pick`; answers it then,
 /// or `None` after `timeout`.
 pub async fn wait_status(
