@@ -280,7 +280,12 @@ proptest! {
                 prop_assert_eq!(b, Some(10), "a key only ever moves to the new node");
             }
         }
-        prop_assert!(moved as f64 <= 10_000.0 * (1.0 / 11.0 + 0.03), "{moved} of 10000 keys moved");
+        // The new node owns the arcs of its 160 points: a share of 1/11 with a
+        // standard deviation of 1/(11 × sqrt(160)) ≈ 0.72 points, plus the
+        // sampling noise of 10,000 keys (≈ 0.29 points). The bound is about
+        // six of those deviations above 1/11: any prefix stays within it, a
+        // ring that moved keys between old nodes would not.
+        prop_assert!(moved as f64 <= 10_000.0 * (1.0 / 11.0 + 0.05), "{moved} of 10000 keys moved");
     }
 
     #[test]
