@@ -69,8 +69,17 @@ async fn three_members_elect_a_new_leader_rejoin_freeze_and_wipe() {
     .await;
     assert!(answer.is_err(), "a frozen member answers nothing");
     cluster.resume(frozen).expect("SIGCONT");
-    let thawed = tokio::time::timeout(EVENTUALLY, frozen_kv.get("/fixture/k", None)).await;
-    assert!(matches!(thawed, Ok(Ok(_))), "a thawed member answers again");
+    // Just thawed, the member may refuse a request or two (no leader yet)
+    // until it hears from the cluster again.
+    let thawed = wait_until(EVENTUALLY, || {
+        let mut kv = frozen_kv.clone();
+        async move {
+            let answer = tokio::time::timeout(Duration::from_secs(1), kv.get("/fixture/k", None));
+            matches!(answer.await, Ok(Ok(_)))
+        }
+    })
+    .await;
+    assert!(thawed, "a thawed member answers again");
 
     cluster.wipe_and_restart().await.expect("a new cluster");
     let mut kv = cluster.client().await.expect("client");
