@@ -1,5 +1,6 @@
 //! Security end to end: TLS and mutual TLS between real clients and servers
-//! (certificates made at test time), callers named by their bearer tokens,
+//! (certificates made at test time), servers and clients sharing an etcd
+//! served over TLS with a password, callers named by their bearer tokens,
 //! the caller header ignored unless trusted, and the bearer token kept off
 //! plaintext hops to other hosts.
 
@@ -15,12 +16,13 @@ use cluster_client::{
 use grpc_cluster::echo::{EchoClient, SayRequest, SAY};
 use grpc_cluster::server::governor::clock::FakeRelativeClock;
 use grpc_cluster::server::{AuthConfig, RateLimitConfig, ServeBuilder, ServerTlsConfig};
+use registry_actor::testing::EtcdSecurity;
 use registry_actor::{Node, Registrar, TlsConfig};
 use support::certs::{Pem, TestCa};
 use support::cluster::test_config;
 use support::faults::{start_client, wait_listed, EchoProcess};
 use support::server_kit::{echo_config, start_echo};
-use support::{init_tracing, EtcdServer};
+use support::{init_tracing, wait_until, EtcdServer, EVENTUALLY};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
@@ -319,4 +321,47 @@ async fn a_token_is_not_sent_in_plaintext_to_a_non_loopback_address() {
     assert_eq!(status.nodes.len(), 1);
     assert!(!status.nodes[0].ejected, "{:?}", status.nodes[0]);
     assert_eq!(status.nodes[0].consecutive_failures, 0);
+}
+
+#[actix_rt::test]
+async fn servers_and_a_client_share_an_etcd_served_over_tls_with_a_password() {
+    init_tracing();
+    let etcd = EtcdServer::start_secured(
+        EtcdSecurity::default()
+            .with_client_cert_auth()
+            .with_root_password("pw-of-root-2b1e"),
+    )
+    .await
+    .expect("secured etcd");
+    let registry = etcd.registry_config();
+    let mut servers = Vec::new();
+    for id in ["sec-1", "sec-2"] {
+        let config = echo_config(RateLimitConfig::default().with_cluster_rps(300)).with_node_id(id);
+        let builder = ServeBuilder::new(config);
+        servers.push(start_echo(id, builder, Some(registry.clone())).await.0);
+    }
+    // Registration, and the cluster quota's watch of the live instances.
+    let handles: Vec<_> = servers.iter().map(|s| s.handle()).collect();
+    let counted = wait_until(EVENTUALLY, || {
+        std::future::ready(handles.iter().all(|h| h.rate_limits().instances() == 2))
+    })
+    .await;
+    assert!(counted, "each server counts 2 instances through etcd");
+
+    // Discovery by a client through the same etcd.
+    let config = test_config().with_balancer(Balancer::RoundRobin);
+    let (_registry, client) = start_client(&registry, config).await;
+    let listed = support::faults::wait_status(&client, EVENTUALLY, |s| s.nodes.len() == 2).await;
+    assert!(listed.is_some(), "the client lists both servers");
+    let mut served = Vec::new();
+    for _ in 0..2 {
+        served.push(call(&client, Strategy::Failfast).await.expect("call"));
+    }
+    served.sort();
+    assert_eq!(served, ["sec-1", "sec-2"]);
+
+    for serving in servers {
+        serving.handle().shutdown();
+        serving.wait().await.expect("clean shutdown");
+    }
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// etcd answered with an error or could not be reached.
-    #[error("etcd {op} failed: {source}")]
+    /// etcd answered with an error or could not be reached. When the TLS
+    /// handshake failed, the message says so and names `registry.tls`.
+    #[error("etcd {op} failed: {source}{}", tls_hint(source))]
     Etcd {
         /// What was being done (`grant lease`, `put /grpc-cluster/...`, ...).
         op: String,
@@ -47,6 +48,31 @@ impl Error {
             source: Box::new(source),
         }
     }
+}
+
+/// A hint naming `registry.tls` when `error` is a failed TLS handshake: the
+/// transport's source chain holds the I/O error of kind `InvalidData` that
+/// rustls reports for a certificate it does not trust, a certificate the peer
+/// refused or a peer that does not speak TLS.
+fn tls_hint(error: &etcd_client::Error) -> &'static str {
+    // etcd-client's error has no `source`: start from the error it wraps.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = match error {
+        etcd_client::Error::GRpcStatus(status) => Some(status),
+        etcd_client::Error::TransportError(transport) => Some(transport),
+        etcd_client::Error::IoError(io) => Some(io),
+        _ => None,
+    };
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::InvalidData {
+                return "; the TLS handshake with etcd failed: check registry.tls \
+                        (ca_file must hold the CA that signed etcd's certificate; \
+                        cert_file and key_file a client certificate etcd trusts)";
+            }
+        }
+        source = err.source();
+    }
+    ""
 }
 
 /// Runs one etcd request with a timeout, naming the operation in any error.

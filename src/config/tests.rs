@@ -563,7 +563,9 @@ fn debug_output_of_every_config_type_hides_planted_secrets() {
     let cert = dir.0.join("client.pem");
     std::fs::write(&key, SECRET).expect("write key");
     std::fs::write(&cert, "not a real certificate").expect("write cert");
-    let tls = registry_actor::TlsConfig::default().with_identity(&cert, &key);
+    let tls = registry_actor::TlsConfig::default()
+        .with_ca_file(&cert)
+        .with_identity(&cert, &key);
     let client = settings.client.clone().with_tls(tls.clone());
     let connection = client.connection_settings().expect("files readable");
     let registry = settings.registry.clone().with_tls(tls);
