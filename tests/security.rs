@@ -178,6 +178,25 @@ async fn a_client_without_a_certificate_is_refused_by_a_mutual_tls_server() {
     assert_eq!(stats.processed(), 0, "the call never reached the service");
 }
 
+/// Registers node `far` of `echo` at a documentation address (TEST-NET-1,
+/// `192.0.2.1:50051`): nothing is there, and tests check it is never dialled.
+async fn register_far(registry: &registry_actor::RegistryConfig) -> Registrar {
+    let node = Node::new("far", "echo", "192.0.2.1:50051").expect("node");
+    let registrar = Registrar::start(
+        registry_actor::connect(registry)
+            .await
+            .expect("etcd client"),
+        node,
+        registry,
+    );
+    let mut states = registrar.state_changes();
+    tokio::time::timeout(EVENTUALLY, states.wait_for(|s| s.is_registered()))
+        .await
+        .expect("registered in time")
+        .expect("registrar alive");
+    registrar
+}
+
 /// The first call once the client sees one node of `echo` (failfast: one
 /// attempt, its own error).
 async fn call_when_listed(client: &Addr<ClusterClient>) -> Result<String, CallError> {
@@ -288,20 +307,7 @@ async fn a_token_is_not_sent_in_plaintext_to_a_non_loopback_address() {
     init_tracing();
     let etcd = EtcdServer::start().await.expect("etcd");
     let registry = etcd.registry_config();
-    // A documentation address (TEST-NET-1): nothing there, and never dialled.
-    let node = Node::new("far", "echo", "192.0.2.1:50051").expect("node");
-    let registrar = Registrar::start(
-        registry_actor::connect(&registry)
-            .await
-            .expect("etcd client"),
-        node,
-        &registry,
-    );
-    let mut states = registrar.state_changes();
-    tokio::time::timeout(support::EVENTUALLY, states.wait_for(|s| s.is_registered()))
-        .await
-        .expect("registered in time")
-        .expect("registrar alive");
+    let _far = register_far(&registry).await;
 
     let config: ClientConfig = test_config()
         .with_token("s3cret-token")
@@ -364,4 +370,54 @@ async fn servers_and_a_client_share_an_etcd_served_over_tls_with_a_password() {
         serving.handle().shutdown();
         serving.wait().await.expect("clean shutdown");
     }
+}
+
+#[actix_rt::test]
+async fn a_node_outside_the_allowed_networks_is_left_out_and_never_dialled() {
+    init_tracing();
+    let (logs, _logging) = registry_actor::testing::Logs::capture();
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let registry = etcd.registry_config();
+    let config = echo_config(RateLimitConfig::default()).with_node_id("near");
+    let (serving, stats) =
+        start_echo("near", ServeBuilder::new(config), Some(registry.clone())).await;
+    let _far = register_far(&registry).await;
+
+    let config = test_config().with_allowed_networks(["127.0.0.0/8"]);
+    let (_registry, client) = start_client(&registry, config).await;
+    let status = support::faults::wait_status(&client, EVENTUALLY, |s| {
+        s.refused == 1 && s.nodes.len() == 1
+    })
+    .await
+    .expect("far left out, near listed");
+    assert_eq!(status.nodes[0].id, "near");
+    for i in 0..4 {
+        let id = call(&client, Strategy::Failfast)
+            .await
+            .unwrap_or_else(|e| panic!("call {i}: {e}"));
+        assert_eq!(id, "near");
+    }
+    assert_eq!(stats.processed(), 4);
+    let text = logs.text();
+    assert!(
+        text.contains("far")
+            && text.contains("192.0.2.1")
+            && text.contains("client.allowed_networks"),
+        "{text}"
+    );
+
+    // Nothing inside the networks: nothing to pick, nothing dialled.
+    let config = test_config().with_allowed_networks(["10.0.0.0/8"]);
+    let (_registry, client) = start_client(&registry, config).await;
+    support::faults::wait_status(&client, EVENTUALLY, |s| s.refused == 2)
+        .await
+        .expect("both left out");
+    let err = call(&client, Strategy::Failover)
+        .await
+        .expect_err("no node");
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert_eq!(stats.processed(), 4, "near was not called");
+
+    serving.handle().shutdown();
+    serving.wait().await.expect("clean shutdown");
 }
