@@ -60,5 +60,6 @@ pub use registry::{
     NodesChanged, RegistryActor, RegistryStats, ServiceWatch, Snapshot, Stats, Subscribe,
     SubscriptionId, Unsubscribe,
 };
+pub use registry::{WatchState, WatchStatus};
 pub use secret::Secret;
 pub use tls::TlsConfig;
