@@ -320,6 +320,13 @@ async fn echo_client_with_etcd_unreachable_names_the_endpoint() {
         text.contains("not discovered") && text.contains(&endpoint),
         "the error names etcd's address {endpoint}: {text}"
     );
+    assert!(
+        text.contains(&format!("(last error: etcd get /grpc-cluster/services/echo/ at {endpoint} failed: connection refused)")),
+        "the error names etcd's last failure: {text}"
+    );
+    for line in text.lines() {
+        assert!(line.chars().count() < 400, "one short line: {line}");
+    }
 }
 
 #[tokio::test]
