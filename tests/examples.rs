@@ -234,35 +234,6 @@ async fn run_echo_client(args: &[&str]) -> Output {
 }
 
 #[tokio::test]
-async fn quickstart_gets_replies_from_a_server_found_through_etcd() {
-    let etcd = EtcdServer::start().await.expect("etcd");
-    let endpoint = etcd.endpoint();
-    let _server = start_server(&endpoint, "echo-q", "1.0.0", "blue").await;
-    let out = Command::new(example_path("quickstart"))
-        .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", &endpoint)
-        .env("RUST_LOG", "error")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("quickstart runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(
-        lines,
-        [
-            "echo-q answered \"hi\" after 1 attempt(s)",
-            "echo-q answered \"hi again\""
-        ],
-        "{text}"
-    );
-}
-
-#[tokio::test]
 async fn echo_client_help_describes_every_flag_and_an_unknown_flag_is_named() {
     let out = run_echo_client(&["--help"]).await;
     assert_eq!(out.status.code(), Some(0));

@@ -243,7 +243,8 @@ async fn a_crate_depending_only_on_grpc_cluster_builds_the_quickstart_and_gets_r
         [
             "echo-d answered \"hi\" after 1 attempt(s)",
             "echo-d answered \"hi again\""
-        ]
+        ],
+        "{text}"
     );
 }
 
