@@ -150,3 +150,44 @@ where
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn etcd_error(status: tonic::Status) -> Error {
+        Error::etcd(
+            "get /grpc-cluster/services/echo/",
+            etcd_client::Error::GRpcStatus(status),
+        )
+        .at("10.0.0.1:2379")
+    }
+
+    #[test]
+    fn an_etcd_status_reads_as_its_code_and_message_on_one_line() {
+        let err = etcd_error(tonic::Status::unavailable("etcdserver: no leader"));
+        assert_eq!(
+            err.to_string(),
+            "etcd get /grpc-cluster/services/echo/ at 10.0.0.1:2379 failed: Unavailable: etcdserver: no leader"
+        );
+    }
+
+    #[test]
+    fn a_transport_failure_reads_as_its_root_io_error() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let mut status = tonic::Status::unavailable("tcp connect error");
+        status.set_source(std::sync::Arc::new(refused));
+        assert_eq!(
+            etcd_error(status).to_string(),
+            "etcd get /grpc-cluster/services/echo/ at 10.0.0.1:2379 failed: connection refused"
+        );
+    }
+
+    #[test]
+    fn a_long_or_multi_line_cause_is_cut_to_one_short_line() {
+        let long = format!("{}\nsecond line", "x".repeat(1000));
+        let text = etcd_error(tonic::Status::internal(long)).to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.ends_with('…') && text.chars().count() < 260, "{text}");
+    }
+}
