@@ -20,8 +20,9 @@
 //! [`WRITE_INTERVAL`], always ending with the newest sets. Each write goes to a
 //! temporary file beside the target, is synced, then renamed over it: a
 //! reader finds the old file or the new one, never part of one. Services of
-//! the file that this registry does not watch are written back unchanged, so
-//! programs watching different services can share a file.
+//! the file that this registry does not watch are written back as they were
+//! read at start-up; two programs running at once on one file overwrite each
+//! other's changes, so each program has a file of its own.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -241,32 +242,40 @@ struct Contents {
 struct Target {
     path: PathBuf,
     prefix: String,
-    /// Writes take turns under this lock (they run on blocking threads, never
-    /// in async code); it guards the count of changes written and whether
-    /// the last write failed.
-    written: Mutex<(u64, bool)>,
+    /// Writes take turns under this lock (they run on blocking threads or
+    /// when the registry goes away, never in async code).
+    written: Mutex<Written>,
+}
+
+/// How far the file is written.
+#[derive(Debug, Default)]
+struct Written {
+    /// The count of changes the file holds.
+    changes: u64,
+    /// Whether the last write failed (logged once per run of failures).
+    failing: bool,
 }
 
 impl Target {
     /// Writes `contents` unless the file already holds them or newer ones.
     fn write(&self, contents: &Contents) {
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        if contents.changes <= written.0 {
+        if contents.changes <= written.changes {
             return;
         }
         match write(&self.path, &self.prefix, &contents.sets) {
             Ok(()) => {
-                if written.1 {
+                if written.failing {
                     info!(file = %self.path.display(), "snapshot file written again");
                 }
-                *written = (contents.changes, false);
+                written.changes = contents.changes;
+                written.failing = false;
             }
             Err(e) => {
-                // Logged once per run of failures, not per change.
-                if !written.1 {
+                if !written.failing {
                     error!(error = %e, "cannot keep the snapshot file");
                 }
-                written.1 = true;
+                written.failing = true;
             }
         }
     }
@@ -300,7 +309,7 @@ impl SnapshotFile {
             target: Arc::new(Target {
                 path: path.to_owned(),
                 prefix: prefix.to_owned(),
-                written: Mutex::new((0, false)),
+                written: Mutex::default(),
             }),
             loaded,
             contents: watch::channel(contents).0,

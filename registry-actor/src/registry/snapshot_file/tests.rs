@@ -167,7 +167,7 @@ fn the_target_never_writes_older_contents_over_newer_ones() {
     let target = Target {
         path: dir.file(),
         prefix: PREFIX.to_owned(),
-        written: Mutex::new((0, false)),
+        written: Mutex::default(),
     };
     let newer = Contents {
         changes: 2,
