@@ -27,6 +27,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -221,13 +222,16 @@ fn write(path: &Path, prefix: &str, sets: &BTreeMap<Arc<str>, NodesChanged>) -> 
     })
 }
 
-/// `dir/.name.PID.tmp` beside `path`: the same file system, so the rename is
-/// atomic; one per process, and writes within a process take turns.
+/// `dir/.name.PID.N.tmp` beside `path`: the same file system, so the rename
+/// is atomic; a name of its own for every write, even by two registries of
+/// one process given the same file.
 fn temp_path(path: &Path) -> PathBuf {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
     let name = path
         .file_name()
         .map_or_else(|| "snapshot".into(), |n| n.to_string_lossy().into_owned());
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
 /// The sets to write, and a count of the changes recorded in them.
