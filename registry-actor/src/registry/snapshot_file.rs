@@ -256,6 +256,8 @@ struct Target {
 struct Written {
     /// The count of changes the file holds.
     changes: u64,
+    /// Successful writes so far.
+    writes: u64,
     /// Whether the last write failed (logged once per run of failures).
     failing: bool,
 }
@@ -273,6 +275,7 @@ impl Target {
                     info!(file = %self.path.display(), "snapshot file written again");
                 }
                 written.changes = contents.changes;
+                written.writes += 1;
                 written.failing = false;
             }
             Err(e) => {

@@ -219,3 +219,40 @@ fn open_ignores_an_invalid_file_and_overwrites_it_on_the_first_change() {
         .expect("present");
     assert_eq!(loaded.sets["echo"].nodes[0].id(), "a");
 }
+
+/// The count of changes written, and of writes.
+fn written(file: &SnapshotFile) -> (u64, u64) {
+    let written = file.target.written.lock().expect("not poisoned");
+    (written.changes, written.writes)
+}
+
+#[tokio::test(start_paused = true)]
+async fn changes_during_the_write_interval_are_written_once_together() {
+    let dir = Dir::new("debounce");
+    let file = SnapshotFile::open(&dir.file(), PREFIX);
+    let writer = tokio::spawn(file.writer());
+    file.record(&set("echo", 1, &["a"]));
+    // The first change is written at once. Busy waiting keeps the paused
+    // clock still: the writer's interval cannot pass meanwhile.
+    while written(&file).0 < 1 {
+        tokio::task::yield_now().await;
+    }
+    // Each change gives the writer its turns: a writer without an interval
+    // would write many of them.
+    for revision in 2..=50 {
+        file.record(&set("echo", revision, &["a", "b"]));
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(written(&file), (1, 1), "nothing more within the interval");
+    // Idle now: the clock moves on to the end of the interval.
+    while written(&file).0 < 50 {
+        tokio::time::sleep(WRITE_INTERVAL / 10).await;
+    }
+    assert_eq!(written(&file), (50, 2), "49 changes, one write");
+    let loaded = read(&dir.file(), PREFIX).expect("valid").expect("present");
+    assert_eq!(loaded.sets["echo"].revision, 50);
+    drop(file);
+    writer.await.expect("the writer ends with its SnapshotFile");
+}
