@@ -1,15 +1,18 @@
 //! grpc-cluster turns a set of tonic gRPC servers into a cluster.
 //!
-//! A server's whole `main`, configured by the layered configuration files:
+//! A server's whole `main`, configured by the layered configuration files (it
+//! runs on tokio: the crate depends on `tokio` with the `macros` and
+//! `rt-multi-thread` features beside `grpc-cluster`):
 //!
 //! ```no_run
-//! # use grpc_cluster::echo::{EchoServer, EchoService};
-//! # use grpc_cluster::{server::ShutdownReport, ServeError};
-//! # #[tokio::main]
-//! # async fn main() -> Result<ShutdownReport, ServeError> {
-//! #     let svc = EchoService::new("echo-1");
-//! grpc_cluster::serve(EchoServer::new(svc)).await
-//! # }
+//! use grpc_cluster::echo::{EchoServer, EchoService};
+//! use grpc_cluster::{server::ShutdownReport, ServeError};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<ShutdownReport, ServeError> {
+//!     // Any tonic service; here the example echo service.
+//!     grpc_cluster::serve(EchoServer::new(EchoService::new("echo-1"))).await
+//! }
 //! ```
 //!
 //! This facade has [`serve`] (and [`Serve`]), re-exports the three crates and

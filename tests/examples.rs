@@ -50,6 +50,24 @@ async fn start_server(etcd: &str, id: &str, version: &str, group: &str) -> Serve
     Server { _child: child }
 }
 
+/// Waits until `count` echo servers are registered in `etcd`.
+async fn wait_registered(etcd: &EtcdServer, count: usize) {
+    let raw = etcd.client().await.expect("etcd client");
+    let registered = wait_until(EVENTUALLY, || {
+        let mut raw = raw.clone();
+        async move {
+            raw.get(
+                "/grpc-cluster/services/echo/",
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await
+            .is_ok_and(|r| r.kvs().len() == count)
+        }
+    })
+    .await;
+    assert!(registered, "the {count} servers registered");
+}
+
 /// Runs `echo-client ARGS` against `etcd` and answers its output.
 async fn echo_client(etcd: &str, args: &[&str]) -> Output {
     Command::new(example_path("echo-client"))
@@ -132,20 +150,7 @@ async fn echo_client_prints_one_line_per_call_or_node_for_every_strategy() {
         start_server(&endpoint, "echo-2", "1.0.0", "blue").await,
         start_server(&endpoint, "echo-3", "2.0.0", "green").await,
     ];
-    let raw = etcd.client().await.expect("etcd client");
-    let registered = wait_until(EVENTUALLY, || {
-        let mut raw = raw.clone();
-        async move {
-            raw.get(
-                "/grpc-cluster/services/echo/",
-                Some(GetOptions::new().with_prefix()),
-            )
-            .await
-            .is_ok_and(|r| r.kvs().len() == 3)
-        }
-    })
-    .await;
-    assert!(registered, "the three servers registered");
+    wait_registered(&etcd, 3).await;
 
     for strategy in ["failfast", "failover", "failretry", "forking", "forking(3)"] {
         let out = echo_client(&endpoint, &["--strategy", strategy, "--count", "3"]).await;
@@ -229,35 +234,6 @@ async fn run_echo_client(args: &[&str]) -> Output {
 }
 
 #[tokio::test]
-async fn quickstart_gets_replies_from_a_server_found_through_etcd() {
-    let etcd = EtcdServer::start().await.expect("etcd");
-    let endpoint = etcd.endpoint();
-    let _server = start_server(&endpoint, "echo-q", "1.0.0", "blue").await;
-    let out = Command::new(example_path("quickstart"))
-        .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", &endpoint)
-        .env("RUST_LOG", "error")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("quickstart runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(
-        lines,
-        [
-            "echo-q answered \"hi\" after 1 attempt(s)",
-            "echo-q answered \"hi again\""
-        ],
-        "{text}"
-    );
-}
-
-#[tokio::test]
 async fn echo_client_help_describes_every_flag_and_an_unknown_flag_is_named() {
     let out = run_echo_client(&["--help"]).await;
     assert_eq!(out.status.code(), Some(0));
@@ -315,6 +291,13 @@ async fn echo_client_with_etcd_unreachable_names_the_endpoint() {
         text.contains("not discovered") && text.contains(&endpoint),
         "the error names etcd's address {endpoint}: {text}"
     );
+    assert!(
+        text.contains(&format!("(last error: etcd get /grpc-cluster/services/echo/ at {endpoint} failed: connection refused)")),
+        "the error names etcd's last failure: {text}"
+    );
+    for line in text.lines() {
+        assert!(line.chars().count() < 400, "one short line: {line}");
+    }
 }
 
 #[tokio::test]
@@ -337,5 +320,63 @@ async fn echo_server_exits_2_on_a_bad_flag_and_1_on_a_bad_configuration() {
     assert!(
         stderr.contains("registry.lease_ttl") && stderr.contains("environment"),
         "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_started_while_etcd_is_down_calls_the_servers_in_its_snapshot_file() {
+    let mut etcd = EtcdServer::start().await.expect("etcd");
+    let endpoint = etcd.endpoint();
+    let _servers = [
+        start_server(&endpoint, "echo-1", "1.0.0", "blue").await,
+        start_server(&endpoint, "echo-2", "1.0.0", "blue").await,
+    ];
+    let dir = std::env::temp_dir().join(format!("gc-cold-start-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("nodes.json");
+    let run = |args: &'static [&'static str]| {
+        Command::new(example_path("echo-client"))
+            .args(args)
+            .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", &endpoint)
+            .env("GRPC_CLUSTER__REGISTRY__SNAPSHOT_FILE", &file)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .output()
+    };
+    let listed = |text: &str| ["echo-1", "echo-2"].map(|id| text.contains(&format!("\"{id}\"")));
+
+    // A first run with etcd up, once both servers are registered, leaves
+    // both in the file.
+    wait_registered(&etcd, 2).await;
+    let first = run(&["--count", "2"]).await.expect("echo-client runs");
+    assert_calls(&first, 2, "etcd up");
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    assert_eq!(
+        listed(&text),
+        [true, true],
+        "{} lists both servers: {text}",
+        file.display()
+    );
+
+    // etcd goes down; the servers stay up. A new client process starts.
+    etcd.stop();
+    let out = run(&["--count", "4", "--strategy", "failover"])
+        .await
+        .expect("echo-client runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_calls(&out, 4, "etcd down, nodes from the snapshot file");
+    let answered = lines(&out);
+    for id in ["echo-1", "echo-2"] {
+        assert!(
+            answered.iter().any(|l| l.contains(&format!("node={id} "))),
+            "{id} answered: {answered:#?}"
+        );
+    }
+    assert!(
+        stderr.contains("serving the service from the snapshot file")
+            && stderr.contains(&file.display().to_string())
+            && stderr.contains(&endpoint),
+        "the client says where its nodes come from, and why: {stderr}"
     );
 }

@@ -60,10 +60,15 @@ pub enum Error {
     },
     /// The registry did not deliver the service's node set in time.
     #[error(
-        "service `{service}` was not discovered within {waited:?}: no node set from {}",
+        "service `{service}` was not discovered within {waited:?}: no node set from {}{}",
         match etcd {
-            Some(endpoints) => format!("etcd at {endpoints} yet (is it reachable?)"),
+            Some(endpoints) => format!("etcd at {endpoints} yet"),
             None => "the registry yet".to_owned(),
+        },
+        match (cause, etcd) {
+            (Some(cause), _) => format!(" (last error: {cause})"),
+            (None, Some(_)) => " (is it reachable?)".to_owned(),
+            (None, None) => String::new(),
         }
     )]
     #[non_exhaustive]
@@ -75,6 +80,9 @@ pub enum Error {
         /// The etcd endpoints the registry reads, comma-separated, when the
         /// client knows them (it connected to etcd itself).
         etcd: Option<Arc<str>>,
+        /// The registry's last failure to read the service from etcd, in one
+        /// line, when there was one.
+        cause: Option<Arc<str>>,
     },
     /// The picker actor of the service has stopped.
     #[error("the picker of service `{service}` is gone: {source}")]

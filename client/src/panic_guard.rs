@@ -44,13 +44,15 @@ impl PanicGuard {
     }
 
     /// The set to use after the registry reported `next`, given the set `prev` in
-    /// force (both sorted by id). `is_unhealthy` tells nodes the client already
-    /// sees as failed.
+    /// force (both sorted by id) and the positions in `prev` of the ids `next`
+    /// lacks (`gone`). `is_unhealthy` tells nodes the client already sees as
+    /// failed.
     pub(crate) fn apply(
         &mut self,
         service: &str,
         prev: &[Node],
         next: Arc<[Node]>,
+        gone: &[usize],
         now: Instant,
         is_unhealthy: impl Fn(&Node) -> bool,
     ) -> Arc<[Node]> {
@@ -60,10 +62,9 @@ impl PanicGuard {
         if self.held.len() < before {
             info!(%service, back = before - self.held.len(), "held nodes are listed again");
         }
-        let (_, gone) = sorted::diff(prev, &next);
         let removed: Vec<&Node> = gone
-            .into_iter()
-            .map(|i| &prev[i])
+            .iter()
+            .map(|&i| &prev[i])
             .filter(|n| !self.is_held(n.id()))
             .collect();
         if !removed.is_empty() && removed.len() as f64 > self.threshold * prev.len() as f64 {
@@ -141,6 +142,18 @@ mod tests {
             .collect()
     }
 
+    /// [`PanicGuard::apply`] with the removed positions worked out.
+    fn apply(
+        g: &mut PanicGuard,
+        prev: &[Node],
+        next: Arc<[Node]>,
+        now: Instant,
+        is_unhealthy: impl Fn(&Node) -> bool,
+    ) -> Arc<[Node]> {
+        let gone = sorted::diff(prev, &next).removed;
+        g.apply("svc", prev, next, &gone, now, is_unhealthy)
+    }
+
     fn ids(set: &[Node]) -> Vec<&str> {
         set.iter().map(Node::id).collect()
     }
@@ -150,7 +163,7 @@ mod tests {
         let mut g = PanicGuard::new(0.5, Duration::from_secs(30));
         let now = Instant::now();
         let prev = nodes(&["a", "b", "c", "d"]);
-        let set = g.apply("svc", &prev, nodes(&["a"]), now, |_| false);
+        let set = apply(&mut g, &prev, nodes(&["a"]), now, |_| false);
         assert_eq!(ids(&set), ["a", "b", "c", "d"], "3 of 4 gone at once: held");
         assert_eq!(g.next_deadline(), Some(now + Duration::from_secs(30)));
         assert!(!g.expire(now + Duration::from_secs(29)));
@@ -162,7 +175,7 @@ mod tests {
     fn removing_up_to_the_share_applies_at_once() {
         let mut g = PanicGuard::new(0.5, Duration::from_secs(30));
         let prev = nodes(&["a", "b", "c", "d"]);
-        let set = g.apply("svc", &prev, nodes(&["a", "b"]), Instant::now(), |_| false);
+        let set = apply(&mut g, &prev, nodes(&["a", "b"]), Instant::now(), |_| false);
         assert_eq!(ids(&set), ["a", "b"], "2 of 4 is not more than 50 %");
         assert_eq!(g.held_count(), 0);
     }
@@ -172,11 +185,12 @@ mod tests {
         let mut g = PanicGuard::new(0.5, Duration::from_secs(30));
         let now = Instant::now();
         let prev = nodes(&["a", "b", "c", "d"]);
-        let set = g.apply("svc", &prev, nodes(&[]), now, |_| false);
+        let set = apply(&mut g, &prev, nodes(&[]), now, |_| false);
         assert_eq!(set.len(), 4, "an emptied registry is held too");
         assert!(g.release("b"));
         assert!(!g.release("b"));
-        let set = g.apply("svc", &g.merge(nodes(&[])), nodes(&["c"]), now, |_| false);
+        let prev = g.merge(nodes(&[]));
+        let set = apply(&mut g, &prev, nodes(&["c"]), now, |_| false);
         assert_eq!(ids(&set), ["a", "c", "d"]);
         assert!(!g.is_held("c"), "c is listed again");
     }
@@ -185,7 +199,7 @@ mod tests {
     fn unhealthy_nodes_are_not_held() {
         let mut g = PanicGuard::new(0.5, Duration::from_secs(30));
         let prev = nodes(&["a", "b", "c", "d"]);
-        let set = g.apply("svc", &prev, nodes(&["a"]), Instant::now(), |n| {
+        let set = apply(&mut g, &prev, nodes(&["a"]), Instant::now(), |n| {
             n.id() == "c"
         });
         assert_eq!(ids(&set), ["a", "b", "d"]);

@@ -9,17 +9,8 @@ use std::sync::Arc;
 
 use registry_actor::Node;
 
-/// Whether `nodes` are sorted by id, each id once.
-pub(crate) fn is_sorted(nodes: &[Node]) -> bool {
-    nodes.windows(2).all(|w| w[0].id() < w[1].id())
-}
-
-/// `nodes`, sorted by id (the last of equal ids kept): as they are when they
-/// already are.
-pub(crate) fn sorted(nodes: Arc<[Node]>) -> Arc<[Node]> {
-    if is_sorted(&nodes) {
-        return nodes;
-    }
+/// `nodes`, sorted by id (the last of equal ids kept).
+pub(crate) fn sorted(nodes: &[Node]) -> Arc<[Node]> {
     let mut all: Vec<Node> = nodes.to_vec();
     all.sort_by(|a, b| a.id().cmp(b.id()));
     all.reverse();
@@ -33,15 +24,45 @@ pub(crate) fn find(nodes: &[Node], id: &str) -> Option<usize> {
     nodes.binary_search_by(|n| n.id().cmp(id)).ok()
 }
 
-/// How each node of `next` relates to `prev` (both sorted): `Some(i)` when
-/// `prev[i]` has its id, `None` when it is new; and the positions of `prev`
-/// whose id `next` lacks.
-pub(crate) fn diff(prev: &[Node], next: &[Node]) -> (Vec<Option<usize>>, Vec<usize>) {
+/// How each node of a sorted set relates to the set before it.
+#[derive(Debug, Default)]
+pub(crate) struct Diff {
+    /// Per node of the new set: `Some(i)` when the old set's `i`-th node has
+    /// its id, `None` when it is new.
+    pub(crate) matched: Vec<Option<usize>>,
+    /// The positions in the old set of the ids the new set lacks.
+    pub(crate) removed: Vec<usize>,
+}
+
+/// How each node of `next` relates to `prev` (both sorted by id).
+pub(crate) fn diff(prev: &[Node], next: &[Node]) -> Diff {
+    walk(prev, next, false).unwrap_or_default()
+}
+
+/// [`diff`] for a `next` not known to be sorted: `None` when it is not.
+///
+/// The walk compares ids only where the two sets differ: a node of `next`
+/// that is a clone of the `prev` node under the walk is the same id, and two
+/// such nodes in a row are in order because `prev` is. So a change of a few
+/// nodes in a large set costs a pass over pointers and a few string
+/// comparisons, sortedness check included.
+pub(crate) fn diff_checked(prev: &[Node], next: &[Node]) -> Option<Diff> {
+    walk(prev, next, true)
+}
+
+fn walk(prev: &[Node], next: &[Node], check: bool) -> Option<Diff> {
     let mut matched = Vec::with_capacity(next.len());
     let mut removed = Vec::new();
     let (mut i, mut j) = (0, 0);
+    // Whether `next[j - 1]` was the very node of `prev` the walk stood on.
+    let mut last_shared = false;
     while j < next.len() {
+        let shared = prev.get(i).is_some_and(|p| p.same(&next[j]));
+        if check && j > 0 && !(shared && last_shared) && next[j - 1].id() >= next[j].id() {
+            return None;
+        }
         let order = match prev.get(i) {
+            Some(_) if shared => Ordering::Equal,
             Some(p) => p.id().cmp(next[j].id()),
             None => Ordering::Greater,
         };
@@ -49,20 +70,19 @@ pub(crate) fn diff(prev: &[Node], next: &[Node]) -> (Vec<Option<usize>>, Vec<usi
             Ordering::Less => {
                 removed.push(i);
                 i += 1;
+                continue;
             }
             Ordering::Equal => {
                 matched.push(Some(i));
                 i += 1;
-                j += 1;
             }
-            Ordering::Greater => {
-                matched.push(None);
-                j += 1;
-            }
+            Ordering::Greater => matched.push(None),
         }
+        j += 1;
+        last_shared = shared;
     }
     removed.extend(i..prev.len());
-    (matched, removed)
+    Some(Diff { matched, removed })
 }
 
 #[cfg(test)]
@@ -84,7 +104,7 @@ mod tests {
             b in prop::collection::btree_set(0u16..500, 0..80),
         ) {
             let (prev, next) = (set(&a), set(&b));
-            let (matched, removed) = diff(&prev, &next);
+            let Diff { matched, removed } = diff(&prev, &next);
             prop_assert_eq!(matched.len(), next.len());
             for (j, m) in matched.iter().enumerate() {
                 match m {
@@ -102,12 +122,56 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// The checked walk, given a next set sharing the nodes it keeps with
+        /// the previous one (as the registry delivers it), agrees with the
+        /// plain walk when the next set is sorted and answers `None` when a
+        /// swap of two of its nodes unsorts it.
+        #[test]
+        fn the_checked_walk_agrees_and_catches_unsorted_sets(
+            a in prop::collection::btree_set(0u16..500, 0..80),
+            b in prop::collection::btree_set(0u16..500, 0..80),
+            swap in any::<prop::sample::Index>(),
+        ) {
+            let prev = set(&a);
+            // Nodes of `b` also in `a` are the very nodes of `prev`.
+            let mut next: Vec<Node> = b
+                .iter()
+                .map(|i| match a.iter().position(|x| x == i) {
+                    Some(k) => prev[k].clone(),
+                    None => Node::new(format!("n{i:05}"), "svc", "127.0.0.1:2").expect("node"),
+                })
+                .collect();
+            let plain = diff(&prev, &next);
+            let checked = diff_checked(&prev, &next).expect("a sorted set");
+            prop_assert_eq!(&plain.matched, &checked.matched);
+            prop_assert_eq!(&plain.removed, &checked.removed);
+            if next.len() >= 2 {
+                let k = swap.index(next.len() - 1);
+                next.swap(k, k + 1);
+                prop_assert!(diff_checked(&prev, &next).is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeated_node_is_not_a_sorted_set() {
+        let prev = set(&[1, 2, 3].into_iter().collect());
+        let next = vec![
+            prev[0].clone(),
+            prev[1].clone(),
+            prev[1].clone(),
+            prev[2].clone(),
+        ];
+        assert!(diff_checked(&prev, &next).is_none());
+    }
+
     #[test]
     fn unsorted_sets_are_sorted_keeping_the_last_of_a_duplicate_id() {
         let n =
             |id: &str, port: u16| Node::new(id, "svc", format!("127.0.0.1:{port}")).expect("node");
-        let all: Arc<[Node]> = vec![n("b", 1), n("a", 2), n("b", 3)].into();
-        let s = sorted(all);
+        let all = [n("b", 1), n("a", 2), n("b", 3)];
+        let s = sorted(&all);
         let got: Vec<(&str, &str)> = s.iter().map(|n| (n.id(), n.addr())).collect();
         assert_eq!(got, [("a", "127.0.0.1:2"), ("b", "127.0.0.1:3")]);
     }

@@ -1,6 +1,7 @@
 //! Registry settings (`[registry]` of the layered configuration) and the duration
 //! format shared by every section.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -78,6 +79,7 @@ pub struct RegistryConfig {
     #[serde(with = "duration")]
     backoff_max: Duration,
     max_value_bytes: usize,
+    snapshot_file: Option<PathBuf>,
     tls: TlsConfig,
     username: Option<String>,
     #[serde(skip_serializing)]
@@ -98,6 +100,7 @@ impl Default for RegistryConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            snapshot_file: None,
             tls: TlsConfig::default(),
             username: None,
             password: None,
@@ -155,6 +158,19 @@ impl RegistryConfig {
     /// limit of full reads, which fetch 1000 keys per page.
     pub fn with_max_value_bytes(mut self, bytes: usize) -> Self {
         self.max_value_bytes = bytes;
+        self
+    }
+
+    /// The snapshot file (default: none). When set, a [`RegistryActor`]
+    /// keeps the last known node set of every service it watches in this
+    /// file (written on change, at most once a second, atomically), and when
+    /// etcd cannot be read at start-up it serves a service's set from the file
+    /// until etcd answers. A file that cannot be read or is not such a file is
+    /// logged as an error naming it, and ignored.
+    ///
+    /// [`RegistryActor`]: crate::RegistryActor
+    pub fn with_snapshot_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.snapshot_file = Some(path.into());
         self
     }
 
@@ -223,6 +239,11 @@ impl RegistryConfig {
         self.max_value_bytes
     }
 
+    /// The snapshot file, when set.
+    pub fn snapshot_file(&self) -> Option<&Path> {
+        self.snapshot_file.as_deref()
+    }
+
     /// A fresh backoff with the configured bounds.
     pub fn backoff(&self) -> crate::Backoff {
         crate::Backoff::new(self.backoff_min, self.backoff_max)
@@ -235,7 +256,8 @@ impl RegistryConfig {
     /// [`Error::Config`] for no endpoints, an endpoint that is not `host:port`, a
     /// prefix not starting with `/` or ending with `/`, a TTL below 2 s or not
     /// in whole seconds, a zero timeout, a backoff whose min is zero or above
-    /// its max, a duration above [`duration::MAX`], or a zero `max_value_bytes`.
+    /// its max, a duration above [`duration::MAX`], a zero `max_value_bytes`,
+    /// or an empty `snapshot_file`.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |key: &str, why: String| {
             Err(Error::Config(InvalidValue::new(
@@ -291,6 +313,16 @@ impl RegistryConfig {
         }
         if self.max_value_bytes == 0 {
             return bad("max_value_bytes", "must be above zero".into());
+        }
+        if self
+            .snapshot_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return bad(
+                "snapshot_file",
+                "is empty; leave it unset for no snapshot file".into(),
+            );
         }
         if self.connect_timeout.is_zero() {
             return bad("connect_timeout", "must be above zero".into());
@@ -509,6 +541,10 @@ mod tests {
             (
                 RegistryConfig::default().with_max_value_bytes(0),
                 "registry.max_value_bytes",
+            ),
+            (
+                RegistryConfig::default().with_snapshot_file(""),
+                "registry.snapshot_file",
             ),
         ];
         for (config, key) in cases {

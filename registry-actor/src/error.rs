@@ -1,14 +1,18 @@
-//! The error type of registry-actor.
+//! The error type of registry-actor, and the one-line causes its messages
+//! give.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Errors of the registry: etcd unreachable or refusing, bad settings, bad values.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// etcd answered with an error or could not be reached. When the TLS
-    /// handshake failed, the message says so and names `registry.tls`.
-    #[error("etcd {op} failed: {source}{}", tls_hint(source))]
+    /// etcd answered with an error or could not be reached. The message gives
+    /// the cause in one short line (`connection refused`, `Unavailable:
+    /// etcdserver: no leader`), and names `registry.tls` when the TLS handshake
+    /// failed; the etcd client's error stays the `source`.
+    #[error("etcd {op} failed: {}{}", cause(source), tls_hint(source))]
     Etcd {
         /// What was being done (`grant lease`, `put /grpc-cluster/...`, ...).
         op: String,
@@ -39,6 +43,15 @@ pub enum Error {
     /// The registrar's background task is gone (its runtime stopped).
     #[error("the registrar task has stopped")]
     RegistrarStopped,
+    /// The snapshot file (`registry.snapshot_file`) cannot be read or written,
+    /// or is not a snapshot file of this registry.
+    #[error("snapshot file {}: {reason}", path.display())]
+    SnapshotFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -47,6 +60,80 @@ impl Error {
             op: op.into(),
             source: Box::new(source),
         }
+    }
+
+    /// The same error, naming the etcd member `endpoint` it came from.
+    pub(crate) fn at(self, endpoint: &str) -> Self {
+        match self {
+            Self::Etcd { op, source } => Self::Etcd {
+                op: format!("{op} at {endpoint}"),
+                source,
+            },
+            Self::Timeout { op, timeout } => Self::Timeout {
+                op: format!("{op} at {endpoint}"),
+                timeout,
+            },
+            other => other,
+        }
+    }
+}
+
+/// The longest cause text kept from a remote message.
+const CAUSE_CHARS: usize = 160;
+
+/// What went wrong in one short line: the root I/O error when there is one
+/// (`connection refused`), else the gRPC code and message etcd sent, never
+/// the etcd client's `Debug` dump of the whole chain.
+pub(crate) fn cause(error: &etcd_client::Error) -> String {
+    use etcd_client::Error as E;
+    use std::error::Error as _;
+    let (head, chain) = match error {
+        E::GRpcStatus(status) => {
+            let head = if status.message().is_empty() {
+                format!("{:?}", status.code())
+            } else {
+                format!("{:?}: {}", status.code(), status.message())
+            };
+            (head, status.source())
+        }
+        E::TransportError(e) => ("transport error".to_owned(), e.source()),
+        E::IoError(e) => return io_cause(e),
+        other => return shorten(&other.to_string()),
+    };
+    let mut next = chain;
+    let mut root = None;
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io_cause(io);
+        }
+        root = Some(e);
+        next = e.source();
+    }
+    match root {
+        Some(root) => shorten(&format!("{head}: {root}")),
+        None => shorten(&head),
+    }
+}
+
+fn io_cause(error: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match error.kind() {
+        K::ConnectionRefused => "connection refused".to_owned(),
+        K::ConnectionReset => "connection reset".to_owned(),
+        K::ConnectionAborted => "connection aborted".to_owned(),
+        K::TimedOut => "connection timed out".to_owned(),
+        K::NotConnected => "not connected".to_owned(),
+        K::AddrNotAvailable => "address not available".to_owned(),
+        _ => shorten(&error.to_string()),
+    }
+}
+
+/// The first line of `text`, at most [`CAUSE_CHARS`] characters.
+fn shorten(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    match line.char_indices().nth(CAUSE_CHARS) {
+        Some((end, _)) => format!("{}…", &line[..end]),
+        None => line.to_owned(),
     }
 }
 
@@ -87,5 +174,46 @@ where
             op: op.to_owned(),
             timeout,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn etcd_error(status: tonic::Status) -> Error {
+        Error::etcd(
+            "get /grpc-cluster/services/echo/",
+            etcd_client::Error::GRpcStatus(status),
+        )
+        .at("10.0.0.1:2379")
+    }
+
+    #[test]
+    fn an_etcd_status_reads_as_its_code_and_message_on_one_line() {
+        let err = etcd_error(tonic::Status::unavailable("etcdserver: no leader"));
+        assert_eq!(
+            err.to_string(),
+            "etcd get /grpc-cluster/services/echo/ at 10.0.0.1:2379 failed: Unavailable: etcdserver: no leader"
+        );
+    }
+
+    #[test]
+    fn a_transport_failure_reads_as_its_root_io_error() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let mut status = tonic::Status::unavailable("tcp connect error");
+        status.set_source(std::sync::Arc::new(refused));
+        assert_eq!(
+            etcd_error(status).to_string(),
+            "etcd get /grpc-cluster/services/echo/ at 10.0.0.1:2379 failed: connection refused"
+        );
+    }
+
+    #[test]
+    fn a_long_or_multi_line_cause_is_cut_to_one_short_line() {
+        let long = format!("{}\nsecond line", "x".repeat(1000));
+        let text = etcd_error(tonic::Status::internal(long)).to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.ends_with('…') && text.chars().count() < 260, "{text}");
     }
 }

@@ -28,7 +28,8 @@
 //! * [`RegistryActor`] — one etcd watch per service; pushes
 //!   [`NodesChanged`]`(Arc<[Node]>, revision)` to every subscriber; resumes after
 //!   stream errors, re-reads after compaction, keeps the last known set while etcd
-//!   is down.
+//!   is down, and with `registry.snapshot_file` keeps it on disk for a start
+//!   while etcd is down ([`WatchState`] tells where a set came from).
 //! * [`RegistryConfig`] — the `[registry]` settings, and [`connect`] to open an
 //!   [`Etcd`] connection to every member of the cluster with them: requests and
 //!   streams move to another member when one dies, freezes or loses its leader.
@@ -60,5 +61,6 @@ pub use registry::{
     NodesChanged, RegistryActor, RegistryStats, ServiceWatch, Snapshot, Stats, Subscribe,
     SubscriptionId, Unsubscribe,
 };
+pub use registry::{WatchState, WatchStatus};
 pub use secret::Secret;
 pub use tls::TlsConfig;

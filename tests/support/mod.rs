@@ -12,6 +12,7 @@
 
 pub mod certs;
 pub mod cluster;
+pub mod downstream;
 pub mod faults;
 pub mod server_kit;
 
@@ -23,14 +24,18 @@ pub use registry_actor::testing::{wait_until, EtcdServer};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+/// The repository's root (the facade package's directory), found at run time.
+pub fn repo_root() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        std::path::PathBuf::from,
+    )
+}
+
 /// The text of the repository file `path` (relative to the package root,
 /// found at run time); a failure names its full path.
 pub fn read_repo_file(path: &str) -> String {
-    let root = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
-        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
-        std::path::PathBuf::from,
-    );
-    let full = root.join(path);
+    let full = repo_root().join(path);
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("cannot read {}: {e}", full.display()))
 }
 

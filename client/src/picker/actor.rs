@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use registry_actor::{Node, NodesChanged, RegistryActor, Subscribe, SubscriptionId, Unsubscribe};
+use registry_actor::{
+    Node, NodesChanged, RegistryActor, Subscribe, SubscriptionId, Unsubscribe, WatchState,
+};
 use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
 
@@ -256,10 +258,19 @@ impl PickerActor {
         self.waiters.retain(|w| !w.is_closed());
         self.waiters.push(tx);
         let waited: Duration = self.picker.config().discovery_timeout();
+        let registry = self.registry.clone();
+        let service = self.service.clone();
         let wait = async move {
-            let _ = tokio::time::timeout(waited, rx).await;
+            if tokio::time::timeout(waited, rx).await.is_ok() {
+                return None;
+            }
+            // Not discovered in time: why, as far as the registry knows.
+            let state = WatchState {
+                service: service.to_string(),
+            };
+            registry.send(state).await.ok().flatten()?.last_error
         };
-        ActorResponse::r#async(wait.into_actor(self).map(move |(), act, ctx| {
+        ActorResponse::r#async(wait.into_actor(self).map(move |cause, act, ctx| {
             if act.picker.is_discovered() {
                 pick(act, ctx)
             } else {
@@ -267,6 +278,7 @@ impl PickerActor {
                     service: act.service.clone(),
                     waited,
                     etcd: act.etcd.clone(),
+                    cause,
                 })
             }
         }))

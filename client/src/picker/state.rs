@@ -195,15 +195,32 @@ impl Picker {
     pub fn update(&mut self, nodes: Arc<[Node]>, revision: i64, now: Instant) {
         self.discovered = true;
         self.revision = revision;
-        let nodes = sorted::sorted(nodes);
+        let (nodes, diff) = match sorted::diff_checked(&self.effective, &nodes) {
+            Some(diff) => (nodes, diff),
+            None => {
+                let nodes = sorted::sorted(&nodes);
+                let diff = sorted::diff(&self.effective, &nodes);
+                (nodes, diff)
+            }
+        };
         let (effective, entries) = (&self.effective, &self.entries);
-        let effective = self
-            .guard
-            .apply(&self.service, &self.effective, nodes.clone(), now, |n| {
-                sorted::find(effective, n.id()).is_some_and(|i| entries[i].health.is_ejected())
-            });
+        let effective = self.guard.apply(
+            &self.service,
+            &self.effective,
+            nodes.clone(),
+            &diff.removed,
+            now,
+            |n| sorted::find(effective, n.id()).is_some_and(|i| entries[i].health.is_ejected()),
+        );
+        // Without held nodes the set in force is the registry's, whose
+        // difference from the one before is known already.
+        let diff = if Arc::ptr_eq(&effective, &nodes) {
+            diff
+        } else {
+            sorted::diff(&self.effective, &effective)
+        };
         self.listed = nodes;
-        self.install(effective);
+        self.install_diffed(effective, diff);
     }
 
     /// Picks one node.
@@ -402,7 +419,14 @@ impl Picker {
     /// health), found by a merge walk of the two sorted sets; then a new
     /// snapshot is published. Only the nodes added or removed touch a map.
     fn install(&mut self, effective: Arc<[Node]>) {
-        let (matched, removed) = sorted::diff(&self.effective, &effective);
+        let diff = sorted::diff(&self.effective, &effective);
+        self.install_diffed(effective, diff);
+    }
+
+    /// [`install`](Self::install) given how `effective` differs from the set
+    /// in force.
+    fn install_diffed(&mut self, effective: Arc<[Node]>, diff: sorted::Diff) {
+        let sorted::Diff { matched, removed } = diff;
         let mut old: Vec<Option<Entry>> = std::mem::take(&mut self.entries)
             .into_iter()
             .map(Some)
@@ -415,7 +439,7 @@ impl Picker {
         let mut entries = Vec::with_capacity(effective.len());
         for (node, before) in effective.iter().zip(matched) {
             let kept = before.and_then(|i| {
-                let same = self.effective[i] == *node || self.effective[i].addr() == node.addr();
+                let same = self.effective[i].same(node) || self.effective[i].addr() == node.addr();
                 let entry = old[i].take()?;
                 if same {
                     Some(entry)

@@ -753,7 +753,12 @@ async fn a_pick_waits_for_the_first_node_set_and_times_out_without_one() {
         .await
         .expect("alive")
         .expect_err("etcd is down");
-    assert!(matches!(err, Error::NotDiscovered { .. }), "{err}");
+    let Error::NotDiscovered { cause, .. } = &err else {
+        panic!("not discovered: {err}");
+    };
+    let cause = cause.as_deref().unwrap_or_default();
+    let refused = format!("at {} failed: connection refused", cluster.etcd.endpoint());
+    assert!(cause.contains(&refused), "names etcd's last failure: {err}");
 
     let patient = PickerActor::new(
         "echo",

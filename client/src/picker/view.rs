@@ -81,6 +81,7 @@ impl PickerView {
                 service: self.shared.service(),
                 waited: Duration::ZERO,
                 etcd: None,
+                cause: None,
             }),
         }
     }

@@ -289,9 +289,9 @@ impl Etcd {
         let first = self.inner.preferred.load(Ordering::Relaxed);
         let timeout = self.inner.request_timeout;
         let attempt = |index: usize| {
-            let kv = self.inner.members[index].kv.clone();
-            let answer = with_timeout(op, timeout, read(kv));
-            async move { (index, answer.await) }
+            let member = &self.inner.members[index];
+            let answer = with_timeout(op, timeout, read(member.kv.clone()));
+            async move { (index, answer.await.map_err(|e| e.at(&member.endpoint))) }
         };
         let mut pending = FuturesUnordered::new();
         let mut started = 0;
@@ -348,7 +348,7 @@ impl Etcd {
                 Ok(value) => return Ok(value),
                 Err(e) => {
                     self.failed(picked.index);
-                    last_error = Some(e);
+                    last_error = Some(e.at(&picked.endpoint));
                 }
             }
         }

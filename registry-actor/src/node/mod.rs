@@ -148,6 +148,12 @@ impl Node {
         Ok(self)
     }
 
+    /// Whether `self` and `other` are clones of one node (share their fields):
+    /// a pointer comparison, true only for equal nodes.
+    pub fn same(&self, other: &Node) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The node id, unique within its service.
     pub fn id(&self) -> &str {
         &self.0.id

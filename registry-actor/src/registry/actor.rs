@@ -3,13 +3,16 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use actix::prelude::*;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use super::messages::{
     NodesChanged, RegistryStats, Snapshot, Stats, Subscribe, SubscriptionId, Unsubscribe,
 };
+use super::messages::{WatchState, WatchStatus};
+use super::snapshot_file::SnapshotFile;
 use super::watch::{Counters, ServiceWatch};
 use crate::{Etcd, RegistryConfig};
 
@@ -21,11 +24,16 @@ pub struct RegistryActor {
     services: HashMap<Arc<str>, ServiceEntry>,
     counters: Arc<Counters>,
     next_id: u64,
+    snapshot_file: Option<SnapshotFile>,
 }
 
 struct ServiceEntry {
     subscribers: HashMap<SubscriptionId, Recipient<NodesChanged>>,
     current: Option<NodesChanged>,
+    /// When `current` came from the snapshot file: the time it was written.
+    from_file: Option<SystemTime>,
+    /// The last failure of the watch, in one line.
+    last_error: Option<Arc<str>>,
     /// Tells updates of this watch from those of an older one of the same service.
     generation: u64,
     watch: tokio::task::JoinHandle<()>,
@@ -43,6 +51,9 @@ impl std::fmt::Debug for RegistryActor {
 impl RegistryActor {
     /// A registry reading `config.prefix()` through `etcd` (see
     /// [`connect`](crate::connect)). Start it with [`Actor::start`].
+    ///
+    /// With `registry.snapshot_file` set, the file is read here (an error is
+    /// logged, naming the file, and the file ignored).
     pub fn new(etcd: Etcd, config: &RegistryConfig) -> Self {
         Self {
             etcd,
@@ -50,6 +61,9 @@ impl RegistryActor {
             services: HashMap::new(),
             counters: Arc::default(),
             next_id: 0,
+            snapshot_file: config
+                .snapshot_file()
+                .map(|path| SnapshotFile::open(path, config.prefix())),
         }
     }
 
@@ -64,6 +78,18 @@ impl RegistryActor {
         );
         // A weak address: a running watch must not keep the actor alive.
         let me = ctx.address().downgrade();
+        let failures_to = me.clone();
+        let failed_service = service.clone();
+        let watch = watch.on_failure(move |error| {
+            if let Some(addr) = failures_to.upgrade() {
+                // A report, not a call: dropped only when the actor is gone.
+                addr.do_send(WatchFailed {
+                    generation,
+                    service: failed_service.clone(),
+                    cause: error.to_string().into(),
+                });
+            }
+        });
         let handle = actix::spawn(watch.run(move |nodes, revision| {
             let me = me.clone();
             let service = service.clone();
@@ -85,6 +111,8 @@ impl RegistryActor {
         ServiceEntry {
             subscribers: HashMap::new(),
             current: None,
+            from_file: None,
+            last_error: None,
             generation,
             watch: handle,
         }
@@ -100,6 +128,12 @@ impl RegistryActor {
 
 impl Actor for RegistryActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        if let Some(file) = &self.snapshot_file {
+            actix::spawn(file.writer());
+        }
+    }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         for (_, entry) in self.services.drain() {
@@ -169,12 +203,80 @@ impl Handler<WatchUpdate> for RegistryActor {
         for recipient in entry.subscribers.values() {
             recipient.do_send(msg.changed.clone());
         }
+        if entry.from_file.take().is_some() {
+            info!(%service, nodes = msg.changed.nodes.len(), revision = msg.changed.revision,
+                "etcd answered; its set replaces the snapshot file's");
+        }
+        if let Some(file) = &self.snapshot_file {
+            file.record(&msg.changed);
+        }
         entry.current = Some(msg.changed);
         if entry.subscribers.is_empty() {
             self.stop_watch(&service);
             return false;
         }
         true
+    }
+}
+
+/// A service's watch failed to read or watch etcd.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WatchFailed {
+    generation: u64,
+    service: Arc<str>,
+    cause: Arc<str>,
+}
+
+impl Handler<WatchFailed> for RegistryActor {
+    type Result = ();
+
+    /// Keeps the cause; when etcd has delivered nothing yet, serves the
+    /// snapshot file's set of the service, if it has one.
+    fn handle(&mut self, msg: WatchFailed, _: &mut Self::Context) {
+        let Some(entry) = self.services.get_mut(&msg.service) else {
+            return;
+        };
+        if entry.generation != msg.generation {
+            return;
+        }
+        entry.last_error = Some(msg.cause.clone());
+        if entry.current.is_some() {
+            return;
+        }
+        let Some(file) = &self.snapshot_file else {
+            return;
+        };
+        let Some((cached, written)) = file.cached(&msg.service) else {
+            return;
+        };
+        let age = SystemTime::now()
+            .duration_since(written)
+            .unwrap_or_default()
+            .as_secs();
+        warn!(service = %msg.service, file = %file.path().display(), nodes = cached.nodes.len(),
+            cause = %msg.cause,
+            "etcd cannot be read; serving the service from the snapshot file written {age}s ago until etcd answers");
+        entry.subscribers.retain(|_, r| r.connected());
+        for recipient in entry.subscribers.values() {
+            recipient.do_send(cached.clone());
+        }
+        entry.current = Some(cached);
+        entry.from_file = Some(written);
+    }
+}
+
+impl Handler<WatchState> for RegistryActor {
+    type Result = Option<WatchStatus>;
+
+    fn handle(&mut self, msg: WatchState, _: &mut Self::Context) -> Self::Result {
+        let entry = self.services.get(msg.service.as_str())?;
+        Some(WatchStatus {
+            nodes: entry.current.as_ref().map_or(0, |c| c.nodes.len()),
+            discovered: entry.current.is_some(),
+            snapshot_file_written: entry.from_file,
+            last_error: entry.last_error.clone(),
+        })
     }
 }
 

@@ -1,6 +1,7 @@
 //! Messages of the [`RegistryActor`](super::RegistryActor).
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 
@@ -64,6 +65,44 @@ pub struct NodesChanged {
 pub struct Snapshot {
     /// The service.
     pub service: String,
+}
+
+/// Asks how the watch of a service stands, `None` when it is not watched.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<WatchStatus>")]
+pub struct WatchState {
+    /// The service.
+    pub service: String,
+}
+
+/// How the watch of one service stands; the answer to [`WatchState`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WatchStatus {
+    /// Nodes in the set in force (0 before any set).
+    pub nodes: usize,
+    /// Whether a set is in force: from etcd, or from the snapshot file.
+    pub discovered: bool,
+    /// When the set in force was read from the snapshot file
+    /// (`registry.snapshot_file`), the time that file was written; `None`
+    /// when the set came from etcd or there is none.
+    pub snapshot_file_written: Option<SystemTime>,
+    /// The last failure to read or watch the service in etcd, in one line,
+    /// e.g. `etcd get /grpc-cluster/services/echo/ at 127.0.0.1:2379
+    /// failed: connection refused`. It stays after etcd answers again.
+    pub last_error: Option<Arc<str>>,
+}
+
+impl WatchStatus {
+    /// How old the snapshot file serving the set is, when it serves it.
+    pub fn snapshot_file_age(&self) -> Option<Duration> {
+        let written = self.snapshot_file_written?;
+        Some(
+            SystemTime::now()
+                .duration_since(written)
+                .unwrap_or_default(),
+        )
+    }
 }
 
 /// Asks for the registry's counters.

@@ -25,7 +25,10 @@
 //!    (counted in `resyncs`).
 //!
 //! While etcd is unreachable the last known set stays in force: nothing is ever
-//! emptied because the registry is down. A value that is not a valid node is
+//! emptied because the registry is down. With `registry.snapshot_file` set,
+//! the actor also keeps each service's set in that file, and a service that
+//! etcd cannot deliver at start-up is served from the file (logged with the
+//! file's age, and shown by [`WatchState`]) until etcd answers. A value that is not a valid node is
 //! skipped with a `warn!` naming the key and counted in `decode_errors` (so is
 //! a value above `registry.max_value_bytes`); a key whose value turns invalid
 //! leaves the set, the rest of the set is untouched.
@@ -61,10 +64,12 @@
 
 mod actor;
 mod messages;
+mod snapshot_file;
 mod watch;
 
 pub use actor::RegistryActor;
 pub use messages::{
     NodesChanged, RegistryStats, Snapshot, Stats, Subscribe, SubscriptionId, Unsubscribe,
 };
+pub use messages::{WatchState, WatchStatus};
 pub use watch::ServiceWatch;

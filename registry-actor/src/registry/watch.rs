@@ -59,7 +59,11 @@ pub struct ServiceWatch {
     max_value_bytes: usize,
     backoff: Backoff,
     counters: Arc<Counters>,
+    on_failure: Option<FailureReport>,
 }
+
+/// Where a watch reports its failures.
+type FailureReport = Box<dyn FnMut(&Error) + Send + Sync>;
 
 impl std::fmt::Debug for ServiceWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,7 +103,15 @@ impl ServiceWatch {
             max_value_bytes: config.max_value_bytes(),
             backoff: config.backoff(),
             counters,
+            on_failure: None,
         }
+    }
+
+    /// Hands every failure to read or watch the service to `report`, before
+    /// the backoff that follows it.
+    pub(crate) fn on_failure(mut self, report: impl FnMut(&Error) + Send + Sync + 'static) -> Self {
+        self.on_failure = Some(Box::new(report));
+        self
     }
 
     /// Runs the loop: a full read, then a watch from the next revision, resumed
@@ -172,6 +184,9 @@ impl ServiceWatch {
     /// attempts 1, 2, 4, 8…; a last known set is claimed only when one was
     /// published.
     async fn wait_after(&mut self, error: &Error, seen: &Seen) {
+        if let Some(report) = &mut self.on_failure {
+            report(error);
+        }
         let attempt = self.backoff.attempts() + 1;
         let delay = self.backoff.next_delay();
         if attempt.is_power_of_two() {
