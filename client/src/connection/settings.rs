@@ -91,6 +91,12 @@ impl ConnectionSettings {
         self
     }
 
+    /// Whether every node may be dialled (`client.allowed_networks` empty):
+    /// nothing to check per node.
+    pub(crate) fn admits_every_node(&self) -> bool {
+        self.allowed_networks.is_empty()
+    }
+
     /// Whether `node` may be dialled; why not, naming
     /// `client.allowed_networks`.
     pub(crate) fn admits(&self, node: &Node) -> Result<(), String> {

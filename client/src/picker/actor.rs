@@ -126,7 +126,7 @@ impl PickerActor {
     /// node is logged when it first appears.
     fn admitted(&mut self, nodes: Arc<[Node]>) -> Arc<[Node]> {
         let settings = &self.connection_settings;
-        if nodes.iter().all(|n| settings.admits(n).is_ok()) {
+        if settings.admits_every_node() || nodes.iter().all(|n| settings.admits(n).is_ok()) {
             self.refused.clear();
             return nodes;
         }
