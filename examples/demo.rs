@@ -3,14 +3,15 @@
 //! Starts a private etcd on free loopback ports and `echo-server` processes (two
 //! `1.0.0` in group `blue`, two `2.0.0` in group `green`), then shows with real,
 //! measured numbers: balancing, version routing, multicast, broadcast, failover
-//! while a server is killed, rate limiting with pushback, and a graceful
-//! shutdown under load. Everything it started is stopped at the end, also on
+//! while a server is killed, rate limiting with pushback, a graceful shutdown
+//! under load, and one hop over mutual TLS (certificates made at start). Everything it started is stopped at the end, also on
 //! Ctrl-C or a failure.
 //!
 //! Run it with `scripts/demo` (which installs etcd and protoc when missing and
 //! builds the examples), or `cargo build --examples && cargo run --example demo`.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
@@ -23,7 +24,8 @@ use grpc_cluster::client::{
 };
 use grpc_cluster::echo::{SayRequest, SlowRequest, SAY, SLOW};
 use grpc_cluster::registry::RegistryConfig;
-use registry_actor::testing::EtcdServer;
+use registry_actor::testing::{EtcdServer, TestCa};
+use registry_actor::TlsConfig;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -38,10 +40,21 @@ struct Server {
 
 impl Server {
     async fn start(etcd: &str, id: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_with_env(etcd, id, extra, &[]).await
+    }
+
+    /// As [`start`](Self::start), with more `GRPC_CLUSTER__…` settings.
+    async fn start_with_env(
+        etcd: &str,
+        id: &str,
+        extra: &[&str],
+        env: &[(&str, &OsStr)],
+    ) -> Result<Self> {
         let bin = example_binary("echo-server")?;
         let mut child = Command::new(&bin)
             .args(["--id", id, "--listen", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().copied())
             .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", etcd)
             .env("GRPC_CLUSTER__REGISTRY__LEASE_TTL", "2s")
             .env("GRPC_CLUSTER__SERVER__SHUTDOWN__LAME_DUCK", "1s")
@@ -514,10 +527,85 @@ async fn demo() -> Result<()> {
         }
     }
 
+    tls_hop(&etcd).await?;
+
     section("Summary");
     println!("   every section above ran against real processes over loopback and a real etcd.");
     drop(servers);
     drop(etcd);
+    Ok(())
+}
+
+/// One hop over mutual TLS: an `echo-server` with a certificate from a CA made
+/// here, requiring client certificates (`[server.tls]` from the environment),
+/// registered under its own prefix; a cluster client with `[client.tls]` calls
+/// it, and one without a certificate is refused.
+async fn tls_hop(etcd: &EtcdServer) -> Result<()> {
+    section("TLS: 200 Say calls over mutual TLS, failfast, 8 at a time");
+    let ca = TestCa::new(&etcd.data_dir().join("demo-certs"), "demo-ca");
+    let cert = ca.server();
+    let client_cert = ca.leaf("demo-client", &["demo.client"]);
+    let prefix = "/grpc-cluster/tls-demo";
+    let env: [(&str, &OsStr); 4] = [
+        ("GRPC_CLUSTER__REGISTRY__PREFIX", prefix.as_ref()),
+        (
+            "GRPC_CLUSTER__SERVER__TLS__CERT_FILE",
+            cert.cert.as_os_str(),
+        ),
+        ("GRPC_CLUSTER__SERVER__TLS__KEY_FILE", cert.key.as_os_str()),
+        (
+            "GRPC_CLUSTER__SERVER__TLS__CLIENT_CA_FILE",
+            ca.ca_file.as_os_str(),
+        ),
+    ];
+    let t = Instant::now();
+    let _server = Server::start_with_env(&etcd.endpoint(), "echo-tls", &[], &env).await?;
+    step(&format!(
+        "echo-tls serving over TLS (client certificates required) in {:.2?}",
+        t.elapsed()
+    ));
+    let registry = RegistryConfig::default()
+        .with_endpoints([etcd.endpoint()])
+        .with_prefix(prefix);
+    let trust = TlsConfig::default().with_ca_file(&ca.ca_file);
+    let config = ClientConfig::default()
+        .with_timeout(Duration::from_secs(5))
+        .with_tls(
+            trust
+                .clone()
+                .with_identity(&client_cert.cert, &client_cert.key),
+        );
+    let client = ClusterClient::connect(&registry, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_nodes(&client, 1).await?;
+    let b = say_batch(&client, 200, 8, options(Strategy::Failfast), |_| {}).await;
+    println!("   {}", b.line());
+
+    let config = ClientConfig::default()
+        .with_timeout(Duration::from_secs(5))
+        .with_tls(trust);
+    let anonymous = ClusterClient::connect(&registry, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_nodes(&anonymous, 1).await?;
+    let hello = SayRequest {
+        message: "hello".into(),
+    };
+    let call = Call::new("echo", SAY, hello).with_options(options(Strategy::Failfast));
+    match anonymous.send(call).await {
+        Ok(Ok(reply)) => {
+            return Err(format!(
+                "{} answered a client without a certificate",
+                reply.node.id()
+            ))
+        }
+        Ok(Err(e)) => println!(
+            "   a client without a certificate is refused: {:?}",
+            e.code()
+        ),
+        Err(e) => return Err(format!("the client stopped: {e}")),
+    }
     Ok(())
 }
 

@@ -11,6 +11,11 @@
 //! `--group`), and a selector matching no node is an error naming the versions
 //! and groups that exist.
 //!
+//! Settings come from the layered configuration (`config/` or `--config-dir`,
+//! then `GRPC_CLUSTER__…` variables), TLS included: `[client.tls]` (`ca_file`,
+//! and `cert_file`/`key_file` for servers requiring client certificates), e.g.
+//! `GRPC_CLUSTER__CLIENT__TLS__CA_FILE=ca.pem`; `[registry.tls]` for etcd.
+//!
 //! Prints one line per call (node, latency, result), or per node for a
 //! broadcast, then `ok=N failed=M`. Exits 0 only when every call (every node, for
 //! a broadcast) succeeded; 1 when some failed; 2 on a bad flag or configuration.

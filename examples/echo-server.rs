@@ -17,6 +17,12 @@
 //! address `127.0.0.1:50051`. The files are watched: an edit of
 //! `[server.rate_limit]` applies to the next call.
 //!
+//! TLS comes from the same layers: `[server.tls]` (`cert_file`, `key_file`, and
+//! `client_ca_file` to require client certificates), e.g.
+//! `GRPC_CLUSTER__SERVER__TLS__CERT_FILE=server.pem`; `[registry.tls]` and
+//! `registry.username`/`password` for etcd. The README's "TLS" section makes
+//! the certificates.
+//!
 //! Prints `listening on ADDR as ID` once serving, `registered in etcd as ID`
 //! once its registration is in etcd, and the shutdown report when
 //! done, followed by `echo totals: processed N, cancelled M` (the service's own

@@ -1,6 +1,7 @@
-//! The README's example block, run as a user pastes it: extracted from
-//! README.md, pointed at free ports and a temporary directory, and run by
-//! `bash`; every line it prints is held to the expected output shown below it.
+//! The README's example blocks (the example binaries, TLS), run as a user
+//! pastes them: extracted from README.md, pointed at free ports and a
+//! temporary directory, and run by `bash`; every line a block prints is held to
+//! the expected output shown below it.
 
 mod support;
 
@@ -14,12 +15,9 @@ use support::server_kit::example_path;
 use support::{cluster_env_vars, read_repo_file, EtcdServer};
 use tokio::process::Command;
 
-/// How long the whole block may take: etcd, two servers, four clients, and
+/// How long a whole block may take: etcd, two servers, four clients, and
 /// the servers' graceful shutdowns.
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(60);
-
-/// The heading of the README section holding the block.
-const SECTION: &str = "### The example binaries";
 
 /// The first ``` block of `kind` after `from` in `text`, and where it ends.
 fn fenced_block<'a>(text: &'a str, kind: &str, from: usize) -> (&'a str, usize) {
@@ -65,8 +63,9 @@ fn matches(pattern: &str, line: &str) -> bool {
 }
 
 /// The block as a script for this test: no build step (cargo built the
-/// examples), the binaries where cargo put them, private ports and directory.
-fn script(block: &str, examples: &Path, dir: &Path) -> String {
+/// examples), the binaries where cargo put them, private ports, and `dir`
+/// instead of the block's directory `placeholder`.
+fn script(block: &str, examples: &Path, placeholder: &str, dir: &Path) -> String {
     let body: String = block
         .lines()
         .filter(|l| l.trim() != "cargo build --examples")
@@ -77,7 +76,7 @@ fn script(block: &str, examples: &Path, dir: &Path) -> String {
             "target/debug/examples/",
             &format!("{}/", examples.display()),
         )
-        .replace("/tmp/gc-demo", &dir.display().to_string());
+        .replace(placeholder, &dir.display().to_string());
     for port in ["2379", "2380", "50051", "50052"] {
         script = script.replace(&format!(":{port}"), &format!(":{}", free_port()));
     }
@@ -86,19 +85,39 @@ fn script(block: &str, examples: &Path, dir: &Path) -> String {
 
 #[tokio::test]
 async fn the_readme_example_block_prints_what_the_readme_says() {
+    run_block(
+        "### The example binaries",
+        "/tmp/gc-demo",
+        &["echo-1", "echo-2"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_readme_tls_block_makes_certificates_that_work_and_prints_what_it_says() {
+    run_block("### TLS", "/tmp/gc-tls", &["echo-tls"]).await;
+}
+
+/// Runs the first `sh` block of README section `heading` (its files under
+/// `placeholder`), holds what it prints to the `text` block after it, and
+/// checks each of `servers` registered and shut down cleanly (its
+/// `{placeholder}/{id}.out`).
+async fn run_block(heading: &str, placeholder: &str, servers: &[&str]) {
     let readme = read_repo_file("README.md");
     let section = readme
-        .find(SECTION)
-        .unwrap_or_else(|| panic!("README.md has no {SECTION:?} section"));
+        .find(heading)
+        .unwrap_or_else(|| panic!("README.md has no {heading:?} section"));
     let (block, end) = fenced_block(&readme, "sh", section);
     let (expected, _) = fenced_block(&readme, "text", end);
 
-    let dir: PathBuf = std::env::temp_dir().join(format!("gc-readme-{}", std::process::id()));
+    let name = placeholder.rsplit('/').next().unwrap_or("block");
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("gc-readme-{name}-{}", std::process::id()));
     let config_dir = dir.join("config");
     std::fs::create_dir_all(&config_dir).expect("temp dir");
     let echo_client = example_path("echo-client");
     let examples = echo_client.parent().expect("examples dir");
-    let script = script(block, examples, &dir.join("demo"));
+    let script = script(block, examples, placeholder, &dir.join("demo"));
 
     let mut command = Command::new("bash");
     for name in cluster_env_vars() {
@@ -135,15 +154,19 @@ async fn the_readme_example_block_prints_what_the_readme_says() {
     let out = out.expect("bash ran");
     let printed = String::from_utf8_lossy(&out.stdout).into_owned();
     let diagnostics = format!(
-        "--- script ---\n{script}\n--- stdout ---\n{printed}\n--- stderr ---\n{}\n--- echo-1.log ---\n{}",
+        "--- script ---\n{script}\n--- stdout ---\n{printed}\n--- stderr ---\n{}\n--- {}.log ---\n{}",
         String::from_utf8_lossy(&out.stderr),
-        logs("echo-1.log")
+        servers[0],
+        logs(&format!("{}.log", servers[0]))
     );
     // The script's own status is `wait`'s for etcd, stopped by a signal: not
     // something the README states. What it states of the servers' files is.
-    let server_outputs = [logs("echo-1.out"), logs("echo-2.out")];
+    let server_outputs: Vec<String> = servers
+        .iter()
+        .map(|id| logs(&format!("{id}.out")))
+        .collect();
     let _ = std::fs::remove_dir_all(&dir);
-    for (id, output) in ["echo-1", "echo-2"].iter().zip(&server_outputs) {
+    for (id, output) in servers.iter().zip(&server_outputs) {
         assert!(
             output.contains(&format!("registered in etcd as {id}\n")),
             "{id}.out: {output}\n{diagnostics}"

@@ -1,5 +1,6 @@
 //! Security end to end: TLS and mutual TLS between real clients and servers
-//! (certificates made at test time), callers named by their bearer tokens,
+//! (certificates made at test time), servers and clients sharing an etcd
+//! served over TLS with a password, callers named by their bearer tokens,
 //! the caller header ignored unless trusted, and the bearer token kept off
 //! plaintext hops to other hosts.
 
@@ -15,12 +16,13 @@ use cluster_client::{
 use grpc_cluster::echo::{EchoClient, SayRequest, SAY};
 use grpc_cluster::server::governor::clock::FakeRelativeClock;
 use grpc_cluster::server::{AuthConfig, RateLimitConfig, ServeBuilder, ServerTlsConfig};
+use registry_actor::testing::EtcdSecurity;
 use registry_actor::{Node, Registrar, TlsConfig};
 use support::certs::{Pem, TestCa};
 use support::cluster::test_config;
 use support::faults::{start_client, wait_listed, EchoProcess};
 use support::server_kit::{echo_config, start_echo};
-use support::{init_tracing, EtcdServer};
+use support::{init_tracing, wait_until, EtcdServer, EVENTUALLY};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
@@ -176,6 +178,25 @@ async fn a_client_without_a_certificate_is_refused_by_a_mutual_tls_server() {
     assert_eq!(stats.processed(), 0, "the call never reached the service");
 }
 
+/// Registers node `far` of `echo` at a documentation address (TEST-NET-1,
+/// `192.0.2.1:50051`): nothing is there, and tests check it is never dialled.
+async fn register_far(registry: &registry_actor::RegistryConfig) -> Registrar {
+    let node = Node::new("far", "echo", "192.0.2.1:50051").expect("node");
+    let registrar = Registrar::start(
+        registry_actor::connect(registry)
+            .await
+            .expect("etcd client"),
+        node,
+        registry,
+    );
+    let mut states = registrar.state_changes();
+    tokio::time::timeout(EVENTUALLY, states.wait_for(|s| s.is_registered()))
+        .await
+        .expect("registered in time")
+        .expect("registrar alive");
+    registrar
+}
+
 /// The first call once the client sees one node of `echo` (failfast: one
 /// attempt, its own error).
 async fn call_when_listed(client: &Addr<ClusterClient>) -> Result<String, CallError> {
@@ -286,20 +307,7 @@ async fn a_token_is_not_sent_in_plaintext_to_a_non_loopback_address() {
     init_tracing();
     let etcd = EtcdServer::start().await.expect("etcd");
     let registry = etcd.registry_config();
-    // A documentation address (TEST-NET-1): nothing there, and never dialled.
-    let node = Node::new("far", "echo", "192.0.2.1:50051").expect("node");
-    let registrar = Registrar::start(
-        registry_actor::connect(&registry)
-            .await
-            .expect("etcd client"),
-        node,
-        &registry,
-    );
-    let mut states = registrar.state_changes();
-    tokio::time::timeout(support::EVENTUALLY, states.wait_for(|s| s.is_registered()))
-        .await
-        .expect("registered in time")
-        .expect("registrar alive");
+    let _far = register_far(&registry).await;
 
     let config: ClientConfig = test_config()
         .with_token("s3cret-token")
@@ -319,4 +327,97 @@ async fn a_token_is_not_sent_in_plaintext_to_a_non_loopback_address() {
     assert_eq!(status.nodes.len(), 1);
     assert!(!status.nodes[0].ejected, "{:?}", status.nodes[0]);
     assert_eq!(status.nodes[0].consecutive_failures, 0);
+}
+
+#[actix_rt::test]
+async fn servers_and_a_client_share_an_etcd_served_over_tls_with_a_password() {
+    init_tracing();
+    let etcd = EtcdServer::start_secured(
+        EtcdSecurity::default()
+            .with_client_cert_auth()
+            .with_root_password("pw-of-root-2b1e"),
+    )
+    .await
+    .expect("secured etcd");
+    let registry = etcd.registry_config();
+    let mut servers = Vec::new();
+    for id in ["sec-1", "sec-2"] {
+        let config = echo_config(RateLimitConfig::default().with_cluster_rps(300)).with_node_id(id);
+        let builder = ServeBuilder::new(config);
+        servers.push(start_echo(id, builder, Some(registry.clone())).await.0);
+    }
+    // Registration, and the cluster quota's watch of the live instances.
+    let handles: Vec<_> = servers.iter().map(|s| s.handle()).collect();
+    let counted = wait_until(EVENTUALLY, || {
+        std::future::ready(handles.iter().all(|h| h.rate_limits().instances() == 2))
+    })
+    .await;
+    assert!(counted, "each server counts 2 instances through etcd");
+
+    // Discovery by a client through the same etcd.
+    let config = test_config().with_balancer(Balancer::RoundRobin);
+    let (_registry, client) = start_client(&registry, config).await;
+    let listed = support::faults::wait_status(&client, EVENTUALLY, |s| s.nodes.len() == 2).await;
+    assert!(listed.is_some(), "the client lists both servers");
+    let mut served = Vec::new();
+    for _ in 0..2 {
+        served.push(call(&client, Strategy::Failfast).await.expect("call"));
+    }
+    served.sort();
+    assert_eq!(served, ["sec-1", "sec-2"]);
+
+    for serving in servers {
+        serving.handle().shutdown();
+        serving.wait().await.expect("clean shutdown");
+    }
+}
+
+#[actix_rt::test]
+async fn a_node_outside_the_allowed_networks_is_left_out_and_never_dialled() {
+    init_tracing();
+    let (logs, _logging) = registry_actor::testing::Logs::capture();
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let registry = etcd.registry_config();
+    let config = echo_config(RateLimitConfig::default()).with_node_id("near");
+    let (serving, stats) =
+        start_echo("near", ServeBuilder::new(config), Some(registry.clone())).await;
+    let _far = register_far(&registry).await;
+
+    let config = test_config().with_allowed_networks(["127.0.0.0/8"]);
+    let (_registry, client) = start_client(&registry, config).await;
+    let status = support::faults::wait_status(&client, EVENTUALLY, |s| {
+        s.refused == 1 && s.nodes.len() == 1
+    })
+    .await
+    .expect("far left out, near listed");
+    assert_eq!(status.nodes[0].id, "near");
+    for i in 0..4 {
+        let id = call(&client, Strategy::Failfast)
+            .await
+            .unwrap_or_else(|e| panic!("call {i}: {e}"));
+        assert_eq!(id, "near");
+    }
+    assert_eq!(stats.processed(), 4);
+    let text = logs.text();
+    assert!(
+        text.contains("far")
+            && text.contains("192.0.2.1")
+            && text.contains("client.allowed_networks"),
+        "{text}"
+    );
+
+    // Nothing inside the networks: nothing to pick, nothing dialled.
+    let config = test_config().with_allowed_networks(["10.0.0.0/8"]);
+    let (_registry, client) = start_client(&registry, config).await;
+    support::faults::wait_status(&client, EVENTUALLY, |s| s.refused == 2)
+        .await
+        .expect("both left out");
+    let err = call(&client, Strategy::Failover)
+        .await
+        .expect_err("no node");
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert_eq!(stats.processed(), 4, "near was not called");
+
+    serving.handle().shutdown();
+    serving.wait().await.expect("clean shutdown");
 }

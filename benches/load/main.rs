@@ -10,6 +10,7 @@
 //! | section | module | what |
 //! |---|---|---|
 //! | `unary` | `unary.rs` | raw tonic + deadline vs `ClientHandle::call` failfast/failover and `Addr::send`, 1 node: p50/p99 at c=1, calls/s at c=64 |
+//! | `tls` | `tls.rs` | plaintext vs TLS (`[server.tls]`, `[client.tls]`), raw tonic + deadline and `ClientHandle::call` failfast, 1 node: p50/p99 at c=1, calls/s at c=64 |
 //! | `balancer` | `balancer.rs` | `Channel::balance_list` + deadline vs `round_robin` and `least_request`, 3 nodes: calls/s at c=64, per-node share |
 //! | `broadcast` | `broadcast.rs` | `Broadcast` to 8 nodes vs raw tonic's fan-out with the deadline (and one `Call`): p50/p99 at c=1 |
 //! | `cpu` | `cpu.rs` | this process's CPU time per call (servers in a child process), `ClientHandle::call` vs raw tonic + deadline, at c=1 and c=64 |
@@ -69,6 +70,7 @@ mod scale;
 mod server_kit;
 mod servers;
 mod settings;
+mod tls;
 mod unary;
 mod usage;
 
@@ -188,6 +190,7 @@ fn main() {
                 let report = &mut report;
                 match section {
                     Section::Unary => unary::run(report, &setup).await,
+                    Section::Tls => tls::run(report, &setup, settings.server_threads).await,
                     Section::Balancer => balancer::run(report, &setup).await,
                     Section::Broadcast => broadcast::run(report, &setup).await,
                     Section::Cpu => cpu::run(report, &setup).await,

@@ -5,6 +5,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Section {
     Unary,
+    Tls,
     Balancer,
     Broadcast,
     Cpu,
@@ -16,8 +17,9 @@ pub(crate) enum Section {
 }
 
 impl Section {
-    pub(crate) const ALL: [Self; 9] = [
+    pub(crate) const ALL: [Self; 10] = [
         Self::Unary,
+        Self::Tls,
         Self::Balancer,
         Self::Broadcast,
         Self::Cpu,
@@ -32,6 +34,7 @@ impl Section {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Unary => "unary",
+            Self::Tls => "tls",
             Self::Balancer => "balancer",
             Self::Broadcast => "broadcast",
             Self::Cpu => "cpu",

@@ -102,7 +102,7 @@ pub use call::{
 pub use config::{
     CallPolicy, ClientConfig, EjectionConfig, Hedging, MethodConfig, PickerConfig, ServiceConfig,
 };
-pub use connection::{Close, Connection, ConnectionActor, ConnectionSettings};
+pub use connection::{AllowedNetworks, Close, Connection, ConnectionActor, ConnectionSettings};
 pub use error::Error;
 pub use hash::HashKey;
 pub use method::Method;

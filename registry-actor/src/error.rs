@@ -10,8 +10,9 @@ use std::time::Duration;
 pub enum Error {
     /// etcd answered with an error or could not be reached. The message gives
     /// the cause in one short line (`connection refused`, `Unavailable:
-    /// etcdserver: no leader`); the etcd client's error stays the `source`.
-    #[error("etcd {op} failed: {}", cause(source))]
+    /// etcdserver: no leader`), and names `registry.tls` when the TLS handshake
+    /// failed; the etcd client's error stays the `source`.
+    #[error("etcd {op} failed: {}{}", cause(source), tls_hint(source))]
     Etcd {
         /// What was being done (`grant lease`, `put /grpc-cluster/...`, ...).
         op: String,
@@ -134,6 +135,31 @@ fn shorten(text: &str) -> String {
         Some((end, _)) => format!("{}…", &line[..end]),
         None => line.to_owned(),
     }
+}
+
+/// A hint naming `registry.tls` when `error` is a failed TLS handshake: the
+/// transport's source chain holds the I/O error of kind `InvalidData` that
+/// rustls reports for a certificate it does not trust, a certificate the peer
+/// refused or a peer that does not speak TLS.
+fn tls_hint(error: &etcd_client::Error) -> &'static str {
+    // etcd-client's error has no `source`: start from the error it wraps.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = match error {
+        etcd_client::Error::GRpcStatus(status) => Some(status),
+        etcd_client::Error::TransportError(transport) => Some(transport),
+        etcd_client::Error::IoError(io) => Some(io),
+        _ => None,
+    };
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::InvalidData {
+                return "; the TLS handshake with etcd failed: check registry.tls \
+                        (ca_file must hold the CA that signed etcd's certificate; \
+                        cert_file and key_file a client certificate etcd trusts)";
+            }
+        }
+        source = err.source();
+    }
+    ""
 }
 
 /// Runs one etcd request with a timeout, naming the operation in any error.

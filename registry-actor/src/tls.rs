@@ -9,7 +9,8 @@
 //! domain = "echo.internal"        # the name the servers' certificates carry
 //! ```
 //!
-//! Any key set turns TLS on. The files are read when the settings are loaded
+//! Any key set turns TLS on, and then `ca_file` is required (no other roots
+//! are trusted). The files are read when the settings are loaded
 //! ([`TlsConfig::load`]), and a file that cannot be read fails with its key and
 //! path.
 
@@ -31,6 +32,9 @@ use crate::config::InvalidValue;
 ///
 /// let tls = TlsConfig::default();
 /// assert!(!tls.is_enabled());
+/// let tls = tls.with_domain("echo.internal");
+/// let err = tls.load("client.tls").unwrap_err().to_string();
+/// assert!(err.contains("client.tls.ca_file"), "{err}");
 /// let tls = tls.with_ca_file("/nonexistent/ca.pem");
 /// let err = tls.load("client.tls").unwrap_err().to_string();
 /// assert!(err.contains("client.tls.ca_file"), "{err}");
@@ -46,9 +50,8 @@ pub struct TlsConfig {
 }
 
 impl TlsConfig {
-    /// A PEM file of the CA certificates to trust (default: none; with TLS on and
-    /// no CA, the server's certificate cannot be verified and every connection
-    /// fails).
+    /// A PEM file of the CA certificates to trust (default: none; required when
+    /// TLS is on: no other roots are trusted).
     pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.ca_file = Some(path.into());
         self
@@ -103,18 +106,25 @@ impl TlsConfig {
     /// # Errors
     ///
     /// [`InvalidValue`] naming the key and the path of a file that cannot be
-    /// read, a certificate without its key (or the reverse), or an empty domain.
+    /// read, TLS on without a CA file, a certificate without its key (or the
+    /// reverse), or an empty domain.
     pub fn load(&self, section: &str) -> Result<Option<TlsOptions>, InvalidValue> {
         if !self.is_enabled() {
             return Ok(None);
         }
-        let mut tls = TlsOptions::new();
-        if let Some(path) = &self.ca_file {
-            tls = tls.ca_certificate(Certificate::from_pem(read_file(
-                &format!("{section}.ca_file"),
-                path,
-            )?));
-        }
+        let Some(ca_file) = &self.ca_file else {
+            return Err(InvalidValue::new(
+                format!("{section}.ca_file"),
+                format!(
+                    "required when [{section}] is set: no other CA is trusted, \
+                     so no server certificate could be verified"
+                ),
+            ));
+        };
+        let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(read_file(
+            &format!("{section}.ca_file"),
+            ca_file,
+        )?));
         match (&self.cert_file, &self.key_file) {
             (Some(cert), Some(key)) => {
                 let cert = read_file(&format!("{section}.cert_file"), cert)?;

@@ -503,9 +503,17 @@ fn list_keys_of_the_environment_are_the_real_list_keys() {
         .with_env_vars(vars(&[
             ("GRPC_CLUSTER__CLIENT__RETRY_CODES", "UNAVAILABLE,INTERNAL"),
             ("GRPC_CLUSTER__SERVER__LABELS__ZONE_TAG", "eu"),
+            (
+                "GRPC_CLUSTER__CLIENT__ALLOWED_NETWORKS",
+                "10.0.0.0/8,127.0.0.1",
+            ),
         ]))
         .load()
         .expect("loads");
+    assert_eq!(
+        settings.client.allowed_networks(),
+        ["10.0.0.0/8", "127.0.0.1"]
+    );
     let codes = settings
         .client
         .call_policy("echo", "Say")
@@ -519,6 +527,19 @@ fn list_keys_of_the_environment_are_the_real_list_keys() {
     // Client selector labels are a table too, as the server's.
     let echo = settings.client.picker_config("echo").expect("valid");
     assert_eq!(echo.selector().to_string(), "labels canary=true");
+}
+
+#[test]
+fn an_allowed_network_that_is_not_a_cidr_fails_the_load_naming_the_key() {
+    let dir = Dir::new("settings-networks");
+    dir.write(
+        "default.toml",
+        "[client]\nallowed_networks = [\"10.0.0.0/8\", \"10.0.0.1/8\"]\n",
+    );
+    let err = dir.loader().load::<Settings>().expect_err("host bits set");
+    let text = err.to_string();
+    assert!(text.contains("client.allowed_networks"), "{text}");
+    assert!(text.contains("10.0.0.1/8"), "{text}");
 }
 
 /// The README's configuration reference names every key the code knows.
@@ -563,7 +584,9 @@ fn debug_output_of_every_config_type_hides_planted_secrets() {
     let cert = dir.0.join("client.pem");
     std::fs::write(&key, SECRET).expect("write key");
     std::fs::write(&cert, "not a real certificate").expect("write cert");
-    let tls = registry_actor::TlsConfig::default().with_identity(&cert, &key);
+    let tls = registry_actor::TlsConfig::default()
+        .with_ca_file(&cert)
+        .with_identity(&cert, &key);
     let client = settings.client.clone().with_tls(tls.clone());
     let connection = client.connection_settings().expect("files readable");
     let registry = settings.registry.clone().with_tls(tls);

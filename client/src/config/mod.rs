@@ -136,6 +136,7 @@ pub struct ClientConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<Secret>,
     allow_plaintext_token: bool,
+    allowed_networks: Vec<String>,
     tls: TlsConfig,
     request_id: bool,
     io_threads: usize,
@@ -168,6 +169,7 @@ impl Default for ClientConfig {
             caller: String::new(),
             token: None,
             allow_plaintext_token: false,
+            allowed_networks: Vec::new(),
             tls: TlsConfig::default(),
             request_id: false,
             io_threads: 0,
@@ -322,6 +324,25 @@ impl ClientConfig {
         self
     }
 
+    /// The networks (CIDRs such as `10.0.0.0/8`, or single IPs) whose nodes
+    /// the client dials (`allowed_networks`, default empty: every node). A
+    /// node registered at an address outside them — or at a host name — is
+    /// left out of its service's node set, counted and logged, and never
+    /// dialled.
+    pub fn with_allowed_networks<I, S>(mut self, networks: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_networks = networks.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The networks whose nodes the client dials, as configured.
+    pub fn allowed_networks(&self) -> &[String] {
+        &self.allowed_networks
+    }
+
     /// TLS to the servers (`[client.tls]`, default off): the CA to trust, a
     /// client certificate for mutual TLS, the server name to verify.
     pub fn with_tls(mut self, tls: TlsConfig) -> Self {
@@ -396,13 +417,16 @@ impl ClientConfig {
     /// # Errors
     ///
     /// [`Error::Config`] naming the key and path of a TLS file that cannot be
-    /// read.
+    /// read, or an entry of `client.allowed_networks` that is not a CIDR.
     pub fn connection_settings(&self) -> Result<crate::ConnectionSettings, Error> {
         Ok(crate::ConnectionSettings::default()
             .with_connect_timeout(self.connect_timeout)
             .with_short_connection(self.short_connection)
             .with_tls(self.tls.load("client.tls").map_err(Error::Config)?)
-            .with_allow_plaintext_token(self.allow_plaintext_token))
+            .with_allow_plaintext_token(self.allow_plaintext_token)
+            .with_allowed_networks(
+                crate::AllowedNetworks::parse(&self.allowed_networks).map_err(Error::Config)?,
+            ))
     }
 
     /// The resolved call settings of `method` of `service`: the method's table
@@ -523,7 +547,8 @@ impl ClientConfig {
     /// [`Error::Config`] for an unknown balancer or fallback, a version that looks
     /// like a range but is not one, a label that is not `k=v`, an ejection with 0
     /// failures, a zero base time, a max time below the base time, or a share
-    /// outside 0..=1, or a `[client.tls]` file that cannot be read.
+    /// outside 0..=1, a `[client.tls]` file that cannot be read, or an entry of
+    /// `client.allowed_networks` that is not a CIDR.
     pub fn validate(&self) -> Result<(), Error> {
         self.defaults("client")?;
         check_share("client.budget_ratio", self.budget_ratio)?;
@@ -572,6 +597,7 @@ impl ClientConfig {
             )));
         }
         self.tls.load("client.tls").map_err(Error::Config)?;
+        crate::AllowedNetworks::parse(&self.allowed_networks).map_err(Error::Config)?;
         self.service_call_policy("")?;
         for (name, svc) in &self.services {
             if name.is_empty() {

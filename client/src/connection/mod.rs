@@ -21,13 +21,14 @@
 //! them: each node has one channel per runtime that calls it, made on that
 //! runtime (see `runtime`).
 //!
-//! The modules form one chain: `settings` → `classify` → `report` → `runtime` →
+//! The modules form one chain: `networks` → `settings` → `classify` → `report` → `runtime` →
 //! `handle` → `messages` → `actor`.
 
 mod actor;
 mod classify;
 mod handle;
 mod messages;
+mod networks;
 mod report;
 mod runtime;
 mod settings;
@@ -35,6 +36,7 @@ mod settings;
 pub use actor::ConnectionActor;
 pub use handle::Connection;
 pub use messages::Close;
+pub use networks::AllowedNetworks;
 pub(crate) use report::Report;
 pub(crate) use runtime::{Alive, Home, HomeKey, IoRuntime};
 pub use settings::ConnectionSettings;

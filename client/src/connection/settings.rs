@@ -8,6 +8,8 @@ use registry_actor::Node;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::Status;
 
+use super::networks::AllowedNetworks;
+
 /// How connections to nodes are made. Every setter states its default.
 #[derive(Clone)]
 pub struct ConnectionSettings {
@@ -17,6 +19,7 @@ pub struct ConnectionSettings {
     short_connection: bool,
     tls: Option<ClientTlsConfig>,
     allow_plaintext_token: bool,
+    allowed_networks: AllowedNetworks,
 }
 
 impl fmt::Debug for ConnectionSettings {
@@ -29,6 +32,7 @@ impl fmt::Debug for ConnectionSettings {
             .field("short_connection", &self.short_connection)
             .field("tls", &self.tls.is_some())
             .field("allow_plaintext_token", &self.allow_plaintext_token)
+            .field("allowed_networks", &self.allowed_networks)
             .finish()
     }
 }
@@ -42,6 +46,7 @@ impl Default for ConnectionSettings {
             short_connection: false,
             tls: None,
             allow_plaintext_token: false,
+            allowed_networks: AllowedNetworks::default(),
         }
     }
 }
@@ -77,6 +82,25 @@ impl ConnectionSettings {
     pub fn with_allow_plaintext_token(mut self, allow: bool) -> Self {
         self.allow_plaintext_token = allow;
         self
+    }
+
+    /// Dials only nodes inside these networks (default: empty, every node).
+    /// A picker leaves the others out of its node set.
+    pub fn with_allowed_networks(mut self, networks: AllowedNetworks) -> Self {
+        self.allowed_networks = networks;
+        self
+    }
+
+    /// Whether every node may be dialled (`client.allowed_networks` empty):
+    /// nothing to check per node.
+    pub(crate) fn admits_every_node(&self) -> bool {
+        self.allowed_networks.is_empty()
+    }
+
+    /// Whether `node` may be dialled; why not, naming
+    /// `client.allowed_networks`.
+    pub(crate) fn admits(&self, node: &Node) -> Result<(), String> {
+        self.allowed_networks.check(node.addr())
     }
 
     pub(crate) fn short_connection(&self) -> bool {

@@ -1,12 +1,12 @@
 //! The [`PickerActor`]: a thin actor over [`Picker`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use registry_actor::{
-    NodesChanged, RegistryActor, Subscribe, SubscriptionId, Unsubscribe, WatchState,
+    Node, NodesChanged, RegistryActor, Subscribe, SubscriptionId, Unsubscribe, WatchState,
 };
 use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
@@ -49,6 +49,9 @@ pub struct PickerActor {
     /// the nodes' slots).
     connections: HashMap<NodeHandle, Vec<Addr<ConnectionActor>>>,
     connection_settings: ConnectionSettings,
+    /// The listed nodes `client.allowed_networks` refuses, by id: left out of
+    /// the node set, each logged when it first appears.
+    refused: HashSet<String>,
     /// The client's I/O runtime, for calls that have no runtime of their own.
     io: Arc<IoRuntime>,
     /// The etcd endpoints the registry reads, for errors.
@@ -83,6 +86,7 @@ impl PickerActor {
             node_waiters: Vec::new(),
             connections: HashMap::new(),
             connection_settings: ConnectionSettings::default(),
+            refused: HashSet::new(),
             io: Arc::new(IoRuntime::new(1)),
             etcd: None,
         }
@@ -116,6 +120,32 @@ impl PickerActor {
     /// A view of the picks this actor publishes, read without messages.
     pub fn view(&self) -> PickerView {
         PickerView::from_shared(self.shared.clone())
+    }
+
+    /// `nodes` without those `client.allowed_networks` refuses; each refused
+    /// node is logged when it first appears.
+    fn admitted(&mut self, nodes: Arc<[Node]>) -> Arc<[Node]> {
+        let settings = &self.connection_settings;
+        if settings.admits_every_node() || nodes.iter().all(|n| settings.admits(n).is_ok()) {
+            self.refused.clear();
+            return nodes;
+        }
+        let mut refused = HashSet::new();
+        let mut admitted = Vec::with_capacity(nodes.len());
+        for node in nodes.iter() {
+            match settings.admits(node) {
+                Ok(()) => admitted.push(node.clone()),
+                Err(why) => {
+                    if !self.refused.contains(node.id()) {
+                        warn!(service = %self.service, node = %node.id(), addr = %node.addr(),
+                            "node left out, never dialled: {why}");
+                    }
+                    refused.insert(node.id().to_owned());
+                }
+            }
+        }
+        self.refused = refused;
+        admitted.into()
     }
 
     /// Gives `picked` its node's connection on the runtime `home`, starting
@@ -295,7 +325,8 @@ impl Handler<NodesChanged> for PickerActor {
             return;
         }
         debug!(service = %msg.service, revision = msg.revision, nodes = msg.nodes.len(), "node set changed");
-        self.picker.update(msg.nodes, msg.revision, now());
+        let nodes = self.admitted(msg.nodes);
+        self.picker.update(nodes, msg.revision, now());
         self.publish();
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(());
@@ -458,6 +489,7 @@ impl Handler<Inspect> for PickerActor {
     fn handle(&mut self, _: Inspect, _: &mut Self::Context) -> Self::Result {
         let mut status = self.picker.status();
         status.connections = self.connections.values().map(Vec::len).sum();
+        status.refused = self.refused.len();
         MessageResult(status)
     }
 }

@@ -410,6 +410,7 @@ impl Picker {
             listed: self.listed.len(),
             nodes,
             connections: self.entries.iter().map(|e| e.slot.connections()).sum(),
+            refused: 0,
         }
     }
 

@@ -14,13 +14,17 @@ pub struct PickerStatus {
     pub discovered: bool,
     /// The registry revision of the last node set.
     pub revision: i64,
-    /// How many nodes the registry lists.
+    /// How many nodes the registry lists (those `client.allowed_networks`
+    /// refuses left out).
     pub listed: usize,
     /// Every node in force (listed, or held by the panic threshold), by id.
     pub nodes: Vec<NodeStatus>,
     /// Connections open to nodes of this service (one per node picked and still
     /// in force).
     pub connections: usize,
+    /// How many nodes the registry lists that `client.allowed_networks`
+    /// refuses: never picked, never dialled.
+    pub refused: usize,
 }
 
 impl PickerStatus {

@@ -9,7 +9,10 @@
 //!   answering from a stale view or staying silent;
 //! * HTTP/2 keepalive (10 s / 5 s) as the last resort against a silent TCP
 //!   connection;
-//! * a decoding limit that fits the largest page of a full read.
+//! * a decoding limit that fits the largest page of a full read;
+//! * with `registry.username`, authentication at connect (a wrong password
+//!   fails there) and again whenever etcd refuses the token (a restarted
+//!   member forgets the tokens it issued).
 //!
 //! One member is *preferred*; it starts at a random member, so that many
 //! clients spread over the cluster. Every request and stream starts there;
@@ -106,13 +109,17 @@ impl std::fmt::Debug for Etcd {
 ///
 /// The connections are lazy: this succeeds while etcd is down and the first
 /// request fails instead, so a server started before etcd keeps retrying
-/// rather than exiting. No overall request timeout is set on the channels (it
+/// rather than exiting. With `registry.username` set it authenticates at once
+/// instead, so a wrong password fails here, naming the user (never the
+/// password) — and so does an etcd that cannot be reached. No overall request timeout is set on the channels (it
 /// would cut watch streams); every unary call of this crate carries its own.
 ///
 /// # Errors
 ///
-/// [`Error::Config`] when the settings are invalid; [`Error::Etcd`] when a
-/// client cannot be built from an endpoint.
+/// [`Error::Config`] when the settings are invalid or a `[registry.tls]` file
+/// cannot be read; [`Error::Etcd`] when a client cannot be built from an
+/// endpoint or, with a user, etcd refuses the password or cannot be reached
+/// (a failed TLS handshake names `registry.tls`).
 pub async fn connect(config: &RegistryConfig) -> Result<Etcd, Error> {
     config.validate()?;
     let tls = config.tls().load("registry.tls")?;
@@ -128,7 +135,12 @@ pub async fn connect(config: &RegistryConfig) -> Result<Etcd, Error> {
     }
     let who = match config.user() {
         Some((user, password)) => {
-            options = options.with_user(user, password);
+            // etcd's tokens live in the memory of the member that issued them:
+            // after a restart every request is refused as `invalid auth token`
+            // until the client authenticates again.
+            options = options
+                .with_user(user, password)
+                .with_auto_token_refresh(true);
             format!(" as registry.username `{user}`")
         }
         None => String::new(),

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use etcd_client::Client;
 
+use super::security::Access;
+
 /// How long a start may take before it is given up.
 pub(super) const START_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -18,6 +20,8 @@ pub(super) struct Member {
     pub(super) dir: PathBuf,
     pub(super) client_port: u16,
     pub(super) peer_port: u16,
+    /// How clients reach it: TLS, and the user once authentication is on.
+    pub(super) access: Access,
     child: Option<Child>,
 }
 
@@ -30,12 +34,18 @@ impl Member {
             dir,
             client_port: free_port()?,
             peer_port: free_port()?,
+            access: Access::default(),
             child: None,
         })
     }
 
     pub(super) fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// The client URL: `https://` when the member serves TLS.
+    pub(super) fn client_url(&self) -> String {
+        format!("{}://{}", self.access.scheme(), self.endpoint())
     }
 
     pub(super) fn peer_url(&self) -> String {
@@ -62,15 +72,32 @@ impl Member {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// A plain client of this member alone.
+    /// A client of this member alone (over TLS and as the root user when the
+    /// member is secured so).
     pub(super) async fn client(&self) -> Result<Client, etcd_client::Error> {
-        Client::connect([format!("http://{}", self.endpoint())], None).await
+        self.client_as(true).await
+    }
+
+    /// A client of this member alone, as the root user when `as_user` and
+    /// authentication is on, else anonymous.
+    pub(super) async fn client_as(&self, as_user: bool) -> Result<Client, etcd_client::Error> {
+        let options = self
+            .access
+            .connect_options(as_user)
+            .map_err(etcd_client::Error::IoError)?;
+        Client::connect([self.client_url()], options).await
     }
 
     /// Runs etcd as a member of `initial_cluster` (ignored by etcd when the data
     /// directory already holds a member).
     pub(super) fn spawn(&mut self, initial_cluster: &str, token: &str) -> io::Result<()> {
-        let client_url = format!("http://{}", self.endpoint());
+        let client_url = self.client_url();
+        let tls_args = self
+            .access
+            .tls
+            .as_ref()
+            .map(super::security::TlsFiles::etcd_args)
+            .unwrap_or_default();
         let peer_url = self.peer_url();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -90,6 +117,7 @@ impl Member {
             .args(["--initial-cluster-state", "new"])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--log-level", "warn", "--logger", "zap"])
+            .args(tls_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -5,7 +5,10 @@
 //!   answers and checks it is the member it started (not some other etcd that
 //!   took the port). [`EtcdServer::stop`] and [`EtcdServer::restart`] make
 //!   outages on the same ports and data; dropping it kills the process and
-//!   deletes the data.
+//!   deletes the data. [`EtcdServer::start_secured`] serves it over TLS
+//!   (certificates of a [`TestCa`] made at start), optionally requiring client
+//!   certificates, and with user/password authentication on
+//!   ([`EtcdSecurity`]).
 //! * [`EtcdCluster::start`] runs N such members as one cluster and injects the
 //!   faults of a real cluster: [`kill`](EtcdCluster::kill) (SIGKILL) and
 //!   [`restart`](EtcdCluster::restart) of one member,
@@ -35,15 +38,19 @@
 //! # Ok(()) }
 //! ```
 
+mod certs;
 mod cluster;
 mod logs;
 mod member;
+mod security;
 mod server;
 
 use std::time::{Duration, Instant};
 
+pub use certs::{Pem, TestCa};
 pub use cluster::EtcdCluster;
 pub use logs::Logs;
+pub use security::{EtcdSecurity, ROOT_USER};
 pub use server::EtcdServer;
 
 use crate::RegistryConfig;

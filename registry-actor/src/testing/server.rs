@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use etcd_client::Client;
 
+use super::certs::{Pem, TestCa};
 use super::member::{temp_dir, Member};
+use super::security::{enable_auth, EtcdSecurity, ROOT_USER};
 use crate::RegistryConfig;
 
 /// A private etcd process for tests. See the [module docs](super).
@@ -26,20 +28,86 @@ impl EtcdServer {
     /// When `etcd` is not installed (run `scripts/bootstrap`) or does not become
     /// ready within 20 s on any of three port pairs.
     pub async fn start() -> io::Result<Self> {
+        Self::start_secured(EtcdSecurity::default()).await
+    }
+
+    /// Starts etcd secured as `security` says: over TLS with certificates of
+    /// its own CA (see [`ca`](Self::ca)), requiring client certificates, and
+    /// with authentication on for user `root`. Once it serves requests,
+    /// [`registry_config`](Self::registry_config) and [`client`](Self::client)
+    /// carry the TLS settings and the user.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start), and when authentication cannot be turned on.
+    pub async fn start_secured(security: EtcdSecurity) -> io::Result<Self> {
         let mut last_err = None;
         for _ in 0..3 {
             let name = unique_name("gc-test");
             let dir = temp_dir(&name);
-            let mut server = Self {
-                member: Member::new(name, dir.clone())?,
-                dir,
-            };
+            let mut member = Member::new(name, dir.clone())?;
+            member.access.tls = security.tls_files(&dir);
+            let mut server = Self { member, dir };
             match server.spawn_and_wait().await {
-                Ok(()) => return Ok(server),
-                Err(e) => last_err = Some(e),
+                Ok(()) => {}
+                Err(e) => {
+                    last_err = Some(e);
+                    continue;
+                }
             }
+            if let Some(password) = security.root_password() {
+                let mut client = server.client().await.map_err(io::Error::other)?;
+                enable_auth(&mut client, password).await?;
+                server.member.access.user = Some((ROOT_USER.to_owned(), password.to_owned()));
+            }
+            return Ok(server);
         }
         Err(last_err.unwrap_or_else(|| io::Error::other("etcd did not start")))
+    }
+
+    /// Invalidates every authentication token etcd has issued, as an expired
+    /// token TTL (`--auth-token-ttl`, 5 min idle by default) or an operator
+    /// turning auth off and on do: auth disable as root, then auth enable.
+    /// Clients must authenticate again.
+    ///
+    /// # Errors
+    ///
+    /// When authentication is off or etcd refuses.
+    pub async fn revoke_tokens(&self) -> io::Result<()> {
+        if self.member.access.user.is_none() {
+            return Err(io::Error::other("etcd authentication is off"));
+        }
+        let failed = |what: &str, e: etcd_client::Error| io::Error::other(format!("{what}: {e}"));
+        let mut root = self
+            .member
+            .client_as(true)
+            .await
+            .map_err(|e| failed("connect as root", e))?;
+        root.auth_disable()
+            .await
+            .map_err(|e| failed("auth disable", e))?;
+        let mut anonymous = self
+            .member
+            .client_as(false)
+            .await
+            .map_err(|e| failed("connect", e))?;
+        anonymous
+            .auth_enable()
+            .await
+            .map_err(|e| failed("auth enable", e))?;
+        Ok(())
+    }
+
+    /// The CA that signed the server's and the client's certificates, when
+    /// etcd serves TLS.
+    pub fn ca(&self) -> Option<&TestCa> {
+        self.member.access.tls.as_ref().map(|tls| &tls.ca)
+    }
+
+    /// A client certificate signed by [`ca`](Self::ca) (common name
+    /// `client`), when etcd serves TLS.
+    pub fn client_cert(&self) -> Option<&Pem> {
+        self.member.access.tls.as_ref().map(|tls| &tls.client)
     }
 
     /// The client endpoint, `127.0.0.1:PORT`.
@@ -48,12 +116,17 @@ impl EtcdServer {
     }
 
     /// A registry configuration pointing at this etcd, with a 2 s lease TTL and a
-    /// short backoff (100 ms to 1 s) so that tests recover quickly.
+    /// short backoff (100 ms to 1 s) so that tests recover quickly; with
+    /// `[registry.tls]` (the CA, and the client certificate when etcd requires
+    /// one) and the root user when etcd is secured.
     pub fn registry_config(&self) -> RegistryConfig {
-        test_registry_config([self.endpoint()])
+        self.member
+            .access
+            .secure(test_registry_config([self.endpoint()]))
     }
 
-    /// A plain etcd client for this server, for tests that act as "another tool".
+    /// An etcd client for this server (secured as the server is), for tests
+    /// that act as "another tool".
     ///
     /// # Errors
     ///
