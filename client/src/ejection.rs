@@ -13,6 +13,10 @@
 //! Ejection never takes out more than `max_share` of a service's nodes: a node
 //! that reaches its threshold while the cap is full stays in, and is ejected at its
 //! next failure if room has been made by then.
+//!
+//! Beside ejection, a node is out of picking while its retry pushback lasts,
+//! and while its server's health service says it does not serve (with
+//! `health_check`); neither counts as a failure nor against the cap.
 
 #[cfg(test)]
 use std::time::Duration;
@@ -32,6 +36,8 @@ pub(crate) struct NodeHealth {
     returned_at: Option<Instant>,
     /// Until when the node asked (by a retry pushback) not to be called.
     paused_until: Option<Instant>,
+    /// Whether its server's health service says it does not serve.
+    unhealthy: bool,
 }
 
 impl NodeHealth {
@@ -43,6 +49,7 @@ impl NodeHealth {
             ejected_until: None,
             returned_at: None,
             paused_until: None,
+            unhealthy: false,
         }
     }
 
@@ -110,7 +117,7 @@ impl NodeHealth {
     /// Keeps the node out of picking until `until`, as its retry pushback
     /// asked (no failure is counted); answers whether it was pickable before.
     pub(crate) fn pause(&mut self, until: Instant) -> bool {
-        let was_in = !self.is_ejected() && self.paused_until.is_none();
+        let was_in = !self.is_out();
         self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
         was_in
     }
@@ -136,9 +143,27 @@ impl NodeHealth {
         }
     }
 
-    /// Whether the node may not be picked: ejected or paused.
+    /// Records what the node's health service says: a node that does not
+    /// serve is out of picking until it says it serves again (no failure is
+    /// counted, no time limit). Answers whether that changed whether the node
+    /// may be picked.
+    pub(crate) fn set_serving(&mut self, serving: bool) -> bool {
+        if self.unhealthy != serving {
+            return false;
+        }
+        let was_out = self.is_out();
+        self.unhealthy = !serving;
+        was_out != self.is_out()
+    }
+
+    /// Whether the node's health service says it does not serve.
+    pub(crate) fn is_unhealthy(&self) -> bool {
+        self.unhealthy
+    }
+
+    /// Whether the node may not be picked: ejected, paused or unhealthy.
     pub(crate) fn is_out(&self) -> bool {
-        self.is_ejected() || self.is_paused()
+        self.is_ejected() || self.is_paused() || self.unhealthy
     }
 
     /// The nominal length of the next ejection (before jitter).
@@ -208,6 +233,29 @@ mod tests {
             "the longer pause kept"
         );
         assert!(!h.expire_pause(t0 + Duration::from_millis(299)));
+        assert!(h.expire_pause(t0 + Duration::from_millis(300)));
+        assert!(!h.is_out());
+    }
+
+    #[test]
+    fn an_unhealthy_node_is_out_until_it_serves_again_without_counting_a_failure() {
+        let p = policy(1, 1_000, 60_000);
+        let mut h = NodeHealth::new(&p);
+        assert!(!h.set_serving(true), "already serving");
+        assert!(h.set_serving(false), "taken out");
+        assert!(!h.set_serving(false), "already out");
+        assert!(h.is_out() && h.is_unhealthy() && !h.is_ejected());
+        assert_eq!(h.consecutive_failures(), 0);
+        assert!(h.set_serving(true), "back");
+        assert!(!h.is_out());
+
+        // Paused as well: serving again does not bring it back before the
+        // pause ends.
+        let t0 = Instant::now();
+        assert!(h.set_serving(false));
+        assert!(!h.pause(t0 + Duration::from_millis(300)), "already out");
+        assert!(!h.set_serving(true), "still paused");
+        assert!(h.is_out());
         assert!(h.expire_pause(t0 + Duration::from_millis(300)));
         assert!(!h.is_out());
     }

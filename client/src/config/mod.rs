@@ -54,6 +54,8 @@ const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// panic_threshold = 0.5         # hold a registry change removing more than this share
 /// panic_grace = "30s"           # ... until the nodes fail or this passes
 /// discovery_timeout = "5s"      # how long a pick waits for nodes
+/// health_check = false          # watch grpc.health.v1 of each connected node
+/// health_service = ""           # ... for this service ("": the whole server)
 /// attempt_timeout = "200ms"     # bound of each attempt (default: none)
 /// hedging_delay = "50ms"        # hedging: a new attempt this often ...
 /// max_attempts = 3              # ... up to this many in all
@@ -112,6 +114,8 @@ pub struct ClientConfig {
     panic_grace: Duration,
     #[serde(with = "duration")]
     discovery_timeout: Duration,
+    health_check: bool,
+    health_service: String,
     strategy: String,
     retries: u32,
     #[serde(with = "duration")]
@@ -151,6 +155,8 @@ impl Default for ClientConfig {
             panic_threshold: DEFAULT_PANIC_THRESHOLD,
             panic_grace: DEFAULT_PANIC_GRACE,
             discovery_timeout: DEFAULT_DISCOVERY_TIMEOUT,
+            health_check: false,
+            health_service: String::new(),
             strategy: "failover".to_owned(),
             retries: 2,
             timeout: Duration::from_secs(5),
@@ -214,6 +220,27 @@ impl ClientConfig {
     /// the call's deadline).
     pub fn with_discovery_timeout(mut self, timeout: Duration) -> Self {
         self.discovery_timeout = timeout;
+        self
+    }
+
+    /// Default `health_check` of every service (default off): watch the
+    /// `grpc.health.v1` status of every node connected to, on the node's own
+    /// channel. A node whose server says it does not serve (a server kit says
+    /// so first thing when it shuts down), or whose watch's connection broke
+    /// (a GOAWAY and the server's exit), is not picked until the server says
+    /// it serves again, before etcd says anything. Off by default: it costs
+    /// every server one open stream per client, and a server without the
+    /// health service is merely taken to serve.
+    pub fn with_health_check(mut self, watch: bool) -> Self {
+        self.health_check = watch;
+        self
+    }
+
+    /// Default service name the health watch asks about (default `""`: the
+    /// whole server, which a server kit reports `NOT_SERVING` when it shuts
+    /// down, like each of its services).
+    pub fn with_health_service(mut self, service: impl Into<String>) -> Self {
+        self.health_service = service.into();
         self
     }
 
@@ -643,6 +670,9 @@ impl ClientConfig {
         if let Some(t) = svc.discovery_timeout {
             config.discovery_timeout = t;
         }
+        let health_check = svc.health_check.unwrap_or(self.health_check);
+        let health_service = svc.health_service.as_ref().unwrap_or(&self.health_service);
+        config.health_check = health_check.then(|| Arc::from(health_service.as_str()));
         Ok(config)
     }
 
@@ -657,6 +687,9 @@ impl ClientConfig {
             panic_threshold: self.panic_threshold,
             panic_grace: self.panic_grace,
             discovery_timeout: self.discovery_timeout,
+            health_check: self
+                .health_check
+                .then(|| Arc::from(self.health_service.as_str())),
         })
     }
 }

@@ -140,6 +140,20 @@ impl Connection {
         ));
     }
 
+    /// The channel a health watch of the node uses: the one calls share, or
+    /// in short-connection mode a lazily connecting one of its own. Must run
+    /// inside the runtime that will carry a new channel.
+    pub(crate) fn health_channel(&self) -> Result<Channel, Status> {
+        match &self.inner.channel {
+            Some(channel) => Ok(channel.clone()),
+            None => Ok(self
+                .inner
+                .settings
+                .endpoint(&self.inner.node)?
+                .connect_lazy()),
+        }
+    }
+
     /// A fresh channel, for one call in short-connection mode.
     async fn connect(&self) -> Result<Channel, Status> {
         let endpoint = self.inner.settings.endpoint(&self.inner.node)?;

@@ -21,12 +21,19 @@
 //! them: each node has one channel per runtime that calls it, made on that
 //! runtime (see `runtime`).
 //!
+//! With `health_check`, a `HealthWatch` follows the `grpc.health.v1` status
+//! of each connected node's server on the node's channel, and reports it like
+//! the transport's failures: a node whose server says it does not serve, or
+//! whose watch's connection broke (a GOAWAY and the server's exit), is not
+//! picked until the server says it serves again.
+//!
 //! The modules form one chain: `settings` → `classify` → `report` → `runtime` →
-//! `handle` → `messages` → `actor`.
+//! `handle` → `health` → `messages` → `actor`.
 
 mod actor;
 mod classify;
 mod handle;
+mod health;
 mod messages;
 mod report;
 mod runtime;
@@ -34,6 +41,7 @@ mod settings;
 
 pub use actor::ConnectionActor;
 pub use handle::Connection;
+pub(crate) use health::HealthWatch;
 pub use messages::Close;
 pub(crate) use report::Report;
 pub(crate) use runtime::{Alive, Home, HomeKey, IoRuntime};

@@ -8,4 +8,7 @@ pub(crate) trait Report: Send + Sync + 'static {
     fn failed(&self, reason: &str);
     /// The node answered (after a failure, or for the first time).
     fn succeeded(&self);
+    /// The node's health service says it serves (`true`) or not; also `false`
+    /// when the health watch's connection broke.
+    fn serving(&self, serving: bool);
 }

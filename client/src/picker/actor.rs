@@ -10,7 +10,8 @@ use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
 
 use super::messages::{
-    ConnectionFailed, ConnectionSucceeded, Inspect, Pick, PickAll, PushedBack, Reconfigure,
+    ConnectionFailed, ConnectionSucceeded, HealthChanged, Inspect, Pick, PickAll, PushedBack,
+    Reconfigure,
 };
 use super::picked::{NodeHandle, Picked};
 use super::shared::SharedPicker;
@@ -18,7 +19,8 @@ use super::snapshot::Homed;
 use super::state::Picker;
 use super::view::PickerView;
 use crate::connection::{
-    Alive, Close, Connection, ConnectionActor, ConnectionSettings, Home, IoRuntime, Report,
+    Alive, Close, Connection, ConnectionActor, ConnectionSettings, HealthWatch, Home, IoRuntime,
+    Report,
 };
 use crate::{Error, PickerConfig};
 
@@ -46,6 +48,9 @@ pub struct PickerActor {
     /// calls it), closed when the node leaves (the handles calls use are in
     /// the nodes' slots).
     connections: HashMap<NodeHandle, Vec<Addr<ConnectionActor>>>,
+    /// The health watch of each connected node, with `health_check`; stopped
+    /// when the node leaves.
+    health: HashMap<NodeHandle, HealthWatch>,
     connection_settings: ConnectionSettings,
     /// The client's I/O runtime, for calls that have no runtime of their own.
     io: Arc<IoRuntime>,
@@ -80,6 +85,7 @@ impl PickerActor {
             waiters: Vec::new(),
             node_waiters: Vec::new(),
             connections: HashMap::new(),
+            health: HashMap::new(),
             connection_settings: ConnectionSettings::default(),
             io: Arc::new(IoRuntime::new(1)),
             etcd: None,
@@ -134,7 +140,7 @@ impl PickerActor {
             Home::Caller(runtime) => Some(runtime),
             Home::Io => self.io.handle(),
         };
-        let Some(runtime) = runtime else {
+        let Some(runtime) = runtime.cloned() else {
             warn!(service = %self.service, node = %picked.node(), "no runtime to connect on");
             return;
         };
@@ -155,13 +161,14 @@ impl PickerActor {
             Ok(connection) => {
                 let homed = Homed {
                     key,
-                    alive: Alive::watch(runtime),
+                    alive: Alive::watch(&runtime),
                     connection,
                 };
                 let (connection, added) = slot.attach(homed);
                 if added {
                     let actor = ConnectionActor::new(connection.clone()).start();
                     self.connections.entry(handle).or_default().push(actor);
+                    self.watch_health(handle, &connection, &runtime, ctx);
                 }
                 picked.set_connection(connection);
             }
@@ -169,6 +176,47 @@ impl PickerActor {
                 warn!(service = %self.service, node = %picked.node(), error = %status.message(), "cannot connect to this node");
             }
         }
+    }
+
+    /// Starts watching the health of `handle`'s node on `connection` (on
+    /// `runtime`, where its channel lives), when `health_check` asks for it
+    /// and the node has no watch yet.
+    fn watch_health(
+        &mut self,
+        handle: NodeHandle,
+        connection: &Connection,
+        runtime: &tokio::runtime::Handle,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(service) = self.picker.config().health_check() else {
+            return;
+        };
+        if self.health.contains_key(&handle) {
+            return;
+        }
+        let channel = {
+            let _enter = runtime.enter();
+            connection.health_channel()
+        };
+        let channel = match channel {
+            Ok(channel) => channel,
+            Err(status) => {
+                warn!(service = %self.service, node = %connection.node(), error = %status.message(), "cannot watch this node's health");
+                return;
+            }
+        };
+        let report = Box::new(NodeReport {
+            node: handle,
+            picker: ctx.address(),
+        });
+        let watch = HealthWatch::start(
+            runtime,
+            channel,
+            service.clone(),
+            connection.node().to_string(),
+            report,
+        );
+        self.health.insert(handle, watch);
     }
 
     /// Makes the picker's snapshot the one calls pick from, and closes the
@@ -187,6 +235,8 @@ impl PickerActor {
             }
             keep
         });
+        // Dropping a watch stops it.
+        self.health.retain(|handle, _| picker.contains(*handle));
     }
 
     /// Arms the wake-up for the picker's next deadline, unless an earlier one is
@@ -342,6 +392,13 @@ impl Report for NodeReport {
     fn succeeded(&self) {
         self.picker.do_send(ConnectionSucceeded { node: self.node });
     }
+
+    fn serving(&self, serving: bool) {
+        self.picker.do_send(HealthChanged {
+            node: self.node,
+            serving,
+        });
+    }
 }
 
 /// Gives nodes picked without a message (from the [`SharedPicker`]) their
@@ -432,6 +489,16 @@ impl Handler<PushedBack> for PickerActor {
     }
 }
 
+impl Handler<HealthChanged> for PickerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: HealthChanged, _: &mut Self::Context) {
+        if self.picker.health_changed(msg.node, msg.serving) {
+            self.publish();
+        }
+    }
+}
+
 impl Handler<ConnectionSucceeded> for PickerActor {
     type Result = ();
 
@@ -454,7 +521,15 @@ impl Handler<Reconfigure> for PickerActor {
     type Result = ();
 
     fn handle(&mut self, msg: Reconfigure, _: &mut Self::Context) {
+        let watched = self.picker.config().health_check().cloned();
         self.picker.reconfigure(msg.0);
+        if self.picker.config().health_check() != watched.as_ref() {
+            // Watches of the old setting stop, and their verdicts with them;
+            // nodes connected from now on are watched as the new one says.
+            for (handle, _) in self.health.drain() {
+                self.picker.health_changed(handle, true);
+            }
+        }
         self.publish();
     }
 }

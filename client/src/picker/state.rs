@@ -316,6 +316,28 @@ impl Picker {
         true
     }
 
+    /// Records what the health service of `node`'s server says: a node that
+    /// does not serve is not picked until it serves again (it is not counted
+    /// as failing, nor against the ejection cap). Answers whether the
+    /// candidates changed.
+    pub fn health_changed(&mut self, node: NodeHandle, serving: bool) -> bool {
+        let Some(i) = self.position(node) else {
+            return false;
+        };
+        if !self.entries[i].health.set_serving(serving) {
+            return false;
+        }
+        let id = self.effective[i].id();
+        if serving {
+            info!(service = %self.service, node = %id, "node serves again; picking it");
+        } else {
+            info!(service = %self.service, node = %id, "node's health says it does not serve; not picking it");
+        }
+        self.refresh_ejected();
+        self.publish();
+        true
+    }
+
     /// Records a successful connection attempt to `node` (resets its failure
     /// count).
     pub fn connection_succeeded(&mut self, node: NodeHandle) {
@@ -381,6 +403,7 @@ impl Picker {
                     consecutive_failures: entry.health.consecutive_failures(),
                     ejected: entry.health.is_ejected(),
                     paused: entry.health.is_paused(),
+                    unhealthy: entry.health.is_unhealthy(),
                     ejections: entry.health.ejections(),
                     held: self.guard.is_held(n.id()),
                 }

@@ -4,8 +4,9 @@
 //!   fresh temporary data directory on two free loopback ports, waits until it
 //!   answers and checks it is the member it started (not some other etcd that
 //!   took the port). [`EtcdServer::stop`] and [`EtcdServer::restart`] make
-//!   outages on the same ports and data; dropping it kills the process and
-//!   deletes the data.
+//!   outages on the same ports and data, [`EtcdServer::pause`] and
+//!   [`EtcdServer::resume`] freeze and thaw it (SIGSTOP / SIGCONT); dropping
+//!   it kills the process and deletes the data.
 //! * [`EtcdCluster::start`] runs N such members as one cluster and injects the
 //!   faults of a real cluster: [`kill`](EtcdCluster::kill) (SIGKILL) and
 //!   [`restart`](EtcdCluster::restart) of one member,
