@@ -37,6 +37,9 @@ const DEFAULT_FAILURES: u32 = 5;
 const DEFAULT_BASE_TIME: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_TIME: Duration = Duration::from_secs(300);
 const DEFAULT_MAX_SHARE: f64 = 0.5;
+const DEFAULT_SUCCESS_RATE_STDEV_FACTOR: f64 = 1.9;
+const DEFAULT_SUCCESS_RATE_MIN_REQUESTS: u64 = 100;
+const DEFAULT_SUCCESS_RATE_MIN_NODES: usize = 5;
 const DEFAULT_PANIC_THRESHOLD: f64 = 0.5;
 const DEFAULT_PANIC_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,6 +71,10 @@ const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// base_time = "10s"             # first ejection; doubles per ejection ...
 /// max_time = "5m"               # ... up to this
 /// max_share = 0.5               # never eject more than this share of the nodes
+/// success_rate_interval = "10s" # success-rate ejection (default: off): every interval,
+/// success_rate_stdev_factor = 1.9 # eject nodes this many stdevs below the mean rate,
+/// success_rate_min_requests = 100 # counting nodes with this many attempts,
+/// success_rate_min_nodes = 5    # when at least this many nodes have them
 ///
 /// [client.services.echo]        # per service; every key above may be overridden
 /// balancer = "consistent_hash"

@@ -10,6 +10,7 @@
 //! * the stream cannot be opened or breaks in the transport (the connection
 //!   was refused, reset or closed, as after a GOAWAY and the server's exit).
 //!
+//! A stream that brings no first status within 3 s counts as broken too.
 //! After either, the stream is dropped (so a server draining its calls is
 //! not held open by it) and opened again after a backoff (50 ms doubling to
 //! 1 s, with jitter), on a fresh connection if the old one closed; the first
@@ -24,7 +25,7 @@ use std::time::Duration;
 use registry_actor::Backoff;
 use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -38,6 +39,9 @@ use super::report::Report;
 const RETRY_MIN: Duration = Duration::from_millis(50);
 /// Longest wait before the stream is opened again.
 const RETRY_MAX: Duration = Duration::from_secs(1);
+/// How long a new stream may take to bring its first status (on a connection
+/// that may first have to be made): past it, the stream counts as broken.
+const FIRST_ANSWER: Duration = Duration::from_secs(3);
 
 /// The watch of one node's health, running as a task on the runtime of the
 /// channel it uses; stopped when dropped.
@@ -141,12 +145,18 @@ impl Watcher {
         let request = HealthCheckRequest {
             service: self.service.to_string(),
         };
-        let mut stream = match client.watch(request).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => return ended_by(status),
+        let opened = tokio::time::timeout(FIRST_ANSWER, async {
+            let mut stream = client.watch(request).await?.into_inner();
+            let first = stream.message().await;
+            Ok::<_, Status>((stream, first))
+        });
+        let (mut stream, mut next) = match opened.await {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(status)) => return ended_by(status),
+            Err(_) => return Ended::Broken(format!("no status within {FIRST_ANSWER:?}")),
         };
         loop {
-            match stream.message().await {
+            match next {
                 Ok(Some(update)) => match update.status() {
                     ServingStatus::Serving => {
                         self.tell(true);
@@ -157,6 +167,7 @@ impl Watcher {
                 Ok(None) => return Ended::Broken("the server ended the stream".into()),
                 Err(status) => return ended_by(status),
             }
+            next = stream.message().await;
         }
     }
 
@@ -165,6 +176,22 @@ impl Watcher {
             self.serving = serving;
             self.report.serving(serving);
         }
+    }
+}
+
+/// Whether the server at `endpoint` answers a gRPC call (a health check, on
+/// a connection of its own) within `within`: any answer but a broken
+/// transport counts, `UNIMPLEMENTED` included. A listener that accepts
+/// connections but no longer serves them does not answer.
+pub(crate) async fn answers(endpoint: &Endpoint, within: Duration) -> bool {
+    let check = async {
+        let mut client = HealthClient::new(endpoint.connect_lazy());
+        client.check(HealthCheckRequest::default()).await
+    };
+    match tokio::time::timeout(within, check).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(status)) => !matches!(ended_by(status), Ended::Broken(_)),
+        Err(_) => false,
     }
 }
 

@@ -27,11 +27,17 @@
 //! whose watch's connection broke (a GOAWAY and the server's exit), is not
 //! picked until the server says it serves again.
 //!
-//! The modules form one chain: `settings` → `classify` → `report` → `runtime` →
-//! `handle` → `health` → `messages` → `actor`.
+//! The server closing a connection is noticed as it happens: each channel's
+//! connections read the HTTP/2 frame headers the server sends (cleartext
+//! only) and report its GOAWAY, or else the end of the connection; the node
+//! is then not picked until a fresh connection to it works (see `goaway`).
+//!
+//! The modules form one chain: `settings` → `classify` → `report` → `goaway` →
+//! `runtime` → `handle` → `health` → `messages` → `actor`.
 
 mod actor;
 mod classify;
+mod goaway;
 mod handle;
 mod health;
 mod messages;
@@ -41,8 +47,8 @@ mod settings;
 
 pub use actor::ConnectionActor;
 pub use handle::Connection;
-pub(crate) use health::HealthWatch;
+pub(crate) use health::{answers, HealthWatch};
 pub use messages::Close;
-pub(crate) use report::Report;
+pub(crate) use report::{Outcomes, Report};
 pub(crate) use runtime::{Alive, Home, HomeKey, IoRuntime};
 pub use settings::ConnectionSettings;

@@ -10,8 +10,8 @@ use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
 
 use super::messages::{
-    ConnectionFailed, ConnectionSucceeded, HealthChanged, Inspect, Pick, PickAll, PushedBack,
-    Reconfigure,
+    ConnectionFailed, ConnectionSucceeded, GoingAway, HealthChanged, Inspect, Pick, PickAll,
+    PushedBack, Reconfigure,
 };
 use super::picked::{NodeHandle, Picked};
 use super::shared::SharedPicker;
@@ -19,10 +19,18 @@ use super::snapshot::Homed;
 use super::state::Picker;
 use super::view::PickerView;
 use crate::connection::{
-    Alive, Close, Connection, ConnectionActor, ConnectionSettings, HealthWatch, Home, IoRuntime,
-    Report,
+    answers, Alive, Close, Connection, ConnectionActor, ConnectionSettings, HealthWatch, Home,
+    IoRuntime, Report,
 };
 use crate::{Error, PickerConfig};
+
+/// The first wait before a fresh connection is tried to a node whose server
+/// is closing its connection.
+const PROBE_MIN: Duration = Duration::from_millis(50);
+/// The longest wait between such tries.
+const PROBE_MAX: Duration = Duration::from_secs(1);
+/// How long the server has to answer such a try.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The clock of the picker: tokio's, so that tests can pause and advance it.
 fn now() -> std::time::Instant {
@@ -40,6 +48,8 @@ pub struct PickerActor {
     subscription: Option<SubscriptionId>,
     /// The pending wake-up for [`Picker::expire`], and when it fires.
     timer: Option<(std::time::Instant, SpawnHandle)>,
+    /// The periodic success-rate check, and its interval.
+    success_rate: Option<(Duration, SpawnHandle)>,
     /// Picks waiting for the first node set.
     waiters: Vec<oneshot::Sender<()>>,
     /// Picks waiting for a node while the published set is empty.
@@ -82,6 +92,7 @@ impl PickerActor {
             registry,
             subscription: None,
             timer: None,
+            success_rate: None,
             waiters: Vec::new(),
             node_waiters: Vec::new(),
             connections: HashMap::new(),
@@ -144,18 +155,19 @@ impl PickerActor {
             warn!(service = %self.service, node = %picked.node(), "no runtime to connect on");
             return;
         };
-        let report = Box::new(NodeReport {
+        let report = Arc::new(NodeReport {
             node: handle,
             picker: ctx.address(),
         });
         let node = picked.node().clone();
         let settings = self.connection_settings.clone();
         let load = slot.load_counter().clone();
+        let outcomes = slot.outcomes().clone();
         let failure_codes = self.picker.config().ejection().codes();
         // The channel spawns its tasks on the runtime it is made in.
         let made = {
             let _enter = runtime.enter();
-            Connection::new(node, settings, report, load, failure_codes)
+            Connection::new(node, settings, report, load, outcomes, failure_codes)
         };
         match made {
             Ok(connection) => {
@@ -219,6 +231,40 @@ impl PickerActor {
         self.health.insert(handle, watch);
     }
 
+    /// After `delay`, tries a fresh connection to the node of `handle`, whose
+    /// server is closing its connection: once the server answers a health
+    /// check on it (any answer, `UNIMPLEMENTED` included) the node is picked
+    /// again; until then the tries go on, each wait twice the last (up to
+    /// [`PROBE_MAX`]), while the node is in force.
+    fn probe(&mut self, handle: NodeHandle, delay: Duration, ctx: &mut Context<Self>) {
+        let Some(node) = self.picker.node(handle) else {
+            return;
+        };
+        let endpoint = match self.connection_settings.endpoint(node) {
+            Ok(endpoint) => endpoint,
+            Err(status) => {
+                warn!(service = %self.service, node = %node, error = %status.message(), "cannot connect to this node");
+                return;
+            }
+        };
+        let attempt = async move {
+            tokio::time::sleep(delay).await;
+            answers(&endpoint, PROBE_TIMEOUT).await
+        };
+        ctx.spawn(attempt.into_actor(self).map(move |works, act, ctx| {
+            if !act.picker.is_going_away(handle) {
+                return;
+            }
+            if works {
+                if act.picker.reconnected(handle) {
+                    act.publish();
+                }
+            } else {
+                act.probe(handle, (delay * 2).min(PROBE_MAX), ctx);
+            }
+        }));
+    }
+
     /// Makes the picker's snapshot the one calls pick from, and closes the
     /// connections of nodes that left the set in force (each stops once its calls in
     /// flight have ended). Runs after every change of the picker.
@@ -262,6 +308,28 @@ impl PickerActor {
         self.timer = Some((deadline, handle));
     }
 
+    /// Runs the success-rate check every interval the ejection settings name
+    /// (none when they name none), replacing a check of another interval.
+    fn arm_success_rate(&mut self, ctx: &mut Context<Self>) {
+        let interval = self.picker.config().ejection().success_rate_interval();
+        if self.success_rate.map(|(i, _)| i) == interval {
+            return;
+        }
+        if let Some((_, handle)) = self.success_rate.take() {
+            ctx.cancel_future(handle);
+        }
+        let Some(interval) = interval else {
+            return;
+        };
+        let handle = ctx.run_interval(interval, |act, ctx| {
+            if act.picker.check_success_rate(now()) {
+                act.publish();
+                act.schedule(ctx);
+            }
+        });
+        self.success_rate = Some((interval, handle));
+    }
+
     /// Runs `pick` now, or once the first node set arrives (within the discovery
     /// timeout).
     fn when_discovered<T: 'static>(
@@ -299,6 +367,7 @@ impl Actor for PickerActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Every call picks here and connections report here: room for bursts.
         ctx.set_mailbox_capacity(1024);
+        self.arm_success_rate(ctx);
         let subscribe = Subscribe::new(self.service.to_string(), ctx.address().recipient());
         self.registry
             .send(subscribe)
@@ -398,6 +467,10 @@ impl Report for NodeReport {
             node: self.node,
             serving,
         });
+    }
+
+    fn going_away(&self) {
+        self.picker.do_send(GoingAway { node: self.node });
     }
 }
 
@@ -499,6 +572,17 @@ impl Handler<HealthChanged> for PickerActor {
     }
 }
 
+impl Handler<GoingAway> for PickerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: GoingAway, ctx: &mut Self::Context) {
+        if self.picker.going_away(msg.node) {
+            self.publish();
+            self.probe(msg.node, PROBE_MIN, ctx);
+        }
+    }
+}
+
 impl Handler<ConnectionSucceeded> for PickerActor {
     type Result = ();
 
@@ -520,7 +604,7 @@ impl Handler<Inspect> for PickerActor {
 impl Handler<Reconfigure> for PickerActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Reconfigure, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Reconfigure, ctx: &mut Self::Context) {
         let watched = self.picker.config().health_check().cloned();
         self.picker.reconfigure(msg.0);
         if self.picker.config().health_check() != watched.as_ref() {
@@ -530,6 +614,7 @@ impl Handler<Reconfigure> for PickerActor {
                 self.picker.health_changed(handle, true);
             }
         }
+        self.arm_success_rate(ctx);
         self.publish();
     }
 }

@@ -3,7 +3,7 @@
 //! Calls ask with [`Pick`] and [`PickAll`] when they cannot pick from the
 //! published snapshot alone. Connections (one per node, keyed by
 //! [`NodeHandle`]) report with [`ConnectionFailed`] and [`ConnectionSucceeded`],
-//! and their health watches with [`HealthChanged`];
+//! [`GoingAway`], and their health watches with [`HealthChanged`];
 //! these answer `()` and may be sent with `do_send` (a lost report only delays
 //! an ejection).
 //! [`Inspect`] reads the state. The registry feeds the actor with
@@ -128,6 +128,15 @@ pub struct HealthChanged {
     pub node: NodeHandle,
     /// Whether it serves.
     pub serving: bool,
+}
+
+/// A node's server is closing a connection to it: it sent GOAWAY, or the
+/// connection ended. The node is not picked until a fresh connection works.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct GoingAway {
+    /// The node.
+    pub node: NodeHandle,
 }
 
 /// A connection attempt to a node succeeded (resets its failure count).
