@@ -533,3 +533,78 @@ async fn a_node_whose_success_rate_is_far_below_the_others_is_ejected() {
     served_by_the_others_at_once(&client, 30).await;
     assert_eq!(bad.processed(), answered, "the ejected node got a call");
 }
+
+#[actix_rt::test]
+async fn with_health_check_a_node_saying_not_serving_is_not_picked_until_it_serves_again() {
+    use registry_actor::Node;
+    use tonic_health::ServingStatus;
+
+    let mut cluster = Cluster::start().await;
+    // `a` has no health service: it is taken to serve.
+    cluster.add(EchoService::new("a"), |n| n).await;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let watched = EchoService::new("watched");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(watched.into_server())
+            .serve_with_incoming(support::tokio_stream_from(listener)),
+    );
+    let node = Node::new("watched", "echo", addr.to_string()).expect("node");
+    cluster.add_served_elsewhere(node).await;
+    let config = test_config()
+        .with_strategy(Strategy::Failfast)
+        .with_health_check(true);
+    let client = cluster.client(config, 2).await;
+
+    let answered_by = |client: Addr<ClusterClient>, id: &'static str| async move {
+        let reply = client
+            .send(Call::new("echo", SAY, say("probe")))
+            .await
+            .expect("client alive")
+            .expect("answered");
+        reply.node.id() == id
+    };
+    assert!(
+        wait_until(EVENTUALLY, || answered_by(client.clone(), "watched")).await,
+        "watched is picked while it serves"
+    );
+    assert!(
+        wait_until(EVENTUALLY, || answered_by(client.clone(), "a")).await,
+        "a, without a health service, is picked"
+    );
+
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    let out = wait_until(EVENTUALLY, || {
+        let client = client.clone();
+        async move { node_status(&client, "watched").await.unhealthy }
+    })
+    .await;
+    assert!(out, "NOT_SERVING marks watched unhealthy");
+    for i in 0..20 {
+        let reply = client
+            .send(Call::new("echo", SAY, say(&format!("m{i}"))))
+            .await
+            .expect("client alive")
+            .unwrap_or_else(|e| panic!("call {i} failed: {e}"));
+        assert_eq!(reply.node.id(), "a", "a node saying NOT_SERVING was picked");
+    }
+    let status = node_status(&client, "watched").await;
+    assert!(
+        !status.ejected && status.consecutive_failures == 0,
+        "{status:?}"
+    );
+
+    health.set_service_status("", ServingStatus::Serving).await;
+    assert!(
+        wait_until(EVENTUALLY, || answered_by(client.clone(), "watched")).await,
+        "watched is picked again once it says SERVING"
+    );
+    assert!(!node_status(&client, "a").await.unhealthy);
+}

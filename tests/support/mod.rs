@@ -104,7 +104,8 @@ impl Drop for PlainEcho {
     }
 }
 
-fn tokio_stream_from(
+/// The connections `listener` accepts, as the stream tonic serves.
+pub fn tokio_stream_from(
     listener: TcpListener,
 ) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     futures_util::stream::unfold(listener, |l| async move {
