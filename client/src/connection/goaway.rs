@@ -5,13 +5,13 @@
 //! only by hyper, which then lets the calls in flight finish and connects
 //! afresh for the next call (refused, when the server is going down). So the
 //! channel of each node is made with a connector of ours
-//! ([`watching_connector`]) whose connections ([`Watched`]) read the frames
+//! ([`WatchingConnector`]) whose connections ([`Watched`]) read the frames
 //! the server sends as they pass (the 9-byte frame headers only, see
 //! [`Frames`]) and report the first GOAWAY — or, when the frames cannot be
 //! read (under TLS, which tonic puts on top of this connector) or no GOAWAY
 //! came, the end of the connection (end of stream or a read error) — once,
-//! as [`Report::going_away`]. The picker then stops picking the node until a
-//! fresh connection to it works.
+//! as [`Report::going_away`]. The picker then stops picking the node until its
+//! server answers on a fresh connection.
 
 use std::future::Future;
 use std::io;

@@ -30,7 +30,8 @@
 //! The server closing a connection is noticed as it happens: each channel's
 //! connections read the HTTP/2 frame headers the server sends (cleartext
 //! only) and report its GOAWAY, or else the end of the connection; the node
-//! is then not picked until a fresh connection to it works (see `goaway`).
+//! is then not picked until its server answers on a fresh connection (see
+//! `goaway`).
 //!
 //! The modules form one chain: `settings` → `classify` → `report` → `goaway` →
 //! `runtime` → `handle` → `health` → `messages` → `actor`.

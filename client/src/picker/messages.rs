@@ -131,7 +131,8 @@ pub struct HealthChanged {
 }
 
 /// A node's server is closing a connection to it: it sent GOAWAY, or the
-/// connection ended. The node is not picked until a fresh connection works.
+/// connection ended. The node is not picked until its server answers on a
+/// fresh connection.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct GoingAway {
