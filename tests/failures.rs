@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use actix::Addr;
 use cluster_client::{
-    Call, CallOptions, ClusterClient, EjectionConfig, NodeStatus, Selector, ServiceStatus, Strategy,
+    Call, CallOptions, ClusterClient, EjectionConfig, GetHandle, NodeStatus, Selector,
+    ServiceStatus, Strategy,
 };
 use grpc_cluster::echo::{EchoService, EchoStats, SayRequest, SAY};
 use support::cluster::{test_config, Cluster};
 use support::{wait_until, EVENTUALLY};
 use tonic::Code;
+use tonic_health::ServingStatus;
 
 fn say(message: &str) -> SayRequest {
     SayRequest {
@@ -536,39 +538,12 @@ async fn a_node_whose_success_rate_is_far_below_the_others_is_ejected() {
 
 #[actix_rt::test]
 async fn with_health_check_a_node_saying_not_serving_is_not_picked_until_it_serves_again() {
-    use registry_actor::Node;
-    use tonic_health::ServingStatus;
-
-    let mut cluster = Cluster::start().await;
-    // `a` has no health service: it is taken to serve.
-    cluster.add(EchoService::new("a"), |n| n).await;
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let watched = EchoService::new("watched");
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(watched.into_server())
-            .serve_with_incoming(support::tokio_stream_from(listener)),
-    );
-    let node = Node::new("watched", "echo", addr.to_string()).expect("node");
-    cluster.add_served_elsewhere(node).await;
+    let (cluster, health) = cluster_with_a_watched_node().await;
     let config = test_config()
         .with_strategy(Strategy::Failfast)
         .with_health_check(true);
     let client = cluster.client(config, 2).await;
 
-    let answered_by = |client: Addr<ClusterClient>, id: &'static str| async move {
-        let reply = client
-            .send(Call::new("echo", SAY, say("probe")))
-            .await
-            .expect("client alive")
-            .expect("answered");
-        reply.node.id() == id
-    };
     assert!(
         wait_until(EVENTUALLY, || answered_by(client.clone(), "watched")).await,
         "watched is picked while it serves"
@@ -581,12 +556,10 @@ async fn with_health_check_a_node_saying_not_serving_is_not_picked_until_it_serv
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;
-    let out = wait_until(EVENTUALLY, || {
-        let client = client.clone();
-        async move { node_status(&client, "watched").await.unhealthy }
-    })
-    .await;
-    assert!(out, "NOT_SERVING marks watched unhealthy");
+    assert!(
+        unhealthy(&client, "watched").await,
+        "NOT_SERVING marks watched unhealthy"
+    );
     for i in 0..20 {
         let reply = client
             .send(Call::new("echo", SAY, say(&format!("m{i}"))))
@@ -607,4 +580,103 @@ async fn with_health_check_a_node_saying_not_serving_is_not_picked_until_it_serv
         "watched is picked again once it says SERVING"
     );
     assert!(!node_status(&client, "a").await.unhealthy);
+}
+
+/// A cluster of `a` (a plain server, without the health service) and
+/// `watched` (with it), and the health reporter of `watched`.
+async fn cluster_with_a_watched_node() -> (Cluster, tonic_health::server::HealthReporter) {
+    use registry_actor::Node;
+
+    let mut cluster = Cluster::start().await;
+    cluster.add(EchoService::new("a"), |n| n).await;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(EchoService::new("watched").into_server())
+            .serve_with_incoming(support::tokio_stream_from(listener)),
+    );
+    let node = Node::new("watched", "echo", addr.to_string()).expect("node");
+    cluster.add_served_elsewhere(node).await;
+    (cluster, health)
+}
+
+/// Whether a call is answered by node `id`.
+async fn answered_by(client: Addr<ClusterClient>, id: &'static str) -> bool {
+    let reply = client
+        .send(Call::new("echo", SAY, say("probe")))
+        .await
+        .expect("client alive")
+        .expect("answered");
+    reply.node.id() == id
+}
+
+async fn unhealthy(client: &Addr<ClusterClient>, id: &str) -> bool {
+    let client = client.clone();
+    let id = id.to_owned();
+    wait_until(EVENTUALLY, move || {
+        let (client, id) = (client.clone(), id.clone());
+        async move { node_status(&client, &id).await.unhealthy }
+    })
+    .await
+}
+
+#[actix_rt::test]
+async fn a_health_watch_that_ends_with_its_runtime_leaves_no_verdict_and_is_made_again() {
+    let (cluster, health) = cluster_with_a_watched_node().await;
+    let config = test_config()
+        .with_strategy(Strategy::Failfast)
+        .with_health_check(true);
+    let client = cluster.client(config, 2).await;
+    let handle = client.send(GetHandle).await.expect("client alive");
+
+    // Calls from a runtime of their own reach `watched` first: its channel,
+    // and its health watch, live on that runtime.
+    let (answered_tx, answered_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let other = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            for i in 0..100 {
+                let reply = handle
+                    .call(Call::new("echo", SAY, say(&format!("m{i}"))))
+                    .await
+                    .expect("answered");
+                if reply.node.id() == "watched" {
+                    let _ = answered_tx.send(());
+                    break;
+                }
+            }
+            let _ = stop_rx.await;
+        });
+    });
+    answered_rx
+        .await
+        .expect("watched answered on the other runtime");
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    assert!(unhealthy(&client, "watched").await, "NOT_SERVING seen");
+
+    // The runtime stops, and the watch with it; `watched` then serves again
+    // with no one watching.
+    let _ = stop_tx.send(());
+    let _ = tokio::task::spawn_blocking(move || other.join()).await;
+    health.set_service_status("", ServingStatus::Serving).await;
+    assert!(
+        wait_until(EVENTUALLY, || answered_by(client.clone(), "watched")).await,
+        "the ended watch's NOT_SERVING no longer keeps watched out"
+    );
+    // A new watch runs, on the runtime of the calls now.
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    assert!(unhealthy(&client, "watched").await, "watched again");
 }

@@ -73,6 +73,14 @@ impl HealthWatch {
     }
 }
 
+impl HealthWatch {
+    /// Whether the watch has ended: only when its runtime stopped (or it
+    /// found no health service to watch).
+    pub(crate) fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
 impl Drop for HealthWatch {
     fn drop(&mut self) {
         self.task.abort();
@@ -192,6 +200,16 @@ pub(crate) async fn answers(endpoint: &Endpoint, within: Duration) -> bool {
         Ok(Ok(_)) => true,
         Ok(Err(status)) => !matches!(ended_by(status), Ended::Broken(_)),
         Err(_) => false,
+    }
+}
+
+/// A watch that ends (its runtime stopped, or the node left) takes its
+/// verdict with it: a node it took out is not left out with no one watching.
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if !self.serving {
+            self.report.serving(true);
+        }
     }
 }
 

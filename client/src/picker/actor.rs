@@ -192,7 +192,7 @@ impl PickerActor {
 
     /// Starts watching the health of `handle`'s node on `connection` (on
     /// `runtime`, where its channel lives), when `health_check` asks for it
-    /// and the node has no watch yet.
+    /// and the node has no running watch (a watch ends with its runtime).
     fn watch_health(
         &mut self,
         handle: NodeHandle,
@@ -200,11 +200,19 @@ impl PickerActor {
         runtime: &tokio::runtime::Handle,
         ctx: &mut Context<Self>,
     ) {
-        let Some(service) = self.picker.config().health_check() else {
+        let Some(service) = self.picker.config().health_check().cloned() else {
             return;
         };
-        if self.health.contains_key(&handle) {
-            return;
+        match self.health.get(&handle) {
+            Some(watch) if !watch.is_finished() => return,
+            // Its runtime stopped: watch again from here, from a clean slate.
+            Some(_) => {
+                self.health.remove(&handle);
+                if self.picker.health_changed(handle, true) {
+                    self.publish();
+                }
+            }
+            None => {}
         }
         let channel = {
             let _enter = runtime.enter();
@@ -224,7 +232,7 @@ impl PickerActor {
         let watch = HealthWatch::start(
             runtime,
             channel,
-            service.clone(),
+            service,
             connection.node().to_string(),
             report,
         );
