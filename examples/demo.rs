@@ -3,9 +3,10 @@
 //! Starts a private etcd on free loopback ports and `echo-server` processes (two
 //! `1.0.0` in group `blue`, two `2.0.0` in group `green`), then shows with real,
 //! measured numbers: balancing, version routing, multicast, broadcast, failover
-//! while a server is killed, rate limiting with pushback, a graceful shutdown
-//! under load, and one hop over mutual TLS (certificates made at start). Everything it started is stopped at the end, also on
-//! Ctrl-C or a failure.
+//! while a server is killed, rate limiting with pushback, a hung server worked
+//! around by hedging and by attempt timeouts, a graceful shutdown under load,
+//! and one hop over mutual TLS (certificates made at start). Everything it
+//! started is stopped at the end, also on Ctrl-C or a failure.
 //!
 //! Run it with `scripts/demo` (which installs etcd and protoc when missing and
 //! builds the examples), or `cargo build --examples && cargo run --example demo`.
@@ -308,7 +309,11 @@ async fn demo() -> Result<()> {
         .with_lease_ttl(Duration::from_secs(2));
     let config = ClientConfig::default()
         .with_timeout(Duration::from_secs(5))
-        .with_caller("demo");
+        .with_caller("demo")
+        // Hedging (used where a call asks for it): a new attempt every 20 ms.
+        .with_hedging(Duration::from_millis(20), 3, [tonic::Code::Unavailable])
+        // Room for the extra attempts of the hung-server section.
+        .with_budget(0.5, 20);
     let client = ClusterClient::connect(&registry, config)
         .await
         .map_err(|e| e.to_string())?;
@@ -432,7 +437,7 @@ async fn demo() -> Result<()> {
         &["--version", "1.0.0", "--group", "limited", "--rps", "20"],
     )
     .await?;
-    wait_limited(&client).await?;
+    wait_node(&client, "echo-5").await?;
     let only = CallOptions::new()
         .with_strategy(Strategy::Failfast)
         .with_selector(Selector::new().with_group("limited"));
@@ -470,6 +475,8 @@ async fn demo() -> Result<()> {
     );
     limited.sigterm()?;
     limited.exited(Duration::from_secs(15)).await?;
+
+    hung_server(&client, &endpoint).await?;
 
     section("Graceful shutdown under load: 800 Slow(20 ms) calls, failfast, 16 at a time; SIGTERM echo-1 after 200");
     let pid = servers
@@ -609,19 +616,89 @@ async fn tls_hop(etcd: &EtcdServer) -> Result<()> {
     Ok(())
 }
 
-async fn wait_limited(client: &Addr<ClusterClient>) -> Result<()> {
+/// Waits until the client lists node `id`.
+async fn wait_node(client: &Addr<ClusterClient>, id: &str) -> Result<()> {
     let started = Instant::now();
     loop {
         if let Ok(Ok(status)) = client.send(ServiceStatus("echo".into())).await {
-            if status.node("echo-5").is_some() {
+            if status.node(id).is_some() {
                 return Ok(());
             }
         }
         if started.elapsed() > Duration::from_secs(20) {
-            return Err("the client did not see echo-5 within 20 s".into());
+            return Err(format!("the client did not see {id} within 20 s"));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A server that accepts calls and never answers them (`echo-server --hang`)
+/// joins the cluster: hedging answers from another node one delay later,
+/// failover with an attempt timeout moves on after it and ejects the node.
+async fn hung_server(client: &Addr<ClusterClient>, endpoint: &str) -> Result<()> {
+    section("A hung server: echo-6 accepts Say and never answers (--hang)");
+    let mut hung = Server::start(
+        endpoint,
+        "echo-6",
+        &["--version", "1.0.0", "--group", "hung", "--hang"],
+    )
+    .await?;
+    wait_node(client, "echo-6").await?;
+    let alone = CallOptions::new()
+        .with_strategy(Strategy::Failfast)
+        .with_timeout(Duration::from_millis(300))
+        .with_selector(Selector::new().with_group("hung"));
+    let t = Instant::now();
+    let call = Call::new(
+        "echo",
+        SAY,
+        SayRequest {
+            message: "alone".into(),
+        },
+    )
+    .with_options(alone);
+    let outcome = match client.send(call).await.map_err(|e| e.to_string())? {
+        Ok(_) => "an answer (unexpected)".to_owned(),
+        Err(e) => format!("{:?}", e.code()),
+    };
+    step(&format!(
+        "a failfast call to echo-6 alone (300 ms deadline) ends with {outcome} after {:.0?}: \
+         without a bound per attempt, every call that meets echo-6 waits for its deadline",
+        t.elapsed()
+    ));
+
+    let hedged = say_batch(client, 300, 8, options(Strategy::Hedging), |_| {}).await;
+    step("hedging, a new attempt on another node every 20 ms: 300 Say calls, 8 at a time");
+    println!("   {}", hedged.line());
+
+    let bounded = options(Strategy::Failover).with_attempt_timeout(Duration::from_millis(100));
+    let failover = say_batch(client, 300, 8, bounded, |_| {}).await;
+    step("failover with attempt_timeout = 100 ms: 300 Say calls, 8 at a time");
+    println!("   {}", failover.line());
+    let status = client
+        .send(ServiceStatus("echo".into()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let ejected = status.node("echo-6").is_some_and(|n| n.ejected);
+    println!(
+        "   {} calls moved on after a timed-out attempt; echo-6 {}",
+        failover.retried,
+        if ejected {
+            "was ejected after 5 timeouts in a row and got no more attempts"
+        } else {
+            "is not ejected (fewer than 5 timeouts in a row)"
+        }
+    );
+    hung.sigterm()?;
+    let (_, lines) = hung.exited(Duration::from_secs(15)).await?;
+    if let Some(totals) = lines.iter().find(|l| l.starts_with("echo totals")) {
+        println!(
+            "   echo-6 at exit, {totals}: every call it got was a losing hedge or a timed-out \
+             attempt, cancelled by the client"
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

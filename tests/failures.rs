@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use actix::Addr;
 use cluster_client::{
-    Call, CallOptions, ClusterClient, EjectionConfig, NodeStatus, Selector, ServiceStatus, Strategy,
+    Call, CallOptions, ClusterClient, EjectionConfig, GetHandle, NodeStatus, Selector,
+    ServiceStatus, Strategy,
 };
 use grpc_cluster::echo::{EchoService, EchoStats, SayRequest, SAY};
 use support::cluster::{test_config, Cluster};
 use support::{wait_until, EVENTUALLY};
 use tonic::Code;
+use tonic_health::ServingStatus;
 
 fn say(message: &str) -> SayRequest {
     SayRequest {
@@ -31,6 +33,19 @@ async fn node_status(client: &Addr<ClusterClient>, id: &str) -> NodeStatus {
         .node(id)
         .cloned()
         .expect("node listed")
+}
+
+/// Sends `calls` calls; each is served at its first attempt (no node that
+/// fails is picked).
+async fn served_by_the_others_at_once(client: &Addr<ClusterClient>, calls: usize) {
+    for i in 0..calls {
+        let reply = client
+            .send(Call::new("echo", SAY, say(&format!("after {i}"))))
+            .await
+            .expect("client alive")
+            .expect("served by the others");
+        assert_eq!(reply.attempts.len(), 1, "{:?}", reply.attempts);
+    }
 }
 
 /// An ejection that outlasts the test: once out, a node stays out.
@@ -120,14 +135,7 @@ async fn failover_with_an_attempt_timeout_gets_past_a_hung_node_until_it_is_ejec
 
     // Ejected: no attempt reaches it until its ejection ends.
     let before = hung.hung();
-    for i in 0..30 {
-        let reply = client
-            .send(Call::new("echo", SAY, say(&format!("after {i}"))))
-            .await
-            .expect("client alive")
-            .expect("served by the others");
-        assert_eq!(reply.attempts.len(), 1, "{:?}", reply.attempts);
-    }
+    served_by_the_others_at_once(&client, 30).await;
     assert_eq!(hung.hung(), before, "the ejected node got an attempt");
     assert!(
         all_hung_calls_cancelled(&hung).await,
@@ -400,4 +408,275 @@ async fn a_storm_of_hedges_and_retries_stays_within_the_budget() {
     );
     assert!(attempts > calls as usize, "extra attempts were made");
     assert!(refused > 0, "the budget refused some extra attempts");
+}
+
+#[actix_rt::test]
+async fn a_node_whose_server_sends_goaway_is_not_picked_until_a_fresh_connection_works() {
+    use grpc_cluster::echo::{SlowRequest, SLOW};
+    use support::PlainEcho;
+
+    let mut cluster = Cluster::start().await;
+    cluster
+        .add(EchoService::new("a"), |n| n.with_group("a"))
+        .await;
+    cluster.add(EchoService::new("b"), |n| n).await;
+    // Neither health watch nor ejection: only the GOAWAY can take `a` out.
+    let config = test_config()
+        .with_strategy(Strategy::Failfast)
+        .with_ejection(ejection_after(1000));
+    let client = cluster.client(config, 2).await;
+    let on_a = || CallOptions::new().with_selector(Selector::new().with_group("a"));
+
+    // A call that stays in flight on `a` keeps its connection open while
+    // its server drains: what the client sees then is the GOAWAY, not the
+    // connection's end.
+    let slow = SlowRequest {
+        message: "stays".into(),
+        delay_ms: 5_000,
+    };
+    let slow_call = actix_rt::spawn(client.send(
+        Call::new("echo", SLOW, slow).with_options(on_a().with_timeout(Duration::from_secs(30))),
+    ));
+    let in_flight = wait_until(EVENTUALLY, || {
+        let client = client.clone();
+        async move { node_status(&client, "a").await.in_flight == 1 }
+    })
+    .await;
+    assert!(in_flight, "the slow call reached a");
+    let index = cluster.nodes.iter().position(|n| n.id == "a").expect("a");
+    let old = cluster.nodes[index].server.take().expect("a serves");
+    let addr = old.addr;
+    // Its graceful stop: GOAWAY, the listener closed, the slow call drains.
+    drop(old);
+
+    let going = wait_until(EVENTUALLY, || {
+        let client = client.clone();
+        async move { node_status(&client, "a").await.going_away }
+    })
+    .await;
+    assert!(going, "the GOAWAY took a out");
+    assert!(!slow_call.is_finished(), "a's connection is still open");
+    let status = node_status(&client, "a").await;
+    assert!(
+        !status.ejected && status.consecutive_failures == 0,
+        "{status:?}"
+    );
+    for i in 0..20 {
+        let reply = client
+            .send(Call::new("echo", SAY, say(&format!("m{i}"))))
+            .await
+            .expect("client alive")
+            .unwrap_or_else(|e| panic!("call {i} failed: {e}"));
+        assert_eq!(reply.node.id(), "b", "a was picked after its GOAWAY");
+    }
+
+    // The slow call drains on the old connection; then a new server on the
+    // same address brings `a` back once a fresh connection to it works.
+    let drained = slow_call
+        .await
+        .expect("task")
+        .expect("client alive")
+        .expect("the call in flight at the GOAWAY completes");
+    assert_eq!(drained.node.id(), "a");
+    cluster.nodes[index].server = Some(PlainEcho::serve_on(EchoService::new("a"), addr).await);
+    let back = wait_until(EVENTUALLY, || {
+        let client = client.clone();
+        async move { !node_status(&client, "a").await.going_away }
+    })
+    .await;
+    assert!(back, "a is picked again once a fresh connection works");
+    let reply = client
+        .send(Call::new("echo", SAY, say("back")).with_options(on_a()))
+        .await
+        .expect("client alive")
+        .expect("the new a answers");
+    assert_eq!(reply.node.id(), "a");
+}
+
+#[actix_rt::test]
+async fn a_node_whose_success_rate_is_far_below_the_others_is_ejected() {
+    let mut cluster = Cluster::start().await;
+    let good = ["a", "b", "c", "d"];
+    for id in good {
+        cluster.add(EchoService::new(id), |n| n).await;
+    }
+    let bad = EchoService::new("bad").with_say_error(Code::Unavailable, None);
+    cluster.add(bad, |n| n).await;
+    // Consecutive failures never eject here: only the success rates can.
+    let ejection =
+        ejection_after(u32::MAX).with_success_rate(Duration::from_millis(300), 1.9, 10, 5);
+    let config = test_config()
+        .with_strategy(Strategy::Failover)
+        .with_ejection(ejection)
+        // Enough budget that no retry is refused: this test is about ejection.
+        .with_budget(1.0, 1000);
+    let client = cluster.client(config, 5).await;
+    let bad = cluster.node("bad").stats();
+
+    let mut calls = 0;
+    while !node_status(&client, "bad").await.ejected {
+        assert!(calls < 5_000, "bad not ejected after {calls} calls");
+        let reply = client
+            .send(Call::new("echo", SAY, say(&format!("m{calls}"))))
+            .await
+            .expect("client alive")
+            .unwrap_or_else(|e| panic!("call {calls} failed: {e}"));
+        assert_ne!(reply.node.id(), "bad");
+        calls += 1;
+    }
+    let status = node_status(&client, "bad").await;
+    assert_eq!(status.ejections, 1, "{status:?}");
+    assert!(status.consecutive_failures < u32::MAX, "{status:?}");
+    for id in good {
+        let status = node_status(&client, id).await;
+        assert!(!status.ejected && status.ejections == 0, "{status:?}");
+    }
+    let answered = bad.processed();
+    served_by_the_others_at_once(&client, 30).await;
+    assert_eq!(bad.processed(), answered, "the ejected node got a call");
+}
+
+#[actix_rt::test]
+async fn with_health_check_a_node_saying_not_serving_is_not_picked_until_it_serves_again() {
+    let (cluster, health) = cluster_with_a_watched_node().await;
+    let config = test_config()
+        .with_strategy(Strategy::Failfast)
+        .with_health_check(true);
+    let client = cluster.client(config, 2).await;
+
+    assert!(
+        wait_until(EVENTUALLY, || answered_by(client.clone(), "watched")).await,
+        "watched is picked while it serves"
+    );
+    assert!(
+        wait_until(EVENTUALLY, || answered_by(client.clone(), "a")).await,
+        "a, without a health service, is picked"
+    );
+
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    assert!(
+        unhealthy(&client, "watched").await,
+        "NOT_SERVING marks watched unhealthy"
+    );
+    for i in 0..20 {
+        let reply = client
+            .send(Call::new("echo", SAY, say(&format!("m{i}"))))
+            .await
+            .expect("client alive")
+            .unwrap_or_else(|e| panic!("call {i} failed: {e}"));
+        assert_eq!(reply.node.id(), "a", "a node saying NOT_SERVING was picked");
+    }
+    let status = node_status(&client, "watched").await;
+    assert!(
+        !status.ejected && status.consecutive_failures == 0,
+        "{status:?}"
+    );
+
+    health.set_service_status("", ServingStatus::Serving).await;
+    assert!(
+        wait_until(EVENTUALLY, || answered_by(client.clone(), "watched")).await,
+        "watched is picked again once it says SERVING"
+    );
+    assert!(!node_status(&client, "a").await.unhealthy);
+}
+
+/// A cluster of `a` (a plain server, without the health service) and
+/// `watched` (with it), and the health reporter of `watched`.
+async fn cluster_with_a_watched_node() -> (Cluster, tonic_health::server::HealthReporter) {
+    use registry_actor::Node;
+
+    let mut cluster = Cluster::start().await;
+    cluster.add(EchoService::new("a"), |n| n).await;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(EchoService::new("watched").into_server())
+            .serve_with_incoming(support::tokio_stream_from(listener)),
+    );
+    let node = Node::new("watched", "echo", addr.to_string()).expect("node");
+    cluster.add_served_elsewhere(node).await;
+    (cluster, health)
+}
+
+/// Whether a call is answered by node `id`.
+async fn answered_by(client: Addr<ClusterClient>, id: &'static str) -> bool {
+    let reply = client
+        .send(Call::new("echo", SAY, say("probe")))
+        .await
+        .expect("client alive")
+        .expect("answered");
+    reply.node.id() == id
+}
+
+async fn unhealthy(client: &Addr<ClusterClient>, id: &str) -> bool {
+    let client = client.clone();
+    let id = id.to_owned();
+    wait_until(EVENTUALLY, move || {
+        let (client, id) = (client.clone(), id.clone());
+        async move { node_status(&client, &id).await.unhealthy }
+    })
+    .await
+}
+
+#[actix_rt::test]
+async fn a_health_watch_that_ends_with_its_runtime_leaves_no_verdict_and_is_made_again() {
+    let (cluster, health) = cluster_with_a_watched_node().await;
+    let config = test_config()
+        .with_strategy(Strategy::Failfast)
+        .with_health_check(true);
+    let client = cluster.client(config, 2).await;
+    let handle = client.send(GetHandle).await.expect("client alive");
+
+    // Calls from a runtime of their own reach `watched` first: its channel,
+    // and its health watch, live on that runtime.
+    let (answered_tx, answered_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let other = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            for i in 0..100 {
+                let reply = handle
+                    .call(Call::new("echo", SAY, say(&format!("m{i}"))))
+                    .await
+                    .expect("answered");
+                if reply.node.id() == "watched" {
+                    let _ = answered_tx.send(());
+                    break;
+                }
+            }
+            let _ = stop_rx.await;
+        });
+    });
+    answered_rx
+        .await
+        .expect("watched answered on the other runtime");
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    assert!(unhealthy(&client, "watched").await, "NOT_SERVING seen");
+
+    // The runtime stops, and the watch with it; `watched` then serves again
+    // with no one watching.
+    let _ = stop_tx.send(());
+    let _ = tokio::task::spawn_blocking(move || other.join()).await;
+    health.set_service_status("", ServingStatus::Serving).await;
+    assert!(
+        wait_until(EVENTUALLY, || answered_by(client.clone(), "watched")).await,
+        "the ended watch's NOT_SERVING no longer keeps watched out"
+    );
+    // A new watch runs, on the runtime of the calls now.
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    assert!(unhealthy(&client, "watched").await, "watched again");
 }

@@ -321,6 +321,116 @@ async fn rolling_graceful_restart_under_failfast_load_loses_and_doubles_nothing(
     );
 }
 
+/// Scenario 3b: the rolling graceful restart of scenario 3 with the client's
+/// etcd watch held back: etcd is frozen (SIGSTOP) for the whole restart, so
+/// the client hears nothing from the registry and no server can deregister.
+/// Each backend restarts on its own address. The client watches the servers'
+/// health (`client.health_check`): a server kit says `NOT_SERVING` first thing
+/// when it shuts down, so the client stops picking it at once, while it still
+/// serves (deregistration timeout, lame duck) and well before its GOAWAY; the
+/// new process is picked again once it says `SERVING`. Failfast: no call fails
+/// and none needs a second attempt.
+///
+/// Reconciled per address (the original process and its restart share it):
+/// processed on both == successes the client got there, and the sum == calls.
+#[actix_rt::test]
+async fn rolling_graceful_restart_with_etcd_frozen_loses_nothing_thanks_to_health() {
+    let _serial = one_at_a_time().await;
+    init_tracing();
+    let etcd = EtcdServer::start().await.expect("etcd starts");
+    let ids = ["hr-1", "hr-2", "hr-3"];
+    let Scenario {
+        mut servers,
+        client,
+        load,
+        ..
+    } = Scenario::start(
+        &etcd,
+        &ids,
+        &etcd.registry_config(),
+        ClientConfig::default().with_health_check(true),
+        LoadPlan::new(RATE, LOAD_LIMIT),
+        say_call(Strategy::Failfast),
+    )
+    .await;
+    let revision = echo_status(&client).await.revision;
+
+    etcd.pause().expect("etcd freezes");
+    let mut exits = Vec::new();
+    let mut steps = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let began = Instant::now();
+        let addr = servers[i].addr();
+        let exit = servers[i].stop_gracefully().await;
+        let stopped = began.elapsed();
+        assert!(
+            !exit.report.contains("key gone from etcd"),
+            "etcd is frozen: no deregistration can be confirmed: {}",
+            exit.report
+        );
+        exits.push((addr.clone(), exit));
+        let served_before = load.count(|r| r.ok_addr() == Some(addr.as_str()));
+        servers[i] = EchoProcess::start_on(&etcd, id, &addr).await;
+        let served = load
+            .wait_for(PROCESS_DEADLINE, served_before + WARM, |r| {
+                r.ok_addr() == Some(addr.as_str())
+            })
+            .await;
+        assert!(served, "the restarted {id} answered {WARM} calls");
+        steps.push(format!(
+            "{id}: exited after {}, serving again after {}",
+            secs(stopped),
+            secs(began.elapsed())
+        ));
+    }
+    wait_more_calls(&load, RATE as usize).await;
+    assert_eq!(
+        echo_status(&client).await.revision,
+        revision,
+        "the client heard nothing from etcd during the restart"
+    );
+    let report = load.stop().await;
+    etcd.resume().expect("etcd thaws");
+    exits.extend(stop_all(&mut servers).await);
+
+    assert_no_call_failed(&report);
+    assert_eq!(
+        report.attempts(),
+        report.calls(),
+        "failfast: one attempt per call"
+    );
+    let mut processed = 0;
+    for (addr, _) in &exits[..3] {
+        let here: Vec<_> = exits.iter().filter(|(a, _)| a == addr).collect();
+        assert_eq!(here.len(), 2, "{addr}: the original and its restart");
+        let on_servers: u64 = here.iter().map(|(_, e)| e.processed).sum();
+        assert_eq!(
+            on_servers,
+            report.successes_at(addr),
+            "{addr}: processed on its two processes == successes the client got there"
+        );
+        for (_, exit) in here {
+            // ", cancelled N": a failed deregistration's reason may say
+            // "cancelled" too.
+            assert_eq!(
+                number_after(&exit.report, ", cancelled"),
+                Some(0),
+                "{addr}: nothing cancelled by the drain deadline: {}",
+                exit.report
+            );
+        }
+        processed += on_servers;
+    }
+    assert_eq!(processed, report.calls() as u64, "processed == calls");
+    eprintln!(
+        "FAULTS 3b rolling restart, etcd frozen, health watched: calls {} errors 0 attempts {} \
+         processed {processed} (6 processes); restarts: {}",
+        report.calls(),
+        report.attempts(),
+        steps.join("; ")
+    );
+}
+
 /// How long etcd stays down in scenario 4.
 const OUTAGE: Duration = Duration::from_secs(10);
 

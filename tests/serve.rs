@@ -305,9 +305,9 @@ async fn server_kit_serve_with_configs_in_code_registers_limits_and_drains_on_si
     assert_eq!(
         phases,
         [
+            Phase::NotServing,
             Phase::Deregister,
             Phase::LameDuck,
-            Phase::NotServing,
             Phase::StopAccepting,
             Phase::Drain
         ]

@@ -399,9 +399,9 @@ async fn shutdown_under_load_drains_calls_after_deregistering_and_cancels_an_end
     assert_eq!(
         phases,
         [
+            Phase::NotServing,
             Phase::Deregister,
             Phase::LameDuck,
-            Phase::NotServing,
             Phase::StopAccepting,
             Phase::Drain,
             Phase::Cancel
@@ -566,9 +566,9 @@ async fn sigterm_to_an_echo_server_process_shuts_it_down_in_the_same_order() {
     assert_eq!(count_after(&report, "drained"), Some(in_flight), "{report}");
     assert_eq!(count_after(&report, "cancelled"), Some(0), "{report}");
     let order = [
+        "not-serving=",
         "deregister=",
         "lame-duck=",
-        "not-serving=",
         "stop-accepting=",
         "drain=",
     ];

@@ -13,6 +13,17 @@
 //! Ejection never takes out more than `max_share` of a service's nodes: a node
 //! that reaches its threshold while the cap is full stays in, and is ejected at its
 //! next failure if room has been made by then.
+//!
+//! Optionally, nodes are also compared with each other: every interval, a
+//! node whose share of successful attempts is far below the others' (more
+//! than `stdev_factor` standard deviations under the mean, among the nodes
+//! with enough attempts; see [`success_rate_outliers`]) is ejected the same
+//! way, under the same cap.
+//!
+//! Beside ejection, a node is out of picking while its retry pushback lasts,
+//! while its server's health service says it does not serve (with
+//! `health_check`), and from its server's GOAWAY until a fresh connection
+//! works; none of these counts as a failure nor against the cap.
 
 #[cfg(test)]
 use std::time::Duration;
@@ -32,6 +43,11 @@ pub(crate) struct NodeHealth {
     returned_at: Option<Instant>,
     /// Until when the node asked (by a retry pushback) not to be called.
     paused_until: Option<Instant>,
+    /// Whether its server's health service says it does not serve.
+    unhealthy: bool,
+    /// Whether its server is closing a connection to it (GOAWAY), and no
+    /// fresh connection has worked since.
+    going_away: bool,
 }
 
 impl NodeHealth {
@@ -43,6 +59,8 @@ impl NodeHealth {
             ejected_until: None,
             returned_at: None,
             paused_until: None,
+            unhealthy: false,
+            going_away: false,
         }
     }
 
@@ -110,7 +128,7 @@ impl NodeHealth {
     /// Keeps the node out of picking until `until`, as its retry pushback
     /// asked (no failure is counted); answers whether it was pickable before.
     pub(crate) fn pause(&mut self, until: Instant) -> bool {
-        let was_in = !self.is_ejected() && self.paused_until.is_none();
+        let was_in = !self.is_out();
         self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
         was_in
     }
@@ -136,9 +154,40 @@ impl NodeHealth {
         }
     }
 
-    /// Whether the node may not be picked: ejected or paused.
+    /// Records what the node's health service says: a node that does not
+    /// serve is out of picking until it says it serves again (no failure is
+    /// counted, no time limit). Answers whether that changed what was known.
+    pub(crate) fn set_serving(&mut self, serving: bool) -> bool {
+        let changed = self.unhealthy == serving;
+        self.unhealthy = !serving;
+        changed
+    }
+
+    /// Whether the node's health service says it does not serve.
+    pub(crate) fn is_unhealthy(&self) -> bool {
+        self.unhealthy
+    }
+
+    /// Records that the node's server is closing a connection to it (a
+    /// GOAWAY, or the connection ended), or (`false`) that a fresh connection
+    /// to it works: the node is out of picking in between (no failure is
+    /// counted, no time limit). Answers whether that changed what was known.
+    pub(crate) fn set_going_away(&mut self, going: bool) -> bool {
+        let changed = self.going_away != going;
+        self.going_away = going;
+        changed
+    }
+
+    /// Whether the node's server is closing its connection and no fresh
+    /// connection has worked since.
+    pub(crate) fn is_going_away(&self) -> bool {
+        self.going_away
+    }
+
+    /// Whether the node may not be picked: ejected, paused, unhealthy, or
+    /// going away.
     pub(crate) fn is_out(&self) -> bool {
-        self.is_ejected() || self.is_paused()
+        self.is_ejected() || self.is_paused() || self.unhealthy || self.going_away
     }
 
     /// The nominal length of the next ejection (before jitter).
@@ -146,6 +195,41 @@ impl NodeHealth {
     pub(crate) fn next_nominal(&self) -> Duration {
         self.backoff.nominal()
     }
+}
+
+/// Success-rate outliers (as Envoy's outlier detection): `samples` holds
+/// each node's (successes, failures) over one interval. Among the nodes with
+/// at least `min_requests` attempts — when there are at least `min_nodes` of
+/// them — answers the indices of those whose success rate is below the mean
+/// rate by more than `stdev_factor` (population) standard deviations.
+pub(crate) fn success_rate_outliers(
+    samples: &[(u64, u64)],
+    stdev_factor: f64,
+    min_requests: u64,
+    min_nodes: usize,
+) -> Vec<usize> {
+    let rates: Vec<(usize, f64)> = samples
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &(ok, failed))| {
+            let total = ok.saturating_add(failed);
+            (total >= min_requests.max(1)).then(|| (i, ok as f64 / total as f64))
+        })
+        .collect();
+    if rates.len() < min_nodes.max(2) {
+        return Vec::new();
+    }
+    let n = rates.len() as f64;
+    let mean = rates.iter().map(|(_, r)| r).sum::<f64>() / n;
+    let variance = rates.iter().map(|(_, r)| (r - mean).powi(2)).sum::<f64>() / n;
+    // Below the mean by more than the allowed deviation, beyond rounding
+    // (equal rates are never outliers).
+    let allowed = stdev_factor * variance.sqrt() + 1e-9;
+    rates
+        .into_iter()
+        .filter(|&(_, rate)| mean - rate > allowed)
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// The most nodes that may be ejected at once out of `nodes`.
@@ -213,6 +297,44 @@ mod tests {
     }
 
     #[test]
+    fn an_unhealthy_node_is_out_until_it_serves_again_without_counting_a_failure() {
+        let p = policy(1, 1_000, 60_000);
+        let mut h = NodeHealth::new(&p);
+        assert!(!h.set_serving(true), "already serving");
+        assert!(h.set_serving(false), "taken out");
+        assert!(!h.set_serving(false), "already out");
+        assert!(h.is_out() && h.is_unhealthy() && !h.is_ejected());
+        assert_eq!(h.consecutive_failures(), 0);
+        assert!(h.set_serving(true), "back");
+        assert!(!h.is_out());
+
+        // Paused as well: serving again does not bring it back before the
+        // pause ends.
+        let t0 = Instant::now();
+        assert!(h.set_serving(false));
+        assert!(!h.pause(t0 + Duration::from_millis(300)), "already out");
+        assert!(h.set_serving(true));
+        assert!(h.is_out(), "still paused");
+        assert!(h.expire_pause(t0 + Duration::from_millis(300)));
+        assert!(!h.is_out());
+    }
+
+    #[test]
+    fn a_node_going_away_is_out_until_a_fresh_connection_works() {
+        let p = policy(1, 1_000, 60_000);
+        let mut h = NodeHealth::new(&p);
+        assert!(h.set_going_away(true), "taken out");
+        assert!(!h.set_going_away(true), "already out");
+        assert!(h.is_out() && h.is_going_away() && !h.is_ejected());
+        assert_eq!(h.consecutive_failures(), 0);
+        assert!(h.set_serving(false));
+        assert!(h.set_going_away(false));
+        assert!(h.is_out(), "still unhealthy");
+        assert!(h.set_serving(true));
+        assert!(!h.is_out(), "back");
+    }
+
+    #[test]
     fn a_success_resets_the_count() {
         let p = policy(2, 1_000, 60_000);
         let mut h = NodeHealth::new(&p);
@@ -242,7 +364,54 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_node_far_below_the_others_success_rate_is_an_outlier() {
+        // Four nodes at 100 %, one at 0 %: 2 deviations below the mean.
+        let samples = [(100, 0), (100, 0), (0, 100), (100, 0), (100, 0)];
+        assert_eq!(success_rate_outliers(&samples, 1.9, 100, 5), [2]);
+        assert!(
+            success_rate_outliers(&samples, 2.1, 100, 5).is_empty(),
+            "within 2.1 deviations"
+        );
+        assert!(
+            success_rate_outliers(&samples, 1.9, 101, 5).is_empty(),
+            "too few requests to count"
+        );
+        assert!(
+            success_rate_outliers(&samples[..4], 1.0, 100, 5).is_empty(),
+            "too few nodes"
+        );
+        // Three nodes: a lone outlier is at most sqrt(2) deviations away.
+        let three = [(50, 0), (0, 50), (50, 0)];
+        assert!(success_rate_outliers(&three, 1.9, 10, 3).is_empty());
+        assert_eq!(success_rate_outliers(&three, 1.0, 10, 3), [1]);
+        // A node without enough requests is left out of the comparison.
+        let quiet = [(50, 0), (0, 5), (50, 0), (48, 2)];
+        assert_eq!(success_rate_outliers(&quiet, 0.1, 10, 3), [3]);
+    }
+
     proptest! {
+        #[test]
+        fn equal_success_rates_have_no_outlier(
+            nodes in 2usize..20, ok in 0u64..1000, failed in 0u64..1000, factor in 0.0f64..5.0,
+        ) {
+            let samples = vec![(ok, failed); nodes];
+            prop_assert!(success_rate_outliers(&samples, factor, 1, 2).is_empty());
+        }
+
+        #[test]
+        fn outliers_are_below_the_mean(
+            samples in proptest::collection::vec((0u64..200, 0u64..200), 2..20),
+            factor in 0.0f64..3.0,
+        ) {
+            let rate = |&(ok, failed): &(u64, u64)| ok as f64 / (ok + failed).max(1) as f64;
+            let counted: Vec<f64> = samples.iter().filter(|(o, f)| o + f >= 1).map(rate).collect();
+            let mean = counted.iter().sum::<f64>() / counted.len().max(1) as f64;
+            for i in success_rate_outliers(&samples, factor, 1, 2) {
+                prop_assert!(rate(&samples[i]) < mean);
+            }
+        }
+
         #[test]
         fn ejection_time_grows_with_each_ejection_up_to_the_cap(
             base_ms in 1u64..5_000, max_factor in 1u64..64, rounds in 1usize..12,

@@ -107,8 +107,9 @@ pub use error::Error;
 pub use hash::HashKey;
 pub use method::Method;
 pub use picker::{
-    ConnectionFailed, ConnectionSucceeded, Inspect, NodeHandle, NodeRef, NodeStatus, Pick, PickAll,
-    Picked, Picker, PickerActor, PickerStatus, PickerView, PushedBack, Reconfigure,
+    ConnectionFailed, ConnectionSucceeded, GoingAway, HealthChanged, Inspect, NodeHandle, NodeRef,
+    NodeStatus, Pick, PickAll, Picked, Picker, PickerActor, PickerStatus, PickerView, PushedBack,
+    Reconfigure,
 };
 pub use policy::Strategy;
 pub use selector::{Fallback, Selector};

@@ -8,7 +8,7 @@
 //! * [`serve`] — the whole kit in one call: binds, registers in etcd once bound
 //!   (advertising the real port), rate limits, adds the gRPC health service and
 //!   optional bearer-token auth, and shuts down in order on SIGTERM/SIGINT:
-//!   deregister → lame duck → `NOT_SERVING` → stop accepting + GOAWAY → drain →
+//!   `NOT_SERVING` → deregister → lame duck → stop accepting + GOAWAY → drain →
 //!   cancel the rest; returns the [`ShutdownReport`].
 //! * [`ServeBuilder`] — the same, with a [`ServeHandle`] for runtime control
 //!   ([`ServeHandle::shutdown`], new rate limits, the registration state), and
@@ -40,12 +40,14 @@
 //! On SIGTERM or SIGINT (unless [`ServeBuilder::signals`] turned them off), or
 //! [`ServeHandle::shutdown`], in this order:
 //!
-//! 1. **deregister**: the lease is revoked, then etcd is read until the key is
+//! 1. **NOT_SERVING**: the health service reports it for every service (and
+//!    `""`), so clients watching it stop picking the node at once, even while
+//!    etcd is slow or unreachable;
+//! 2. **deregister**: the lease is revoked, then etcd is read until the key is
 //!    seen gone (at most `server.shutdown.deregister_timeout`; past it, or with
 //!    etcd down, the key expires with its lease);
-//! 2. **lame duck**: serving goes on for `server.shutdown.lame_duck`, so clients
+//! 3. **lame duck**: serving goes on for `server.shutdown.lame_duck`, so clients
 //!    that picked this node just before see it leave;
-//! 3. **NOT_SERVING**: the health service reports it for every service;
 //! 4. **stop accepting**: the listener is closed and GOAWAY is sent on every
 //!    connection;
 //! 5. **drain**: calls in flight finish, up to `server.shutdown.drain_timeout`;

@@ -64,6 +64,11 @@ impl Cluster {
         self.register(id.to_owned(), None, node).await
     }
 
+    /// Registers `node`, served by the test itself.
+    pub async fn add_served_elsewhere(&mut self, node: Node) -> &TestNode {
+        self.register(node.id().to_owned(), None, node).await
+    }
+
     async fn register(&mut self, id: String, server: Option<PlainEcho>, node: Node) -> &TestNode {
         let etcd = registry_actor::connect(&self.registry)
             .await

@@ -64,6 +64,23 @@ impl PlainEcho {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
+        Self::serve_with(service, listener)
+    }
+
+    /// Serves `service` on `addr` (e.g. where a stopped server was), binding
+    /// it as soon as it is free, within [`EVENTUALLY`].
+    pub async fn serve_on(service: EchoService, addr: SocketAddr) -> Self {
+        let deadline = std::time::Instant::now() + EVENTUALLY;
+        loop {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => return Self::serve_with(service, listener),
+                Err(e) if std::time::Instant::now() > deadline => panic!("bind {addr}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn serve_with(service: EchoService, listener: TcpListener) -> Self {
         let addr = listener.local_addr().expect("local addr");
         let stats = service.stats();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -92,7 +109,8 @@ impl Drop for PlainEcho {
     }
 }
 
-fn tokio_stream_from(
+/// The connections `listener` accepts, as the stream tonic serves.
+pub fn tokio_stream_from(
     listener: TcpListener,
 ) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     futures_util::stream::unfold(listener, |l| async move {

@@ -11,8 +11,8 @@ use super::*;
 use crate::Error;
 
 /// The `ejection` table: when consecutive failures (broken connections, attempt
-/// timeouts, answers with one of `codes`) take a node out, for
-/// how long, and how many at most. Unset keys take the next level's value, and in
+/// timeouts, answers with one of `codes`) or, optionally, a success rate far
+/// below the other nodes' take a node out, for how long, and how many at most. Unset keys take the next level's value, and in
 /// the end the defaults below.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -27,6 +27,14 @@ pub struct EjectionConfig {
     pub(super) max_share: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) codes: Option<Vec<String>>,
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub(super) success_rate_interval: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) success_rate_stdev_factor: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) success_rate_min_requests: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) success_rate_min_nodes: Option<usize>,
 }
 
 impl EjectionConfig {
@@ -60,6 +68,51 @@ impl EjectionConfig {
     pub fn with_codes<I: IntoIterator<Item = Code>>(mut self, codes: I) -> Self {
         self.codes = Some(codes.into_iter().map(code_name).collect());
         self
+    }
+
+    /// Success-rate ejection (as Envoy's outlier detection), off by default:
+    /// every `interval`, among the nodes that had at least `min_requests`
+    /// attempts in it (default 100) — when there are at least `min_nodes` of
+    /// them (default 5) — a node whose share of successful attempts is below
+    /// the mean share by more than `stdev_factor` standard deviations (default
+    /// 1.9) is ejected as consecutive failures eject it (same backoff, same
+    /// `max_share` cap). Failures are counted as for consecutive failures.
+    pub fn with_success_rate(
+        mut self,
+        interval: Duration,
+        stdev_factor: f64,
+        min_requests: u64,
+        min_nodes: usize,
+    ) -> Self {
+        self.success_rate_interval = Some(interval);
+        self.success_rate_stdev_factor = Some(stdev_factor);
+        self.success_rate_min_requests = Some(min_requests);
+        self.success_rate_min_nodes = Some(min_nodes);
+        self
+    }
+
+    /// How often success rates are compared; `None`: success-rate ejection
+    /// is off.
+    pub fn success_rate_interval(&self) -> Option<Duration> {
+        self.success_rate_interval
+    }
+
+    /// How many standard deviations below the mean success rate eject a node.
+    pub fn success_rate_stdev_factor(&self) -> f64 {
+        self.success_rate_stdev_factor
+            .unwrap_or(DEFAULT_SUCCESS_RATE_STDEV_FACTOR)
+    }
+
+    /// Attempts a node needs in an interval for its success rate to count.
+    pub fn success_rate_min_requests(&self) -> u64 {
+        self.success_rate_min_requests
+            .unwrap_or(DEFAULT_SUCCESS_RATE_MIN_REQUESTS)
+    }
+
+    /// Nodes with enough attempts an interval needs for any comparison.
+    pub fn success_rate_min_nodes(&self) -> usize {
+        self.success_rate_min_nodes
+            .unwrap_or(DEFAULT_SUCCESS_RATE_MIN_NODES)
     }
 
     /// The status codes counted as failures (names that are not codes, which
@@ -103,6 +156,14 @@ impl EjectionConfig {
             max_time: self.max_time.or(base.max_time),
             max_share: self.max_share.or(base.max_share),
             codes: self.codes.clone().or_else(|| base.codes.clone()),
+            success_rate_interval: self.success_rate_interval.or(base.success_rate_interval),
+            success_rate_stdev_factor: self
+                .success_rate_stdev_factor
+                .or(base.success_rate_stdev_factor),
+            success_rate_min_requests: self
+                .success_rate_min_requests
+                .or(base.success_rate_min_requests),
+            success_rate_min_nodes: self.success_rate_min_nodes.or(base.success_rate_min_nodes),
         }
     }
 
@@ -131,6 +192,31 @@ impl EjectionConfig {
         }
         if let Some(codes) = &self.codes {
             parse_codes(&format!("{path}.codes"), codes)?;
+        }
+        if self.success_rate_interval.is_some_and(|i| i.is_zero()) {
+            return Err(Error::Config(InvalidValue::new(
+                format!("{path}.success_rate_interval"),
+                "must be above zero (leave it out for no success-rate ejection)",
+            )));
+        }
+        let factor = self.success_rate_stdev_factor();
+        if !factor.is_finite() || factor < 0.0 {
+            return Err(Error::Config(InvalidValue::new(
+                format!("{path}.success_rate_stdev_factor"),
+                format!("{factor} is not a number of standard deviations (0 or more)"),
+            )));
+        }
+        if self.success_rate_min_requests() == 0 {
+            return Err(Error::Config(InvalidValue::new(
+                format!("{path}.success_rate_min_requests"),
+                "must be at least 1",
+            )));
+        }
+        if self.success_rate_min_nodes() < 2 {
+            return Err(Error::Config(InvalidValue::new(
+                format!("{path}.success_rate_min_nodes"),
+                "must be at least 2 (one node has nothing to be compared with)",
+            )));
         }
         check_share(&format!("{path}.max_share"), self.max_share())
     }

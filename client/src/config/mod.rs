@@ -37,6 +37,9 @@ const DEFAULT_FAILURES: u32 = 5;
 const DEFAULT_BASE_TIME: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_TIME: Duration = Duration::from_secs(300);
 const DEFAULT_MAX_SHARE: f64 = 0.5;
+const DEFAULT_SUCCESS_RATE_STDEV_FACTOR: f64 = 1.9;
+const DEFAULT_SUCCESS_RATE_MIN_REQUESTS: u64 = 100;
+const DEFAULT_SUCCESS_RATE_MIN_NODES: usize = 5;
 const DEFAULT_PANIC_THRESHOLD: f64 = 0.5;
 const DEFAULT_PANIC_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -54,6 +57,8 @@ const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// panic_threshold = 0.5         # hold a registry change removing more than this share
 /// panic_grace = "30s"           # ... until the nodes fail or this passes
 /// discovery_timeout = "5s"      # how long a pick waits for nodes
+/// health_check = false          # watch grpc.health.v1 of each connected node
+/// health_service = ""           # ... for this service ("": the whole server)
 /// attempt_timeout = "200ms"     # bound of each attempt (default: none)
 /// hedging_delay = "50ms"        # hedging: a new attempt this often ...
 /// max_attempts = 3              # ... up to this many in all
@@ -66,6 +71,10 @@ const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// base_time = "10s"             # first ejection; doubles per ejection ...
 /// max_time = "5m"               # ... up to this
 /// max_share = 0.5               # never eject more than this share of the nodes
+/// success_rate_interval = "10s" # success-rate ejection (default: off): every interval,
+/// success_rate_stdev_factor = 1.9 # eject nodes this many stdevs below the mean rate,
+/// success_rate_min_requests = 100 # counting nodes with this many attempts,
+/// success_rate_min_nodes = 5    # when at least this many nodes have them
 ///
 /// [client.services.echo]        # per service; every key above may be overridden
 /// balancer = "consistent_hash"
@@ -112,6 +121,8 @@ pub struct ClientConfig {
     panic_grace: Duration,
     #[serde(with = "duration")]
     discovery_timeout: Duration,
+    health_check: bool,
+    health_service: String,
     strategy: String,
     retries: u32,
     #[serde(with = "duration")]
@@ -152,6 +163,8 @@ impl Default for ClientConfig {
             panic_threshold: DEFAULT_PANIC_THRESHOLD,
             panic_grace: DEFAULT_PANIC_GRACE,
             discovery_timeout: DEFAULT_DISCOVERY_TIMEOUT,
+            health_check: false,
+            health_service: String::new(),
             strategy: "failover".to_owned(),
             retries: 2,
             timeout: Duration::from_secs(5),
@@ -216,6 +229,27 @@ impl ClientConfig {
     /// the call's deadline).
     pub fn with_discovery_timeout(mut self, timeout: Duration) -> Self {
         self.discovery_timeout = timeout;
+        self
+    }
+
+    /// Default `health_check` of every service (default off): watch the
+    /// `grpc.health.v1` status of every node connected to, on the node's own
+    /// channel. A node whose server says it does not serve (a server kit says
+    /// so first thing when it shuts down), or whose watch's connection broke
+    /// (a GOAWAY and the server's exit), is not picked until the server says
+    /// it serves again, before etcd says anything. Off by default: it costs
+    /// every server one open stream per client, and a server without the
+    /// health service is merely taken to serve.
+    pub fn with_health_check(mut self, watch: bool) -> Self {
+        self.health_check = watch;
+        self
+    }
+
+    /// Default service name the health watch asks about (default `""`: the
+    /// whole server, which a server kit reports `NOT_SERVING` when it shuts
+    /// down, like each of its services).
+    pub fn with_health_service(mut self, service: impl Into<String>) -> Self {
+        self.health_service = service.into();
         self
     }
 
@@ -669,6 +703,9 @@ impl ClientConfig {
         if let Some(t) = svc.discovery_timeout {
             config.discovery_timeout = t;
         }
+        let health_check = svc.health_check.unwrap_or(self.health_check);
+        let health_service = svc.health_service.as_ref().unwrap_or(&self.health_service);
+        config.health_check = health_check.then(|| Arc::from(health_service.as_str()));
         Ok(config)
     }
 
@@ -683,6 +720,9 @@ impl ClientConfig {
             panic_threshold: self.panic_threshold,
             panic_grace: self.panic_grace,
             discovery_timeout: self.discovery_timeout,
+            health_check: self
+                .health_check
+                .then(|| Arc::from(self.health_service.as_str())),
         })
     }
 }

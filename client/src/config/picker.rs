@@ -1,5 +1,6 @@
 //! [`PickerConfig`]: one service's resolved picker settings.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
@@ -32,6 +33,7 @@ pub struct PickerConfig {
     pub(super) panic_threshold: f64,
     pub(super) panic_grace: Duration,
     pub(super) discovery_timeout: Duration,
+    pub(super) health_check: Option<Arc<str>>,
 }
 
 impl Default for PickerConfig {
@@ -44,6 +46,7 @@ impl Default for PickerConfig {
             panic_threshold: DEFAULT_PANIC_THRESHOLD,
             panic_grace: DEFAULT_PANIC_GRACE,
             discovery_timeout: DEFAULT_DISCOVERY_TIMEOUT,
+            health_check: None,
         }
     }
 }
@@ -90,6 +93,20 @@ impl PickerConfig {
     pub fn with_discovery_timeout(mut self, timeout: Duration) -> Self {
         self.discovery_timeout = timeout;
         self
+    }
+
+    /// Watches the `grpc.health.v1` status of `service` (`""`: the whole
+    /// server) on every node connected to (default: no watch). A node whose
+    /// server says it does not serve, or whose watch's connection broke, is
+    /// not picked until the server says it serves again.
+    pub fn with_health_check(mut self, service: impl Into<Arc<str>>) -> Self {
+        self.health_check = Some(service.into());
+        self
+    }
+
+    /// The health service watched on each connected node, if any.
+    pub fn health_check(&self) -> Option<&Arc<str>> {
+        self.health_check.as_ref()
     }
 
     /// The balancer.

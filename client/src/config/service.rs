@@ -37,6 +37,10 @@ pub struct ServiceConfig {
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
     pub(super) discovery_timeout: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) health_check: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) health_service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) strategy: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) retries: Option<u32>,
@@ -162,6 +166,20 @@ impl ServiceConfig {
     /// The panic grace of this service (default: `[client]`'s).
     pub fn with_panic_grace(mut self, grace: Duration) -> Self {
         self.panic_grace = Some(grace);
+        self
+    }
+
+    /// Whether to watch the health of this service's nodes (default:
+    /// `[client]`'s; see [`ClientConfig::with_health_check`]).
+    pub fn with_health_check(mut self, watch: bool) -> Self {
+        self.health_check = Some(watch);
+        self
+    }
+
+    /// The service name the health watch of this service's nodes asks about
+    /// (default: `[client]`'s).
+    pub fn with_health_service(mut self, service: impl Into<String>) -> Self {
+        self.health_service = Some(service.into());
         self
     }
 

@@ -244,6 +244,68 @@ fn budgets_and_backoffs_are_overridable_per_service() {
 }
 
 #[test]
+fn health_checks_and_success_rates_resolve_per_service_and_bad_ones_name_their_key() {
+    let config = parse(
+        r#"{"health_check": true, "ejection": {"success_rate_interval": "5s"},
+            "services": {
+                "echo": {"health_service": "echo.v1.Echo",
+                         "ejection": {"success_rate_stdev_factor": 1.0}},
+                "quiet": {"health_check": false}}}"#,
+    );
+    config.validate().expect("valid");
+    let echo = config.picker_config("echo").expect("echo");
+    assert_eq!(echo.health_check().map(|s| &**s), Some("echo.v1.Echo"));
+    let ejection = echo.ejection();
+    assert_eq!(
+        ejection.success_rate_interval(),
+        Some(Duration::from_secs(5)),
+        "from [client.ejection]"
+    );
+    assert_eq!(ejection.success_rate_stdev_factor(), 1.0);
+    assert_eq!(ejection.success_rate_min_requests(), 100);
+    assert_eq!(ejection.success_rate_min_nodes(), 5);
+    let other = config.picker_config("other").expect("other");
+    assert_eq!(
+        other.health_check().map(|s| &**s),
+        Some(""),
+        "the whole server"
+    );
+    assert_eq!(
+        config.picker_config("quiet").expect("quiet").health_check(),
+        None
+    );
+    let defaults = ClientConfig::default().picker_config("echo").expect("echo");
+    assert_eq!(defaults.health_check(), None, "off by default");
+    assert_eq!(defaults.ejection().success_rate_interval(), None);
+
+    let cases = [
+        (
+            r#"{"ejection": {"success_rate_interval": "0s"}}"#,
+            "client.ejection.success_rate_interval",
+        ),
+        (
+            r#"{"services": {"echo": {"ejection": {"success_rate_stdev_factor": -1}}}}"#,
+            "client.services.echo.ejection.success_rate_stdev_factor",
+        ),
+        (
+            r#"{"ejection": {"success_rate_min_requests": 0}}"#,
+            "client.ejection.success_rate_min_requests",
+        ),
+        (
+            r#"{"ejection": {"success_rate_min_nodes": 1}}"#,
+            "client.ejection.success_rate_min_nodes",
+        ),
+    ];
+    for (json, expected) in cases {
+        let err = parse(json).validate().expect_err(json).to_string();
+        assert!(
+            err.contains(expected),
+            "`{err}` should contain `{expected}`"
+        );
+    }
+}
+
+#[test]
 fn round_trips_through_serde() {
     let config = ClientConfig::default().with_service(
         "echo",

@@ -9,7 +9,8 @@ use tonic::Status;
 use tracing::debug;
 
 use super::classify::{is_own_timeout, is_transport_failure, transport_as_unavailable};
-use super::report::Report;
+use super::goaway::watched_channel;
+use super::report::{Outcomes, Report};
 use super::settings::ConnectionSettings;
 use crate::method::Method;
 
@@ -33,11 +34,13 @@ struct Inner {
     /// `None` in short-connection mode: each call connects afresh.
     channel: Option<Channel>,
     settings: ConnectionSettings,
-    report: Box<dyn Report>,
+    report: Arc<dyn Report>,
     /// Answers reported as failures of the node.
     failure_codes: Arc<[tonic::Code]>,
     /// Calls in flight, shared with the picker (`least_request` reads it).
     in_flight: Arc<AtomicU32>,
+    /// Outcomes of attempts, shared with the picker (success-rate ejection).
+    outcomes: Arc<Outcomes>,
     reachable: AtomicU8,
 }
 
@@ -53,20 +56,21 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     /// A lazily connecting channel to `node` (it connects on the first call),
-    /// counting its calls in flight in `in_flight` and reporting the
-    /// transport's failures, and answers with one of `failure_codes`, to
-    /// `report`. Must run inside the runtime that will carry the channel.
+    /// counting its calls in flight in `in_flight` and its attempts'
+    /// outcomes in `outcomes`, and reporting the transport's failures, and
+    /// answers with one of `failure_codes`, to `report`. Must run inside the runtime that will carry the channel.
     pub(crate) fn new(
         node: Node,
         settings: ConnectionSettings,
-        report: Box<dyn Report>,
+        report: Arc<dyn Report>,
         in_flight: Arc<AtomicU32>,
+        outcomes: Arc<Outcomes>,
         failure_codes: Arc<[tonic::Code]>,
     ) -> Result<Self, Status> {
         let channel = if settings.short_connection() {
             None
         } else {
-            Some(settings.endpoint(&node)?.connect_lazy())
+            Some(watched_channel(&settings, &node, report.clone())?)
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -76,6 +80,7 @@ impl Connection {
                 report,
                 failure_codes,
                 in_flight,
+                outcomes,
                 reachable: AtomicU8::new(UNKNOWN),
             }),
         })
@@ -134,10 +139,25 @@ impl Connection {
     /// timeout of `after`: a failure of the node, as a broken transport is.
     pub(crate) fn timed_out(&self, after: std::time::Duration) {
         let inner = &*self.inner;
+        inner.outcomes.record(false);
         inner.reachable.store(UNREACHABLE, Ordering::Relaxed);
         inner.report.failed(&format!(
             "no answer within the attempt timeout of {after:?}"
         ));
+    }
+
+    /// The channel a health watch of the node uses: the one calls share, or
+    /// in short-connection mode a lazily connecting one of its own. Must run
+    /// inside the runtime that will carry a new channel.
+    pub(crate) fn health_channel(&self) -> Result<Channel, Status> {
+        match &self.inner.channel {
+            Some(channel) => Ok(channel.clone()),
+            None => Ok(self
+                .inner
+                .settings
+                .endpoint(&self.inner.node)?
+                .connect_lazy()),
+        }
     }
 
     /// A fresh channel, for one call in short-connection mode.
@@ -154,6 +174,7 @@ impl Connection {
     /// success only after a failure, or the first time.
     fn observe_ok(&self) {
         let inner = &*self.inner;
+        inner.outcomes.record(true);
         if inner.reachable.swap(REACHABLE, Ordering::Relaxed) != REACHABLE {
             inner.report.succeeded();
         }
@@ -170,6 +191,7 @@ impl Connection {
         let status = transport_as_unavailable(status, inner.node.addr());
         if failed {
             debug!(node = %inner.node, code = ?status.code(), reason = %status.message(), "node failed");
+            inner.outcomes.record(false);
             inner.reachable.store(UNREACHABLE, Ordering::Relaxed);
             inner.report.failed(status.message());
         } else {

@@ -21,12 +21,26 @@
 //! them: each node has one channel per runtime that calls it, made on that
 //! runtime (see `runtime`).
 //!
-//! The modules form one chain: `networks` → `settings` → `classify` → `report` → `runtime` →
-//! `handle` → `messages` → `actor`.
+//! With `health_check`, a `HealthWatch` follows the `grpc.health.v1` status
+//! of each connected node's server on the node's channel, and reports it like
+//! the transport's failures: a node whose server says it does not serve, or
+//! whose watch's connection broke (a GOAWAY and the server's exit), is not
+//! picked until the server says it serves again.
+//!
+//! The server closing a connection is noticed as it happens: each channel's
+//! connections read the HTTP/2 frame headers the server sends (cleartext
+//! only) and report its GOAWAY, or else the end of the connection; the node
+//! is then not picked until its server answers on a fresh connection (see
+//! `goaway`).
+//!
+//! The modules form one chain: `networks` → `settings` → `classify` → `report` → `goaway` →
+//! `runtime` → `handle` → `health` → `messages` → `actor`.
 
 mod actor;
 mod classify;
+mod goaway;
 mod handle;
+mod health;
 mod messages;
 mod networks;
 mod report;
@@ -35,8 +49,9 @@ mod settings;
 
 pub use actor::ConnectionActor;
 pub use handle::Connection;
+pub(crate) use health::{answers, HealthWatch};
 pub use messages::Close;
 pub use networks::AllowedNetworks;
-pub(crate) use report::Report;
+pub(crate) use report::{Outcomes, Report};
 pub(crate) use runtime::{Alive, Home, HomeKey, IoRuntime};
 pub use settings::ConnectionSettings;

@@ -107,6 +107,11 @@ impl ConnectionSettings {
         self.short_connection
     }
 
+    /// Whether connections use TLS.
+    pub(crate) fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Refuses a call carrying a bearer token when it would travel in plaintext
     /// to a node that is not on this host. Checked before anything is sent.
     pub(crate) fn check_token<T>(

@@ -12,7 +12,8 @@ use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
 
 use super::messages::{
-    ConnectionFailed, ConnectionSucceeded, Inspect, Pick, PickAll, PushedBack, Reconfigure,
+    ConnectionFailed, ConnectionSucceeded, GoingAway, HealthChanged, Inspect, Pick, PickAll,
+    PushedBack, Reconfigure,
 };
 use super::picked::{NodeHandle, Picked};
 use super::shared::SharedPicker;
@@ -20,9 +21,18 @@ use super::snapshot::Homed;
 use super::state::Picker;
 use super::view::PickerView;
 use crate::connection::{
-    Alive, Close, Connection, ConnectionActor, ConnectionSettings, Home, IoRuntime, Report,
+    answers, Alive, Close, Connection, ConnectionActor, ConnectionSettings, HealthWatch, Home,
+    IoRuntime, Report,
 };
 use crate::{Error, PickerConfig};
+
+/// The first wait before a fresh connection is tried to a node whose server
+/// is closing its connection.
+const PROBE_MIN: Duration = Duration::from_millis(50);
+/// The longest wait between such tries.
+const PROBE_MAX: Duration = Duration::from_secs(1);
+/// How long the server has to answer such a try.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The clock of the picker: tokio's, so that tests can pause and advance it.
 fn now() -> std::time::Instant {
@@ -40,6 +50,8 @@ pub struct PickerActor {
     subscription: Option<SubscriptionId>,
     /// The pending wake-up for [`Picker::expire`], and when it fires.
     timer: Option<(std::time::Instant, SpawnHandle)>,
+    /// The periodic success-rate check, and its interval.
+    success_rate: Option<(Duration, SpawnHandle)>,
     /// Picks waiting for the first node set.
     waiters: Vec<oneshot::Sender<()>>,
     /// Picks waiting for a node while the published set is empty.
@@ -48,6 +60,9 @@ pub struct PickerActor {
     /// calls it), closed when the node leaves (the handles calls use are in
     /// the nodes' slots).
     connections: HashMap<NodeHandle, Vec<Addr<ConnectionActor>>>,
+    /// The health watch of each connected node, with `health_check`; stopped
+    /// when the node leaves.
+    health: HashMap<NodeHandle, HealthWatch>,
     connection_settings: ConnectionSettings,
     /// The listed nodes `client.allowed_networks` refuses, by id: left out of
     /// the node set, each logged when it first appears.
@@ -82,9 +97,11 @@ impl PickerActor {
             registry,
             subscription: None,
             timer: None,
+            success_rate: None,
             waiters: Vec::new(),
             node_waiters: Vec::new(),
             connections: HashMap::new(),
+            health: HashMap::new(),
             connection_settings: ConnectionSettings::default(),
             refused: HashSet::new(),
             io: Arc::new(IoRuntime::new(1)),
@@ -166,34 +183,36 @@ impl PickerActor {
             Home::Caller(runtime) => Some(runtime),
             Home::Io => self.io.handle(),
         };
-        let Some(runtime) = runtime else {
+        let Some(runtime) = runtime.cloned() else {
             warn!(service = %self.service, node = %picked.node(), "no runtime to connect on");
             return;
         };
-        let report = Box::new(NodeReport {
+        let report = Arc::new(NodeReport {
             node: handle,
             picker: ctx.address(),
         });
         let node = picked.node().clone();
         let settings = self.connection_settings.clone();
         let load = slot.load_counter().clone();
+        let outcomes = slot.outcomes().clone();
         let failure_codes = self.picker.config().ejection().codes();
         // The channel spawns its tasks on the runtime it is made in.
         let made = {
             let _enter = runtime.enter();
-            Connection::new(node, settings, report, load, failure_codes)
+            Connection::new(node, settings, report, load, outcomes, failure_codes)
         };
         match made {
             Ok(connection) => {
                 let homed = Homed {
                     key,
-                    alive: Alive::watch(runtime),
+                    alive: Alive::watch(&runtime),
                     connection,
                 };
                 let (connection, added) = slot.attach(homed);
                 if added {
                     let actor = ConnectionActor::new(connection.clone()).start();
                     self.connections.entry(handle).or_default().push(actor);
+                    self.watch_health(handle, &connection, &runtime, ctx);
                 }
                 picked.set_connection(connection);
             }
@@ -201,6 +220,89 @@ impl PickerActor {
                 warn!(service = %self.service, node = %picked.node(), error = %status.message(), "cannot connect to this node");
             }
         }
+    }
+
+    /// Starts watching the health of `handle`'s node on `connection` (on
+    /// `runtime`, where its channel lives), when `health_check` asks for it
+    /// and the node has no running watch (a watch ends with its runtime).
+    fn watch_health(
+        &mut self,
+        handle: NodeHandle,
+        connection: &Connection,
+        runtime: &tokio::runtime::Handle,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(service) = self.picker.config().health_check().cloned() else {
+            return;
+        };
+        match self.health.get(&handle) {
+            Some(watch) if !watch.is_finished() => return,
+            // Its runtime stopped: watch again from here, from a clean slate.
+            Some(_) => {
+                self.health.remove(&handle);
+                if self.picker.health_changed(handle, true) {
+                    self.publish();
+                }
+            }
+            None => {}
+        }
+        let channel = {
+            let _enter = runtime.enter();
+            connection.health_channel()
+        };
+        let channel = match channel {
+            Ok(channel) => channel,
+            Err(status) => {
+                warn!(service = %self.service, node = %connection.node(), error = %status.message(), "cannot watch this node's health");
+                return;
+            }
+        };
+        let report = Box::new(NodeReport {
+            node: handle,
+            picker: ctx.address(),
+        });
+        let watch = HealthWatch::start(
+            runtime,
+            channel,
+            service,
+            connection.node().to_string(),
+            report,
+        );
+        self.health.insert(handle, watch);
+    }
+
+    /// After `delay`, tries a fresh connection to the node of `handle`, whose
+    /// server is closing its connection: once the server answers a health
+    /// check on it (any answer, `UNIMPLEMENTED` included) the node is picked
+    /// again; until then the tries go on, each wait twice the last (up to
+    /// [`PROBE_MAX`]), while the node is in force.
+    fn probe(&mut self, handle: NodeHandle, delay: Duration, ctx: &mut Context<Self>) {
+        let Some(node) = self.picker.node(handle) else {
+            return;
+        };
+        let endpoint = match self.connection_settings.endpoint(node) {
+            Ok(endpoint) => endpoint,
+            Err(status) => {
+                warn!(service = %self.service, node = %node, error = %status.message(), "cannot connect to this node");
+                return;
+            }
+        };
+        let attempt = async move {
+            tokio::time::sleep(delay).await;
+            answers(&endpoint, PROBE_TIMEOUT).await
+        };
+        ctx.spawn(attempt.into_actor(self).map(move |works, act, ctx| {
+            if !act.picker.is_going_away(handle) {
+                return;
+            }
+            if works {
+                if act.picker.reconnected(handle) {
+                    act.publish();
+                }
+            } else {
+                act.probe(handle, (delay * 2).min(PROBE_MAX), ctx);
+            }
+        }));
     }
 
     /// Makes the picker's snapshot the one calls pick from, and closes the
@@ -219,6 +321,8 @@ impl PickerActor {
             }
             keep
         });
+        // Dropping a watch stops it.
+        self.health.retain(|handle, _| picker.contains(*handle));
     }
 
     /// Arms the wake-up for the picker's next deadline, unless an earlier one is
@@ -242,6 +346,28 @@ impl PickerActor {
             act.schedule(ctx);
         });
         self.timer = Some((deadline, handle));
+    }
+
+    /// Runs the success-rate check every interval the ejection settings name
+    /// (none when they name none), replacing a check of another interval.
+    fn arm_success_rate(&mut self, ctx: &mut Context<Self>) {
+        let interval = self.picker.config().ejection().success_rate_interval();
+        if self.success_rate.map(|(i, _)| i) == interval {
+            return;
+        }
+        if let Some((_, handle)) = self.success_rate.take() {
+            ctx.cancel_future(handle);
+        }
+        let Some(interval) = interval else {
+            return;
+        };
+        let handle = ctx.run_interval(interval, |act, ctx| {
+            if act.picker.check_success_rate(now()) {
+                act.publish();
+                act.schedule(ctx);
+            }
+        });
+        self.success_rate = Some((interval, handle));
     }
 
     /// Runs `pick` now, or once the first node set arrives (within the discovery
@@ -291,6 +417,7 @@ impl Actor for PickerActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Every call picks here and connections report here: room for bursts.
         ctx.set_mailbox_capacity(1024);
+        self.arm_success_rate(ctx);
         let subscribe = Subscribe::new(self.service.to_string(), ctx.address().recipient());
         self.registry
             .send(subscribe)
@@ -385,6 +512,17 @@ impl Report for NodeReport {
     fn succeeded(&self) {
         self.picker.do_send(ConnectionSucceeded { node: self.node });
     }
+
+    fn serving(&self, serving: bool) {
+        self.picker.do_send(HealthChanged {
+            node: self.node,
+            serving,
+        });
+    }
+
+    fn going_away(&self) {
+        self.picker.do_send(GoingAway { node: self.node });
+    }
 }
 
 /// Gives nodes picked without a message (from the [`SharedPicker`]) their
@@ -475,6 +613,27 @@ impl Handler<PushedBack> for PickerActor {
     }
 }
 
+impl Handler<HealthChanged> for PickerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: HealthChanged, _: &mut Self::Context) {
+        if self.picker.health_changed(msg.node, msg.serving) {
+            self.publish();
+        }
+    }
+}
+
+impl Handler<GoingAway> for PickerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: GoingAway, ctx: &mut Self::Context) {
+        if self.picker.going_away(msg.node) {
+            self.publish();
+            self.probe(msg.node, PROBE_MIN, ctx);
+        }
+    }
+}
+
 impl Handler<ConnectionSucceeded> for PickerActor {
     type Result = ();
 
@@ -497,8 +656,17 @@ impl Handler<Inspect> for PickerActor {
 impl Handler<Reconfigure> for PickerActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Reconfigure, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Reconfigure, ctx: &mut Self::Context) {
+        let watched = self.picker.config().health_check().cloned();
         self.picker.reconfigure(msg.0);
+        if self.picker.config().health_check() != watched.as_ref() {
+            // Watches of the old setting stop, and their verdicts with them;
+            // nodes connected from now on are watched as the new one says.
+            for (handle, _) in self.health.drain() {
+                self.picker.health_changed(handle, true);
+            }
+        }
+        self.arm_success_rate(ctx);
         self.publish();
     }
 }

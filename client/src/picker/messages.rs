@@ -2,7 +2,8 @@
 //!
 //! Calls ask with [`Pick`] and [`PickAll`] when they cannot pick from the
 //! published snapshot alone. Connections (one per node, keyed by
-//! [`NodeHandle`]) report with [`ConnectionFailed`] and [`ConnectionSucceeded`];
+//! [`NodeHandle`]) report with [`ConnectionFailed`] and [`ConnectionSucceeded`],
+//! [`GoingAway`], and their health watches with [`HealthChanged`];
 //! these answer `()` and may be sent with `do_send` (a lost report only delays
 //! an ejection).
 //! [`Inspect`] reads the state. The registry feeds the actor with
@@ -115,6 +116,28 @@ pub struct PushedBack {
     pub node: NodeHandle,
     /// How long it asked not to be called.
     pub wait: std::time::Duration,
+}
+
+/// What a node's health service says (with `health_check`): a node that does
+/// not serve, or whose health watch's connection broke, is not picked until it
+/// serves again.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct HealthChanged {
+    /// The node.
+    pub node: NodeHandle,
+    /// Whether it serves.
+    pub serving: bool,
+}
+
+/// A node's server is closing a connection to it: it sent GOAWAY, or the
+/// connection ended. The node is not picked until its server answers on a
+/// fresh connection.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct GoingAway {
+    /// The node.
+    pub node: NodeHandle,
 }
 
 /// A connection attempt to a node succeeded (resets its failure count).

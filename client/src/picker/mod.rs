@@ -20,6 +20,16 @@
 //! [`ConnectionSucceeded`] (for ejection and for releasing nodes held by the
 //! panic threshold). A call whose node answers with a positive retry pushback
 //! sends [`PushedBack`]: the node is not picked until the pushback has passed.
+//! With `health_check`, the actor watches the `grpc.health.v1` status of each
+//! node it has connected to, on the node's channel ([`HealthChanged`]): a node
+//! whose server says it does not serve (as a server kit does first thing when
+//! it shuts down), or whose watch's connection broke, is not picked until the
+//! server says it serves again, whatever etcd says meanwhile. A node whose
+//! server is closing a connection to it ([`GoingAway`]: its GOAWAY, or the
+//! connection's end) is not picked until its server answers a health check
+//! on a fresh connection; the actor tries one after 50 ms, then ever less
+//! often, up to every second. With success-rate ejection, the actor compares
+//! the nodes' success rates every interval and ejects the outliers.
 //! Ejections and pushbacks end, and held nodes' grace passes, on timers of
 //! the actor. Whenever a node leaves the set in force — the registry dropped
 //! it, its hold ended, it failed while held — its connection is closed.
@@ -42,7 +52,8 @@ mod tests;
 pub use actor::PickerActor;
 pub(crate) use actor::{Attach, WaitDiscovered, WaitNodes};
 pub use messages::{
-    ConnectionFailed, ConnectionSucceeded, Inspect, Pick, PickAll, PushedBack, Reconfigure,
+    ConnectionFailed, ConnectionSucceeded, GoingAway, HealthChanged, Inspect, Pick, PickAll,
+    PushedBack, Reconfigure,
 };
 pub use picked::{NodeHandle, NodeRef, Picked};
 pub(crate) use shared::{Fast, SharedPicker};

@@ -23,7 +23,7 @@ use semver::Version;
 
 use super::picked::{NodeHandle, NodeRef, Picked};
 use crate::balance::{Member, PickCx, Policy};
-use crate::connection::{Alive, Connection};
+use crate::connection::{Alive, Connection, Outcomes};
 use crate::hash::Prehashed;
 use crate::selector::parse_version_lenient;
 use crate::{Balancer, Error, Fallback, HashKey, PickerConfig, Selector};
@@ -39,6 +39,7 @@ const MAX_CACHED_SELECTORS: usize = 64;
 pub(crate) struct Slot {
     handle: NodeHandle,
     load: Arc<AtomicU32>,
+    outcomes: Arc<Outcomes>,
     homes: ArcSwap<Vec<Homed>>,
 }
 
@@ -56,6 +57,7 @@ impl Slot {
         Self {
             handle,
             load: Arc::new(AtomicU32::new(0)),
+            outcomes: Arc::default(),
             homes: ArcSwap::default(),
         }
     }
@@ -67,6 +69,11 @@ impl Slot {
     /// The counter of calls in flight, which the node's connection keeps.
     pub(crate) fn load_counter(&self) -> &Arc<AtomicU32> {
         &self.load
+    }
+
+    /// The counts of attempts' outcomes, which the node's connections keep.
+    pub(crate) fn outcomes(&self) -> &Arc<Outcomes> {
+        &self.outcomes
     }
 
     pub(crate) fn load(&self) -> u32 {

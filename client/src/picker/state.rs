@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 use super::picked::{NodeHandle, Picked};
 use super::snapshot::{Parts, Slot, Snapshot};
 use super::status::{NodeStatus, PickerStatus};
-use crate::ejection::{max_ejected, NodeHealth};
+use crate::ejection::{max_ejected, success_rate_outliers, NodeHealth};
 use crate::panic_guard::PanicGuard;
 use crate::sorted;
 use crate::{Error, HashKey, PickerConfig, Selector};
@@ -295,11 +295,63 @@ impl Picker {
         if !entry.health.record_failure(policy) {
             return false;
         }
+        if !self.eject(i, now, "consecutive failures") {
+            return false;
+        }
+        self.publish();
+        true
+    }
+
+    /// Ejects the nodes whose success rate since the last check is far below
+    /// the others' (success-rate ejection; see
+    /// [`EjectionConfig::with_success_rate`](crate::EjectionConfig::with_success_rate)),
+    /// within the share cap, and starts the counts over. Answers whether the
+    /// candidates changed.
+    pub fn check_success_rate(&mut self, now: Instant) -> bool {
+        let config = self.config.clone();
+        let policy = config.ejection();
+        let samples: Vec<(u64, u64)> = self
+            .entries
+            .iter()
+            .map(|e| {
+                let counts = e.slot.outcomes().take();
+                // An ejected node is not compared (it has next to no attempts).
+                if e.health.is_ejected() {
+                    (0, 0)
+                } else {
+                    counts
+                }
+            })
+            .collect();
+        let outliers = success_rate_outliers(
+            &samples,
+            policy.success_rate_stdev_factor(),
+            policy.success_rate_min_requests(),
+            policy.success_rate_min_nodes(),
+        );
+        let mut changed = false;
+        for i in outliers {
+            let (ok, failed) = samples[i];
+            debug!(service = %self.service, node = %self.effective[i].id(), ok, failed, "success-rate outlier");
+            changed |= self.eject(i, now, "a success rate far below the other nodes'");
+        }
+        if changed {
+            self.publish();
+        }
+        changed
+    }
+
+    /// Ejects the node at `i` for `why`, unless the share cap is reached;
+    /// answers whether it did. The caller publishes.
+    fn eject(&mut self, i: usize, now: Instant, why: &str) -> bool {
+        let config = self.config.clone();
+        let policy = config.ejection();
+        let id = self.effective[i].id();
         let cap = max_ejected(self.effective.len(), policy.max_share());
         if self.ejected_count >= cap {
             debug!(
-                service = %self.service, node = %id, ejected = self.ejected_count, cap,
-                "node keeps failing but the ejection cap is reached; keeping it"
+                service = %self.service, node = %id, ejected = self.ejected_count, cap, why,
+                "node would be ejected but the ejection cap is reached; keeping it"
             );
             return false;
         }
@@ -309,11 +361,10 @@ impl Picker {
             service = %self.service, node = %id,
             failures = entry.health.consecutive_failures(),
             ejected_for = ?until.saturating_duration_since(now),
-            "ejecting node after consecutive connection failures"
+            "ejecting node after {why}"
         );
         self.ejected[i] = true;
         self.ejected_count += 1;
-        self.publish();
         true
     }
 
@@ -329,6 +380,74 @@ impl Picker {
         }
         debug!(service = %self.service, node = %self.effective[i].id(), "node asked for a pushback; not picked until it passes");
         self.ejected[i] = true;
+        self.publish();
+        true
+    }
+
+    /// Records what the health service of `node`'s server says: a node that
+    /// does not serve is not picked until it serves again (it is not counted
+    /// as failing, nor against the ejection cap). Answers whether that
+    /// changed what is known of the node (a new snapshot is then published).
+    pub fn health_changed(&mut self, node: NodeHandle, serving: bool) -> bool {
+        let Some(i) = self.position(node) else {
+            return false;
+        };
+        if !self.entries[i].health.set_serving(serving) {
+            return false;
+        }
+        let id = self.effective[i].id();
+        if serving {
+            info!(service = %self.service, node = %id, "node's health says it serves again");
+        } else {
+            info!(service = %self.service, node = %id, "node's health says it does not serve; not picking it");
+        }
+        self.refresh_ejected();
+        self.publish();
+        true
+    }
+
+    /// Records that `node`'s server is closing a connection to it (it sent
+    /// GOAWAY, or the connection ended): the node is not picked until
+    /// [`reconnected`](Self::reconnected) says a fresh connection works (it is
+    /// not counted as failing, nor against the ejection cap). Answers whether
+    /// that changed what is known of the node (a new snapshot is then
+    /// published).
+    pub fn going_away(&mut self, node: NodeHandle) -> bool {
+        self.set_going_away(node, true)
+    }
+
+    /// Records that a fresh connection to `node` works, after
+    /// [`going_away`](Self::going_away). Answers whether that changed what is
+    /// known of the node.
+    pub fn reconnected(&mut self, node: NodeHandle) -> bool {
+        self.set_going_away(node, false)
+    }
+
+    /// Whether `node` is in force and its server is closing its connection.
+    pub fn is_going_away(&self, node: NodeHandle) -> bool {
+        self.position(node)
+            .is_some_and(|i| self.entries[i].health.is_going_away())
+    }
+
+    /// The node of `handle`, when it is in force.
+    pub fn node(&self, handle: NodeHandle) -> Option<&Node> {
+        self.position(handle).map(|i| &self.effective[i])
+    }
+
+    fn set_going_away(&mut self, node: NodeHandle, going: bool) -> bool {
+        let Some(i) = self.position(node) else {
+            return false;
+        };
+        if !self.entries[i].health.set_going_away(going) {
+            return false;
+        }
+        let id = self.effective[i].id();
+        if going {
+            info!(service = %self.service, node = %id, "node's server is closing its connection (GOAWAY); not picking it");
+        } else {
+            info!(service = %self.service, node = %id, "a fresh connection to the node works again");
+        }
+        self.refresh_ejected();
         self.publish();
         true
     }
@@ -398,6 +517,8 @@ impl Picker {
                     consecutive_failures: entry.health.consecutive_failures(),
                     ejected: entry.health.is_ejected(),
                     paused: entry.health.is_paused(),
+                    unhealthy: entry.health.is_unhealthy(),
+                    going_away: entry.health.is_going_away(),
                     ejections: entry.health.ejections(),
                     held: self.guard.is_held(n.id()),
                 }

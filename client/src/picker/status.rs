@@ -62,6 +62,12 @@ pub struct NodeStatus {
     pub ejected: bool,
     /// Whether its retry pushback keeps it out of picking now.
     pub paused: bool,
+    /// Whether its server's health service says it does not serve (with
+    /// `health_check`), which keeps it out of picking.
+    pub unhealthy: bool,
+    /// Whether its server is closing its connection (GOAWAY) and no fresh
+    /// connection has worked since, which keeps it out of picking.
+    pub going_away: bool,
     /// How many times it was ejected.
     pub ejections: u32,
     /// Whether the registry dropped it and the panic threshold holds it.

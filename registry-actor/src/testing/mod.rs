@@ -4,11 +4,12 @@
 //!   fresh temporary data directory on two free loopback ports, waits until it
 //!   answers and checks it is the member it started (not some other etcd that
 //!   took the port). [`EtcdServer::stop`] and [`EtcdServer::restart`] make
-//!   outages on the same ports and data; dropping it kills the process and
-//!   deletes the data. [`EtcdServer::start_secured`] serves it over TLS
-//!   (certificates of a [`TestCa`] made at start), optionally requiring client
-//!   certificates, and with user/password authentication on
-//!   ([`EtcdSecurity`]).
+//!   outages on the same ports and data, [`EtcdServer::pause`] and
+//!   [`EtcdServer::resume`] freeze and thaw it (SIGSTOP / SIGCONT); dropping
+//!   it kills the process and deletes the data. [`EtcdServer::start_secured`]
+//!   serves it over TLS (certificates of a [`TestCa`] made at start),
+//!   optionally requiring client certificates, and with user/password
+//!   authentication on ([`EtcdSecurity`]).
 //! * [`EtcdCluster::start`] runs N such members as one cluster and injects the
 //!   faults of a real cluster: [`kill`](EtcdCluster::kill) (SIGKILL) and
 //!   [`restart`](EtcdCluster::restart) of one member,

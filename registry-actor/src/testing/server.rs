@@ -151,6 +151,26 @@ impl EtcdServer {
         self.member.kill();
     }
 
+    /// Freezes the process (SIGSTOP): its port stays open and nothing
+    /// answers, as with a server cut off by a partition. Watches and
+    /// keepalives hang until it is [resumed](Self::resume).
+    ///
+    /// # Errors
+    ///
+    /// When it is not running or the signal fails.
+    pub fn pause(&self) -> io::Result<()> {
+        self.member.signal("STOP")
+    }
+
+    /// Thaws a process frozen by [`pause`](Self::pause) (SIGCONT).
+    ///
+    /// # Errors
+    ///
+    /// When it is not running or the signal fails.
+    pub fn resume(&self) -> io::Result<()> {
+        self.member.signal("CONT")
+    }
+
     /// Starts etcd again on the same ports and data directory and waits until it
     /// serves requests.
     ///

@@ -73,7 +73,7 @@ use crate::{Error, ServerConfig};
 ///    empty `server.service` serves without registering (logged);
 /// 3. checks every call against the rate limits of `server.rate_limit`;
 /// 4. serves the gRPC health service;
-/// 5. on SIGTERM or SIGINT: deregister, lame duck, `NOT_SERVING`, stop
+/// 5. on SIGTERM or SIGINT: `NOT_SERVING`, deregister, lame duck, stop
 ///    accepting, drain, cancel the rest (see the [crate docs](crate)).
 ///
 /// It is `ServeBuilder::new(server).routes(routes).registry(registry)`, started

@@ -70,12 +70,12 @@ impl fmt::Display for Deregistration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Phase {
+    /// Health set to `NOT_SERVING`: clients watching it stop picking the node.
+    NotServing,
     /// Deregistered, and saw the key gone from etcd.
     Deregister,
     /// Kept serving so clients see the key gone.
     LameDuck,
-    /// Health set to `NOT_SERVING`.
-    NotServing,
     /// Listener closed, GOAWAY sent on every connection.
     StopAccepting,
     /// Waited for calls in flight to finish.
@@ -87,9 +87,9 @@ pub enum Phase {
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Self::NotServing => "not-serving",
             Self::Deregister => "deregister",
             Self::LameDuck => "lame-duck",
-            Self::NotServing => "not-serving",
             Self::StopAccepting => "stop-accepting",
             Self::Drain => "drain",
             Self::Cancel => "cancel",
@@ -208,7 +208,17 @@ impl Shutdown {
             Err(ended) => return Err(self.server_ended_by_itself(ended).await),
         };
         let mut report = ShutdownReport::new(trigger);
-        info!(%trigger, "shutting down: deregistering");
+        info!(%trigger, "shutting down: health NOT_SERVING, deregistering");
+
+        // First of all: clients that watch the health service stop picking
+        // this node at once, whether or not etcd can be told (or tells them).
+        let started = Instant::now();
+        for name in self.names.iter().copied().chain([""]) {
+            self.health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        report.phases.push((Phase::NotServing, started.elapsed()));
 
         let started = Instant::now();
         report.deregistration = self.deregister().await;
@@ -221,15 +231,7 @@ impl Shutdown {
             tokio::time::sleep(self.config.lame_duck()).await;
         }
         report.phases.push((Phase::LameDuck, started.elapsed()));
-
-        let started = Instant::now();
-        for name in self.names.iter().copied().chain([""]) {
-            self.health
-                .set_service_status(name, ServingStatus::NotServing)
-                .await;
-        }
-        report.phases.push((Phase::NotServing, started.elapsed()));
-        info!("health NOT_SERVING; stopping accepting");
+        info!("lame duck over; stopping accepting");
 
         let started = Instant::now();
         self.counters.start_draining();

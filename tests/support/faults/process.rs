@@ -135,6 +135,21 @@ impl EchoProcess {
         id: &str,
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Self {
+        Self::spawn(etcd, id, "127.0.0.1:0", env).await
+    }
+
+    /// [`start`](Self::start) on `listen` (e.g. the address of a process
+    /// that just exited, to restart it where clients know it).
+    pub async fn start_on(etcd: &impl EtcdFixture, id: &str, listen: &str) -> Self {
+        Self::spawn(etcd, id, listen, &[]).await
+    }
+
+    async fn spawn(
+        etcd: &impl EtcdFixture,
+        id: &str,
+        listen: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
         // An empty configuration directory of the test's own (removed with the
         // etcd data): no developer's config/local.toml or environment leaks in.
         let config_dir = etcd.scratch_dir().join("echo-server-config");
@@ -144,7 +159,7 @@ impl EchoProcess {
             command.env_remove(name);
         }
         let mut child = command
-            .args(["--id", id, "--listen", "127.0.0.1:0"])
+            .args(["--id", id, "--listen", listen])
             .env("GRPC_CLUSTER_CONFIG_DIR", &config_dir)
             .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", etcd.endpoints_env())
             .envs(CHILD_SETTINGS.iter().copied())

@@ -1,0 +1,284 @@
+//! Noticing that a server is closing a node's connection: its GOAWAY frame,
+//! or the end of the connection.
+//!
+//! tonic's `Channel` keeps its HTTP/2 connection to itself: a GOAWAY is seen
+//! only by hyper, which then lets the calls in flight finish and connects
+//! afresh for the next call (refused, when the server is going down). So the
+//! channel of each node is made with a connector of ours
+//! ([`WatchingConnector`]) whose connections ([`Watched`]) read the frames
+//! the server sends as they pass (the 9-byte frame headers only, see
+//! [`Frames`]) and report the first GOAWAY — or, when the frames cannot be
+//! read (under TLS, which tonic puts on top of this connector) or no GOAWAY
+//! came, the end of the connection (end of stream or a read error) — once,
+//! as [`Report::going_away`]. The picker then stops picking the node until its
+//! server answers on a fresh connection.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper_util::rt::TokioIo;
+use registry_actor::Node;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tonic::transport::Channel;
+use tonic::Status;
+
+use super::report::Report;
+use super::settings::ConnectionSettings;
+
+/// A lazily connecting channel to `node`, made with `settings`, whose
+/// connections report to `report` when the server closes them. Must run
+/// inside the runtime that will carry the channel.
+pub(crate) fn watched_channel(
+    settings: &ConnectionSettings,
+    node: &Node,
+    report: Arc<dyn Report>,
+) -> Result<Channel, Status> {
+    let connector = WatchingConnector::new(!settings.tls(), report);
+    Ok(settings
+        .endpoint(node)?
+        .connect_with_connector_lazy(connector))
+}
+
+/// The HTTP/2 frame type of GOAWAY.
+const GOAWAY: u8 = 0x7;
+/// The length of an HTTP/2 frame header.
+const HEADER: usize = 9;
+
+/// Follows the HTTP/2 frames a server sends on a cleartext connection (a
+/// server sends nothing before its first frame), whatever the sizes of the
+/// reads: a 9-byte header, then as many payload bytes as it says.
+#[derive(Debug, Default)]
+pub(crate) struct Frames {
+    header: [u8; HEADER],
+    have: usize,
+    skip: usize,
+}
+
+impl Frames {
+    /// Takes the next bytes read; answers whether a GOAWAY frame's header
+    /// was completed among them.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        let mut goaway = false;
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (HEADER - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have == HEADER {
+                self.have = 0;
+                let [a, b, c, kind, ..] = self.header;
+                self.skip = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+                goaway |= kind == GOAWAY;
+            }
+        }
+        goaway
+    }
+}
+
+/// A connection that reports, once, that its server is closing it: a GOAWAY
+/// frame read (when `frames` follows them), or the end of the stream.
+pub(crate) struct Watched<T> {
+    io: T,
+    frames: Option<Frames>,
+    report: Arc<dyn Report>,
+    told: bool,
+}
+
+impl<T> std::fmt::Debug for Watched<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watched")
+            .field("frames", &self.frames.is_some())
+            .field("told", &self.told)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Watched<T> {
+    /// Watches `io`; reads its frames when `cleartext` (under TLS the bytes
+    /// read here are encrypted, and only the end of the stream is seen).
+    pub(crate) fn new(io: T, cleartext: bool, report: Arc<dyn Report>) -> Self {
+        Self {
+            io,
+            frames: cleartext.then(Frames::default),
+            report,
+            told: false,
+        }
+    }
+
+    fn tell(&mut self) {
+        if !self.told {
+            self.told = true;
+            self.report.going_away();
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let room = buf.remaining() > 0;
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        match &polled {
+            Poll::Ready(Ok(())) => {
+                let read = &buf.filled()[before..];
+                if read.is_empty() {
+                    if room {
+                        this.tell();
+                    }
+                } else if !this.told && this.frames.as_mut().is_some_and(|f| f.feed(read)) {
+                    this.tell();
+                }
+            }
+            Poll::Ready(Err(_)) => this.tell(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// A connector for tonic's `Endpoint::connect_with_connector_lazy`: TCP to
+/// the URI's authority with `TCP_NODELAY`, each connection [`Watched`] and
+/// reporting to `report` (tonic adds the connect timeout, and TLS on top).
+#[derive(Clone)]
+pub(crate) struct WatchingConnector {
+    cleartext: bool,
+    report: Arc<dyn Report>,
+}
+
+impl std::fmt::Debug for WatchingConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchingConnector")
+            .field("cleartext", &self.cleartext)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WatchingConnector {
+    /// Connections reading the server's frames when `cleartext`, reporting to
+    /// `report`.
+    pub(crate) fn new(cleartext: bool, report: Arc<dyn Report>) -> Self {
+        Self { cleartext, report }
+    }
+}
+
+impl tower::Service<http::Uri> for WatchingConnector {
+    type Response = TokioIo<Watched<TcpStream>>;
+    type Error = io::Error;
+    // Boxed: connecting is rare.
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let (cleartext, report) = (self.cleartext, self.report.clone());
+        Box::pin(async move {
+            let authority = uri.authority().map(|a| a.as_str().to_owned());
+            let authority = authority.ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}"))
+            })?;
+            let stream = TcpStream::connect(authority.as_str()).await?;
+            stream.set_nodelay(true)?;
+            Ok(TokioIo::new(Watched::new(stream, cleartext, report)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame(kind: u8, len: usize) -> Vec<u8> {
+        let mut bytes = vec![
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            kind,
+            0,
+            0,
+            0,
+            0,
+            1,
+        ];
+        // Payload bytes that look like frame headers of a GOAWAY.
+        bytes.extend(std::iter::repeat_n(GOAWAY, len));
+        bytes
+    }
+
+    #[test]
+    fn a_goaway_after_settings_and_data_is_seen_once_its_header_is_complete() {
+        let mut frames = Frames::default();
+        assert!(!frames.feed(&frame(0x4, 6)), "SETTINGS");
+        assert!(!frames.feed(&frame(0x0, 100)), "DATA full of 0x7");
+        let goaway = frame(GOAWAY, 8);
+        assert!(!frames.feed(&goaway[..4]), "header not complete");
+        assert!(frames.feed(&goaway[4..]), "GOAWAY");
+        assert!(!frames.feed(&frame(0x6, 8)), "PING after it");
+    }
+
+    proptest! {
+        #[test]
+        fn goaway_is_found_whatever_the_read_sizes(
+            kinds in proptest::collection::vec((0u8..10, 0usize..300), 1..20),
+            cuts in proptest::collection::vec(1usize..64, 1..200),
+        ) {
+            let bytes: Vec<u8> = kinds.iter().flat_map(|&(k, len)| frame(k, len)).collect();
+            let expected = kinds.iter().any(|&(k, _)| k == GOAWAY);
+            let mut frames = Frames::default();
+            let (mut rest, mut seen, mut cut) = (&bytes[..], false, cuts.iter().cycle());
+            while !rest.is_empty() {
+                let n = (*cut.next().expect("cycles")).min(rest.len());
+                seen |= frames.feed(&rest[..n]);
+                rest = &rest[n..];
+            }
+            prop_assert_eq!(seen, expected);
+        }
+    }
+}
