@@ -100,6 +100,6 @@ pub use governor;
 pub use rate_limit::{LimiterClock, RateLimit, RateLimitLayer, RateLimitStatus, RateLimits};
 pub use response::ResponseFuture;
 pub use serve::{
-    serve, Deregistration, Phase, Routes, ServeBuilder, ServeHandle, Serving, ShutdownReport,
-    ShutdownTrigger, REGISTRATION_HEALTH,
+    serve, Deregistration, LayeredService, Phase, Routes, ServeBuilder, ServeHandle, Serving,
+    ShutdownReport, ShutdownTrigger, REGISTRATION_HEALTH,
 };
