@@ -228,24 +228,30 @@ async fn run_echo_client(args: &[&str]) -> Output {
         .expect("echo-client runs")
 }
 
+/// Runs example `name` against `etcd`; answers its stdout once it exited 0.
+async fn run_example_ok(name: &str, etcd: &str) -> String {
+    let out = Command::new(example_path(name))
+        .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", etcd)
+        .env("RUST_LOG", "error")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{name} runs: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name}: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 #[tokio::test]
 async fn quickstart_gets_replies_from_a_server_found_through_etcd() {
     let etcd = EtcdServer::start().await.expect("etcd");
     let endpoint = etcd.endpoint();
     let _server = start_server(&endpoint, "echo-q", "1.0.0", "blue").await;
-    let out = Command::new(example_path("quickstart"))
-        .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", &endpoint)
-        .env("RUST_LOG", "error")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("quickstart runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = run_example_ok("quickstart", &endpoint).await;
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines,
@@ -253,6 +259,22 @@ async fn quickstart_gets_replies_from_a_server_found_through_etcd() {
             "echo-q answered \"hi\" after 1 attempt(s)",
             "echo-q answered \"hi again\""
         ],
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn tokio_app_calls_through_a_spawned_client() {
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let endpoint = etcd.endpoint();
+    let _server = start_server(&endpoint, "echo-t", "1.0.0", "blue").await;
+    let text = run_example_ok("tokio-app", &endpoint).await;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        (0..3)
+            .map(|i| format!("echo-t answered \"hello {i}\""))
+            .collect::<Vec<_>>(),
         "{text}"
     );
 }
