@@ -7,6 +7,11 @@
 //! shutdown under load. Everything it started is stopped at the end, also on
 //! Ctrl-C or a failure.
 //!
+//! Each section checks what it shows (every call answered, only the selected
+//! nodes, no failed call while a server is killed or shuts down, refusals
+//! with a pushback) and prints `check: …: held` or `FAILED`. The exit status
+//! is 0 only when every check held; otherwise 1, naming the failed checks.
+//!
 //! Run it with `scripts/demo` (which installs etcd and protoc when missing and
 //! builds the examples), or `cargo build --examples && cargo run --example demo`.
 
@@ -147,6 +152,24 @@ fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// What the demo claims in each section, and which claims did not hold.
+#[derive(Default)]
+struct Checks {
+    failed: Vec<String>,
+}
+
+impl Checks {
+    /// Records `claim`, printed under its section as held or not.
+    fn expect(&mut self, held: bool, claim: &str) {
+        if held {
+            println!("   check: {claim}: held");
+        } else {
+            println!("   check: {claim}: FAILED");
+            self.failed.push(claim.to_owned());
+        }
+    }
+}
+
 /// The outcome of a batch of calls.
 #[derive(Default)]
 struct Batch {
@@ -158,6 +181,15 @@ struct Batch {
 }
 
 impl Batch {
+    fn failures(&self) -> usize {
+        self.failed.values().sum()
+    }
+
+    /// Whether every call was answered by a node of `allowed`.
+    fn only_on(&self, allowed: &[&str]) -> bool {
+        self.per_node.keys().all(|n| allowed.contains(&n.as_str()))
+    }
+
     fn line(&self) -> String {
         let nodes: Vec<String> = self
             .per_node
@@ -301,10 +333,15 @@ async fn demo() -> Result<()> {
         .map_err(|e| e.to_string())?;
     let seen = wait_nodes(&client, 4).await?;
     step(&format!("cluster client discovered 4 nodes in {seen:.2?}"));
+    let mut checks = Checks::default();
 
     section("Balancing: 400 Say calls, round_robin, 8 at a time");
     let b = say_batch(&client, 400, 8, options(Strategy::Failfast), |_| {}).await;
     println!("   {}", b.line());
+    checks.expect(
+        b.failures() == 0 && b.per_node.len() == 4,
+        "every call answered, by all 4 nodes",
+    );
 
     section("Version routing: 200 calls with version \">=2, <3\"");
     let v2 = Selector::new()
@@ -319,6 +356,10 @@ async fn demo() -> Result<()> {
     )
     .await;
     println!("   {}", b.line());
+    checks.expect(
+        b.failures() == 0 && b.only_on(&["echo-3", "echo-4"]),
+        "every call answered by a 2.x node",
+    );
 
     section("Multicast to group blue");
     let blue = CallOptions::new().with_selector(Selector::new().with_group("blue"));
@@ -344,6 +385,12 @@ async fn demo() -> Result<()> {
             if n.result.is_ok() { "ok" } else { "failed" }
         );
     }
+    let mut blue: Vec<&str> = m.nodes.iter().map(|n| n.node.id()).collect();
+    blue.sort_unstable();
+    checks.expect(
+        m.nodes.iter().all(|n| n.result.is_ok()) && blue == ["echo-1", "echo-2"],
+        "echo-1 and echo-2 (group blue) answered, no other node",
+    );
 
     section("Broadcast: Slow(100 ms) to every node at once");
     let slow = SlowRequest {
@@ -368,6 +415,10 @@ async fn demo() -> Result<()> {
         b.successes(),
         b.nodes.len(),
         b.latency
+    );
+    checks.expect(
+        b.nodes.len() == 4 && b.successes() == 4,
+        "all 4 nodes answered",
     );
 
     section("Failover while a server is killed: 2000 Say calls, failover, 16 at a time; kill -9 echo-2 after 400");
@@ -401,6 +452,7 @@ async fn demo() -> Result<()> {
         "   {} calls met the dead server and succeeded on another node",
         b.retried
     );
+    checks.expect(b.failures() == 0, "no call failed while echo-2 was killed");
     if let Some(pos) = servers.iter().position(|s| s.id == "echo-2") {
         let mut dead = servers.remove(pos);
         let (code, _) = dead.exited(Duration::from_secs(5)).await?;
@@ -455,6 +507,13 @@ async fn demo() -> Result<()> {
         percentile(pushbacks.clone(), 0.5),
         percentile(pushbacks.clone(), 1.0)
     );
+    checks.expect(
+        admitted > 0
+            && !pushbacks.is_empty()
+            && other == 0
+            && pushbacks.iter().all(|p| !p.is_zero()),
+        "calls over the limit refused with RESOURCE_EXHAUSTED and a pushback, the rest admitted",
+    );
     limited.sigterm()?;
     limited.exited(Duration::from_secs(15)).await?;
 
@@ -502,6 +561,7 @@ async fn demo() -> Result<()> {
         }
     }
     println!("   ok={ok} failed={failed}; echo-1 answered {on_victim} of them before it left");
+    checks.expect(failed == 0, "no call failed while echo-1 shut down");
     if let Some(pos) = servers.iter().position(|s| s.id == "echo-1") {
         let mut leaving = servers.remove(pos);
         let (code, lines) = leaving.exited(Duration::from_secs(20)).await?;
@@ -512,13 +572,26 @@ async fn demo() -> Result<()> {
         for line in lines.iter().skip_while(|l| !l.contains("shutdown")) {
             println!("     | {line}");
         }
+        checks.expect(
+            code == Some(0),
+            "echo-1 exited 0 after its graceful shutdown",
+        );
     }
 
     section("Summary");
     println!("   every section above ran against real processes over loopback and a real etcd.");
     drop(servers);
     drop(etcd);
-    Ok(())
+    if checks.failed.is_empty() {
+        println!("   every check held.");
+        Ok(())
+    } else {
+        Err(format!(
+            "{} check(s) failed: {}",
+            checks.failed.len(),
+            checks.failed.join("; ")
+        ))
+    }
 }
 
 async fn wait_limited(client: &Addr<ClusterClient>) -> Result<()> {

@@ -280,6 +280,28 @@ async fn tokio_app_calls_through_a_spawned_client() {
 }
 
 #[tokio::test]
+async fn the_demo_runs_every_section_and_exits_0_only_when_every_check_held() {
+    let out = Command::new(example_path("demo"))
+        .env("RUST_LOG", "error")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("demo runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let checks: Vec<&str> = text.lines().filter(|l| l.contains("check: ")).collect();
+    assert_eq!(checks.len(), 8, "every section checks what it shows:\n{text}");
+    let failed: Vec<&&str> = checks.iter().filter(|l| l.ends_with("FAILED")).collect();
+    assert_eq!(
+        out.status.success(),
+        failed.is_empty(),
+        "exit status 0 exactly when no check failed: {failed:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(failed.is_empty(), "{text}");
+    assert!(text.contains("every check held."), "{text}");
+}
+
+#[tokio::test]
 async fn echo_client_help_describes_every_flag_and_an_unknown_flag_is_named() {
     let out = run_echo_client(&["--help"]).await;
     assert_eq!(out.status.code(), Some(0));
