@@ -4,7 +4,7 @@ mod support;
 
 use std::process::{Output, Stdio};
 
-use grpc_cluster::registry::etcd_client::{Client, PutOptions};
+use grpc_cluster::registry::etcd_client::{Client, PutOptions, Txn, TxnOp};
 use grpc_cluster::server::{ServeBuilder, REGISTRATION_HEALTH};
 use serde_json::Value;
 use support::server_kit::{echo_config, key_exists, start_echo};
@@ -431,4 +431,40 @@ async fn a_bad_endpoint_exits_non_zero_naming_it() {
         "{}",
         stderr(&out)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_read_every_page_of_a_large_service() {
+    let etcd = EtcdServer::start().await.expect("etcd starts");
+    let endpoint = etcd.endpoint();
+    let mut kv = etcd.client().await.expect("client");
+    // More nodes than one page of a listing holds; etcd takes 128 operations
+    // per transaction.
+    let ids: Vec<String> = (0..450).map(|i| format!("n-{i:03}")).collect();
+    for chunk in ids.chunks(100) {
+        let puts: Vec<TxnOp> = chunk
+            .iter()
+            .map(|id| {
+                TxnOp::put(
+                    format!("{PREFIX}/big/{id}"),
+                    format!(r#"{{"id":"{id}","addr":"127.0.0.1:7000"}}"#),
+                    None,
+                )
+            })
+            .collect();
+        kv.txn(Txn::new().and_then(puts)).await.expect("puts");
+    }
+    let out = run(&endpoint, &["--json", "services"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["services"][0]["keys"], 450);
+    let out = run(&endpoint, &["--json", "nodes", "big"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = json(&out);
+    let listed: Vec<&str> = doc["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["node"]["id"].as_str())
+        .collect();
+    assert_eq!(listed, ids, "every node, once, in key order");
 }

@@ -289,7 +289,11 @@ async fn the_demo_runs_every_section_and_exits_0_only_when_every_check_held() {
         .expect("demo runs");
     let text = String::from_utf8_lossy(&out.stdout);
     let checks: Vec<&str> = text.lines().filter(|l| l.contains("check: ")).collect();
-    assert_eq!(checks.len(), 8, "every section checks what it shows:\n{text}");
+    assert_eq!(
+        checks.len(),
+        8,
+        "every section checks what it shows:\n{text}"
+    );
     let failed: Vec<&&str> = checks.iter().filter(|l| l.ends_with("FAILED")).collect();
     assert_eq!(
         out.status.success(),

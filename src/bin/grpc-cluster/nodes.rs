@@ -1,7 +1,7 @@
 //! `nodes`: the nodes of a service as etcd holds them, and how one key is
 //! shown (also by `watch`).
 
-use registry_actor::etcd_client::{GetOptions, KeyValue};
+use registry_actor::etcd_client::KeyValue;
 use registry_actor::{service_prefix, Node, RegistryConfig};
 use serde_json::{json, Value};
 
@@ -86,15 +86,10 @@ pub(crate) async fn list(
 ) -> Result<(), Failure> {
     let registry = Registry::connect(config).await?;
     let prefix = service_prefix(config.prefix(), service);
+    let (keys, revision) = registry.etcd.list_prefix(&prefix).await?;
     let mut client = registry.client.clone();
-    let answer = registry
-        .request(
-            &format!("list {prefix}"),
-            client.get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
-    let mut entries = Vec::with_capacity(answer.kvs().len());
-    for kv in answer.kvs() {
+    let mut entries = Vec::with_capacity(keys.len());
+    for kv in &keys {
         let entry = Entry::decode(kv, service, config.max_value_bytes());
         let ttl = match entry.lease {
             0 => None,
@@ -114,7 +109,7 @@ pub(crate) async fn list(
         let nodes: Vec<Value> = entries.iter().map(|(e, ttl)| e.to_json(*ttl)).collect();
         print_json(&json!({
             "service": service,
-            "revision": answer.header().map_or(0, |h| h.revision()),
+            "revision": revision,
             "nodes": nodes,
         }));
         return Ok(());

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use registry_actor::etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
-use registry_actor::{node_key, Node, RegistryConfig};
+use registry_actor::etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use registry_actor::{node_key, Etcd, Node, RegistryConfig};
 use serde_json::json;
 
 use crate::args::NodeArgs;
@@ -14,6 +14,8 @@ use crate::output::{print, print_json, Table};
 
 /// A client of the configured etcd, and how long each request may take.
 pub(crate) struct Registry {
+    /// Every member, for reads that move between them.
+    pub(crate) etcd: Etcd,
     pub(crate) client: Client,
     pub(crate) config: RegistryConfig,
 }
@@ -24,6 +26,7 @@ impl Registry {
         let etcd = registry_actor::connect(config).await?;
         Ok(Self {
             client: etcd.client(),
+            etcd,
             config: config.clone(),
         })
     }
@@ -59,16 +62,9 @@ impl Registry {
 pub(crate) async fn services(config: &RegistryConfig, json: bool) -> Result<(), Failure> {
     let registry = Registry::connect(config).await?;
     let root = registry.root();
-    let options = GetOptions::new().with_prefix().with_keys_only();
-    let mut client = registry.client.clone();
-    let answer = registry
-        .request(
-            &format!("list the keys under {root}"),
-            client.get(root.as_str(), Some(options)),
-        )
-        .await?;
+    let (keys, _) = registry.etcd.list_prefix(&root).await?;
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for kv in answer.kvs() {
+    for kv in &keys {
         let key = String::from_utf8_lossy(kv.key());
         if let Some((service, _id)) = key
             .strip_prefix(root.as_str())
