@@ -438,9 +438,9 @@ async fn listings_read_every_page_of_a_large_service() {
     let etcd = EtcdServer::start().await.expect("etcd starts");
     let endpoint = etcd.endpoint();
     let mut kv = etcd.client().await.expect("client");
-    // More nodes than one page of a listing holds; etcd takes 128 operations
-    // per transaction.
-    let ids: Vec<String> = (0..450).map(|i| format!("n-{i:03}")).collect();
+    // More nodes than one page of a full read (1000 keys); etcd takes 128
+    // operations per transaction.
+    let ids: Vec<String> = (0..1500).map(|i| format!("n-{i:04}")).collect();
     for chunk in ids.chunks(100) {
         let puts: Vec<TxnOp> = chunk
             .iter()
@@ -456,7 +456,7 @@ async fn listings_read_every_page_of_a_large_service() {
     }
     let out = run(&endpoint, &["--json", "services"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(json(&out)["services"][0]["keys"], 450);
+    assert_eq!(json(&out)["services"][0]["keys"], 1500);
     let out = run(&endpoint, &["--json", "nodes", "big"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let doc = json(&out);
