@@ -292,3 +292,32 @@ async fn server_options_reach_tonic_max_concurrent_streams_one_serializes_a_conn
         "without the option the Say passes the Slow call"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_cluster_serve_takes_user_layers_through_with_builder() {
+    let dir = std::env::temp_dir().join(format!("gc-serve-builder-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(
+        dir.join("default.toml"),
+        "[server]\nlisten = \"127.0.0.1:0\"\nservice = \"\"\n",
+    )
+    .expect("write");
+    let loader = grpc_cluster::config::ConfigLoader::from_env()
+        .with_dir(&dir)
+        .with_env_vars(Default::default());
+    let seen = RecordLayer::default();
+    let layer = seen.clone();
+    let serving = grpc_cluster::Serve::load(loader)
+        .expect("loads")
+        .with_reload_interval(Duration::ZERO)
+        .with_builder(move |b| b.layer(layer).signals(false))
+        .start(grpc_cluster::echo::EchoService::new("serve-layer-1").into_server())
+        .await
+        .expect("starts");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut client = EchoClient::new(channel(serving.local_addr()).await);
+    say(&mut client, None).await.expect("a call");
+    assert_eq!(*seen.0.lock().expect("lock"), ["/echo.v1.Echo/Say"]);
+    serving.handle().shutdown();
+    serving.wait().await.expect("clean shutdown");
+}
