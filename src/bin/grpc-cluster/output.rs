@@ -69,3 +69,22 @@ pub(crate) fn cell(value: &str) -> String {
         value.to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_padded_to_their_widest_cell_and_lines_not_padded_at_the_end() {
+        let mut table = Table::new(vec!["ID", "ADDR", "LEASE"]);
+        table.push(vec!["echo-1".into(), "127.0.0.1:1".into(), "static".into()]);
+        table.push(vec!["e2".into(), "10.0.0.2:50051".into(), "9s".into()]);
+        assert_eq!(
+            table.render(),
+            "ID      ADDR            LEASE\n\
+             echo-1  127.0.0.1:1     static\n\
+             e2      10.0.0.2:50051  9s\n"
+        );
+        assert_eq!(cell(""), "-");
+    }
+}
