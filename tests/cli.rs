@@ -418,7 +418,10 @@ async fn a_bad_endpoint_exits_non_zero_naming_it() {
         assert!(out.stdout.is_empty(), "nothing on stdout: {}", stdout(&out));
         let err = stderr(&out);
         assert!(err.starts_with("grpc-cluster: error: "), "{err}");
-        assert!(err.contains(&endpoint), "the endpoint is named: {err}");
+        assert!(
+            err.contains(&format!("etcd at {endpoint}")),
+            "the endpoint is named: {err}"
+        );
     }
     let out = cli("not an endpoint")
         .args(["services"])

@@ -17,6 +17,8 @@
 //! `registry.username`/`password` and, for `health`, `[client.tls]`.
 //! The exit status is 0 on success, 1 on any error (printed on stderr), 2 on
 //! bad usage, and 3 when `health` reaches a server that is not serving.
+//! Logs go to stderr, errors only unless `RUST_LOG` asks for more
+//! (`RUST_LOG=info` shows the configuration files read).
 
 mod args;
 mod failure;
@@ -35,6 +37,12 @@ use failure::Failure;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -86,7 +86,7 @@ pub(crate) async fn list(
 ) -> Result<(), Failure> {
     let registry = Registry::connect(config).await?;
     let prefix = service_prefix(config.prefix(), service);
-    let (keys, revision) = registry.etcd.list_prefix(&prefix).await?;
+    let (keys, revision) = registry.list(&prefix).await?;
     let mut client = registry.client.clone();
     let mut entries = Vec::with_capacity(keys.len());
     for kv in &keys {

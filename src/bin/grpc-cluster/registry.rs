@@ -15,7 +15,7 @@ use crate::output::{print, print_json, Table};
 /// A client of the configured etcd, and how long each request may take.
 pub(crate) struct Registry {
     /// Every member, for reads that move between them.
-    pub(crate) etcd: Etcd,
+    etcd: Etcd,
     pub(crate) client: Client,
     pub(crate) config: RegistryConfig,
 }
@@ -52,6 +52,20 @@ impl Registry {
         }
     }
 
+    /// Every key under `prefix` and the revision read at; a failure names
+    /// the endpoints.
+    pub(crate) async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<(Vec<registry_actor::etcd_client::KeyValue>, i64), Failure> {
+        self.etcd.list_prefix(prefix).await.map_err(|e| {
+            Failure::new(format!(
+                "etcd at {}: {e}",
+                self.config.endpoints().join(",")
+            ))
+        })
+    }
+
     /// The prefix every service lives under, with its trailing slash.
     pub(crate) fn root(&self) -> String {
         format!("{}/", self.config.prefix().trim_end_matches('/'))
@@ -62,7 +76,7 @@ impl Registry {
 pub(crate) async fn services(config: &RegistryConfig, json: bool) -> Result<(), Failure> {
     let registry = Registry::connect(config).await?;
     let root = registry.root();
-    let (keys, _) = registry.etcd.list_prefix(&root).await?;
+    let (keys, _) = registry.list(&root).await?;
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for kv in &keys {
         let key = String::from_utf8_lossy(kv.key());
