@@ -8,6 +8,11 @@
 //! and one hop over mutual TLS (certificates made at start). Everything it
 //! started is stopped at the end, also on Ctrl-C or a failure.
 //!
+//! Each section checks what it shows (every call answered, only the selected
+//! nodes, no failed call while a server is killed or shuts down, refusals
+//! with a pushback) and prints `check: …: held` or `FAILED`. The exit status
+//! is 0 only when every check held; otherwise 1, naming the failed checks.
+//!
 //! Run it with `scripts/demo` (which installs etcd and protoc when missing and
 //! builds the examples), or `cargo build --examples && cargo run --example demo`.
 
@@ -161,6 +166,24 @@ fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// What the demo claims in each section, and which claims did not hold.
+#[derive(Default)]
+struct Checks {
+    failed: Vec<String>,
+}
+
+impl Checks {
+    /// Records `claim`, printed under its section as held or not.
+    fn expect(&mut self, held: bool, claim: &str) {
+        if held {
+            println!("   check: {claim}: held");
+        } else {
+            println!("   check: {claim}: FAILED");
+            self.failed.push(claim.to_owned());
+        }
+    }
+}
+
 /// The outcome of a batch of calls.
 #[derive(Default)]
 struct Batch {
@@ -172,6 +195,15 @@ struct Batch {
 }
 
 impl Batch {
+    fn failures(&self) -> usize {
+        self.failed.values().sum()
+    }
+
+    /// Whether every call was answered by a node of `allowed`.
+    fn only_on(&self, allowed: &[&str]) -> bool {
+        self.per_node.keys().all(|n| allowed.contains(&n.as_str()))
+    }
+
     fn line(&self) -> String {
         let nodes: Vec<String> = self
             .per_node
@@ -319,10 +351,15 @@ async fn demo() -> Result<()> {
         .map_err(|e| e.to_string())?;
     let seen = wait_nodes(&client, 4).await?;
     step(&format!("cluster client discovered 4 nodes in {seen:.2?}"));
+    let mut checks = Checks::default();
 
     section("Balancing: 400 Say calls, round_robin, 8 at a time");
     let b = say_batch(&client, 400, 8, options(Strategy::Failfast), |_| {}).await;
     println!("   {}", b.line());
+    checks.expect(
+        b.failures() == 0 && b.per_node.len() == 4,
+        "every call answered, by all 4 nodes",
+    );
 
     section("Version routing: 200 calls with version \">=2, <3\"");
     let v2 = Selector::new()
@@ -337,6 +374,10 @@ async fn demo() -> Result<()> {
     )
     .await;
     println!("   {}", b.line());
+    checks.expect(
+        b.failures() == 0 && b.only_on(&["echo-3", "echo-4"]),
+        "every call answered by a 2.x node",
+    );
 
     section("Multicast to group blue");
     let blue = CallOptions::new().with_selector(Selector::new().with_group("blue"));
@@ -362,6 +403,12 @@ async fn demo() -> Result<()> {
             if n.result.is_ok() { "ok" } else { "failed" }
         );
     }
+    let mut blue: Vec<&str> = m.nodes.iter().map(|n| n.node.id()).collect();
+    blue.sort_unstable();
+    checks.expect(
+        m.nodes.iter().all(|n| n.result.is_ok()) && blue == ["echo-1", "echo-2"],
+        "echo-1 and echo-2 (group blue) answered, no other node",
+    );
 
     section("Broadcast: Slow(100 ms) to every node at once");
     let slow = SlowRequest {
@@ -386,6 +433,10 @@ async fn demo() -> Result<()> {
         b.successes(),
         b.nodes.len(),
         b.latency
+    );
+    checks.expect(
+        b.nodes.len() == 4 && b.successes() == 4,
+        "all 4 nodes answered",
     );
 
     section("Failover while a server is killed: 2000 Say calls, failover, 16 at a time; kill -9 echo-2 after 400");
@@ -419,6 +470,7 @@ async fn demo() -> Result<()> {
         "   {} calls met the dead server and succeeded on another node",
         b.retried
     );
+    checks.expect(b.failures() == 0, "no call failed while echo-2 was killed");
     if let Some(pos) = servers.iter().position(|s| s.id == "echo-2") {
         let mut dead = servers.remove(pos);
         let (code, _) = dead.exited(Duration::from_secs(5)).await?;
@@ -473,10 +525,17 @@ async fn demo() -> Result<()> {
         percentile(pushbacks.clone(), 0.5),
         percentile(pushbacks.clone(), 1.0)
     );
+    checks.expect(
+        admitted > 0
+            && !pushbacks.is_empty()
+            && other == 0
+            && pushbacks.iter().all(|p| !p.is_zero()),
+        "calls over the limit refused with RESOURCE_EXHAUSTED and a pushback, the rest admitted",
+    );
     limited.sigterm()?;
     limited.exited(Duration::from_secs(15)).await?;
 
-    hung_server(&client, &endpoint).await?;
+    hung_server(&client, &endpoint, &mut checks).await?;
 
     section("Graceful shutdown under load: 800 Slow(20 ms) calls, failfast, 16 at a time; SIGTERM echo-1 after 200");
     let pid = servers
@@ -522,6 +581,7 @@ async fn demo() -> Result<()> {
         }
     }
     println!("   ok={ok} failed={failed}; echo-1 answered {on_victim} of them before it left");
+    checks.expect(failed == 0, "no call failed while echo-1 shut down");
     if let Some(pos) = servers.iter().position(|s| s.id == "echo-1") {
         let mut leaving = servers.remove(pos);
         let (code, lines) = leaving.exited(Duration::from_secs(20)).await?;
@@ -532,22 +592,35 @@ async fn demo() -> Result<()> {
         for line in lines.iter().skip_while(|l| !l.contains("shutdown")) {
             println!("     | {line}");
         }
+        checks.expect(
+            code == Some(0),
+            "echo-1 exited 0 after its graceful shutdown",
+        );
     }
 
-    tls_hop(&etcd).await?;
+    tls_hop(&etcd, &mut checks).await?;
 
     section("Summary");
     println!("   every section above ran against real processes over loopback and a real etcd.");
     drop(servers);
     drop(etcd);
-    Ok(())
+    if checks.failed.is_empty() {
+        println!("   every check held.");
+        Ok(())
+    } else {
+        Err(format!(
+            "{} check(s) failed: {}",
+            checks.failed.len(),
+            checks.failed.join("; ")
+        ))
+    }
 }
 
 /// One hop over mutual TLS: an `echo-server` with a certificate from a CA made
 /// here, requiring client certificates (`[server.tls]` from the environment),
 /// registered under its own prefix; a cluster client with `[client.tls]` calls
 /// it, and one without a certificate is refused.
-async fn tls_hop(etcd: &EtcdServer) -> Result<()> {
+async fn tls_hop(etcd: &EtcdServer, checks: &mut Checks) -> Result<()> {
     section("TLS: 200 Say calls over mutual TLS, failfast, 8 at a time");
     let ca = TestCa::new(&etcd.data_dir().join("demo-certs"), "demo-ca");
     let cert = ca.server();
@@ -588,6 +661,7 @@ async fn tls_hop(etcd: &EtcdServer) -> Result<()> {
     wait_nodes(&client, 1).await?;
     let b = say_batch(&client, 200, 8, options(Strategy::Failfast), |_| {}).await;
     println!("   {}", b.line());
+    checks.expect(b.failures() == 0, "every call over mutual TLS succeeded");
 
     let config = ClientConfig::default()
         .with_timeout(Duration::from_secs(5))
@@ -600,19 +674,24 @@ async fn tls_hop(etcd: &EtcdServer) -> Result<()> {
         message: "hello".into(),
     };
     let call = Call::new("echo", SAY, hello).with_options(options(Strategy::Failfast));
-    match anonymous.send(call).await {
+    let refused = match anonymous.send(call).await {
         Ok(Ok(reply)) => {
-            return Err(format!(
-                "{} answered a client without a certificate",
+            println!(
+                "   {} answered a client without a certificate",
                 reply.node.id()
-            ))
+            );
+            false
         }
-        Ok(Err(e)) => println!(
-            "   a client without a certificate is refused: {:?}",
-            e.code()
-        ),
+        Ok(Err(e)) => {
+            println!(
+                "   a client without a certificate is refused: {:?}",
+                e.code()
+            );
+            true
+        }
         Err(e) => return Err(format!("the client stopped: {e}")),
-    }
+    };
+    checks.expect(refused, "a client without a certificate was refused");
     Ok(())
 }
 
@@ -635,7 +714,11 @@ async fn wait_node(client: &Addr<ClusterClient>, id: &str) -> Result<()> {
 /// A server that accepts calls and never answers them (`echo-server --hang`)
 /// joins the cluster: hedging answers from another node one delay later,
 /// failover with an attempt timeout moves on after it and ejects the node.
-async fn hung_server(client: &Addr<ClusterClient>, endpoint: &str) -> Result<()> {
+async fn hung_server(
+    client: &Addr<ClusterClient>,
+    endpoint: &str,
+    checks: &mut Checks,
+) -> Result<()> {
     section("A hung server: echo-6 accepts Say and never answers (--hang)");
     let mut hung = Server::start(
         endpoint,
@@ -670,11 +753,19 @@ async fn hung_server(client: &Addr<ClusterClient>, endpoint: &str) -> Result<()>
     let hedged = say_batch(client, 300, 8, options(Strategy::Hedging), |_| {}).await;
     step("hedging, a new attempt on another node every 20 ms: 300 Say calls, 8 at a time");
     println!("   {}", hedged.line());
+    checks.expect(
+        hedged.failures() == 0,
+        "no hedged call failed on the hung server",
+    );
 
     let bounded = options(Strategy::Failover).with_attempt_timeout(Duration::from_millis(100));
     let failover = say_batch(client, 300, 8, bounded, |_| {}).await;
     step("failover with attempt_timeout = 100 ms: 300 Say calls, 8 at a time");
     println!("   {}", failover.line());
+    checks.expect(
+        failover.failures() == 0,
+        "no failover call with an attempt timeout failed on the hung server",
+    );
     let status = client
         .send(ServiceStatus("echo".into()))
         .await

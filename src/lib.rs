@@ -23,7 +23,9 @@
 //! * [`server`] (`server-kit`) — rate limits, registration and graceful shutdown
 //!   for any tonic service;
 //! * [`config`] — the layered configuration of all three, with hot reload;
-//! * [`echo`] — the `echo.v1.Echo` example service and its implementation.
+//! * [`echo`] — the `echo.v1.Echo` example service and its implementation;
+//! * `testing` (feature `testing`) — a real etcd, or a cluster of them, for
+//!   your own tests.
 
 pub use cluster_client as client;
 pub use registry_actor as registry;
@@ -32,6 +34,25 @@ pub use server_kit as server;
 pub mod config;
 pub mod echo;
 mod serve;
+
+/// Fixtures for your own tests (feature `testing`): a real etcd on free
+/// loopback ports ([`EtcdServer`](testing::EtcdServer)), or a cluster of them
+/// with fault injection ([`EtcdCluster`](testing::EtcdCluster)). They run the
+/// `etcd` binary, which must be on `PATH`.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use grpc_cluster::testing::EtcdServer;
+///
+/// let etcd = EtcdServer::start().await?;
+/// let registry = etcd.registry_config(); // RegistryConfig pointing at it
+/// # let _ = registry;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use registry_actor::testing::*;
+}
 
 pub use serve::{serve, Serve, ServeError};
 

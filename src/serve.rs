@@ -87,7 +87,11 @@ pub struct Serve {
     settings: Arc<Reloadable<Settings>>,
     overrides: Overrides,
     reload_interval: Duration,
+    builder: Option<Customize>,
 }
+
+/// Changes to the server builder: layers, tonic options.
+type Customize = Box<dyn FnOnce(ServeBuilder) -> ServeBuilder + Send>;
 
 /// Changes to the loaded `[server]` settings, applied to every reload too.
 type Overrides = Arc<dyn Fn(ServerConfig) -> ServerConfig + Send + Sync>;
@@ -113,6 +117,7 @@ impl Serve {
             settings: Arc::new(Reloadable::load(loader)?),
             overrides: Arc::new(|server| server),
             reload_interval: RELOAD_INTERVAL,
+            builder: None,
         })
     }
 
@@ -124,6 +129,30 @@ impl Serve {
         overrides: impl Fn(ServerConfig) -> ServerConfig + Send + Sync + 'static,
     ) -> Self {
         self.overrides = Arc::new(overrides);
+        self
+    }
+
+    /// Passes the [`ServeBuilder`] through `customize` before starting
+    /// (default: none): your own tower layers ([`ServeBuilder::layer`]),
+    /// tonic server options ([`ServeBuilder::server_options`]), no signal
+    /// handling in tests ([`ServeBuilder::signals`]).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), grpc_cluster::ServeError> {
+    /// # use grpc_cluster::echo::{EchoServer, EchoService};
+    /// use grpc_cluster::Serve;
+    ///
+    /// Serve::from_env()?
+    ///     .with_builder(|b| b.server_options(|s| s.max_concurrent_streams(Some(256))))
+    ///     .serve(EchoServer::new(EchoService::new("echo-1")))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_builder(
+        mut self,
+        customize: impl FnOnce(ServeBuilder) -> ServeBuilder + Send + 'static,
+    ) -> Self {
+        self.builder = Some(Box::new(customize));
         self
     }
 
@@ -162,11 +191,13 @@ impl Serve {
     /// When called outside a tokio runtime.
     pub async fn start(self, routes: impl Into<Routes>) -> Result<Serving, ServeError> {
         let settings = self.settings.current();
-        let serving = ServeBuilder::new((self.overrides)(settings.server.clone()))
+        let mut builder = ServeBuilder::new((self.overrides)(settings.server.clone()))
             .routes(routes)
-            .registry(settings.registry.clone())
-            .start()
-            .await?;
+            .registry(settings.registry.clone());
+        if let Some(customize) = self.builder {
+            builder = customize(builder);
+        }
+        let serving = builder.start().await?;
         if !self.reload_interval.is_zero() {
             follow(
                 self.settings,
@@ -194,6 +225,7 @@ impl fmt::Debug for Serve {
         f.debug_struct("Serve")
             .field("settings", &self.settings)
             .field("reload_interval", &self.reload_interval)
+            .field("builder", &self.builder.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -233,6 +233,66 @@ async fn run_echo_client(args: &[&str]) -> Output {
         .expect("echo-client runs")
 }
 
+/// Runs example `name` against `etcd`; answers its stdout once it exited 0.
+async fn run_example_ok(name: &str, etcd: &str) -> String {
+    let out = Command::new(example_path(name))
+        .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", etcd)
+        .env("RUST_LOG", "error")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{name} runs: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name}: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[tokio::test]
+async fn tokio_app_calls_through_a_spawned_client() {
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let endpoint = etcd.endpoint();
+    let _server = start_server(&endpoint, "echo-t", "1.0.0", "blue").await;
+    let text = run_example_ok("tokio-app", &endpoint).await;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        (0..3)
+            .map(|i| format!("echo-t answered \"hello {i}\""))
+            .collect::<Vec<_>>(),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_demo_runs_every_section_and_exits_0_only_when_every_check_held() {
+    let out = Command::new(example_path("demo"))
+        .env("RUST_LOG", "error")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("demo runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let checks: Vec<&str> = text.lines().filter(|l| l.contains("check: ")).collect();
+    assert_eq!(
+        checks.len(),
+        12,
+        "every section checks what it shows:\n{text}"
+    );
+    let failed: Vec<&&str> = checks.iter().filter(|l| l.ends_with("FAILED")).collect();
+    assert_eq!(
+        out.status.success(),
+        failed.is_empty(),
+        "exit status 0 exactly when no check failed: {failed:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(failed.is_empty(), "{text}");
+    assert!(text.contains("every check held."), "{text}");
+}
+
 #[tokio::test]
 async fn echo_client_help_describes_every_flag_and_an_unknown_flag_is_named() {
     let out = run_echo_client(&["--help"]).await;

@@ -311,7 +311,8 @@ async fn shutdown_under_load_drains_calls_after_deregistering_and_cancels_an_end
         "the real port is advertised: {value}"
     );
 
-    // A stream that never ends: the health Watch, SERVING while up.
+    // A health Watch, SERVING while up: it gets NOT_SERVING and ends at the
+    // drain.
     let channel = channel(addr).await;
     let mut watch = HealthClient::new(channel.clone())
         .watch(HealthCheckRequest {
@@ -327,7 +328,12 @@ async fn shutdown_under_load_drains_calls_after_deregistering_and_cancels_an_end
         .expect("not ended");
     assert_eq!(first.status(), ServingStatus::Serving);
 
-    // Load: 8 Slow(500 ms) calls in flight, plus the watch.
+    // Load: 8 Slow(500 ms) calls in flight, a call that outlives the drain
+    // deadline, plus the watch.
+    let endless = tokio::spawn(slow(
+        EchoClient::new(channel.clone()),
+        grpc_cluster::echo::MAX_SLOW_DELAY,
+    ));
     let calls: Vec<_> = (0..8)
         .map(|_| {
             tokio::spawn(slow(
@@ -340,7 +346,7 @@ async fn shutdown_under_load_drains_calls_after_deregistering_and_cancels_an_end
     assert!(
         wait_until(EVENTUALLY, || {
             let h = h.clone();
-            async move { h.in_flight() == 9 }
+            async move { h.in_flight() == 10 }
         })
         .await
     );
@@ -379,12 +385,14 @@ async fn shutdown_under_load_drains_calls_after_deregistering_and_cancels_an_end
             .expect("task")
             .expect("an in-flight Slow call completes");
     }
-    // The watch outlives the drain deadline and is cut.
     let end = watch.message().await;
     assert!(
-        !matches!(end, Ok(Some(_))),
-        "the endless stream is cancelled: {end:?}"
+        matches!(&end, Err(status) if status.code() == Code::Unavailable),
+        "the health watch ends with UNAVAILABLE at the drain: {end:?}"
     );
+    // The endless call outlives the drain deadline and is cut.
+    let cut = endless.await.expect("task");
+    assert!(cut.is_err(), "the endless call is cancelled: {cut:?}");
 
     let report = serving
         .wait()
@@ -392,8 +400,12 @@ async fn shutdown_under_load_drains_calls_after_deregistering_and_cancels_an_end
         .expect("serve returns after the deadline");
     assert_eq!(report.trigger(), ShutdownTrigger::Handle);
     assert_eq!(report.deregistration(), &Deregistration::Confirmed);
-    assert_eq!(report.in_flight_at_drain(), 9);
-    assert_eq!(report.drained(), 8, "{report}");
+    assert_eq!(report.in_flight_at_drain(), 10);
+    assert_eq!(
+        report.drained(),
+        9,
+        "the Slow calls and the watch: {report}"
+    );
     assert_eq!(report.cancelled(), 1, "{report}");
     let phases: Vec<Phase> = report.phases().iter().map(|(p, _)| *p).collect();
     assert_eq!(
@@ -408,7 +420,7 @@ async fn shutdown_under_load_drains_calls_after_deregistering_and_cancels_an_end
         ]
     );
     assert_eq!(stats.processed(), 8);
-    assert_eq!(stats.cancelled(), 0, "no Slow call was cancelled");
+    assert_eq!(stats.cancelled(), 1, "only the endless call was cancelled");
     assert!(!key_exists(&mut kv.clone(), &key).await);
 }
 
@@ -654,17 +666,6 @@ async fn serves_while_etcd_is_down_at_start_up_and_registers_once_it_is_back() {
     handle.shutdown();
     let report = serving.wait().await.expect("clean shutdown");
     assert_eq!(report.deregistration(), &Deregistration::Confirmed);
-}
-
-/// The health status of `service` as the server reports it now.
-async fn health_of(channel: &tonic::transport::Channel, service: &str) -> Option<ServingStatus> {
-    let answer = HealthClient::new(channel.clone())
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .ok()?;
-    Some(answer.into_inner().status())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -113,6 +113,14 @@ pub enum Error {
     /// The registry could not be used (bad registry settings).
     #[error("registry: {0}")]
     Registry(#[source] std::sync::Arc<registry_actor::Error>),
+    /// [`ClusterClient::spawn`](crate::ClusterClient::spawn) could not start
+    /// the client's thread; says why.
+    #[error("cannot start the cluster client's thread: {0}")]
+    Spawn(String),
+    /// The client was shut down
+    /// ([`ClientHandle::shutdown`](crate::ClientHandle::shutdown)).
+    #[error("the cluster client was shut down")]
+    Stopped,
 }
 
 impl Error {
@@ -125,16 +133,19 @@ impl Error {
 
     /// The gRPC code a call ends with when this error stops it: `UNAVAILABLE`
     /// when no node can take it now (none registered, none left to try, picker
-    /// gone, none discovered yet); `FAILED_PRECONDITION` when a strict selector
+    /// gone, none discovered yet, the client shut down); `FAILED_PRECONDITION` when a strict selector
     /// matches nothing or every candidate has weight 0; `INVALID_ARGUMENT` for
-    /// bad input or settings.
+    /// bad input or settings; `INTERNAL` when the client's thread could not
+    /// start.
     pub fn code(&self) -> tonic::Code {
         use tonic::Code;
         match self {
             Self::NoNodes { .. }
             | Self::AllExcluded { .. }
             | Self::PickerGone { .. }
-            | Self::NotDiscovered { .. } => Code::Unavailable,
+            | Self::NotDiscovered { .. }
+            | Self::Stopped => Code::Unavailable,
+            Self::Spawn(_) => Code::Internal,
             Self::NoWeight { .. } | Self::NoMatch { .. } => Code::FailedPrecondition,
             Self::InvalidSelector { .. }
             | Self::BadMethod(_)

@@ -97,7 +97,7 @@ pub use budget::RetryBudget;
 pub use call::{
     Attempt, Broadcast, BroadcastReply, BudgetTokens, Call, CallError, CallFuture, CallOptions,
     Cause, ClientHandle, ClusterClient, Completion, GetHandle, NodeResult, Reply, ServiceStatus,
-    UpdateConfig, RETRY_PUSHBACK_KEY,
+    UpdateConfig, CLIENT_THREAD_NAME, RETRY_PUSHBACK_KEY,
 };
 pub use config::{
     CallPolicy, ClientConfig, EjectionConfig, Hedging, MethodConfig, PickerConfig, ServiceConfig,

@@ -355,7 +355,8 @@ impl RegistryConfig {
 }
 
 /// Durations as strings: `"250ms"`, `"10s"`, `"1.5s"`, `"2m"`, `"1h"`, `"500us"`,
-/// at most [`MAX`](duration::MAX) (365 days), so that no deadline computed from
+/// and compound ones as [humantime](https://docs.rs/humantime) reads them
+/// (`"1m30s"`, `"1h 15m"`, `"2days"`), at most [`MAX`](duration::MAX) (365 days), so that no deadline computed from
 /// a configured duration can overflow.
 ///
 /// Use with `#[serde(with = "registry_actor::config::duration")]`.
@@ -385,8 +386,9 @@ pub mod duration {
         }
     }
 
-    /// Parses `"250ms"`, `"10s"`, `"1.5s"`, `"2m"`, `"1h"`, `"500us"`; a bare `"0"`
-    /// is zero.
+    /// Parses `"250ms"`, `"10s"`, `"1.5s"`, `"2m"`, `"1h"`, `"500us"`, and
+    /// compound durations such as `"1m30s"` or `"1h 15m"` (humantime's
+    /// syntax); a bare `"0"` is zero.
     ///
     /// # Errors
     ///
@@ -397,6 +399,23 @@ pub mod duration {
         if t == "0" {
             return Ok(Duration::ZERO);
         }
+        match single(s, t) {
+            Ok(d) => Ok(d),
+            // Not one number and one unit: perhaps several (`1m30s`).
+            Err(why) => match humantime::parse_duration(t) {
+                Ok(d) => {
+                    check_bound(d).map_err(|_| {
+                        format!("`{s}` is above the longest duration accepted, 365 days (8760h)")
+                    })?;
+                    Ok(d)
+                }
+                Err(_) => Err(why),
+            },
+        }
+    }
+
+    /// One number (maybe with a fraction) and one unit: `"1.5s"`.
+    fn single(s: &str, t: &str) -> Result<Duration, String> {
         let split = t
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| format!("`{s}` has no unit; use e.g. \"250ms\", \"10s\", \"2m\""))?;
@@ -412,7 +431,7 @@ pub mod duration {
             "h" => value * 3600.0,
             other => {
                 return Err(format!(
-                    "`{s}` has unknown unit `{other}`; use us, ms, s, m or h"
+                    "`{s}` has unknown unit `{other}`; use us, ms, s, m or h, or combine them as in \"1m30s\""
                 ))
             }
         };
@@ -426,9 +445,9 @@ pub mod duration {
     /// Formats a duration in the shortest exact unit: `"250ms"`, `"10s"`.
     pub fn format(d: Duration) -> String {
         let us = d.as_micros();
-        if us % 1_000_000 == 0 {
+        if us.is_multiple_of(1_000_000) {
             format!("{}s", us / 1_000_000)
-        } else if us % 1_000 == 0 {
+        } else if us.is_multiple_of(1_000) {
             format!("{}ms", us / 1_000)
         } else {
             format!("{us}us")
@@ -460,6 +479,9 @@ pub mod duration {
                 ("1h", Duration::from_secs(3600)),
                 ("500us", Duration::from_micros(500)),
                 ("0", Duration::ZERO),
+                ("1m30s", Duration::from_secs(90)),
+                ("1h 15m", Duration::from_secs(4500)),
+                ("2s 250ms", Duration::from_millis(2250)),
             ] {
                 assert_eq!(parse(s), Ok(d), "{s}");
                 assert_eq!(parse(&format(d)), Ok(d));

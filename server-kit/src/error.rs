@@ -38,6 +38,10 @@ pub enum Error {
     /// The server task ended abnormally (it panicked or was aborted).
     #[error("the server task ended abnormally: {0}")]
     Task(String),
+    /// [`ServeHandle::pause`](crate::ServeHandle::pause) or `resume` on a
+    /// server that serves without a registry.
+    #[error("the server is not registered in a registry (no registry, or an empty server.service): nothing to pause or resume")]
+    NotRegistered,
     /// A call was refused by a rate limit.
     #[error("rate limited by the {limit} limit; retry in {} ms", pushback_ms(*.retry_after))]
     #[non_exhaustive]
@@ -100,7 +104,8 @@ pub(crate) fn pushback_ms(wait: Duration) -> u64 {
 ///
 /// * `RateLimited` → `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms`;
 /// * `Unauthenticated` → `UNAUTHENTICATED`;
-/// * `Config` → `INVALID_ARGUMENT`; everything else → `UNAVAILABLE`/`INTERNAL`.
+/// * `Config` → `INVALID_ARGUMENT`; `NotRegistered` → `FAILED_PRECONDITION`;
+///   everything else → `UNAVAILABLE`/`INTERNAL`.
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let message = error.to_string();
@@ -115,6 +120,7 @@ impl From<Error> for Status {
             }
             Error::Unauthenticated => Status::unauthenticated(message),
             Error::Config(_) => Status::invalid_argument(message),
+            Error::NotRegistered => Status::failed_precondition(message),
             Error::Bind { .. } | Error::Serve(_) | Error::Registry(_) => {
                 Status::unavailable(message)
             }

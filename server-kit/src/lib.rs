@@ -11,8 +11,11 @@
 //!   `NOT_SERVING` → deregister → lame duck → stop accepting + GOAWAY → drain →
 //!   cancel the rest; returns the [`ShutdownReport`].
 //! * [`ServeBuilder`] — the same, with a [`ServeHandle`] for runtime control
-//!   ([`ServeHandle::shutdown`], new rate limits, the registration state), and
-//!   options for tests (no signals, a fake clock, no registry).
+//!   ([`ServeHandle::shutdown`], [`ServeHandle::pause`]/[`resume`](ServeHandle::resume)
+//!   out of discovery and back, new rate limits, the registration state), your
+//!   own tower layers ([`ServeBuilder::layer`]) and tonic server options
+//!   ([`ServeBuilder::server_options`]), and options for tests (no signals, a
+//!   fake clock, no registry).
 //! * [`rate_limit`] — governor token buckets, global, per method, per caller
 //!   and per cluster share, as a tower layer ([`RateLimitLayer`]); refusals are
 //!   `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms`. Limits change at run
@@ -28,7 +31,9 @@
 //! 3. The gRPC health service (`grpc.health.v1.Health`) is added and reports
 //!    `SERVING` for `""` and every service of the [`Routes`].
 //! 4. The middleware is stacked, outermost first: bearer-token check
-//!    (`server.token`), [rate limits](crate::rate_limit), in-flight counting.
+//!    (`server.token`), [rate limits](crate::rate_limit), in-flight counting,
+//!    then the layers of [`ServeBuilder::layer`] (the first added outermost),
+//!    then the services.
 //! 5. Only now, with a registry given, the node registers through a
 //!    [`Registrar`](registry_actor::Registrar) (lease, keepalive,
 //!    re-registration for ever; etcd down at start-up is retried, not fatal),
@@ -51,6 +56,8 @@
 //! 4. **stop accepting**: the listener is closed and GOAWAY is sent on every
 //!    connection;
 //! 5. **drain**: calls in flight finish, up to `server.shutdown.drain_timeout`;
+//!    health `Watch` streams send their `NOT_SERVING` and end with
+//!    `UNAVAILABLE` at once, so a health watcher does not hold the drain;
 //! 6. **cancel**: connections still open at the deadline are closed, which
 //!    cancels their calls (handlers are dropped, clients see the stream reset).
 //!
@@ -102,6 +109,6 @@ pub use governor;
 pub use rate_limit::{LimiterClock, RateLimit, RateLimitLayer, RateLimitStatus, RateLimits};
 pub use response::ResponseFuture;
 pub use serve::{
-    serve, Deregistration, Phase, Routes, ServeBuilder, ServeHandle, Serving, ShutdownReport,
-    ShutdownTrigger, REGISTRATION_HEALTH,
+    serve, Deregistration, LayeredService, Phase, Routes, ServeBuilder, ServeHandle, Serving,
+    ShutdownReport, ShutdownTrigger, REGISTRATION_HEALTH,
 };

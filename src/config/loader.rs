@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use config::{Config, Environment, File, FileFormat};
+use config::{Config, Environment, File, FileFormat, Map, Source, Value};
 use serde::de::DeserializeOwned;
+use tracing::{info, warn};
 
 /// Environment variable naming the configuration directory (default `./config`).
 pub const CONFIG_DIR_VAR: &str = "GRPC_CLUSTER_CONFIG_DIR";
@@ -69,6 +70,8 @@ pub struct ConfigLoader {
     dir_given: bool,
     env_name: Option<String>,
     env_vars: Option<HashMap<String, String>>,
+    /// Top-level tables that belong to the app, not to grpc-cluster.
+    app_sections: Vec<String>,
 }
 
 impl fmt::Debug for ConfigLoader {
@@ -76,6 +79,7 @@ impl fmt::Debug for ConfigLoader {
         f.debug_struct("ConfigLoader")
             .field("dir", &self.dir)
             .field("env_name", &self.env_name)
+            .field("app_sections", &self.app_sections)
             .finish_non_exhaustive()
     }
 }
@@ -91,6 +95,60 @@ impl ConfigLoader {
             dir: given.map_or_else(|| PathBuf::from("config"), PathBuf::from),
             env_name: std::env::var(ENV_NAME_VAR).ok().filter(|s| !s.is_empty()),
             env_vars: None,
+            app_sections: Vec::new(),
+        }
+    }
+
+    /// Declares top-level tables of the same files (and `GRPC_CLUSTER__NAME__…`
+    /// variables) as the app's own (default: none): loading grpc-cluster's
+    /// sections ignores them instead of refusing them as unknown keys, and
+    /// [`load_section`](Self::load_section) reads them.
+    ///
+    /// ```no_run
+    /// use grpc_cluster::config::{ConfigLoader, Settings};
+    ///
+    /// #[derive(Debug, Default, serde::Deserialize)]
+    /// #[serde(default, deny_unknown_fields)]
+    /// struct Shop {
+    ///     currency: String,
+    /// }
+    ///
+    /// // config/default.toml: [registry] … [server] … [shop] currency = "EUR"
+    /// let loader = ConfigLoader::from_env().with_app_sections(["shop"]);
+    /// let settings: Settings = loader.load()?;
+    /// let shop: Shop = loader.load_section("shop")?;
+    /// # Ok::<(), grpc_cluster::config::ConfigError>(())
+    /// ```
+    pub fn with_app_sections<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.app_sections.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Loads the app's own top-level table `name` from the same layers: the
+    /// files, then `GRPC_CLUSTER__NAME__KEY` variables. A table set nowhere
+    /// deserializes from an empty table (its serde defaults).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the key and the file or the environment.
+    pub fn load_section<A: DeserializeOwned>(&self, name: &str) -> Result<A, ConfigError> {
+        let only = Only {
+            config: self.build()?,
+            key: name.to_owned(),
+        };
+        // Through a map keyed by the section, so errors give the full key path
+        // (`shop.shelves`) and its file.
+        let mut sections: std::collections::BTreeMap<String, A> = Config::builder()
+            .add_source(only)
+            .build()?
+            .try_deserialize()?;
+        match sections.remove(name) {
+            Some(section) => Ok(section),
+            None => Ok(Config::builder().build()?.try_deserialize::<A>()?),
         }
     }
 
@@ -143,7 +201,7 @@ impl ConfigLoader {
                 dir: self.dir.clone(),
             });
         }
-        let config = self.build()?;
+        let config = self.ours(self.build()?)?;
         let value: T = match config.clone().try_deserialize() {
             Ok(value) => value,
             Err(e) => return Err(self.locate::<T>(e, &config)),
@@ -283,6 +341,10 @@ impl ConfigLoader {
             let alone = Config::builder()
                 .add_source(File::new(&name, FileFormat::Toml))
                 .build()
+                .and_then(|c| {
+                    self.ours(c)
+                        .map_err(|e| config::ConfigError::Message(e.to_string()))
+                })
                 .and_then(|c| c.try_deserialize::<T>());
             if alone.is_err() {
                 return Some(name);
@@ -310,13 +372,79 @@ impl ConfigLoader {
         env
     }
 
+    /// Every layer merged; logs the files it read, and warns when the
+    /// default directory is missing (every setting then comes from the
+    /// defaults and the environment).
     fn build(&self) -> Result<Config, ConfigError> {
+        if !self.dir.is_dir() {
+            warn!(dir = %self.dir.display(),
+                "configuration directory not found: using the defaults and GRPC_CLUSTER__ variables \
+                 (set GRPC_CLUSTER_CONFIG_DIR or run from the directory holding config/)");
+        }
         let mut builder = Config::builder();
+        let mut read = Vec::new();
         for file in self.layer_files() {
+            if file.is_file() {
+                read.push(file.display().to_string());
+            }
             let name = file.to_string_lossy().into_owned();
             builder = builder.add_source(File::new(&name, FileFormat::Toml).required(false));
         }
+        info!(dir = %self.dir.display(), files = ?read, "configuration files read");
         Ok(builder.add_source(self.environment()).build()?)
+    }
+
+    /// `config` without the app's own sections.
+    fn ours(&self, config: Config) -> Result<Config, ConfigError> {
+        if self.app_sections.is_empty() {
+            return Ok(config);
+        }
+        let without = Without {
+            config,
+            keys: self.app_sections.clone(),
+        };
+        Ok(Config::builder().add_source(without).build()?)
+    }
+}
+
+/// One top-level table of a configuration, with its values' origins.
+#[derive(Debug, Clone)]
+struct Only {
+    config: Config,
+    key: String,
+}
+
+impl Source for Only {
+    fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<Map<String, Value>, config::ConfigError> {
+        let mut map = self.config.collect()?;
+        map.retain(|key, _| *key == self.key);
+        Ok(map)
+    }
+}
+
+/// A configuration with some top-level tables left out (the app's own);
+/// every other value keeps its origin.
+#[derive(Debug, Clone)]
+struct Without {
+    config: Config,
+    keys: Vec<String>,
+}
+
+impl Source for Without {
+    fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<Map<String, Value>, config::ConfigError> {
+        let mut map = self.config.collect()?;
+        for key in &self.keys {
+            map.remove(key);
+        }
+        Ok(map)
     }
 }
 
@@ -354,5 +482,56 @@ fn integer_range(expected: &str) -> Option<(String, String)> {
     } else {
         let max = i128::MAX >> (128 - bits);
         Some(((-max - 1).to_string(), max.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use registry_actor::testing::Logs;
+
+    use super::*;
+
+    fn loader(dir: PathBuf, dir_given: bool) -> ConfigLoader {
+        ConfigLoader {
+            dir,
+            dir_given,
+            env_name: None,
+            env_vars: Some(HashMap::new()),
+            app_sections: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_missing_default_directory_is_warned_about_and_the_files_read_are_logged() {
+        let (logs, _guard) = Logs::capture();
+        let missing = std::env::temp_dir().join(format!("gc-no-config-{}", std::process::id()));
+        let settings: crate::config::Settings =
+            loader(missing.clone(), false).load().expect("the defaults");
+        assert_eq!(settings, crate::config::Settings::default());
+        let text = logs.text();
+        assert!(
+            text.contains("WARN") && text.contains("configuration directory not found"),
+            "{text}"
+        );
+        assert!(text.contains(&missing.display().to_string()), "{text}");
+
+        let (logs, _guard) = Logs::capture();
+        let dir = std::env::temp_dir().join(format!("gc-config-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("default.toml"), "[registry]\n").expect("write");
+        let loaded: Result<crate::config::Settings, _> = loader(dir.clone(), true).load();
+        let _ = std::fs::remove_dir_all(&dir);
+        loaded.expect("loads");
+        let text = logs.text();
+        assert!(!text.contains("WARN"), "{text}");
+        let read = text
+            .lines()
+            .find(|l| l.contains("configuration files read"))
+            .unwrap_or_else(|| panic!("a line naming the files read: {text}"));
+        assert!(
+            read.contains(&dir.join("default.toml").display().to_string())
+                && !read.contains("local.toml"),
+            "only the files that exist: {read}"
+        );
     }
 }

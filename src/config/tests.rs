@@ -612,3 +612,71 @@ fn debug_output_of_every_config_type_hides_planted_secrets() {
         assert!(!text.contains(as_bytes), "{name} shows key bytes: {text}");
     }
 }
+
+#[test]
+fn compound_durations_load_from_files_and_the_environment() {
+    let dir = Dir::new("humantime");
+    dir.write("default.toml", "[registry]\nlease_ttl = \"1m30s\"\n");
+    let doc: Doc = dir.loader().load().expect("loads");
+    assert_eq!(doc.registry.lease_ttl(), Duration::from_secs(90));
+    let doc: Doc = dir
+        .loader()
+        .with_env_vars(vars(&[("GRPC_CLUSTER__REGISTRY__LEASE_TTL", "2m 15s")]))
+        .load()
+        .expect("loads");
+    assert_eq!(doc.registry.lease_ttl(), Duration::from_secs(135));
+}
+
+/// An app's own section, in the same files as ours.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+struct Shop {
+    currency: String,
+    shelves: u32,
+    restock: Option<String>,
+}
+
+#[test]
+fn an_apps_own_sections_load_from_the_same_files_beside_ours() {
+    let dir = Dir::new("app-sections");
+    dir.write(
+        "default.toml",
+        "[registry]\nprefix = \"/shop\"\n[shop]\ncurrency = \"EUR\"\nshelves = 4\n",
+    );
+    dir.write("local.toml", "[shop]\nshelves = 6\n");
+    let refused = dir
+        .loader()
+        .load::<Settings>()
+        .expect_err("an unknown table");
+    assert!(refused.to_string().contains("shop"), "{refused}");
+
+    let loader = dir
+        .loader()
+        .with_env_vars(vars(&[("GRPC_CLUSTER__SHOP__RESTOCK", "daily")]))
+        .with_app_sections(["shop"]);
+    let settings: Settings = loader.load().expect("ours, ignoring [shop]");
+    assert_eq!(settings.registry.prefix(), "/shop");
+    let shop: Shop = loader.load_section("shop").expect("the app's");
+    assert_eq!(
+        shop,
+        Shop {
+            currency: "EUR".into(),
+            shelves: 6,
+            restock: Some("daily".into()),
+        },
+        "every layer applies to the app's section too"
+    );
+
+    dir.write("local.toml", "[shop]\nshelves = \"many\"\n");
+    let err = loader
+        .load_section::<Shop>("shop")
+        .expect_err("a bad value");
+    let text = err.to_string();
+    assert!(
+        text.contains("shelves") && text.contains("local.toml"),
+        "{text}"
+    );
+
+    let missing: Shop = loader.load_section("absent").expect("defaults");
+    assert_eq!(missing, Shop::default());
+}

@@ -183,3 +183,17 @@ pub fn example_path(name: &str) -> PathBuf {
     );
     path
 }
+
+/// The health status of `service` as the server reports it now.
+pub async fn health_of(
+    channel: &tonic::transport::Channel,
+    service: &str,
+) -> Option<tonic_health::pb::health_check_response::ServingStatus> {
+    let answer = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .ok()?;
+    Some(answer.into_inner().status())
+}

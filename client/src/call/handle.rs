@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use super::error::CallError;
 use super::messages::{Broadcast, BroadcastReply, Call, Reply};
 use super::service::{Service, ServiceSettings};
+use super::spawn::SystemThread;
 use super::status::{request_id, REQUEST_ID};
 use super::strategy::Plan;
 use crate::budget::RetryBudget;
@@ -50,6 +51,10 @@ type Services = foldhash::HashMap<Arc<str>, Arc<Service>>;
 #[derive(Clone)]
 pub struct ClientHandle {
     shared: Arc<Shared>,
+    /// The client's own actix thread, for a client started by
+    /// [`ClusterClient::spawn`](super::ClusterClient::spawn): it stops when
+    /// the last handle and call holding it are dropped.
+    owner: Option<Arc<SystemThread>>,
 }
 
 impl std::fmt::Debug for ClientHandle {
@@ -59,6 +64,7 @@ impl std::fmt::Debug for ClientHandle {
                 "services",
                 &self.shared.services.load().keys().collect::<Vec<_>>(),
             )
+            .field("own_thread", &self.owner.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -118,7 +124,37 @@ impl ClientHandle {
                 services: ArcSwap::default(),
                 control: Mutex::new(()),
             }),
+            owner: None,
         })
+    }
+
+    /// This handle, owning the thread its client runs on.
+    pub(crate) fn owning(mut self, thread: SystemThread) -> Self {
+        self.owner = Some(Arc::new(thread));
+        self
+    }
+
+    /// Stops the client's own thread now, for a client started by
+    /// [`ClusterClient::spawn`](super::ClusterClient::spawn): its registry
+    /// watch, pickers and connections end, and calls through any clone of
+    /// the handle fail from then on. Dropping the last clone does the same.
+    /// Does nothing for a client that runs on the app's actix system.
+    pub fn shutdown(&self) {
+        if let Some(owner) = &self.owner {
+            owner.stop();
+        }
+    }
+
+    /// Keeps the client's own thread (if any) running until `call` ends.
+    fn holding_thread<T: Send + 'static>(&self, call: CallFuture<T>) -> CallFuture<T> {
+        match self.owner.clone() {
+            None => call,
+            Some(owner) => Box::pin(async move {
+                let answer = call.await;
+                drop(owner);
+                answer
+            }),
+        }
     }
 
     /// The client's own I/O runtime, once started: it carries the channels of
@@ -143,14 +179,16 @@ impl ClientHandle {
         // Each strategy's own future is boxed, not a future over all of them:
         // the box then holds only what this call's strategy needs, and no
         // larger union of states is copied as the call proceeds.
-        match self.plan(&call.service, &call.method, call.request, call.options) {
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-            Ok((plan, Strategy::Failfast)) => Box::pin(plan.failfast()),
-            Ok((plan, Strategy::Failover)) => Box::pin(plan.failover()),
-            Ok((plan, Strategy::Failretry)) => Box::pin(plan.failretry()),
-            Ok((plan, Strategy::Forking(k))) => Box::pin(plan.forking(k)),
-            Ok((plan, Strategy::Hedging)) => Box::pin(plan.hedging()),
-        }
+        let call: CallFuture<Reply<Resp>> =
+            match self.plan(&call.service, &call.method, call.request, call.options) {
+                Err(e) => Box::pin(std::future::ready(Err(e))),
+                Ok((plan, Strategy::Failfast)) => Box::pin(plan.failfast()),
+                Ok((plan, Strategy::Failover)) => Box::pin(plan.failover()),
+                Ok((plan, Strategy::Failretry)) => Box::pin(plan.failretry()),
+                Ok((plan, Strategy::Forking(k))) => Box::pin(plan.forking(k)),
+                Ok((plan, Strategy::Hedging)) => Box::pin(plan.hedging()),
+            };
+        self.holding_thread(call)
     }
 
     /// Runs `broadcast` on every matching node at once, in the task that
@@ -173,7 +211,7 @@ impl ClientHandle {
             broadcast.options,
         ) {
             Err(e) => Box::pin(std::future::ready(Err(e))),
-            Ok((plan, _)) => Box::pin(plan.broadcast(completion)),
+            Ok((plan, _)) => self.holding_thread(Box::pin(plan.broadcast(completion))),
         }
     }
 
@@ -306,6 +344,9 @@ impl ClientHandle {
         request: Req,
         options: super::CallOptions,
     ) -> Result<(Plan<Req, Resp>, Strategy), CallError> {
+        if self.owner.as_ref().is_some_and(|owner| owner.is_stopped()) {
+            return Err(CallError::pick(service, Error::Stopped, Vec::new()));
+        }
         let svc = self
             .service(service)
             .map_err(|e| CallError::pick(service, e, Vec::new()))?;

@@ -63,6 +63,7 @@ mod handle;
 mod hedging;
 mod messages;
 mod service;
+mod spawn;
 mod status;
 mod strategy;
 
@@ -72,4 +73,5 @@ pub use handle::{CallFuture, ClientHandle, GetHandle};
 pub use messages::{
     Attempt, Broadcast, BroadcastReply, Call, CallOptions, Completion, NodeResult, Reply,
 };
+pub use spawn::CLIENT_THREAD_NAME;
 pub use status::RETRY_PUSHBACK_KEY;

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, KvClient, WatchClient};
+use etcd_client::{Client, ConnectOptions, KeyValue, KvClient, WatchClient};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
 
@@ -217,6 +217,20 @@ impl Etcd {
     /// The plain etcd client over every endpoint that this dereferences to.
     pub fn client(&self) -> Client {
         self.balanced.clone()
+    }
+
+    /// Every key under `prefix` with its value, read page by page at one
+    /// revision (a consistent snapshot of any size), hedged over the members
+    /// like every read of this crate; answers them in key order and that
+    /// revision.
+    ///
+    /// # Errors
+    ///
+    /// When no member answers a page in time.
+    pub async fn list_prefix(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), Error> {
+        let mut keys = Vec::new();
+        let identity = read_prefix(self, prefix, |kv| keys.push(kv.clone())).await?;
+        Ok((keys, identity.revision))
     }
 
     /// Whether `key` is in etcd: a linearizable read, hedged over the members

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use governor::clock::MonotonicClock;
-use registry_actor::RegistrationState;
+use registry_actor::{Registrar, RegistrationState};
 use tokio::sync::watch;
 
 use super::shutdown::ShutdownTrigger;
@@ -27,6 +27,7 @@ pub(crate) struct Inner<C: LimiterClock> {
     pub(crate) node_id: String,
     pub(crate) registry_key: Option<String>,
     pub(crate) registration: Option<watch::Receiver<RegistrationState>>,
+    pub(crate) registrar: Option<Arc<Registrar>>,
     pub(crate) counters: Arc<InFlight>,
 }
 
@@ -108,6 +109,44 @@ impl<C: LimiterClock> ServeHandle<C> {
     /// A receiver of every registration state change, when registered.
     pub fn registration_changes(&self) -> Option<watch::Receiver<RegistrationState>> {
         self.inner.registration.clone()
+    }
+
+    /// Takes the server out of discovery without stopping it: its key leaves
+    /// the registry (the lease is revoked) and clients stop picking it, while
+    /// it keeps answering every call that reaches it, direct or already
+    /// routed. Health shows it: `grpc-cluster.registration` is `NOT_SERVING`
+    /// while the server (`""`) and its services stay `SERVING`, and
+    /// [`registration_state`](Self::registration_state) is `Paused`. Returns
+    /// once etcd confirmed the key is gone. [`resume`](Self::resume) puts it
+    /// back; a shutdown deregisters a paused server as any other.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotRegistered`] when the server serves without a registry;
+    /// [`Error::Registry`] when etcd cannot be reached (the key then leaves
+    /// when its lease expires) or the shutdown has deregistered it.
+    pub async fn pause(&self) -> Result<(), Error> {
+        Ok(self.registrar()?.pause().await?)
+    }
+
+    /// Puts a paused server back into discovery: a new lease, the key written
+    /// again, health `SERVING`. Returns at once; follow
+    /// [`registration_changes`](Self::registration_changes) to see it
+    /// registered. Does nothing unless paused.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotRegistered`] when the server serves without a registry;
+    /// [`Error::Registry`] once a shutdown has started.
+    pub async fn resume(&self) -> Result<(), Error> {
+        if self.is_shutting_down() {
+            return Err(registry_actor::Error::RegistrarStopped.into());
+        }
+        Ok(self.registrar()?.resume().await?)
+    }
+
+    fn registrar(&self) -> Result<&Registrar, Error> {
+        self.inner.registrar.as_deref().ok_or(Error::NotRegistered)
     }
 
     /// Calls in flight right now (streams count until they end).

@@ -34,6 +34,7 @@
 //! ```
 
 mod handle;
+mod layers;
 mod routes;
 mod shutdown;
 
@@ -55,14 +56,16 @@ use tower::{Service, ServiceBuilder};
 use tracing::{info, warn};
 
 pub use handle::ServeHandle;
+pub use layers::LayeredService;
 pub use routes::Routes;
 pub use shutdown::{Deregistration, Phase, ShutdownReport, ShutdownTrigger};
 
 use crate::auth::BearerAuthLayer;
 use crate::cluster::InstanceWatch;
-use crate::drain::{Connections, InFlight, TrackLayer};
+use crate::drain::{Connections, DrainSignal, InFlight, TrackLayer};
 use crate::rate_limit::{LimiterClock, RateLimitLayer, RateLimits};
 use crate::{Error, ServerConfig};
+use layers::{ServerOptions, UserLayers};
 
 /// Serves `routes` as a cluster member until SIGTERM or SIGINT, then shuts down
 /// in order and returns what the shutdown did. The whole server kit in one call:
@@ -132,6 +135,8 @@ pub struct ServeBuilder<C: LimiterClock = MonotonicClock> {
     routes: Routes,
     signals: bool,
     clock: C,
+    layers: UserLayers,
+    options: Option<ServerOptions>,
 }
 
 impl ServeBuilder<MonotonicClock> {
@@ -144,6 +149,8 @@ impl ServeBuilder<MonotonicClock> {
             routes: Routes::default(),
             signals: true,
             clock: MonotonicClock,
+            layers: UserLayers::default(),
+            options: None,
         }
     }
 }
@@ -194,7 +201,52 @@ impl<C: LimiterClock> ServeBuilder<C> {
             routes: self.routes,
             signals: self.signals,
             clock,
+            layers: self.layers,
+            options: self.options,
         }
+    }
+
+    /// Adds a tower layer around the services (default: none). Every call
+    /// passes, from the outside in: bearer auth → rate limits → in-flight
+    /// tracking → the layers added here, the first added outermost → the
+    /// service. So a layer sees only admitted calls, its time counts as in
+    /// flight for the drain, and it also wraps the health service.
+    ///
+    /// The layer wraps a [`LayeredService`]; its service may answer any
+    /// body and error: an error is answered as the gRPC status it converts
+    /// to (`UNKNOWN` with its message unless it is a [`tonic::Status`]).
+    pub fn layer<L, S, B>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<LayeredService, Service = S> + Send + Sync + 'static,
+        S: Service<http::Request<Body>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Error: Into<tower::BoxError>,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+        B::Error: Into<tower::BoxError>,
+    {
+        self.layers.push(layer);
+        self
+    }
+
+    /// Changes tonic's server builder before the server starts (default: as
+    /// tonic makes it): HTTP/2 keepalive, max concurrent
+    /// streams, timeouts, frame and window sizes, and so on. For example
+    /// `.server_options(|s| s.http2_keepalive_interval(Some(d)).max_concurrent_streams(100))`.
+    ///
+    /// The kit's own settings come after it: `[server.tls]`, when set,
+    /// replaces a TLS configuration made here, and its layers and routes are
+    /// added last. Message size limits belong to each generated service
+    /// (`EchoServer::new(svc).max_decoding_message_size(n)`), not here.
+    pub fn server_options(
+        mut self,
+        options: impl FnOnce(tonic::transport::Server) -> tonic::transport::Server + Send + 'static,
+    ) -> Self {
+        self.options = Some(Box::new(options));
+        self
     }
 
     /// Binds, starts serving, then registers; returns once the listener accepts.
@@ -216,6 +268,8 @@ impl<C: LimiterClock> ServeBuilder<C> {
             routes,
             signals,
             clock,
+            layers,
+            options,
         } = self;
         config.validate()?;
         // Listening from here on: a signal during start-up starts the shutdown
@@ -270,7 +324,8 @@ impl<C: LimiterClock> ServeBuilder<C> {
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
         }
-        let routes = routes.add_service(health_service);
+        let watches = DrainSignal::new();
+        let routes = routes.add_service(watches.end_watches(health_service));
 
         let counters = Arc::new(InFlight::default());
         let connections = Arc::new(Connections::new());
@@ -285,6 +340,9 @@ impl<C: LimiterClock> ServeBuilder<C> {
             .into_inner();
         let (goaway, goaway_rx) = oneshot::channel::<()>();
         let mut builder = tonic::transport::Server::builder();
+        if let Some(options) = options {
+            builder = options(builder);
+        }
         if let Some(tls) = tls {
             builder = builder.tls_config(tls).map_err(|e| {
                 Error::invalid(
@@ -296,6 +354,7 @@ impl<C: LimiterClock> ServeBuilder<C> {
         let server = tokio::spawn(
             builder
                 .layer(stack)
+                .layer(layers)
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = goaway_rx.await;
@@ -320,7 +379,7 @@ impl<C: LimiterClock> ServeBuilder<C> {
         // Registration comes last: the listener is bound and serving.
         let (registrar, etcd) = match (&registry, etcd) {
             (Some(registry), Some((node, client))) => {
-                let registrar = Registrar::start(client.clone(), node, registry);
+                let registrar = Arc::new(Registrar::start(client.clone(), node, registry));
                 background.push(
                     tokio::spawn(report_registration(
                         registrar.state_changes(),
@@ -351,7 +410,8 @@ impl<C: LimiterClock> ServeBuilder<C> {
             advertised,
             node_id,
             registry_key: registrar.as_ref().map(|r| r.key().to_owned()),
-            registration: registrar.as_ref().map(Registrar::state_changes),
+            registration: registrar.as_ref().map(|r| r.state_changes()),
+            registrar: registrar.clone(),
             counters: counters.clone(),
         });
         let driver = shutdown::Shutdown {
@@ -361,6 +421,7 @@ impl<C: LimiterClock> ServeBuilder<C> {
             etcd,
             health,
             names,
+            watches,
             goaway: Some(goaway),
             server,
             counters,
@@ -383,6 +444,8 @@ impl<C: LimiterClock> std::fmt::Debug for ServeBuilder<C> {
             .field("routes", &self.routes)
             .field("signals", &self.signals)
             .field("clock", &self.clock)
+            .field("layers", &self.layers.len())
+            .field("server_options", &self.options.is_some())
             .finish()
     }
 }

@@ -11,7 +11,7 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
-use crate::drain::{Connections, InFlight};
+use crate::drain::{Connections, DrainSignal, InFlight};
 use crate::{Error, ShutdownConfig};
 
 /// How long cancelled connections get to close, and their handlers to be
@@ -182,10 +182,11 @@ impl fmt::Display for ShutdownReport {
 pub(crate) struct Shutdown {
     pub(crate) config: ShutdownConfig,
     pub(crate) trigger: watch::Receiver<Option<ShutdownTrigger>>,
-    pub(crate) registrar: Option<Registrar>,
+    pub(crate) registrar: Option<Arc<Registrar>>,
     pub(crate) etcd: Option<Etcd>,
     pub(crate) health: HealthReporter,
     pub(crate) names: Vec<&'static str>,
+    pub(crate) watches: DrainSignal,
     pub(crate) goaway: Option<oneshot::Sender<()>>,
     pub(crate) server: JoinHandle<Result<(), tonic::transport::Error>>,
     pub(crate) counters: Arc<InFlight>,
@@ -234,6 +235,9 @@ impl Shutdown {
         info!("lame duck over; stopping accepting");
 
         let started = Instant::now();
+        // Health watchers have their NOT_SERVING: their streams end, and the
+        // drain waits for real calls only.
+        self.watches.start();
         self.counters.start_draining();
         let completed_before = self.counters.completed();
         report.in_flight_at_drain = self.counters.in_flight();

@@ -1,0 +1,115 @@
+//! `health ADDR`: a server's grpc.health.v1 answers.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cluster_client::ClientConfig;
+use serde_json::json;
+use server_kit::REGISTRATION_HEALTH;
+use tonic::transport::Endpoint;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::failure::Failure;
+use crate::output::{print, print_json, Table};
+
+/// How long the connection and each check may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The exit status when the server answered but something is not serving.
+const NOT_SERVING_EXIT: u8 = 3;
+
+/// Checks `services` (default: the server, `""`, and its registration) at
+/// `addr`. Answers status 0 when every one is `SERVING`, 3 when one is not;
+/// a registration the server does not report (it serves without a registry)
+/// is shown and not counted unless asked for by name.
+pub(crate) async fn check(
+    client: &ClientConfig,
+    addr: &str,
+    services: Vec<String>,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let asked = !services.is_empty();
+    let services = if asked {
+        services
+    } else {
+        vec![String::new(), REGISTRATION_HEALTH.to_owned()]
+    };
+    let tls = client
+        .tls()
+        .load("client.tls")
+        .map_err(|e| Failure::new(e.to_string()))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .map_err(|e| Failure::new(format!("`{addr}` is not host:port: {e}")))?
+        .connect_timeout(TIMEOUT)
+        .timeout(TIMEOUT);
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| Failure::new(format!("client.tls is not usable: {e}")))?;
+    }
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| Failure::new(format!("cannot connect to {addr}: {}", chain(&e))))?;
+    let mut health = HealthClient::new(channel);
+    let mut answers = Vec::with_capacity(services.len());
+    let mut serving = true;
+    for service in services {
+        let request = HealthCheckRequest {
+            service: service.clone(),
+        };
+        let status = match health.check(request).await {
+            Ok(reply) => ServingStatus::try_from(reply.into_inner().status)
+                .map_or("UNKNOWN", |s| s.as_str_name()),
+            Err(status) if status.code() == Code::NotFound => "SERVICE_UNKNOWN",
+            Err(status) => {
+                return Err(Failure::new(format!(
+                    "health check of `{service}` at {addr} failed: {}: {}",
+                    status.code(),
+                    status.message()
+                )))
+            }
+        };
+        let counted = asked || status != "SERVICE_UNKNOWN" || service.is_empty();
+        serving &= !counted || status == "SERVING";
+        answers.push((service, status));
+    }
+    if json {
+        let services: Vec<_> = answers
+            .iter()
+            .map(|(service, status)| json!({ "service": service, "status": status }))
+            .collect();
+        print_json(&json!({ "addr": addr, "serving": serving, "services": services }));
+    } else {
+        let mut table = Table::new(vec!["SERVICE", "STATUS"]);
+        for (service, status) in &answers {
+            let name = if service.is_empty() {
+                "(server)"
+            } else {
+                service
+            };
+            table.push(vec![name.to_owned(), (*status).to_owned()]);
+        }
+        print(&table.render());
+    }
+    Ok(if serving {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NOT_SERVING_EXIT)
+    })
+}
+
+/// An error and its sources, `: `-separated.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    text
+}
