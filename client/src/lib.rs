@@ -80,6 +80,7 @@
 mod balance;
 mod budget;
 mod call;
+mod channel;
 mod config;
 mod connection;
 mod ejection;
@@ -99,6 +100,7 @@ pub use call::{
     Cause, ClientHandle, ClusterClient, Completion, GetHandle, NodeResult, Reply, ServiceStatus,
     UpdateConfig, RETRY_PUSHBACK_KEY,
 };
+pub use channel::{CallRecord, ClusterChannel, ResponseFuture};
 pub use config::{
     CallPolicy, ClientConfig, EjectionConfig, Hedging, MethodConfig, PickerConfig, ServiceConfig,
 };

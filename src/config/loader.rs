@@ -15,7 +15,11 @@ pub const ENV_NAME_VAR: &str = "GRPC_CLUSTER_ENV";
 pub const ENV_PREFIX: &str = "GRPC_CLUSTER";
 
 /// Keys whose environment override is a comma-separated list.
-const LIST_KEYS: &[&str] = &["registry.endpoints", "client.retry_codes"];
+const LIST_KEYS: &[&str] = &[
+    "registry.endpoints",
+    "client.retry_codes",
+    "client.propagate",
+];
 
 /// A typed configuration that can check itself after loading.
 pub trait Section: DeserializeOwned {

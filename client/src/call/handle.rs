@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use super::error::CallError;
 use super::messages::{Broadcast, BroadcastReply, Call, Reply};
+use super::rpc::Rpc;
 use super::service::{Service, ServiceSettings};
 use super::status::{request_id, REQUEST_ID};
 use super::strategy::Plan;
@@ -143,7 +144,7 @@ impl ClientHandle {
         // Each strategy's own future is boxed, not a future over all of them:
         // the box then holds only what this call's strategy needs, and no
         // larger union of states is copied as the call proceeds.
-        match self.plan(&call.service, &call.method, call.request, call.options) {
+        match self.plan(&call.service, call.method, call.request, call.options) {
             Err(e) => Box::pin(std::future::ready(Err(e))),
             Ok((plan, Strategy::Failfast)) => Box::pin(plan.failfast()),
             Ok((plan, Strategy::Failover)) => Box::pin(plan.failover()),
@@ -168,13 +169,18 @@ impl ClientHandle {
         let completion = broadcast.completion;
         match self.plan(
             &broadcast.service,
-            &broadcast.method,
+            broadcast.method,
             broadcast.request,
             broadcast.options,
         ) {
             Err(e) => Box::pin(std::future::ready(Err(e))),
             Ok((plan, _)) => Box::pin(plan.broadcast(completion)),
         }
+    }
+
+    /// The bytes of a channel request's body kept for sending it again.
+    pub(crate) fn retry_buffer(&self) -> usize {
+        self.shared.config.load().retry_buffer()
     }
 
     /// The picker state of `service` (nodes, loads, ejections).
@@ -299,20 +305,20 @@ impl ClientHandle {
     }
 
     /// Builds the plan of one call, or the error that stops it before any attempt.
-    fn plan<Req, Resp>(
+    pub(crate) fn plan<Req, Resp, M: Rpc<Req, Resp>>(
         &self,
         service: &str,
-        method: &crate::Method<Req, Resp>,
+        method: M,
         request: Req,
         options: super::CallOptions,
-    ) -> Result<(Plan<Req, Resp>, Strategy), CallError> {
+    ) -> Result<(Plan<Req, Resp, M>, Strategy), CallError> {
         let svc = self
             .service(service)
             .map_err(|e| CallError::pick(service, e, Vec::new()))?;
         let settings = svc.settings.load();
         let policy = settings.policy.call(method.path());
         let mut metadata = settings.base_metadata.clone();
-        if settings.request_id {
+        if settings.request_id && !options.metadata.contains_key(REQUEST_ID) {
             metadata.insert(REQUEST_ID, request_id());
         }
         if !options.metadata.is_empty() {
@@ -322,16 +328,21 @@ impl ClientHandle {
                 }
             }
         }
+        if let Some(inbound) = &options.inherited {
+            super::inherit::propagate(&mut metadata, inbound, &settings.propagate);
+        }
         let started = Instant::now();
         let timeout = options.timeout.unwrap_or(policy.timeout());
         let (min, max) = policy.backoff();
         let strategy = options.strategy.unwrap_or(policy.strategy());
         let plan = Plan {
-            method: method.clone(),
+            method,
             request: Some(request),
             metadata,
             started,
-            deadline: started + timeout,
+            deadline: options
+                .deadline
+                .map_or(started + timeout, |d| d.min(started + timeout)),
             attempt_timeout: options.attempt_timeout.or(policy.attempt_timeout()),
             selector: options.selector.map(Box::new),
             hash_key: options.hash_key,
@@ -341,6 +352,7 @@ impl ClientHandle {
             backoff: registry_actor::Backoff::new(min, max),
             home: HomeKey::of_caller(self.shared.dedicated),
             service: svc.clone(),
+            _types: std::marker::PhantomData,
         };
         Ok((plan, strategy))
     }
@@ -352,6 +364,7 @@ fn service_settings(config: &ClientConfig, service: &str) -> Result<ServiceSetti
         policy: config.resolve_service(service)?,
         base_metadata: base_metadata(config)?,
         request_id: config.request_id(),
+        propagate: config.propagate()?.into(),
     })
 }
 

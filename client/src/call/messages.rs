@@ -20,6 +20,11 @@ pub struct CallOptions {
     pub(crate) selector: Option<Selector>,
     pub(crate) hash_key: Option<HashKey>,
     pub(crate) metadata: MetadataMap,
+    /// A deadline no attempt may pass, whatever the timeout (an inbound
+    /// call's, from [`inherit`](Self::inherit)).
+    pub(crate) deadline: Option<tokio::time::Instant>,
+    /// The inbound call's metadata, whose `client.propagate` keys are sent.
+    pub(crate) inherited: Option<std::sync::Arc<MetadataMap>>,
 }
 
 impl CallOptions {

@@ -31,7 +31,8 @@
 //! (node, code, latency); it converts into a `tonic::Status`.
 //!
 //! The modules form one chain, each using only those before it: `messages` →
-//! `status` → `service` → `error` → `strategy` → `hedging` → `handle` → `actor`.
+//! `status` → `inherit` → `service` → `error` → `rpc` → `strategy` → `hedging`
+//! → `handle` → `actor`.
 //!
 //! # Examples
 //!
@@ -61,7 +62,9 @@ mod actor;
 mod error;
 mod handle;
 mod hedging;
+mod inherit;
 mod messages;
+mod rpc;
 mod service;
 mod status;
 mod strategy;
@@ -72,4 +75,6 @@ pub use handle::{CallFuture, ClientHandle, GetHandle};
 pub use messages::{
     Attempt, Broadcast, BroadcastReply, Call, CallOptions, Completion, NodeResult, Reply,
 };
+pub(crate) use rpc::Rpc;
 pub use status::RETRY_PUSHBACK_KEY;
+pub(crate) use status::{parse_grpc_timeout, GRPC_TIMEOUT, REQUEST_ID};

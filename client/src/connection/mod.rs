@@ -22,7 +22,7 @@
 //! runtime (see `runtime`).
 //!
 //! The modules form one chain: `settings` → `classify` → `report` → `runtime` →
-//! `handle` → `messages` → `actor`.
+//! `stream` → `handle` → `messages` → `actor`.
 
 mod actor;
 mod classify;
@@ -31,6 +31,7 @@ mod messages;
 mod report;
 mod runtime;
 mod settings;
+mod stream;
 
 pub use actor::ConnectionActor;
 pub use handle::Connection;
