@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use cluster_client::{
     Balancer, Call, CallError, CallOptions, CallRecord, ClientHandle, ClusterClient, GetHandle,
-    ServiceStatus, Strategy,
+    MethodConfig, ServiceConfig, ServiceStatus, Strategy,
 };
 use grpc_cluster::actix::Addr;
 use grpc_cluster::echo::{
@@ -229,6 +229,43 @@ async fn invalid_argument_is_not_retried_and_unavailable_moves_to_untried_nodes(
         .collect();
     assert_eq!(tried.len(), 3, "failover tries each node once: {status:?}");
     assert_eq!(processed(&cluster), 4);
+}
+
+/// The policy of a channel request is its method's, looked up by the path
+/// the generated client sends or by the bare method name.
+#[actix_rt::test]
+async fn a_method_table_sets_the_policy_of_channel_requests_by_path_or_name() {
+    let mut cluster = Cluster::start().await;
+    for id in ["a", "b", "c"] {
+        cluster.add(EchoService::new(id), |n| n).await;
+    }
+    let failfast = MethodConfig::default().with_strategy(Strategy::Failfast);
+    let configs = [
+        (None, 3),
+        (Some("/echo.v1.Echo/Fail"), 1),
+        (Some("Fail"), 1),
+        (Some("Say"), 3),
+    ];
+    for (key, attempts) in configs {
+        let mut config = test_config()
+            .with_strategy(Strategy::Failover)
+            .with_retries(2);
+        if let Some(key) = key {
+            let table = ServiceConfig::default().with_method(key, failfast.clone());
+            config = config.with_service("echo", table);
+        }
+        let client = cluster.client(config, 3).await;
+        let status = stub(&client)
+            .await
+            .fail(fail(Code::Unavailable, "down"))
+            .await
+            .expect_err("every node fails it");
+        assert_eq!(
+            call_error(&status).attempts().len(),
+            attempts,
+            "method table {key:?}: {status:?}"
+        );
+    }
 }
 
 #[actix_rt::test]
