@@ -586,6 +586,39 @@ async fn a_node_killed_before_the_response_headers_is_retried_on_another() {
     assert_eq!(got, ["c 1", "c 2", "c 3", "c 4", "c 5"]);
 }
 
+/// An open stream counts as a call in flight on its node (what
+/// `least_request` balances on) until it ends.
+#[actix_rt::test]
+async fn an_open_stream_counts_in_flight_until_it_ends() {
+    let (_cluster, client, mut stub) = one_node().await;
+    let in_flight = || {
+        let client = client.clone();
+        async move {
+            match client.send(ServiceStatus("echo".into())).await {
+                Ok(Ok(status)) => status.node("a").map(|n| n.in_flight),
+                _ => None,
+            }
+        }
+    };
+    let response = stub
+        .count(CountRequest {
+            message: "c".into(),
+            n: 2,
+            interval_ms: 200,
+        })
+        .await
+        .expect("the stream opens");
+    assert_eq!(in_flight().await, Some(1), "the open stream is in flight");
+    let mut stream = response.into_inner();
+    let mut got = 0;
+    while stream.message().await.expect("no error").is_some() {
+        got += 1;
+    }
+    assert_eq!(got, 2);
+    let ended = wait_until(EVENTUALLY, || async { in_flight().await == Some(0) }).await;
+    assert!(ended, "an ended stream is no longer in flight");
+}
+
 #[actix_rt::test]
 async fn a_node_killed_mid_stream_gives_the_error_to_the_caller() {
     let (cluster, mut victim, _client, mut stub) = killable_first(EchoService::new("a")).await;

@@ -231,6 +231,40 @@ impl Future for ResponseFuture {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use tonic::metadata::MetadataMap;
+
+    use super::*;
+
+    fn metadata(key: &'static str, value: &'static str) -> MetadataMap {
+        let mut md = MetadataMap::new();
+        md.insert(key, value.parse().expect("value"));
+        md
+    }
+
+    #[test]
+    fn request_options_win_field_by_field_and_both_metadata_are_sent() {
+        let channel = CallOptions::new()
+            .with_strategy(Strategy::Failover)
+            .with_retries(5)
+            .with_timeout(Duration::from_secs(3))
+            .with_metadata(metadata("x-channel", "1"));
+        let own = CallOptions::new()
+            .with_retries(1)
+            .with_metadata(metadata("x-own", "2"));
+        let merged = own.over(&channel);
+        assert_eq!(merged.strategy, Some(Strategy::Failover));
+        assert_eq!(merged.retries, Some(1));
+        assert_eq!(merged.timeout, Some(Duration::from_secs(3)));
+        assert_eq!(merged.attempt_timeout, None);
+        for (key, value) in [("x-channel", "1"), ("x-own", "2")] {
+            let got = merged.metadata.get(key).and_then(|v| v.to_str().ok());
+            assert_eq!(got, Some(value), "{key}");
+        }
+    }
+}
+
 /// Compile-time check: a channel crosses threads and lives as long as needed.
 #[allow(dead_code)]
 fn channel_is_send_sync_static(channel: ClusterChannel) {

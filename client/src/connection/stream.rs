@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use http_body::{Body, Frame, SizeHint};
 
 /// Counts one call in flight on a node while it lives: from the request until
-/// its response body ends or is dropped.
+/// its response ends or is dropped.
 #[derive(Debug)]
 pub(crate) struct Open(Arc<AtomicU32>);
 
@@ -25,7 +25,8 @@ impl Drop for Open {
     }
 }
 
-/// A response body that keeps its call counted in flight until it ends.
+/// A response body that keeps its call counted in flight until it ends (its
+/// trailers, its end, an error) or is dropped.
 pub(crate) struct Counted<B> {
     body: B,
     open: Option<Open>,
@@ -49,7 +50,13 @@ impl<B: Body + Unpin> Body for Counted<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let frame = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = frame {
+        // The trailers end a gRPC response: its reader may stop there.
+        let ended = match &frame {
+            Poll::Ready(Some(Ok(frame))) => frame.is_trailers(),
+            Poll::Ready(None | Some(Err(_))) => true,
+            Poll::Pending => false,
+        };
+        if ended {
             self.open = None;
         }
         frame
