@@ -348,6 +348,36 @@ async fn assert_cancelled(cluster: &Cluster, n: u64, by: &str) {
     assert!(both, "{by} cancels the slow forks: {:?}", cancelled());
 }
 
+/// Hedging over the channel: the first node hangs, a hedge on the other
+/// answers, and the hanging attempt is cancelled.
+#[actix_rt::test]
+async fn hedging_over_the_channel_answers_from_a_hedge_and_cancels_the_hung_attempt() {
+    let mut cluster = Cluster::start().await;
+    cluster
+        .add(EchoService::new("a").with_hang(true), |n| n)
+        .await;
+    cluster.add(EchoService::new("b"), |n| n).await;
+    let config = test_config()
+        .with_balancer(Balancer::PickFirst)
+        .with_strategy(Strategy::Hedging)
+        .with_hedging(Duration::from_millis(50), 2, [Code::Unavailable]);
+    let client = cluster.client(config, 2).await;
+    let reply = stub(&client)
+        .await
+        .say(say("hedged"))
+        .await
+        .expect("the hedge answers");
+    assert_eq!(ids(&record(&reply).attempts), [("b".to_owned(), Code::Ok)]);
+    assert_eq!(reply.into_inner().node_id, "b");
+    let a = cluster.node("a").stats();
+    let cancelled = wait_until(EVENTUALLY, || std::future::ready(a.cancelled() == 1)).await;
+    assert!(
+        cancelled,
+        "the hung attempt is cancelled (hung {})",
+        a.hung()
+    );
+}
+
 /// grpc-go's `TestRetryThrottling`, across both paths: a budget of half a
 /// token per call and no reserve, so every count is exact; calls through the
 /// channel and `Call`s alternate and draw from one budget.
