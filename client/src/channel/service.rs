@@ -34,7 +34,7 @@ use crate::{
 /// breaks after the headers gives its error to the caller.
 ///
 /// A successful response carries a [`CallRecord`] in its extensions (the node
-/// and every attempt); a failed call's `Status` has the [`CallError`] as its
+/// and every attempt); a failed call's `Status` has the [`CallError`](crate::CallError) as its
 /// source.
 ///
 /// `Clone + Send + Sync + 'static`: clones share the client.
