@@ -77,6 +77,16 @@ impl Waiting {
             all.push(waker.clone());
         }
     }
+
+    /// Wakes every waiting reader but `own` (which is running), and forgets
+    /// them all.
+    fn wake_others(&self, own: &Waker) {
+        for waker in self.0.lock().drain(..) {
+            if !waker.will_wake(own) {
+                waker.wake();
+            }
+        }
+    }
 }
 
 impl Wake for Waiting {
@@ -85,8 +95,7 @@ impl Wake for Waiting {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        let all = std::mem::take(&mut *self.0.lock());
-        for waker in all {
+        for waker in self.0.lock().drain(..) {
             waker.wake();
         }
     }
@@ -176,6 +185,10 @@ impl Body for Reader {
         waiting.add(cx.waker());
         let waker = Waker::from(waiting);
         let polled = Pin::new(source).poll_frame(&mut Context::from_waker(&waker));
+        if polled.is_ready() {
+            // Readers waiting at the same place read on from what this one read.
+            rec.waiting.wake_others(cx.waker());
+        }
         match polled {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
@@ -208,8 +221,6 @@ impl Body for Reader {
                         frame
                     }
                 };
-                // Readers waiting at the same place read on from the kept frames.
-                rec.waiting.wake_by_ref();
                 Poll::Ready(Some(Ok(frame)))
             }
         }
@@ -299,6 +310,45 @@ mod tests {
                 .expect("the committed attempt reads on"),
             ""
         );
+    }
+
+    /// A caller's body whose frames come later, from a channel.
+    struct Later(tokio::sync::mpsc::UnboundedReceiver<Bytes>);
+
+    impl Body for Later {
+        type Data = Bytes;
+        type Error = Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+            self.0.poll_recv(cx).map(|d| d.map(|d| Ok(Frame::data(d))))
+        }
+    }
+
+    #[tokio::test]
+    async fn readers_waiting_at_once_are_all_woken_by_each_frame_and_the_end() {
+        let (send, frames) = tokio::sync::mpsc::unbounded_channel();
+        let body = Replay::new(tonic::body::Body::new(Later(frames)), 1024);
+        let readers: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(read_all(body.reader())))
+            .collect();
+        // Every reader waits on the source before anything arrives.
+        tokio::task::yield_now().await;
+        for chunk in ["a", "b"] {
+            send.send(Bytes::from_static(chunk.as_bytes()))
+                .expect("open");
+            tokio::task::yield_now().await;
+        }
+        drop(send);
+        for reader in readers {
+            let text = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+                .await
+                .expect("every reader is woken")
+                .expect("task");
+            assert_eq!(text.expect("ok"), "ab");
+        }
     }
 
     #[tokio::test]
