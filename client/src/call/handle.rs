@@ -329,7 +329,7 @@ impl ClientHandle {
             }
         }
         if let Some(inbound) = &options.inherited {
-            super::inherit::propagate(&mut metadata, inbound, &settings.propagate);
+            super::inherit::propagate(&mut metadata, &inbound.0, &settings.propagate);
         }
         let started = Instant::now();
         let timeout = options.timeout.unwrap_or(policy.timeout());

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tonic::metadata::{Ascii, MetadataKey, MetadataMap};
 
-use super::messages::CallOptions;
+use super::messages::{CallOptions, Inbound};
 use super::status::{parse_grpc_timeout, GRPC_TIMEOUT, REQUEST_ID};
 
 /// The W3C trace context keys an inherited call carries.
@@ -50,7 +50,7 @@ impl CallOptions {
                 options.metadata.append(key, value.clone());
             }
         }
-        options.inherited = Some(Arc::new(metadata.clone()));
+        options.inherited = Some(Inbound(Arc::new(metadata.clone())));
         options
     }
 }
@@ -88,6 +88,7 @@ mod tests {
         md.insert("tracestate", "a=b".parse().expect("value"));
         md.insert("x-tenant", "t1".parse().expect("value"));
         md.insert("x-other", "o".parse().expect("value"));
+        md.insert("authorization", "Bearer s3cret".parse().expect("value"));
         let before = Instant::now();
         let options = CallOptions::inherit(&inbound);
         let deadline = options.deadline.expect("a deadline");
@@ -111,8 +112,14 @@ mod tests {
             .iter()
             .map(|k| k.parse().expect("key"))
             .collect();
-        let inbound = options.inherited.as_deref().expect("the inbound metadata");
-        propagate(&mut outbound, inbound, &keys);
+        let inbound = options.inherited.as_ref().expect("the inbound metadata");
+        propagate(&mut outbound, &inbound.0, &keys);
+        let shown = format!("{options:?}");
+        assert!(shown.contains("authorization"), "{shown}");
+        assert!(
+            !shown.contains("s3cret"),
+            "no inbound value in Debug: {shown}"
+        );
         assert_eq!(
             outbound.get("x-tenant").and_then(|v| v.to_str().ok()),
             Some("t1")
