@@ -141,17 +141,7 @@ impl ClientHandle {
         Req: prost::Message + Clone + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
-        // Each strategy's own future is boxed, not a future over all of them:
-        // the box then holds only what this call's strategy needs, and no
-        // larger union of states is copied as the call proceeds.
-        match self.plan(&call.service, call.method, call.request, call.options) {
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-            Ok((plan, Strategy::Failfast)) => Box::pin(plan.failfast()),
-            Ok((plan, Strategy::Failover)) => Box::pin(plan.failover()),
-            Ok((plan, Strategy::Failretry)) => Box::pin(plan.failretry()),
-            Ok((plan, Strategy::Forking(k))) => Box::pin(plan.forking(k)),
-            Ok((plan, Strategy::Hedging)) => Box::pin(plan.hedging()),
-        }
+        run_planned(self.plan(&call.service, call.method, call.request, call.options))
     }
 
     /// Runs `broadcast` on every matching node at once, in the task that
@@ -355,6 +345,28 @@ impl ClientHandle {
             _types: std::marker::PhantomData,
         };
         Ok((plan, strategy))
+    }
+}
+
+/// Runs a planned call by its strategy (or answers the error that stopped
+/// it). Each strategy's own future is boxed, not a future over all of them:
+/// the box then holds only what this call's strategy needs, and no larger
+/// union of states is copied as the call proceeds.
+pub(crate) fn run_planned<Req, Resp, M>(
+    planned: Result<(Plan<Req, Resp, M>, Strategy), CallError>,
+) -> CallFuture<Reply<Resp>>
+where
+    Req: Clone + Send + Sync + 'static,
+    Resp: Send + 'static,
+    M: Rpc<Req, Resp>,
+{
+    match planned {
+        Err(e) => Box::pin(std::future::ready(Err(e))),
+        Ok((plan, Strategy::Failfast)) => Box::pin(plan.failfast()),
+        Ok((plan, Strategy::Failover)) => Box::pin(plan.failover()),
+        Ok((plan, Strategy::Failretry)) => Box::pin(plan.failretry()),
+        Ok((plan, Strategy::Forking(k))) => Box::pin(plan.forking(k)),
+        Ok((plan, Strategy::Hedging)) => Box::pin(plan.hedging()),
     }
 }
 

@@ -71,6 +71,7 @@ mod strategy;
 
 pub use actor::{BudgetTokens, ClusterClient, ServiceStatus, UpdateConfig};
 pub use error::{CallError, Cause};
+pub(crate) use handle::run_planned;
 pub use handle::{CallFuture, ClientHandle, GetHandle};
 pub use messages::{
     Attempt, Broadcast, BroadcastReply, Call, CallOptions, Completion, NodeResult, Reply,

@@ -10,10 +10,8 @@ use tonic::body::Body;
 use tonic::Status;
 
 use super::outbound::{Outbound, Raw};
-use crate::call::{parse_grpc_timeout, GRPC_TIMEOUT, REQUEST_ID};
-use crate::{
-    Attempt, CallFuture, CallOptions, ClientHandle, ClusterClient, NodeRef, Reply, Strategy,
-};
+use crate::call::{parse_grpc_timeout, run_planned, GRPC_TIMEOUT, REQUEST_ID};
+use crate::{Attempt, CallFuture, CallOptions, ClientHandle, ClusterClient, NodeRef, Reply};
 
 /// A channel to every node of one service, for tonic-generated clients:
 /// `EchoClient::new(handle.channel("echo"))`.
@@ -143,16 +141,7 @@ impl ClusterChannel {
         let planned = self
             .handle
             .plan(&self.service, Raw::new(path), outbound, options);
-        let inner: CallFuture<_> = Box::pin(async move {
-            let (plan, strategy) = planned?;
-            match strategy {
-                Strategy::Failfast => plan.failfast().await,
-                Strategy::Failover => plan.failover().await,
-                Strategy::Failretry => plan.failretry().await,
-                Strategy::Forking(k) => plan.forking(k).await,
-                Strategy::Hedging => plan.hedging().await,
-            }
-        });
+        let inner = run_planned(planned);
         ResponseFuture { inner }
     }
 }
@@ -236,6 +225,7 @@ mod tests {
     use tonic::metadata::MetadataMap;
 
     use super::*;
+    use crate::Strategy;
 
     fn metadata(key: &'static str, value: &'static str) -> MetadataMap {
         let mut md = MetadataMap::new();
