@@ -220,6 +220,13 @@ impl Future for ResponseFuture {
     }
 }
 
+/// Compile-time check: a channel crosses threads and lives as long as needed.
+#[allow(dead_code)]
+fn channel_is_send_sync_static(channel: ClusterChannel) {
+    fn check<T: Clone + Send + Sync + 'static>(_: T) {}
+    check(channel);
+}
+
 #[cfg(test)]
 mod tests {
     use tonic::metadata::MetadataMap;
@@ -253,11 +260,4 @@ mod tests {
             assert_eq!(got, Some(value), "{key}");
         }
     }
-}
-
-/// Compile-time check: a channel crosses threads and lives as long as needed.
-#[allow(dead_code)]
-fn channel_is_send_sync_static(channel: ClusterChannel) {
-    fn check<T: Clone + Send + Sync + 'static>(_: T) {}
-    check(channel);
 }
