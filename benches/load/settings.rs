@@ -5,6 +5,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Section {
     Unary,
+    Stub,
     Balancer,
     Broadcast,
     Cpu,
@@ -16,8 +17,9 @@ pub(crate) enum Section {
 }
 
 impl Section {
-    pub(crate) const ALL: [Self; 9] = [
+    pub(crate) const ALL: [Self; 10] = [
         Self::Unary,
+        Self::Stub,
         Self::Balancer,
         Self::Broadcast,
         Self::Cpu,
@@ -32,6 +34,7 @@ impl Section {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Unary => "unary",
+            Self::Stub => "stub",
             Self::Balancer => "balancer",
             Self::Broadcast => "broadcast",
             Self::Cpu => "cpu",
