@@ -6,6 +6,10 @@
 //!     cargo run --example echo-client -- --method say --strategy failover --count 10
 //! ```
 //!
+//! `--api stub` makes the same calls through the generated `EchoClient` over a
+//! `ClusterChannel` (the default `--api call` sends `Call` messages to the
+//! client actor); `--method count` (a server stream) needs it.
+//!
 //! `echo-client --help` describes every flag. `broadcast` calls every matching
 //! node; `multicast` is a broadcast that needs a selector (`--version` or
 //! `--group`), and a selector matching no node is an error naming the versions
@@ -30,10 +34,13 @@ use actix::prelude::*;
 use clap::{Parser, ValueEnum};
 use futures_util::stream::{self, StreamExt};
 use grpc_cluster::client::{
-    Balancer, Broadcast, Call, CallError, CallOptions, ClusterClient, Reply, Selector, Strategy,
+    Balancer, Broadcast, Call, CallError, CallOptions, CallRecord, ClusterChannel, ClusterClient,
+    GetHandle, Reply, Selector, Strategy,
 };
 use grpc_cluster::config::{ConfigLoader, Settings};
-use grpc_cluster::echo::{FailRequest, SayReply, SayRequest, SlowRequest, FAIL, SAY, SLOW};
+use grpc_cluster::echo::{
+    CountRequest, EchoClient, FailRequest, SayReply, SayRequest, SlowRequest, FAIL, SAY, SLOW,
+};
 
 /// Every strategy `--strategy` takes: the configuration's names, then the
 /// two fan-outs.
@@ -53,6 +60,17 @@ enum Method {
     Slow,
     /// Asks the server to fail with `UNAVAILABLE`.
     Fail,
+    /// A server stream of `--replies` replies, `--delay-ms` apart (`--api stub`).
+    Count,
+}
+
+/// How calls reach the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Api {
+    /// `Call` messages to the client actor.
+    Call,
+    /// The generated `EchoClient` over a `ClusterChannel`.
+    Stub,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,9 +102,17 @@ struct Flags {
     /// The service name the servers registered as.
     #[arg(long, value_name = "NAME", default_value = "echo")]
     service: String,
-    /// The method to call (`fail` asks the server for `UNAVAILABLE`).
+    /// The method to call (`fail` asks the server for `UNAVAILABLE`; `count`
+    /// needs `--api stub`).
     #[arg(long, value_enum, default_value_t = Method::Say)]
     method: Method,
+    /// How calls are made: `Call` messages, or the generated client over a
+    /// `ClusterChannel`.
+    #[arg(long, value_enum, default_value_t = Api::Call)]
+    api: Api,
+    /// With `--method count`: how many replies the server streams.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    replies: u32,
     /// How the call is carried out. Default: the configured strategy.
     #[arg(
         long,
@@ -119,7 +145,8 @@ struct Flags {
     /// The message sent; with --count above 1 each call appends ` #i`.
     #[arg(long, value_name = "TEXT", default_value = "hello")]
     message: String,
-    /// With `--method slow`: how long the server waits before answering.
+    /// With `--method slow`: how long the server waits before answering; with
+    /// `--method count`: the time between replies.
     #[arg(long = "delay-ms", value_name = "N", default_value_t = 100)]
     delay_ms: u64,
     /// The deadline of each call in milliseconds. Default: the configured one.
@@ -138,6 +165,15 @@ fn parse_balancer(value: &str) -> Result<Balancer, String> {
 impl Flags {
     fn mode(&self) -> Mode {
         self.strategy.unwrap_or(Mode::Call(None))
+    }
+
+    /// The message of call `i`: `--message`, numbered when there are several calls.
+    fn message(&self, i: usize) -> String {
+        if self.count > 1 {
+            format!("{} #{i}", self.message)
+        } else {
+            self.message.clone()
+        }
     }
 
     fn timeout(&self) -> Option<Duration> {
@@ -198,8 +234,116 @@ macro_rules! with_method {
                 };
                 $body
             }
+            // Refused before any call is made: a `Call` is unary.
+            Method::Count => unreachable!("--method count needs --api stub"),
         }
     };
+}
+
+/// The line of a call that failed with `status` (the cluster's error, when it
+/// carries one).
+fn failed_line(i: usize, status: &tonic::Status, started: Instant) -> String {
+    let error = std::error::Error::source(status).and_then(|e| e.downcast_ref::<CallError>());
+    match error {
+        Some(e) => {
+            let node = e.attempts().last().map_or("-", |a| a.node.id());
+            format!(
+                "call {i}: node={node} latency={:.3?} failed {e}",
+                started.elapsed()
+            )
+        }
+        None => format!(
+            "call {i}: node=- latency={:.3?} failed {:?}: {}",
+            started.elapsed(),
+            status.code(),
+            status.message()
+        ),
+    }
+}
+
+/// One call of the chosen method through the generated client, answered as
+/// one printable line.
+async fn one_stub_call(
+    channel: ClusterChannel,
+    flags: &Flags,
+    options: CallOptions,
+    i: usize,
+) -> (bool, String) {
+    let started = Instant::now();
+    let message = flags.message(i);
+    let mut stub = EchoClient::new(channel);
+    fn with<T>(message: T, options: CallOptions) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.extensions_mut().insert(options);
+        request
+    }
+    let unary = match flags.method {
+        Method::Say => stub.say(with(SayRequest { message }, options)).await,
+        Method::Slow => {
+            let request = SlowRequest {
+                message,
+                delay_ms: flags.delay_ms,
+            };
+            stub.slow(with(request, options)).await
+        }
+        Method::Fail => {
+            let request = FailRequest {
+                code: tonic::Code::Unavailable as i32,
+                message,
+            };
+            stub.fail(with(request, options)).await
+        }
+        Method::Count => {
+            let request = CountRequest {
+                message,
+                n: flags.replies,
+                interval_ms: flags.delay_ms,
+            };
+            return match stub.count(with(request, options)).await {
+                Ok(response) => {
+                    let record = response.extensions().get::<CallRecord>().cloned();
+                    let mut replies = response.into_inner();
+                    let mut got = Vec::new();
+                    loop {
+                        match replies.message().await {
+                            Ok(Some(reply)) => got.push(reply.message),
+                            Ok(None) => break,
+                            Err(status) => return (false, failed_line(i, &status, started)),
+                        }
+                    }
+                    let (node, attempts) = record.map_or(("-".to_owned(), 0), |r| {
+                        (r.node.id().to_owned(), r.attempts.len())
+                    });
+                    (
+                        true,
+                        format!(
+                            "call {i}: node={node} latency={:.3?} attempts={attempts} ok \
+                             message={got:?}",
+                            started.elapsed()
+                        ),
+                    )
+                }
+                Err(status) => (false, failed_line(i, &status, started)),
+            };
+        }
+    };
+    match unary {
+        Ok(response) => {
+            let record = response.extensions().get::<CallRecord>().cloned();
+            let (node, attempts) = record.map_or(("-".to_owned(), 0), |r| {
+                (r.node.id().to_owned(), r.attempts.len())
+            });
+            (
+                true,
+                format!(
+                    "call {i}: node={node} latency={:.3?} attempts={attempts} ok message={:?}",
+                    started.elapsed(),
+                    response.into_inner().message
+                ),
+            )
+        }
+        Err(status) => (false, failed_line(i, &status, started)),
+    }
 }
 
 /// One call of the chosen method, answered as one printable line.
@@ -210,11 +354,7 @@ async fn one_call(
     i: usize,
 ) -> (bool, String) {
     let started = Instant::now();
-    let message = if flags.count > 1 {
-        format!("{} #{i}", flags.message)
-    } else {
-        flags.message.clone()
-    };
+    let message = flags.message(i);
     let service = flags.service.clone();
     let result: Result<Result<Reply<SayReply>, CallError>, MailboxError> =
         with_method!(flags, message, |method, request| {
@@ -297,6 +437,17 @@ async fn broadcast(
 fn main() -> ExitCode {
     let mut flags: Flags = cli::parse();
     flags.concurrency = flags.concurrency.max(1);
+    let fan_out = matches!(flags.mode(), Mode::Broadcast | Mode::Multicast);
+    if flags.api == Api::Call && flags.method == Method::Count {
+        eprintln!("--method count (a server stream) needs --api stub");
+        return ExitCode::from(2);
+    }
+    if flags.api == Api::Stub && fan_out {
+        eprintln!(
+            "--api stub sends each call to one node: broadcast and multicast need --api call"
+        );
+        return ExitCode::from(2);
+    }
     if flags.mode() == Mode::Multicast && flags.version.is_none() && flags.group.is_none() {
         eprintln!("--strategy multicast needs a selector: --version or --group");
         return ExitCode::from(2);
@@ -337,11 +488,26 @@ fn main() -> ExitCode {
         if matches!(flags.mode(), Mode::Broadcast | Mode::Multicast) {
             return Some(broadcast(&client, &flags, options).await);
         }
+        let channel = match flags.api {
+            Api::Stub => match client.send(GetHandle).await {
+                Ok(handle) => Some(handle.channel(flags.service.as_str())),
+                Err(e) => {
+                    eprintln!("the client stopped: {e}");
+                    return None;
+                }
+            },
+            Api::Call => None,
+        };
         let flags = &flags;
         let lines = stream::iter(1..=flags.count)
             .map(|i| {
-                let (client, options) = (client.clone(), options.clone());
-                async move { one_call(&client, flags, options, i).await }
+                let (client, options, channel) = (client.clone(), options.clone(), channel.clone());
+                async move {
+                    match channel {
+                        Some(channel) => one_stub_call(channel, flags, options, i).await,
+                        None => one_call(&client, flags, options, i).await,
+                    }
+                }
             })
             .buffered(flags.concurrency);
         let (ok, failed) = lines

@@ -4,6 +4,10 @@
 //! * `Say(SayRequest{message}) → SayReply{message, node_id}`
 //! * `Slow(SlowRequest{message, delay_ms}) → SayReply` (sleeps first)
 //! * `Fail(FailRequest{code, message}) → SayReply` (returns that status code)
+//! * `Count(CountRequest{message, n, interval_ms}) → stream SayReply` (`n`
+//!   replies `interval_ms` apart: `"{message} 1"` … `"{message} n"`)
+//! * `Chat(stream SayRequest) → stream SayReply` (each message answered as it
+//!   arrives)
 //!
 //! [`EchoService`] counts the calls it processed and the calls it saw cancelled,
 //! and records the `grpc-timeout` each call carried, so tests can reconcile the
@@ -13,19 +17,22 @@
 //! see calls overlap), and the request metadata `x-echo-pushback-ms`, which `Fail`
 //! returns as `grpc-retry-pushback-ms` (a server asking for a pushback). Two
 //! more make a node misbehave as a whole: [`EchoService::with_hang`] (it
-//! accepts `Say` and never answers) and [`EchoService::with_say_error`] (it
+//! accepts `Say` and `Count` and never answers) and [`EchoService::with_say_error`] (it
 //! answers every `Say` with one error, optionally with a pushback).
 //!
-//! [`SAY`], [`SLOW`] and [`FAIL`] are the typed methods for the cluster client.
+//! [`SAY`], [`SLOW`] and [`FAIL`] are the typed methods for the cluster
+//! client's `Call`; [`EchoClient`] over a `ClusterChannel` calls all five.
 
 #![allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tonic::{Code, Request, Response, Status};
+use futures_util::{Stream, StreamExt};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 tonic::include_proto!("echo.v1");
 
@@ -76,6 +83,12 @@ impl Drop for GaugeGuard<'_> {
 /// Longest `Slow` delay accepted, so a bad request cannot pin a server task.
 pub const MAX_SLOW_DELAY: Duration = Duration::from_secs(60);
 
+/// Most replies one `Count` call may ask for.
+pub const MAX_COUNT: u32 = 100_000;
+
+/// The replies of a streaming call.
+pub type ReplyStream = Pin<Box<dyn Stream<Item = Result<SayReply, Status>> + Send>>;
+
 /// What an [`EchoService`] has seen.
 #[derive(Debug, Default)]
 pub struct EchoStats {
@@ -84,9 +97,10 @@ pub struct EchoStats {
     hung: AtomicU64,
     grpc_timeouts: Mutex<VecDeque<String>>,
     request_ids: Mutex<VecDeque<String>>,
+    traceparents: Mutex<VecDeque<String>>,
 }
 
-/// How many `grpc-timeout` and `x-request-id` values each log keeps (the most
+/// How many `grpc-timeout`, `x-request-id` and `traceparent` values each log keeps (the most
 /// recent), so that a long load run does not grow the service without bound.
 pub const HEADER_LOG: usize = 1024;
 
@@ -96,12 +110,12 @@ impl EchoStats {
         self.processed.load(Ordering::Relaxed)
     }
 
-    /// `Say` calls a hanging service received (and never answered).
+    /// `Say` and `Count` calls a hanging service received (and never answered).
     pub fn hung(&self) -> u64 {
         self.hung.load(Ordering::Relaxed)
     }
 
-    /// `Slow` calls, and `Say` calls of a hanging service, whose client went
+    /// `Slow` calls, and `Say` and `Count` calls of a hanging service, whose client went
     /// away before the answer was sent.
     pub fn cancelled(&self) -> u64 {
         self.cancelled.load(Ordering::Relaxed)
@@ -111,6 +125,15 @@ impl EchoStats {
     /// (when the service keeps them: [`EchoService::with_header_log`]).
     pub fn request_ids(&self) -> Vec<String> {
         self.request_ids
+            .lock()
+            .map(|v| v.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The last [`HEADER_LOG`] `traceparent` headers received, in arrival order
+    /// (when the service keeps them: [`EchoService::with_header_log`]).
+    pub fn traceparents(&self) -> Vec<String> {
+        self.traceparents
             .lock()
             .map(|v| v.iter().cloned().collect())
             .unwrap_or_default()
@@ -153,7 +176,7 @@ impl EchoService {
         }
     }
 
-    /// Accepts every `Say` and never answers it (default off): a node that
+    /// Accepts every `Say` and `Count` and never answers it (default off): a node that
     /// takes connections and calls but has stopped working. The call stays
     /// open until the client gives up; [`EchoStats::hung`] counts them and
     /// [`EchoStats::cancelled`] the ones the client cancelled.
@@ -175,10 +198,11 @@ impl EchoService {
         self
     }
 
-    /// Keeps the last [`HEADER_LOG`] `grpc-timeout` and `x-request-id` values
-    /// received, for [`EchoStats::grpc_timeouts`] and
-    /// [`EchoStats::request_ids`] (default off: it costs two locks and two
-    /// copies per call, which a load test should not measure).
+    /// Keeps the last [`HEADER_LOG`] `grpc-timeout`, `x-request-id` and
+    /// `traceparent` values received, for [`EchoStats::grpc_timeouts`],
+    /// [`EchoStats::request_ids`] and [`EchoStats::traceparents`] (default
+    /// off: it costs a lock and a copy per header and call, which a load test
+    /// should not measure).
     pub fn with_header_log(mut self, log: bool) -> Self {
         self.log_headers = log;
         self
@@ -212,6 +236,7 @@ impl EchoService {
         for (key, log) in [
             ("grpc-timeout", &self.stats.grpc_timeouts),
             ("x-request-id", &self.stats.request_ids),
+            ("traceparent", &self.stats.traceparents),
         ] {
             if let Some(v) = request.metadata().get(key) {
                 if let (Ok(v), Ok(mut all)) = (v.to_str(), log.lock()) {
@@ -221,6 +246,19 @@ impl EchoService {
                     all.push_back(v.to_owned());
                 }
             }
+        }
+    }
+
+    /// A hanging service never gets past this (its calls stay open until
+    /// their client goes away).
+    async fn hang_if_asked(&self) {
+        if self.hang {
+            self.stats.hung.fetch_add(1, Ordering::Relaxed);
+            let _guard = CancelGuard {
+                stats: &self.stats,
+                done: false,
+            };
+            std::future::pending::<()>().await;
         }
     }
 
@@ -250,14 +288,7 @@ impl Drop for CancelGuard<'_> {
 impl Echo for EchoService {
     async fn say(&self, request: Request<SayRequest>) -> Result<Response<SayReply>, Status> {
         self.seen(&request);
-        if self.hang {
-            self.stats.hung.fetch_add(1, Ordering::Relaxed);
-            let _guard = CancelGuard {
-                stats: &self.stats,
-                done: false,
-            };
-            std::future::pending::<()>().await;
-        }
+        self.hang_if_asked().await;
         self.stats.processed.fetch_add(1, Ordering::Relaxed);
         if let Some((code, pushback)) = self.say_error {
             let mut status =
@@ -291,6 +322,62 @@ impl Echo for EchoService {
         guard.done = true;
         self.stats.processed.fetch_add(1, Ordering::Relaxed);
         Ok(self.reply(message))
+    }
+
+    type CountStream = ReplyStream;
+
+    async fn count(&self, request: Request<CountRequest>) -> Result<Response<ReplyStream>, Status> {
+        self.seen(&request);
+        self.hang_if_asked().await;
+        let CountRequest {
+            message,
+            n,
+            interval_ms,
+        } = request.into_inner();
+        let interval = Duration::from_millis(interval_ms);
+        if n > MAX_COUNT || interval > MAX_SLOW_DELAY {
+            return Err(Status::invalid_argument(format!(
+                "n {n} or interval_ms {interval_ms} is above the maximum of {MAX_COUNT} \
+                 replies {} ms apart",
+                MAX_SLOW_DELAY.as_millis()
+            )));
+        }
+        self.stats.processed.fetch_add(1, Ordering::Relaxed);
+        let node_id = self.node_id.clone();
+        let replies = futures_util::stream::unfold(1..=n, move |mut left| {
+            let (message, node_id) = (message.clone(), node_id.clone());
+            async move {
+                let i = left.next()?;
+                if i > 1 {
+                    tokio::time::sleep(interval).await;
+                }
+                let reply = SayReply {
+                    message: format!("{message} {i}"),
+                    node_id: node_id.to_string(),
+                };
+                Some((Ok(reply), left))
+            }
+        });
+        Ok(Response::new(Box::pin(replies)))
+    }
+
+    type ChatStream = ReplyStream;
+
+    async fn chat(
+        &self,
+        request: Request<Streaming<SayRequest>>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        self.seen(&request);
+        let (stats, node_id) = (self.stats.clone(), self.node_id.clone());
+        let replies = request.into_inner().map(move |said| {
+            let said = said?;
+            stats.processed.fetch_add(1, Ordering::Relaxed);
+            Ok(SayReply {
+                message: said.message,
+                node_id: node_id.to_string(),
+            })
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn fail(&self, request: Request<FailRequest>) -> Result<Response<SayReply>, Status> {

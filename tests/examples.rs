@@ -172,6 +172,32 @@ async fn echo_client_prints_one_line_per_call_or_node_for_every_strategy() {
     .await;
     assert_calls(&out, 4, "slow, 2 at a time");
 
+    // The same calls through the generated client over a ClusterChannel.
+    for strategy in ["failfast", "failover", "forking(2)"] {
+        let args = ["--api", "stub", "--strategy", strategy, "--count", "3"];
+        let out = echo_client(&endpoint, &args).await;
+        assert_calls(&out, 3, &format!("stub {strategy}"));
+    }
+    let args = [
+        "--api",
+        "stub",
+        "--method",
+        "count",
+        "--replies",
+        "4",
+        "--delay-ms",
+        "1",
+    ];
+    let out = echo_client(&endpoint, &args).await;
+    assert_calls(&out, 1, "stub count");
+    assert!(
+        lines(&out)[0].contains(r#"ok message=["hello 1", "hello 2", "hello 3", "hello 4"]"#),
+        "{:?}",
+        lines(&out)
+    );
+    let out = echo_client(&endpoint, &["--method", "count"]).await;
+    assert_eq!(out.status.code(), Some(2), "a Call cannot stream");
+
     let out = echo_client(&endpoint, &["--strategy", "broadcast"]).await;
     assert_nodes(&out, &["echo-1", "echo-2", "echo-3"], "broadcast");
     let out = echo_client(&endpoint, &["--strategy", "multicast", "--group", "blue"]).await;
@@ -301,6 +327,8 @@ async fn echo_client_help_describes_every_flag_and_an_unknown_flag_is_named() {
     for flag in [
         "--service",
         "--method",
+        "--api",
+        "--replies",
         "--strategy",
         "--balancer",
         "--version",

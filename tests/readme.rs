@@ -264,8 +264,9 @@ async fn a_crate_depending_only_on_grpc_cluster_builds_the_quickstart_and_gets_r
     assert_eq!(
         lines,
         [
-            "echo-d answered \"hi\" after 1 attempt(s)",
-            "echo-d answered \"hi again\""
+            "echo-d answered \"hi\"",
+            "echo-d answered \"hi again\" after 1 attempt(s)",
+            "echo-d answered \"and again\""
         ],
         "{text}"
     );

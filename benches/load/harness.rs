@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use cluster_client::{
-    Broadcast, Call, CallOptions, ClientHandle, ClusterClient, Completion, GetHandle, Strategy,
+    Broadcast, Call, CallOptions, ClientHandle, ClusterChannel, ClusterClient, Completion,
+    GetHandle, Strategy,
 };
 use futures_util::stream::{self, StreamExt};
-use grpc_cluster::echo::{SayReply, SayRequest, SAY};
+use grpc_cluster::echo::{EchoClient, SayReply, SayRequest, SAY};
 use tonic::transport::Channel;
 
 use crate::report::{percentile, us};
@@ -51,6 +52,10 @@ pub(crate) enum Caller {
     /// The same call on every channel at once with raw tonic (and the
     /// deadline), joined: what a tonic user writes for a fan-out.
     RawFanOut(Vec<Channel>, Duration),
+    /// The generated client on a raw tonic channel, with the deadline.
+    RawStub(EchoClient<Channel>, Duration),
+    /// The generated client on a `ClusterChannel`, with the deadline.
+    ClusterStub(EchoClient<ClusterChannel>, Duration),
 }
 
 /// How a call reaches the cluster client.
@@ -95,6 +100,20 @@ async fn raw_call(channel: &Channel, deadline: Option<Duration>, i: usize) -> Op
     .map(|r| r.into_inner().node_id)
 }
 
+/// One `Say` call through a generated client, as a tonic user writes it.
+async fn stub_call<T>(stub: &EchoClient<T>, deadline: Duration, i: usize) -> Option<String>
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Clone,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: http_body::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let mut request = tonic::Request::new(request(i));
+    request.set_timeout(deadline);
+    let reply = stub.clone().say(request).await.ok()?;
+    Some(reply.into_inner().node_id)
+}
+
 impl Caller {
     /// Makes call number `i`.
     pub(crate) async fn call(&self, i: usize) -> Option<String> {
@@ -120,6 +139,8 @@ impl Caller {
                     .filter(|r| r.successes() == *nodes)
                     .map(|_| String::new())
             }
+            Self::RawStub(stub, deadline) => stub_call(stub, *deadline, i).await,
+            Self::ClusterStub(stub, deadline) => stub_call(stub, *deadline, i).await,
             Self::RawFanOut(channels, deadline) => {
                 let calls = channels.iter().map(|c| raw_call(c, Some(*deadline), i));
                 let answers = futures_util::future::join_all(calls).await;

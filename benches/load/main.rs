@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | `unary` | `unary.rs` | raw tonic + deadline vs `ClientHandle::call` failfast/failover and `Addr::send`, 1 node: p50/p99 at c=1, calls/s at c=64 |
 //! | `tls` | `tls.rs` | plaintext vs TLS (`[server.tls]`, `[client.tls]`), raw tonic + deadline and `ClientHandle::call` failfast, 1 node: p50/p99 at c=1, calls/s at c=64 |
+//! | `stub` | `stub.rs` | the generated `EchoClient` on a raw tonic `Channel` + deadline vs on a `ClusterChannel` (failfast, failover), 1 node: p50/p99 at c=1, calls/s at c=64 |
 //! | `balancer` | `balancer.rs` | `Channel::balance_list` + deadline vs `round_robin` and `least_request`, 3 nodes: calls/s at c=64, per-node share |
 //! | `broadcast` | `broadcast.rs` | `Broadcast` to 8 nodes vs raw tonic's fan-out with the deadline (and one `Call`): p50/p99 at c=1 |
 //! | `cpu` | `cpu.rs` | this process's CPU time per call (servers in a child process), `ClientHandle::call` vs raw tonic + deadline, at c=1 and c=64 |
@@ -33,8 +34,8 @@
 //! `LOAD_KIT_ROUNDS=N` paired rounds of `server_kit` (default 40);
 //! `LOAD_SERVER_THREADS=N` worker threads of the echo servers (default 1);
 //! `LOAD_SCALE_NODES=N` nodes of the `scale` section (default 100,000).
-//! `LOAD_PROFILE=failfast` (or `failfast-send`, `raw`, `raw-bare`,
-//! `round_robin`, `least_request`, `balance_list`; `:c1` appended for
+//! `LOAD_PROFILE=failfast` (or `failfast-send`, `raw`, `raw-bare`, `stub`,
+//! `stub-raw`, `round_robin`, `least_request`, `balance_list`; `:c1` appended for
 //! concurrency 1) only runs that client's 100,000 calls, for a profiler
 //! (`perf record -e cpu-clock --call-graph dwarf`, built with
 //! `CARGO_PROFILE_BENCH_DEBUG=true`).
@@ -70,6 +71,7 @@ mod scale;
 mod server_kit;
 mod servers;
 mod settings;
+mod stub;
 mod tls;
 mod unary;
 mod usage;
@@ -77,7 +79,8 @@ mod usage;
 use std::time::Instant;
 
 use actix::prelude::*;
-use cluster_client::{Balancer, ClientConfig, Strategy};
+use cluster_client::{Balancer, CallOptions, ClientConfig, GetHandle, Strategy};
+use grpc_cluster::echo::EchoClient;
 use registry_actor::testing::EtcdServer;
 use tonic::transport::Channel;
 
@@ -124,6 +127,14 @@ fn profile(which: &str) {
                 Some(deadline()),
             ),
             "failfast-send" => Caller::Cluster(Via::Actor(client), service, Strategy::Failfast),
+            "stub-raw" => Caller::RawStub(EchoClient::new(raw_channel(addrs[0]).await), deadline()),
+            "stub" => {
+                let handle = client.send(GetHandle).await.expect("client alive");
+                let channel = handle
+                    .channel(service)
+                    .with_options(CallOptions::new().with_strategy(Strategy::Failfast));
+                Caller::ClusterStub(EchoClient::new(channel), deadline())
+            }
             _ => Caller::Cluster(Via::handle(&client).await, service, Strategy::Failfast),
         };
         let mut row = Row::new("profile", caller);
@@ -191,6 +202,7 @@ fn main() {
                 match section {
                     Section::Unary => unary::run(report, &setup).await,
                     Section::Tls => tls::run(report, &setup, settings.server_threads).await,
+                    Section::Stub => stub::run(report, &setup).await,
                     Section::Balancer => balancer::run(report, &setup).await,
                     Section::Broadcast => broadcast::run(report, &setup).await,
                     Section::Cpu => cpu::run(report, &setup).await,

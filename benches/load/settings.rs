@@ -6,6 +6,7 @@
 pub(crate) enum Section {
     Unary,
     Tls,
+    Stub,
     Balancer,
     Broadcast,
     Cpu,
@@ -17,9 +18,10 @@ pub(crate) enum Section {
 }
 
 impl Section {
-    pub(crate) const ALL: [Self; 10] = [
+    pub(crate) const ALL: [Self; 11] = [
         Self::Unary,
         Self::Tls,
+        Self::Stub,
         Self::Balancer,
         Self::Broadcast,
         Self::Cpu,
@@ -35,6 +37,7 @@ impl Section {
         match self {
             Self::Unary => "unary",
             Self::Tls => "tls",
+            Self::Stub => "stub",
             Self::Balancer => "balancer",
             Self::Broadcast => "broadcast",
             Self::Cpu => "cpu",

@@ -63,12 +63,22 @@ pub(crate) async fn run(report: &mut Report, setup: &Setup) {
          rounds. Medians over rounds (range over rounds); a ratio is the median of the \
          per-round ratios to raw tonic + deadline.\n"
     );
+    write_table(&mut out, &rows);
+    report.section(out);
+    let base = &rows[0];
+    for (row, p50_goal, rps_goal) in [(&rows[2], 1.03, 0.97), (&rows[4], 1.05, 0.95)] {
+        add_targets(report, row, base, "raw+deadline", p50_goal, rps_goal);
+    }
+}
+
+/// The table of `rows` (p50, p99, calls/s, and their ratios to the first row).
+pub(crate) fn write_table(out: &mut String, rows: &[Row]) {
     table_head(
-        &mut out,
+        out,
         &format!("| client | p50 µs (c=1) | p99 µs (c=1) | calls/s (c={CONCURRENCY}) | p50 ratio | throughput ratio |"),
     );
     let (base_p50, base_rps) = (&rows[0].p50, &rows[0].rps);
-    for row in &rows {
+    for row in rows {
         let _ = writeln!(
             out,
             "| {} | {} | {:.1} | {} | {} | {} |",
@@ -80,17 +90,26 @@ pub(crate) async fn run(report: &mut Report, setup: &Setup) {
             ratio_text(&row.rps, base_rps),
         );
     }
-    report.section(out);
-    for (row, p50_goal, rps_goal) in [(&rows[2], 1.03, 0.97), (&rows[4], 1.05, 0.95)] {
-        report.target(Target::at_most(
-            format!("{} / raw+deadline p50", row.name),
-            ratio(&row.p50, base_p50),
-            p50_goal,
-        ));
-        report.target(Target::at_least(
-            format!("{} / raw+deadline throughput (c={CONCURRENCY})", row.name),
-            ratio(&row.rps, base_rps),
-            rps_goal,
-        ));
-    }
+}
+
+/// The targets of `row` against `base` (named `base_name`): its p50 ratio at
+/// most `p50_goal`, its throughput ratio at least `rps_goal`.
+pub(crate) fn add_targets(
+    report: &mut Report,
+    row: &Row,
+    base: &Row,
+    base_name: &str,
+    p50_goal: f64,
+    rps_goal: f64,
+) {
+    report.target(Target::at_most(
+        format!("{} / {base_name} p50", row.name),
+        ratio(&row.p50, &base.p50),
+        p50_goal,
+    ));
+    report.target(Target::at_least(
+        format!("{} / {base_name} throughput (c={CONCURRENCY})", row.name),
+        ratio(&row.rps, &base.rps),
+        rps_goal,
+    ));
 }

@@ -33,6 +33,12 @@
 //!   and [`Broadcast`] by their strategy (failfast, failover, failretry,
 //!   forking, broadcast, multicast) under one [`RetryBudget`] per service. The
 //!   handle runs them in the caller's own task.
+//! * [`ClusterChannel`]: the `tower::Service` tonic-generated clients run on
+//!   (`EchoClient::new(handle.channel("echo"))`); each request runs the
+//!   strategy a `Call` of its method would, its body replayed for retries up
+//!   to `client.retry_buffer` and committed at the response headers (gRFC A6).
+//!   [`CallOptions::inherit`] carries an inbound call's deadline, request id
+//!   and trace context into the calls made while serving it.
 //! * **Pickers**: one [`PickerActor`] per service, subscribed to the
 //!   [`RegistryActor`](registry_actor::RegistryActor), that chooses the node of
 //!   each call. Calls pick from the snapshot it publishes, without a message
@@ -80,6 +86,7 @@
 mod balance;
 mod budget;
 mod call;
+mod channel;
 mod config;
 mod connection;
 mod ejection;
@@ -99,6 +106,7 @@ pub use call::{
     Cause, ClientHandle, ClusterClient, Completion, GetHandle, NodeResult, Reply, ServiceStatus,
     UpdateConfig, CLIENT_THREAD_NAME, RETRY_PUSHBACK_KEY,
 };
+pub use channel::{CallRecord, ClusterChannel, ResponseFuture};
 pub use config::{
     CallPolicy, ClientConfig, EjectionConfig, Hedging, MethodConfig, PickerConfig, ServiceConfig,
 };

@@ -20,6 +20,7 @@ const LIST_KEYS: &[&str] = &[
     "registry.endpoints",
     "client.retry_codes",
     "client.allowed_networks",
+    "client.propagate",
 ];
 
 /// A typed configuration that can check itself after loading.

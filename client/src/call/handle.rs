@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use super::error::CallError;
 use super::messages::{Broadcast, BroadcastReply, Call, Reply};
+use super::rpc::Rpc;
 use super::service::{Service, ServiceSettings};
 use super::spawn::SystemThread;
 use super::status::{request_id, REQUEST_ID};
@@ -146,7 +147,7 @@ impl ClientHandle {
     }
 
     /// Keeps the client's own thread (if any) running until `call` ends.
-    fn holding_thread<T: Send + 'static>(&self, call: CallFuture<T>) -> CallFuture<T> {
+    pub(crate) fn holding_thread<T: Send + 'static>(&self, call: CallFuture<T>) -> CallFuture<T> {
         match self.owner.clone() {
             None => call,
             Some(owner) => Box::pin(async move {
@@ -176,19 +177,12 @@ impl ClientHandle {
         Req: prost::Message + Clone + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
-        // Each strategy's own future is boxed, not a future over all of them:
-        // the box then holds only what this call's strategy needs, and no
-        // larger union of states is copied as the call proceeds.
-        let call: CallFuture<Reply<Resp>> =
-            match self.plan(&call.service, &call.method, call.request, call.options) {
-                Err(e) => Box::pin(std::future::ready(Err(e))),
-                Ok((plan, Strategy::Failfast)) => Box::pin(plan.failfast()),
-                Ok((plan, Strategy::Failover)) => Box::pin(plan.failover()),
-                Ok((plan, Strategy::Failretry)) => Box::pin(plan.failretry()),
-                Ok((plan, Strategy::Forking(k))) => Box::pin(plan.forking(k)),
-                Ok((plan, Strategy::Hedging)) => Box::pin(plan.hedging()),
-            };
-        self.holding_thread(call)
+        self.holding_thread(run_planned(self.plan(
+            &call.service,
+            call.method,
+            call.request,
+            call.options,
+        )))
     }
 
     /// Runs `broadcast` on every matching node at once, in the task that
@@ -206,13 +200,18 @@ impl ClientHandle {
         let completion = broadcast.completion;
         match self.plan(
             &broadcast.service,
-            &broadcast.method,
+            broadcast.method,
             broadcast.request,
             broadcast.options,
         ) {
             Err(e) => Box::pin(std::future::ready(Err(e))),
             Ok((plan, _)) => self.holding_thread(Box::pin(plan.broadcast(completion))),
         }
+    }
+
+    /// The bytes of a channel request's body kept for sending it again.
+    pub(crate) fn retry_buffer(&self) -> usize {
+        self.shared.config.load().retry_buffer()
     }
 
     /// The picker state of `service` (nodes, loads, ejections).
@@ -337,13 +336,13 @@ impl ClientHandle {
     }
 
     /// Builds the plan of one call, or the error that stops it before any attempt.
-    fn plan<Req, Resp>(
+    pub(crate) fn plan<Req, Resp, M: Rpc<Req, Resp>>(
         &self,
         service: &str,
-        method: &crate::Method<Req, Resp>,
+        method: M,
         request: Req,
         options: super::CallOptions,
-    ) -> Result<(Plan<Req, Resp>, Strategy), CallError> {
+    ) -> Result<(Plan<Req, Resp, M>, Strategy), CallError> {
         if self.owner.as_ref().is_some_and(|owner| owner.is_stopped()) {
             return Err(CallError::pick(service, Error::Stopped, Vec::new()));
         }
@@ -353,7 +352,7 @@ impl ClientHandle {
         let settings = svc.settings.load();
         let policy = settings.policy.call(method.path());
         let mut metadata = settings.base_metadata.clone();
-        if settings.request_id {
+        if settings.request_id && !options.metadata.contains_key(REQUEST_ID) {
             metadata.insert(REQUEST_ID, request_id());
         }
         if !options.metadata.is_empty() {
@@ -363,16 +362,21 @@ impl ClientHandle {
                 }
             }
         }
+        if let Some(inbound) = &options.inherited {
+            super::inherit::propagate(&mut metadata, &inbound.0, &settings.propagate);
+        }
         let started = Instant::now();
         let timeout = options.timeout.unwrap_or(policy.timeout());
         let (min, max) = policy.backoff();
         let strategy = options.strategy.unwrap_or(policy.strategy());
         let plan = Plan {
-            method: method.clone(),
+            method,
             request: Some(request),
             metadata,
             started,
-            deadline: started + timeout,
+            deadline: options
+                .deadline
+                .map_or(started + timeout, |d| d.min(started + timeout)),
             attempt_timeout: options.attempt_timeout.or(policy.attempt_timeout()),
             selector: options.selector.map(Box::new),
             hash_key: options.hash_key,
@@ -382,8 +386,31 @@ impl ClientHandle {
             backoff: registry_actor::Backoff::new(min, max),
             home: HomeKey::of_caller(self.shared.dedicated),
             service: svc.clone(),
+            _types: std::marker::PhantomData,
         };
         Ok((plan, strategy))
+    }
+}
+
+/// Runs a planned call by its strategy (or answers the error that stopped
+/// it). Each strategy's own future is boxed, not a future over all of them:
+/// the box then holds only what this call's strategy needs, and no larger
+/// union of states is copied as the call proceeds.
+pub(crate) fn run_planned<Req, Resp, M>(
+    planned: Result<(Plan<Req, Resp, M>, Strategy), CallError>,
+) -> CallFuture<Reply<Resp>>
+where
+    Req: Clone + Send + Sync + 'static,
+    Resp: Send + 'static,
+    M: Rpc<Req, Resp>,
+{
+    match planned {
+        Err(e) => Box::pin(std::future::ready(Err(e))),
+        Ok((plan, Strategy::Failfast)) => Box::pin(plan.failfast()),
+        Ok((plan, Strategy::Failover)) => Box::pin(plan.failover()),
+        Ok((plan, Strategy::Failretry)) => Box::pin(plan.failretry()),
+        Ok((plan, Strategy::Forking(k))) => Box::pin(plan.forking(k)),
+        Ok((plan, Strategy::Hedging)) => Box::pin(plan.hedging()),
     }
 }
 
@@ -393,6 +420,7 @@ fn service_settings(config: &ClientConfig, service: &str) -> Result<ServiceSetti
         policy: config.resolve_service(service)?,
         base_metadata: base_metadata(config)?,
         request_id: config.request_id(),
+        propagate: config.propagate()?.into(),
     })
 }
 

@@ -16,14 +16,16 @@ use tonic::Status;
 
 use super::error::CallError;
 use super::messages::Reply;
+use super::rpc::Rpc;
 use super::status::pushback;
 use super::strategy::Plan;
 use crate::Picked;
 
-impl<Req, Resp> Plan<Req, Resp>
+impl<Req, Resp, M> Plan<Req, Resp, M>
 where
-    Req: prost::Message + Clone + Send + 'static,
-    Resp: prost::Message + Default + Send + 'static,
+    Req: Clone + Send + 'static,
+    Resp: Send + 'static,
+    M: Rpc<Req, Resp>,
 {
     /// Runs the call by the hedging strategy.
     pub(crate) async fn hedging(self) -> Result<Reply<Resp>, CallError> {
@@ -40,7 +42,7 @@ where
         let mut next_at = Instant::now();
         loop {
             if more && Instant::now() >= next_at {
-                if Instant::now() >= self.deadline {
+                if Instant::now() >= self.deadline || (!tried.is_empty() && !self.may_resend()) {
                     more = false;
                 } else if !tried.is_empty() && !self.withdraw() {
                     refused = true;

@@ -20,6 +20,26 @@ pub struct CallOptions {
     pub(crate) selector: Option<Selector>,
     pub(crate) hash_key: Option<HashKey>,
     pub(crate) metadata: MetadataMap,
+    /// A deadline no attempt may pass, whatever the timeout (an inbound
+    /// call's, from [`inherit`](Self::inherit)).
+    pub(crate) deadline: Option<tokio::time::Instant>,
+    /// The inbound call's metadata, whose `client.propagate` keys are sent.
+    pub(crate) inherited: Option<Inbound>,
+}
+
+/// The metadata of an inbound call, shared; its `Debug` shows the keys only
+/// (the values may hold credentials).
+#[derive(Clone)]
+pub(crate) struct Inbound(pub(crate) std::sync::Arc<MetadataMap>);
+
+impl fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys = self.0.keys().map(|k| match k {
+            tonic::metadata::KeyRef::Ascii(k) => k.as_str(),
+            tonic::metadata::KeyRef::Binary(k) => k.as_str(),
+        });
+        f.debug_set().entries(keys).finish()
+    }
 }
 
 impl CallOptions {

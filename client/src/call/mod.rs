@@ -31,7 +31,8 @@
 //! (node, code, latency); it converts into a `tonic::Status`.
 //!
 //! The modules form one chain, each using only those before it: `messages` →
-//! `status` → `service` → `error` → `strategy` → `hedging` → `handle` → `actor`.
+//! `status` → `inherit` → `service` → `error` → `rpc` → `strategy` → `hedging`
+//! → `handle` → `actor`.
 //!
 //! # Examples
 //!
@@ -61,7 +62,9 @@ mod actor;
 mod error;
 mod handle;
 mod hedging;
+mod inherit;
 mod messages;
+mod rpc;
 mod service;
 mod spawn;
 mod status;
@@ -69,9 +72,12 @@ mod strategy;
 
 pub use actor::{BudgetTokens, ClusterClient, ServiceStatus, UpdateConfig};
 pub use error::{CallError, Cause};
+pub(crate) use handle::run_planned;
 pub use handle::{CallFuture, ClientHandle, GetHandle};
 pub use messages::{
     Attempt, Broadcast, BroadcastReply, Call, CallOptions, Completion, NodeResult, Reply,
 };
+pub(crate) use rpc::Rpc;
 pub use spawn::CLIENT_THREAD_NAME;
 pub use status::RETRY_PUSHBACK_KEY;
+pub(crate) use status::{parse_grpc_timeout, GRPC_TIMEOUT, REQUEST_ID};

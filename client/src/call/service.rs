@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix::Addr;
 use arc_swap::ArcSwap;
-use tonic::metadata::MetadataMap;
+use tonic::metadata::{Ascii, MetadataKey, MetadataMap};
 
 use crate::budget::RetryBudget;
 use crate::config::ServicePolicy;
@@ -33,6 +33,8 @@ pub(crate) struct ServiceSettings {
     pub(crate) base_metadata: MetadataMap,
     /// Whether calls carry an `x-request-id`.
     pub(crate) request_id: bool,
+    /// The inbound metadata keys inherited calls carry.
+    pub(crate) propagate: Arc<[MetadataKey<Ascii>]>,
 }
 
 impl std::fmt::Debug for Service {

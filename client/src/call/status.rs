@@ -44,6 +44,25 @@ pub(crate) fn grpc_timeout(remaining: Duration) -> MetadataValue<Ascii> {
     MetadataValue::try_from(&text[at..]).unwrap_or_else(|_| MetadataValue::from_static("1S"))
 }
 
+/// The duration a `grpc-timeout` value says: 1 to 8 digits and a unit (`H`,
+/// `M`, `S`, `m`, `u`, `n`); `None` when it is not one.
+pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// The server's pushback: `None` when absent, `Some(None)` when it says "do not
 /// retry" (negative or unparsable, per gRFC A6), `Some(Some(d))` to wait `d`.
 pub(crate) fn pushback(status: &Status) -> Option<Option<Duration>> {
@@ -104,6 +123,33 @@ mod tests {
         for (remaining, expected) in cases {
             let value = grpc_timeout(remaining);
             assert_eq!(value.to_str().ok(), Some(expected), "{remaining:?}");
+        }
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit_and_bad_ones_do_not() {
+        let cases = [
+            ("2H", Some(Duration::from_secs(7200))),
+            ("3M", Some(Duration::from_secs(180))),
+            ("99999999S", Some(Duration::from_secs(99_999_999))),
+            ("4999m", Some(Duration::from_millis(4999))),
+            ("0u", Some(Duration::ZERO)),
+            ("17n", Some(Duration::from_nanos(17))),
+            ("", None),
+            ("m", None),
+            ("123456789m", None),
+            ("-1m", None),
+            ("12x", None),
+            ("1.5S", None),
+            ("5é", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_grpc_timeout(text), expected, "{text:?}");
+        }
+        for remaining in [Duration::from_micros(49_999), Duration::from_secs(5)] {
+            let text = grpc_timeout(remaining);
+            let back = parse_grpc_timeout(text.to_str().expect("ascii"));
+            assert_eq!(back, Some(remaining));
         }
     }
 

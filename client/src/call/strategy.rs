@@ -20,6 +20,7 @@ use tonic::{Code, Status};
 
 use super::error::CallError;
 use super::messages::{Attempt, BroadcastReply, Completion, NodeResult, Reply};
+use super::rpc::Rpc;
 use super::service::Service;
 use super::status::{grpc_timeout, pushback, GRPC_TIMEOUT};
 use crate::connection::HomeKey;
@@ -27,10 +28,10 @@ use crate::picker::{Attach, Fast, PushedBack, WaitDiscovered, WaitNodes};
 use crate::policy::CodeSet;
 use crate::{Error, HashKey, Method, NodeHandle, Picked, Selector};
 
-/// Everything a strategy needs to run one call.
-pub(crate) struct Plan<Req, Resp> {
+/// Everything a strategy needs to run one call of `method`.
+pub(crate) struct Plan<Req, Resp, M = Method<Req, Resp>> {
     pub(crate) service: Arc<Service>,
-    pub(crate) method: Method<Req, Resp>,
+    pub(crate) method: M,
     /// Copied for each attempt but the last, which takes it (with `metadata`).
     pub(crate) request: Option<Req>,
     pub(crate) metadata: MetadataMap,
@@ -48,6 +49,7 @@ pub(crate) struct Plan<Req, Resp> {
     pub(crate) backoff: Backoff,
     /// The runtime the call's channels run on.
     pub(crate) home: HomeKey,
+    pub(crate) _types: std::marker::PhantomData<fn(Req) -> Resp>,
 }
 
 /// How much earlier than the call's deadline tonic's channel may end an
@@ -63,10 +65,11 @@ pub(super) struct Tried<Resp> {
     pub(super) timed_out: bool,
 }
 
-impl<Req, Resp> Plan<Req, Resp>
+impl<Req, Resp, M> Plan<Req, Resp, M>
 where
-    Req: prost::Message + Clone + Send + 'static,
-    Resp: prost::Message + Default + Send + 'static,
+    Req: Clone + Send + 'static,
+    Resp: Send + 'static,
+    M: Rpc<Req, Resp>,
 {
     pub(super) fn failed(&self, status: Status, attempts: Vec<Attempt>) -> CallError {
         CallError::status(&self.service.name, status, attempts)
@@ -263,7 +266,7 @@ where
         // The attempt runs in this task: timing out drops it, which cancels the RPC.
         // Boxed: the RPC's future is large, and the attempt's future is moved
         // into its strategy's as each attempt starts.
-        let rpc = Box::pin(connection.call(&self.method, request));
+        let rpc = Box::pin(self.method.send(&connection, request));
         // A fan-out bounds its attempts with one timer of its own, unless an
         // attempt has a shorter end.
         let answer = if timed || bounded {
@@ -340,6 +343,14 @@ where
         Some(wait)
     }
 
+    /// Whether the request may be sent again (a channel request whose body
+    /// outgrew its replay buffer may not).
+    pub(super) fn may_resend(&self) -> bool {
+        self.request
+            .as_ref()
+            .is_none_or(|r| self.method.resendable(r))
+    }
+
     /// Takes a token for an extra attempt.
     pub(super) fn withdraw(&self) -> bool {
         self.service
@@ -394,7 +405,8 @@ where
             match t.result {
                 Ok(response) => return Ok(self.reply(t.picked, response, attempts)),
                 Err(status) => {
-                    let retry = t.timed_out || self.retryable(&status).is_some();
+                    let retry =
+                        (t.timed_out || self.retryable(&status).is_some()) && self.may_resend();
                     self.honour_pushback(&t.picked, &status).await;
                     tried.push(t.picked);
                     last = Some(status);
@@ -443,7 +455,8 @@ where
             match t.result {
                 Ok(response) => return Ok(self.reply(t.picked, response, attempts)),
                 Err(status) => {
-                    let retry = t.timed_out || self.retryable(&status).is_some();
+                    let retry =
+                        (t.timed_out || self.retryable(&status).is_some()) && self.may_resend();
                     last = Some(status);
                     if !retry {
                         break;

@@ -45,6 +45,7 @@ const DEFAULT_PANIC_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_HEDGING_DELAY: Duration = Duration::from_millis(50);
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+const DEFAULT_RETRY_BUFFER: usize = 256 * 1024;
 
 /// The picker part of `[client]`: defaults for every service, and one
 /// [`ServiceConfig`] per `[client.services.NAME]` table.
@@ -150,6 +151,8 @@ pub struct ClientConfig {
     allowed_networks: Vec<String>,
     tls: TlsConfig,
     request_id: bool,
+    propagate: Vec<String>,
+    retry_buffer: usize,
     io_threads: usize,
     services: BTreeMap<String, ServiceConfig>,
 }
@@ -185,6 +188,8 @@ impl Default for ClientConfig {
             allowed_networks: Vec::new(),
             tls: TlsConfig::default(),
             request_id: false,
+            propagate: Vec::new(),
+            retry_buffer: DEFAULT_RETRY_BUFFER,
             io_threads: 0,
             services: BTreeMap::new(),
         }
@@ -394,6 +399,60 @@ impl ClientConfig {
     pub fn with_request_id(mut self, send: bool) -> Self {
         self.request_id = send;
         self
+    }
+
+    /// The inbound metadata keys that [`CallOptions::inherit`](crate::CallOptions::inherit)
+    /// carries into an outbound call, beside the deadline, `x-request-id`,
+    /// `traceparent` and `tracestate` (default none).
+    pub fn with_propagate<I, S>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.propagate = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The most bytes of a channel request's body kept for sending it again
+    /// (default 256 KiB): a request whose body grows past it is not retried
+    /// (nor hedged) once its first attempt has sent it.
+    pub fn with_retry_buffer(mut self, bytes: usize) -> Self {
+        self.retry_buffer = bytes;
+        self
+    }
+
+    /// The replay buffer of a channel request, in bytes.
+    pub fn retry_buffer(&self) -> usize {
+        self.retry_buffer
+    }
+
+    /// The metadata keys `inherit` carries, checked by
+    /// [`validate`](Self::validate).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming `client.propagate` and the bad key.
+    pub fn propagate(
+        &self,
+    ) -> Result<Vec<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>, Error> {
+        self.propagate
+            .iter()
+            .map(|key| {
+                let bad = |why: &str| {
+                    Error::Config(InvalidValue::new(
+                        "client.propagate",
+                        format!("`{key}` {why}"),
+                    ))
+                };
+                if key.starts_with("grpc-") || key.ends_with("-bin") {
+                    return Err(bad("is reserved or binary; list plain metadata keys"));
+                }
+                if key.bytes().any(|b| b.is_ascii_uppercase()) {
+                    return Err(bad("is not lowercase"));
+                }
+                key.parse().map_err(|_| bad("is not a valid metadata key"))
+            })
+            .collect()
     }
 
     /// Runs every node's channel (its connection and HTTP/2 I/O tasks) on a
@@ -632,6 +691,7 @@ impl ClientConfig {
         }
         self.tls.load("client.tls").map_err(Error::Config)?;
         crate::AllowedNetworks::parse(&self.allowed_networks).map_err(Error::Config)?;
+        self.propagate()?;
         self.service_call_policy("")?;
         for (name, svc) in &self.services {
             if name.is_empty() {

@@ -12,6 +12,7 @@ use super::classify::{is_own_timeout, is_transport_failure, transport_as_unavail
 use super::goaway::watched_channel;
 use super::report::{Outcomes, Report};
 use super::settings::ConnectionSettings;
+use super::stream::{Counted, Open};
 use crate::method::Method;
 
 const UNKNOWN: u8 = 0;
@@ -109,7 +110,7 @@ impl Connection {
     {
         self.inner
             .settings
-            .check_token(&self.inner.node, &request)?;
+            .check_token(&self.inner.node, request.metadata().as_ref())?;
         let _in_flight = InFlight::enter(&self.inner);
         let channel = match &self.inner.channel {
             Some(c) => c.clone(),
@@ -133,6 +134,36 @@ impl Connection {
             }
             Err(status) => Err(self.observe_err(status)),
         }
+    }
+
+    /// Sends one raw gRPC request to the node, answering once its response
+    /// headers arrive: the response, its body still streaming, or the status
+    /// a trailers-only response (or the transport) gave. The call counts in
+    /// flight until its response body ends or is dropped.
+    pub(crate) async fn send(
+        &self,
+        request: http::Request<tonic::body::Body>,
+    ) -> Result<http::Response<tonic::body::Body>, Status> {
+        self.inner
+            .settings
+            .check_token(&self.inner.node, request.headers())?;
+        let open = Open::enter(&self.inner.in_flight);
+        let mut channel = match &self.inner.channel {
+            Some(c) => c.clone(),
+            None => Box::pin(self.connect()).await?,
+        };
+        let response = match tower::ServiceExt::ready(&mut channel).await {
+            Ok(ready) => Box::pin(tower::Service::call(ready, request)).await,
+            Err(e) => Err(e),
+        };
+        let response = response.map_err(|e| self.observe_err(Status::from_error(Box::new(e))))?;
+        if let Some(status) = Status::from_header_map(response.headers()) {
+            if status.code() != tonic::Code::Ok {
+                return Err(self.observe_err(status));
+            }
+        }
+        self.observe_ok();
+        Ok(response.map(|body| tonic::body::Body::new(Counted::new(body, open))))
     }
 
     /// Records that an attempt on the node got no answer within its attempt

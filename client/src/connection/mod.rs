@@ -33,8 +33,8 @@
 //! is then not picked until its server answers on a fresh connection (see
 //! `goaway`).
 //!
-//! The modules form one chain: `networks` → `settings` → `classify` → `report` → `goaway` →
-//! `runtime` → `handle` → `health` → `messages` → `actor`.
+//! The modules form one chain: `networks` → `settings` → `classify` → `report` →
+//! `goaway` → `runtime` → `stream` → `handle` → `health` → `messages` → `actor`.
 
 mod actor;
 mod classify;
@@ -46,6 +46,7 @@ mod networks;
 mod report;
 mod runtime;
 mod settings;
+mod stream;
 
 pub use actor::ConnectionActor;
 pub use handle::Connection;

@@ -465,8 +465,10 @@ impl RateLimitConfig {
         self
     }
 
-    /// A limit for one method, by its path `/package.Service/Method` (`methods`,
-    /// default: none). A rate of 0 removes it; a burst of 0 means the rate.
+    /// A limit for one method, by its path `/package.Service/Method` or its
+    /// bare name `Method` (that method of every service; the path's limit
+    /// wins) (`methods`, default: none). A rate of 0 removes it; a burst of 0
+    /// means the rate.
     pub fn with_method(mut self, path: impl Into<String>, rps: u32, burst: u32) -> Self {
         self.methods
             .insert(path.into(), MethodLimit::new(rps, burst));
@@ -599,7 +601,8 @@ impl RateLimitConfig {
             if !is_method_path(path) {
                 return bad(
                     &format!("methods.\"{path}\""),
-                    "a method key must be a path /package.Service/Method".into(),
+                    "a method key must be a path /package.Service/Method or a bare method name"
+                        .into(),
                 );
             }
             limit.validate(&format!("{KEY}.methods.\"{path}\""))?;
@@ -642,7 +645,8 @@ impl RateLimitConfig {
 /// `/package.Service/Method`: two non-empty segments.
 fn is_method_path(path: &str) -> bool {
     let Some(rest) = path.strip_prefix('/') else {
-        return false;
+        // A bare method name (`Say`), for that method of every service.
+        return !path.is_empty() && !path.contains('/') && !path.chars().any(char::is_whitespace);
     };
     match rest.split_once('/') {
         Some((service, method)) => {

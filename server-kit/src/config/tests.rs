@@ -45,8 +45,8 @@ fn bad_values_name_their_full_key() {
         ),
         (
             ServerConfig::default()
-                .with_rate_limit(RateLimitConfig::default().with_method("Say", 1, 0)),
-            "server.rate_limit.methods.\"Say\"",
+                .with_rate_limit(RateLimitConfig::default().with_method("Echo/Say", 1, 0)),
+            "server.rate_limit.methods.\"Echo/Say\"",
         ),
         (
             ServerConfig::default()

@@ -224,7 +224,12 @@ impl<C: LimiterClock> Snapshot<C> {
             callers.check(&callers.key_of(request))?;
         }
         if !self.methods.is_empty() {
-            if let Some(bucket) = self.methods.get(request.uri().path()) {
+            let path = request.uri().path();
+            let bucket = self.methods.get(path).or_else(|| {
+                let name = path.rsplit_once('/').map_or(path, |(_, name)| name);
+                self.methods.get(name)
+            });
+            if let Some(bucket) = bucket {
                 bucket.check(Limit::Method)?;
             }
         }

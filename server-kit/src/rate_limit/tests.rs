@@ -162,6 +162,19 @@ async fn the_layer_answers_a_refusal_as_a_grpc_response_without_calling_the_serv
 }
 
 #[test]
+fn a_bare_method_name_limits_that_method_and_its_path_wins() {
+    let (by_name, _clock) = limits(RateLimitConfig::default().with_method("Say", 2, 0));
+    assert_eq!(admitted(&by_name, 10, || request(SAY, None)), 2);
+    assert_eq!(admitted(&by_name, 10, || request(SLOW, None)), 10);
+    let (both, _clock) = limits(
+        RateLimitConfig::default()
+            .with_method("Say", 2, 0)
+            .with_method(SAY, 4, 0),
+    );
+    assert_eq!(admitted(&both, 10, || request(SAY, None)), 4);
+}
+
+#[test]
 fn method_and_caller_limits_compose() {
     let (limits, clock) = limits(
         RateLimitConfig::default()
