@@ -20,7 +20,8 @@
 //! * [`server`] (`server-kit`) — rate limits, registration and graceful shutdown
 //!   for any tonic service;
 //! * [`config`] — the layered configuration of all three, with hot reload;
-//! * [`echo`] — the `echo.v1.Echo` example service and its implementation.
+//! * [`echo`] — the `echo.v1.Echo` example service and its implementation;
+//! * [`metrics`] — the Prometheus recorder and `/metrics` endpoint (`[metrics]`).
 
 pub use cluster_client as client;
 pub use registry_actor as registry;
@@ -28,6 +29,7 @@ pub use server_kit as server;
 
 pub mod config;
 pub mod echo;
+pub mod metrics;
 mod serve;
 
 pub use serve::{serve, Serve, ServeError};

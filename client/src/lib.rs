@@ -86,6 +86,7 @@ mod ejection;
 mod error;
 mod hash;
 mod method;
+mod observe;
 mod panic_guard;
 mod picker;
 mod policy;

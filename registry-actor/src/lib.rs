@@ -41,6 +41,7 @@ mod backoff;
 pub mod config;
 mod error;
 mod etcd;
+pub mod metrics;
 mod node;
 mod registrar;
 mod registry;

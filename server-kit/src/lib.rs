@@ -85,6 +85,7 @@ mod cluster;
 pub mod config;
 mod drain;
 mod error;
+mod observe;
 pub mod rate_limit;
 mod response;
 mod serve;

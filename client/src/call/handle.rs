@@ -20,6 +20,7 @@ use super::status::{request_id, REQUEST_ID};
 use super::strategy::Plan;
 use crate::budget::RetryBudget;
 use crate::connection::{HomeKey, IoRuntime};
+use crate::observe::{CallObserver, ServiceMetrics, Shape};
 use crate::policy::Strategy;
 use crate::{ClientConfig, Error, Inspect, PickerActor, PickerStatus, Reconfigure};
 
@@ -143,13 +144,24 @@ impl ClientHandle {
         // Each strategy's own future is boxed, not a future over all of them:
         // the box then holds only what this call's strategy needs, and no
         // larger union of states is copied as the call proceeds.
-        match self.plan(&call.service, &call.method, call.request, call.options) {
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-            Ok((plan, Strategy::Failfast)) => Box::pin(plan.failfast()),
-            Ok((plan, Strategy::Failover)) => Box::pin(plan.failover()),
-            Ok((plan, Strategy::Failretry)) => Box::pin(plan.failretry()),
-            Ok((plan, Strategy::Forking(k))) => Box::pin(plan.forking(k)),
-            Ok((plan, Strategy::Hedging)) => Box::pin(plan.hedging()),
+        let planned = self.plan(
+            &call.service,
+            &call.method,
+            call.request,
+            call.options,
+            false,
+        );
+        let (plan, strategy) = match planned {
+            Ok(planned) => planned,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let end = plan.observer.end();
+        match strategy {
+            Strategy::Failfast => Box::pin(end.run(plan.failfast())),
+            Strategy::Failover => Box::pin(end.run(plan.failover())),
+            Strategy::Failretry => Box::pin(end.run(plan.failretry())),
+            Strategy::Forking(k) => Box::pin(end.run(plan.forking(k))),
+            Strategy::Hedging => Box::pin(end.run(plan.hedging())),
         }
     }
 
@@ -171,9 +183,13 @@ impl ClientHandle {
             &broadcast.method,
             broadcast.request,
             broadcast.options,
+            true,
         ) {
             Err(e) => Box::pin(std::future::ready(Err(e))),
-            Ok((plan, _)) => Box::pin(plan.broadcast(completion)),
+            Ok((plan, _)) => {
+                let end = plan.observer.end();
+                Box::pin(end.run(plan.broadcast(completion)))
+            }
         }
     }
 
@@ -289,6 +305,7 @@ impl ClientHandle {
                 std::time::Instant::now(),
             )),
             settings: ArcSwap::from_pointee(settings),
+            metrics: ServiceMetrics::new(name.clone()),
         });
         self.shared.services.rcu(|services| {
             let mut services = (**services).clone();
@@ -298,13 +315,15 @@ impl ClientHandle {
         Ok(service)
     }
 
-    /// Builds the plan of one call, or the error that stops it before any attempt.
+    /// Builds the plan of one call (of every matching node when
+    /// `broadcast`), or the error that stops it before any attempt.
     fn plan<Req, Resp>(
         &self,
         service: &str,
         method: &crate::Method<Req, Resp>,
         request: Req,
         options: super::CallOptions,
+        broadcast: bool,
     ) -> Result<(Plan<Req, Resp>, Strategy), CallError> {
         let svc = self
             .service(service)
@@ -326,7 +345,12 @@ impl ClientHandle {
         let timeout = options.timeout.unwrap_or(policy.timeout());
         let (min, max) = policy.backoff();
         let strategy = options.strategy.unwrap_or(policy.strategy());
+        let shape = match broadcast {
+            true => Shape::Broadcast,
+            false => Shape::Unicast(strategy),
+        };
         let plan = Plan {
+            observer: CallObserver::new(svc.metrics.method(method.path()), shape),
             method: method.clone(),
             request: Some(request),
             metadata,

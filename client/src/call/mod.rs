@@ -62,6 +62,7 @@ mod error;
 mod handle;
 mod hedging;
 mod messages;
+mod outcome;
 mod service;
 mod status;
 mod strategy;

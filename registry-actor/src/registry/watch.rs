@@ -59,6 +59,27 @@ pub struct ServiceWatch {
     max_value_bytes: usize,
     backoff: Backoff,
     counters: Arc<Counters>,
+    metrics: WatchMetrics,
+}
+
+/// The metric handles of one service's watch: streams re-opened after a
+/// failure, full re-reads (a compacted start revision, another cluster or one
+/// gone back in time), and values skipped as invalid.
+struct WatchMetrics {
+    reconnects: metrics::Counter,
+    resyncs: metrics::Counter,
+    decode_errors: metrics::Counter,
+}
+
+impl WatchMetrics {
+    fn new(service: &str) -> Self {
+        let counter = |name: &'static str| metrics::counter!(name, "service" => service.to_owned());
+        Self {
+            reconnects: counter(crate::metrics::REGISTRY_RECONNECTS),
+            resyncs: counter(crate::metrics::REGISTRY_RESYNCS),
+            decode_errors: counter(crate::metrics::REGISTRY_DECODE_ERRORS),
+        }
+    }
 }
 
 impl std::fmt::Debug for ServiceWatch {
@@ -92,6 +113,7 @@ impl ServiceWatch {
         service: Arc<str>,
         counters: Arc<Counters>,
     ) -> Self {
+        let metrics = WatchMetrics::new(&service);
         Self {
             etcd,
             prefix: service_prefix(config.prefix(), &service),
@@ -99,6 +121,7 @@ impl ServiceWatch {
             max_value_bytes: config.max_value_bytes(),
             backoff: config.backoff(),
             counters,
+            metrics,
         }
     }
 
@@ -128,6 +151,7 @@ impl ServiceWatch {
                         self.counters
                             .cluster_changes
                             .fetch_add(1, Ordering::Relaxed);
+                        self.metrics.resyncs.increment(1);
                         warn!(service = %self.service, "etcd is another cluster or went back in time; re-reading the set");
                         synced = false;
                     }
@@ -158,10 +182,12 @@ impl ServiceWatch {
                 WatchEnd::NobodyListens => return,
                 WatchEnd::Compacted => {
                     self.counters.resyncs.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.resyncs.increment(1);
                     synced = false;
                 }
                 WatchEnd::Failed(e) => {
                     self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.reconnects.increment(1);
                     self.wait_after(&e, &seen).await;
                 }
             }
@@ -375,6 +401,7 @@ impl ServiceWatch {
             Ok(node) => Some(node),
             Err(e) => {
                 self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                self.metrics.decode_errors.increment(1);
                 warn!(service = %self.service, key = %key, error = %e, "skipping invalid registry value");
                 None
             }

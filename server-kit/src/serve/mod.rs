@@ -61,6 +61,7 @@ pub use shutdown::{Deregistration, Phase, ShutdownReport, ShutdownTrigger};
 use crate::auth::BearerAuthLayer;
 use crate::cluster::InstanceWatch;
 use crate::drain::{Connections, InFlight, TrackLayer};
+use crate::observe::ObserveLayer;
 use crate::rate_limit::{LimiterClock, RateLimitLayer, RateLimits};
 use crate::{Error, ServerConfig};
 
@@ -272,7 +273,7 @@ impl<C: LimiterClock> ServeBuilder<C> {
         }
         let routes = routes.add_service(health_service);
 
-        let counters = Arc::new(InFlight::default());
+        let counters = Arc::new(InFlight::new());
         let connections = Arc::new(Connections::new());
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).map({
             let connections = connections.clone();
@@ -280,6 +281,7 @@ impl<C: LimiterClock> ServeBuilder<C> {
         });
         let stack = ServiceBuilder::new()
             .layer(BearerAuthLayer::with_callers(config.token(), config.auth()))
+            .layer(ObserveLayer::default())
             .layer(RateLimitLayer::new(limits.clone()))
             .layer(TrackLayer::new(counters.clone()))
             .into_inner();
