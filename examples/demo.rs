@@ -4,7 +4,8 @@
 //! `1.0.0` in group `blue`, two `2.0.0` in group `green`), then shows with real,
 //! measured numbers: balancing, version routing, multicast, broadcast, failover
 //! while a server is killed, rate limiting with pushback, and a graceful
-//! shutdown under load. Everything it started is stopped at the end, also on
+//! shutdown under load, and ends with the client's own counters from its
+//! metrics. Everything it started is stopped at the end, also on
 //! Ctrl-C or a failure.
 //!
 //! Run it with `scripts/demo` (which installs etcd and protoc when missing and
@@ -22,6 +23,7 @@ use grpc_cluster::client::{
     Broadcast, Call, CallOptions, ClientConfig, ClusterClient, Selector, ServiceStatus, Strategy,
 };
 use grpc_cluster::echo::{SayRequest, SlowRequest, SAY, SLOW};
+use grpc_cluster::metrics::MetricsConfig;
 use grpc_cluster::registry::RegistryConfig;
 use registry_actor::testing::EtcdServer;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -266,6 +268,9 @@ async fn demo() -> Result<()> {
         "grpc-cluster demo: a private etcd, echo servers as real processes, one cluster client."
     );
     section("Setting up");
+    // Before the client starts: metric handles bind to the recorder on first use.
+    let metrics = grpc_cluster::metrics::install(&MetricsConfig::default())
+        .map_err(|e| format!("metrics: {e}"))?;
     let started = Instant::now();
     let etcd = EtcdServer::start()
         .await
@@ -516,9 +521,49 @@ async fn demo() -> Result<()> {
 
     section("Summary");
     println!("   every section above ran against real processes over loopback and a real etcd.");
+    let exposition = metrics.render();
+    step("the client's own counters (its Prometheus metrics):");
+    for (family, label) in [
+        ("grpc_cluster_client_calls_total", "code"),
+        ("grpc_cluster_client_attempts_total", "kind"),
+        ("grpc_cluster_client_ejections_total", "service"),
+        ("grpc_cluster_client_budget_exhausted_total", "service"),
+    ] {
+        let totals = totals_by(&exposition, family, label);
+        let text: Vec<String> = totals.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "     {family} by {label}: {}",
+            if text.is_empty() {
+                "none".to_owned()
+            } else {
+                text.join(" ")
+            }
+        );
+    }
     drop(servers);
     drop(etcd);
     Ok(())
+}
+
+/// The samples of `family` in a text exposition, summed by the value of `label`.
+fn totals_by(exposition: &str, family: &str, label: &str) -> BTreeMap<String, u64> {
+    let mut totals = BTreeMap::new();
+    let key = format!("{label}=\"");
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix(family).and_then(|r| r.strip_prefix('{')) else {
+            continue;
+        };
+        let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        let of = rest
+            .split_once(&key)
+            .and_then(|(_, v)| v.split_once('"'))
+            .map(|(v, _)| v);
+        if let (Some(of), Some(value)) = (of, value) {
+            // Counters are whole numbers.
+            *totals.entry(of.to_owned()).or_insert(0) += value as u64;
+        }
+    }
+    totals
 }
 
 async fn wait_limited(client: &Addr<ClusterClient>) -> Result<()> {
