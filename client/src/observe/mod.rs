@@ -13,16 +13,11 @@
 //! # Metrics
 //!
 //! Recorded through the `metrics` facade, so any recorder works (the facade
-//! crate installs a Prometheus one); with none installed they cost nothing:
-//!
-//! | name | labels |
-//! |---|---|
-//! | `grpc_cluster_client_calls_total` | `service`, `method`, `code` |
-//! | `grpc_cluster_client_attempts_total` | `service`, `method`, `code`, `kind` (`first`, `retry`, `hedge`, `fork`, `broadcast`) |
-//! | `grpc_cluster_client_call_duration_seconds` (histogram) | `service`, `method` |
-//! | `grpc_cluster_client_budget_exhausted_total` | `service` |
-//! | `grpc_cluster_client_nodes` (gauge) | `service`, `state` (`pickable`, `ejected`, `held`) |
-//! | `grpc_cluster_client_ejections_total` | `service` |
+//! crate installs a Prometheus one); with none installed they cost nothing.
+//! The names and labels are listed in [`registry_actor::metrics`]: calls by
+//! final code, attempts by code and kind (`first`, `retry`, `hedge`, `fork`,
+//! `broadcast`), call latency, budget refusals, ejections, and the picker's
+//! nodes by state (`pickable`, `ejected`, `held`), set as the picker changes.
 //!
 //! `method` is the gRPC path (`/echo.v1.Echo/Say`) and `code` the gRPC name of
 //! the status code (`UNAVAILABLE`). An attempt cancelled because its call
