@@ -2,7 +2,8 @@
 //! connections and a server-kit node, then `/metrics` scraped over HTTP and
 //! every counter checked against the script.
 //!
-//! The recorder is global to the process, so this file holds one test.
+//! The process's global recorder belongs to the scripted run; the other test
+//! records on a recorder of its own.
 
 mod support;
 
@@ -407,4 +408,48 @@ fn label_map(labels: &[(&str, &str)]) -> BTreeMap<String, String> {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
+}
+
+/// `registration_up` follows the registrar: 1 once registered, 0 when paused,
+/// and 0 when the registrar is dropped without deregistering. Recorded on a
+/// recorder of this test's own (the handle binds when the registrar starts).
+#[actix_rt::test]
+async fn registration_up_follows_the_registrar_to_its_end() {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+    use registry_actor::{Node, Registrar};
+
+    let etcd = support::EtcdServer::start().await.expect("etcd");
+    let registry = etcd.registry_config();
+    let client = registry_actor::connect(&registry)
+        .await
+        .expect("etcd client");
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let node = Node::new("up-1", "gauged", "127.0.0.1:1").expect("node");
+    let registrar =
+        metrics::with_local_recorder(&recorder, || Registrar::start(client, node, &registry));
+    let up = || {
+        Exposition::parse(&handle.render()).value(
+            names::REGISTRATION_UP,
+            &[("service", "gauged"), ("node", "up-1")],
+        )
+    };
+    let mut states = registrar.state_changes();
+    tokio::time::timeout(EVENTUALLY, states.wait_for(|s| s.is_registered()))
+        .await
+        .expect("registered in time")
+        .expect("registrar alive");
+    assert_eq!(up(), Some(1.0));
+    registrar.pause().await.expect("paused");
+    let paused = wait_until(EVENTUALLY, || std::future::ready(up() == Some(0.0))).await;
+    assert!(paused, "a paused registration is down: {:?}", up());
+    registrar.resume().await.expect("resumed");
+    tokio::time::timeout(EVENTUALLY, states.wait_for(|s| s.is_registered()))
+        .await
+        .expect("registered again in time")
+        .expect("registrar alive");
+    assert_eq!(up(), Some(1.0));
+    drop(registrar);
+    let down = wait_until(EVENTUALLY, || std::future::ready(up() == Some(0.0))).await;
+    assert!(down, "a dropped registrar's gauge falls to 0: {:?}", up());
 }

@@ -76,6 +76,13 @@ impl Published {
     }
 }
 
+impl Drop for Published {
+    /// A registrar stopped (its task ended or was aborted) registers nothing.
+    fn drop(&mut self) {
+        self.up.set(0.0);
+    }
+}
+
 /// The streams of one session, all on one member.
 struct Kept {
     lease: i64,

@@ -19,7 +19,7 @@ use tracing::Span;
 
 use super::context;
 use super::metrics::{MethodMetrics, MethodTable};
-use crate::AuthenticatedCaller;
+use crate::{AuthenticatedCaller, Limit};
 
 /// The metadata key a client names itself with (not authenticated: the
 /// span's `caller` uses it only when no token named the caller).
@@ -62,7 +62,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
         let metrics = self.methods.method(request.uri().path());
         let span = tracing::info_span!(
@@ -77,8 +77,6 @@ where
             }
             context::set_parent(&span, request.headers());
         }
-        // The rate limits count their refusals on the method's handles.
-        request.extensions_mut().insert(metrics.clone());
         let future = span.in_scope(|| self.inner.call(request));
         ObserveFuture {
             future,
@@ -170,6 +168,9 @@ where
             }
         };
         let mut end = this.end.take();
+        if let (Some(limit), Some(end)) = (response.extensions().get::<Limit>(), &end) {
+            end.metrics.rate_limited(*limit);
+        }
         // A trailers-only response (a refusal, an error) is over already.
         if let Some(code) = status_in(response.headers()) {
             if let Some(end) = end.take() {

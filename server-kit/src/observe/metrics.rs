@@ -25,7 +25,7 @@ const CODES: usize = 17;
 /// The handles of every method seen, by path.
 pub(crate) struct MethodTable {
     /// Replaced whole when a method is first seen.
-    methods: ArcSwap<std::collections::HashMap<Box<str>, Arc<MethodMetrics>>>,
+    methods: ArcSwap<foldhash::HashMap<Box<str>, Arc<MethodMetrics>>>,
     other: Arc<MethodMetrics>,
 }
 

@@ -15,10 +15,9 @@
 //!   ends (the status read from the trailers, or the headers of a
 //!   trailers-only response; a response dropped before its end counts as
 //!   `CANCELLED`);
-//! * the rate limits count their refusals,
-//!   `grpc_cluster_server_rate_limited_total{method,scope}`, on the handles
-//!   this layer puts in the request's extensions; the drain counter keeps
-//!   `grpc_cluster_server_in_flight`.
+//! * `grpc_cluster_server_rate_limited_total{method,scope}` for a refusal of
+//!   the rate limits, which name the limit in the response's extensions; the
+//!   drain counter keeps `grpc_cluster_server_in_flight`.
 //!
 //! Handles are resolved once per method and registered with the recorder on
 //! first use; at most 512 methods get a label of their own (later ones share
@@ -29,4 +28,3 @@ mod layer;
 mod metrics;
 
 pub(crate) use layer::ObserveLayer;
-pub(crate) use metrics::MethodMetrics;

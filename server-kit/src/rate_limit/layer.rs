@@ -4,13 +4,10 @@ use std::fmt;
 use std::task::{Context, Poll};
 
 use governor::clock::MonotonicClock;
-use std::sync::Arc;
-
 use tower::{Layer, Service};
 use tracing::debug;
 
 use super::{is_exempt, LimiterClock, RateLimits};
-use crate::observe::MethodMetrics;
 use crate::ResponseFuture;
 
 /// Applies [`RateLimits`] to a service: `Server::builder().layer(..)` in tonic.
@@ -100,20 +97,11 @@ where
         match self.limits.check(&request) {
             Ok(()) => ResponseFuture::called(self.inner.call(request)),
             Err(refusal) => {
-                refused(&request, &refusal);
+                if let crate::Error::RateLimited { limit, retry_after } = &refusal {
+                    debug!(method = request.uri().path(), %limit, ?retry_after, "rate limited");
+                }
                 ResponseFuture::refused(refusal)
             }
-        }
-    }
-}
-
-/// Says that `request` was refused, and counts it on the method's handles
-/// when the request is observed.
-fn refused<B>(request: &http::Request<B>, refusal: &crate::Error) {
-    if let crate::Error::RateLimited { limit, retry_after } = refusal {
-        debug!(method = request.uri().path(), limit = %limit, ?retry_after, "rate limited");
-        if let Some(metrics) = request.extensions().get::<Arc<MethodMetrics>>() {
-            metrics.rate_limited(*limit);
         }
     }
 }
