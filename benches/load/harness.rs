@@ -51,6 +51,9 @@ pub(crate) enum Caller {
     /// The same call on every channel at once with raw tonic (and the
     /// deadline), joined: what a tonic user writes for a fan-out.
     RawFanOut(Vec<Channel>, Duration),
+    /// Another caller's call, run with this `tracing` dispatcher as the
+    /// default while it is polled.
+    Observed(Box<Caller>, tracing::Dispatch),
 }
 
 /// How a call reaches the cluster client.
@@ -124,6 +127,13 @@ impl Caller {
                 let calls = channels.iter().map(|c| raw_call(c, Some(*deadline), i));
                 let answers = futures_util::future::join_all(calls).await;
                 answers.iter().all(Option::is_some).then(String::new)
+            }
+            Self::Observed(caller, dispatch) => {
+                use tracing::instrument::WithSubscriber as _;
+                // Boxed: the caller's future is recursive.
+                Box::pin(caller.call(i))
+                    .with_subscriber(dispatch.clone())
+                    .await
             }
         }
     }

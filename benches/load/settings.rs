@@ -12,11 +12,12 @@ pub(crate) enum Section {
     Propagation,
     Memory,
     Scale,
+    Observe,
     ServerKit,
 }
 
 impl Section {
-    pub(crate) const ALL: [Self; 9] = [
+    pub(crate) const ALL: [Self; 10] = [
         Self::Unary,
         Self::Balancer,
         Self::Broadcast,
@@ -25,6 +26,7 @@ impl Section {
         Self::Propagation,
         Self::Memory,
         Self::Scale,
+        Self::Observe,
         Self::ServerKit,
     ];
 
@@ -39,6 +41,7 @@ impl Section {
             Self::Propagation => "propagation",
             Self::Memory => "memory",
             Self::Scale => "scale",
+            Self::Observe => "observe",
             Self::ServerKit => "server_kit",
         }
     }
