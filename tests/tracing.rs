@@ -114,6 +114,53 @@ async fn a_failover_call_has_one_attempt_span_per_attempt_under_its_call_span() 
     );
 }
 
+#[actix_rt::test]
+async fn a_hedge_that_wins_cancels_the_first_attempt_and_its_span_says_so() {
+    let mut cluster = Cluster::start().await;
+    cluster
+        .add(EchoService::new("a-hang").with_hang(true), |n| n)
+        .await;
+    cluster.add(EchoService::new("b-live"), |n| n).await;
+    let config =
+        pick_first().with_hedging(Duration::from_millis(20), 2, [tonic::Code::Unavailable]);
+    let client = cluster.client(config, 2).await;
+    let handle = client.send(GetHandle).await.expect("client alive");
+
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::registry().with(captured.layer(&["cluster_client"]));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let reply = handle
+        .call(say("hedged").with_options(CallOptions::new().with_strategy(Strategy::Hedging)))
+        .await
+        .expect("the hedge answers");
+    assert_eq!(reply.node.id(), "b-live");
+
+    let calls = captured.named("call");
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(
+        calls[0].fields.get("strategy").map(String::as_str),
+        Some("hedging")
+    );
+    assert_eq!(calls[0].fields.get("code").map(String::as_str), Some("OK"));
+    let attempts: Vec<_> = captured
+        .named("attempt")
+        .iter()
+        .map(|a| {
+            assert_eq!(a.parent, Some(calls[0].id));
+            let f = |k: &str| a.fields.get(k).cloned().unwrap_or_default();
+            (f("node"), f("kind"), f("code"))
+        })
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            ("a-hang".into(), "first".into(), "CANCELLED".into()),
+            ("b-live".into(), "hedge".into(), "OK".into()),
+        ],
+        "the first attempt, still waiting when the hedge won, was cancelled"
+    );
+}
+
 /// Relays `Say` to the `back` service through a cluster client, in its
 /// request's span.
 struct Relay {
