@@ -159,14 +159,15 @@ impl CallObserver {
         );
     }
 
-    /// Says that the call stops after `status` from `node` (not retryable).
+    /// Says that the call makes no further attempt after `status` from
+    /// `node` (a code it does not retry, or no attempt left).
     pub(crate) fn giving_up(&self, node: &Node, status: &Status) {
         debug!(
             parent: &self.span,
             service = &**self.metrics.service(),
             node = node.id(),
             code = code_label(status.code()),
-            "not retrying this code"
+            "no further attempt"
         );
     }
 }
