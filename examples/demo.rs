@@ -5,8 +5,9 @@
 //! measured numbers: balancing, version routing, multicast, broadcast, failover
 //! while a server is killed, rate limiting with pushback, a hung server worked
 //! around by hedging and by attempt timeouts, a graceful shutdown under load,
-//! and one hop over mutual TLS (certificates made at start). Everything it
-//! started is stopped at the end, also on Ctrl-C or a failure.
+//! and one hop over mutual TLS (certificates made at start), and ends with
+//! the client's own counters from its metrics. Everything it started is
+//! stopped at the end, also on Ctrl-C or a failure.
 //!
 //! Each section checks what it shows (every call answered, only the selected
 //! nodes, no failed call while a server is killed or shuts down, refusals
@@ -29,6 +30,7 @@ use grpc_cluster::client::{
     Broadcast, Call, CallOptions, ClientConfig, ClusterClient, Selector, ServiceStatus, Strategy,
 };
 use grpc_cluster::echo::{SayRequest, SlowRequest, SAY, SLOW};
+use grpc_cluster::metrics::MetricsConfig;
 use grpc_cluster::registry::RegistryConfig;
 use registry_actor::testing::{EtcdServer, TestCa};
 use registry_actor::TlsConfig;
@@ -312,6 +314,9 @@ async fn demo() -> Result<()> {
         "grpc-cluster demo: a private etcd, echo servers as real processes, one cluster client."
     );
     section("Setting up");
+    // Before the client starts: metric handles bind to the recorder on first use.
+    let metrics = grpc_cluster::metrics::install(&MetricsConfig::default())
+        .map_err(|e| format!("metrics: {e}"))?;
     let started = Instant::now();
     let etcd = EtcdServer::start()
         .await
@@ -602,6 +607,25 @@ async fn demo() -> Result<()> {
 
     section("Summary");
     println!("   every section above ran against real processes over loopback and a real etcd.");
+    let exposition = metrics.render();
+    step("the client's own counters (its Prometheus metrics):");
+    for (family, label) in [
+        ("grpc_cluster_client_calls_total", "code"),
+        ("grpc_cluster_client_attempts_total", "kind"),
+        ("grpc_cluster_client_ejections_total", "service"),
+        ("grpc_cluster_client_budget_exhausted_total", "service"),
+    ] {
+        let totals = totals_by(&exposition, family, label);
+        let text: Vec<String> = totals.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "     {family} by {label}: {}",
+            if text.is_empty() {
+                "none".to_owned()
+            } else {
+                text.join(" ")
+            }
+        );
+    }
     drop(servers);
     drop(etcd);
     if checks.failed.is_empty() {
@@ -693,6 +717,27 @@ async fn tls_hop(etcd: &EtcdServer, checks: &mut Checks) -> Result<()> {
     };
     checks.expect(refused, "a client without a certificate was refused");
     Ok(())
+}
+
+/// The samples of `family` in a text exposition, summed by the value of `label`.
+fn totals_by(exposition: &str, family: &str, label: &str) -> BTreeMap<String, u64> {
+    let mut totals = BTreeMap::new();
+    let key = format!("{label}=\"");
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix(family).and_then(|r| r.strip_prefix('{')) else {
+            continue;
+        };
+        let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        let of = rest
+            .split_once(&key)
+            .and_then(|(_, v)| v.split_once('"'))
+            .map(|(v, _)| v);
+        if let (Some(of), Some(value)) = (of, value) {
+            // Counters are whole numbers.
+            *totals.entry(of.to_owned()).or_insert(0) += value as u64;
+        }
+    }
+    totals
 }
 
 /// Waits until the client lists node `id`.

@@ -20,6 +20,9 @@
 //! and `cert_file`/`key_file` for servers requiring client certificates), e.g.
 //! `GRPC_CLUSTER__CLIENT__TLS__CA_FILE=ca.pem`; `[registry.tls]` for etcd.
 //!
+//! With `--metrics-file PATH` the client's metrics (Prometheus text
+//! exposition) are written to PATH at exit.
+//!
 //! Prints one line per call (node, latency, result), or per node for a
 //! broadcast, then `ok=N failed=M`. Exits 0 only when every call (every node, for
 //! a broadcast) succeeded; 1 when some failed; 2 on a bad flag or configuration.
@@ -156,6 +159,10 @@ struct Flags {
     /// `./config`.
     #[arg(long = "config-dir", value_name = "DIR")]
     config_dir: Option<String>,
+    /// Write the client's metrics (Prometheus text exposition) to this file
+    /// at exit.
+    #[arg(long = "metrics-file", value_name = "PATH")]
+    metrics_file: Option<std::path::PathBuf>,
 }
 
 fn parse_balancer(value: &str) -> Result<Balancer, String> {
@@ -471,6 +478,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Installed before the client starts: metric handles bind on first use.
+    let wants_metrics =
+        flags.metrics_file.is_some() || settings.metrics.listen().is_ok_and(|l| l.is_some());
+    let metrics = match wants_metrics.then(|| grpc_cluster::metrics::install(&settings.metrics)) {
+        Some(Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(m)) => Some(m),
+        None => None,
+    };
+    let metrics_file = flags.metrics_file.clone();
     let mut client_config = settings.client.clone();
     if let Some(b) = flags.balancer {
         client_config = client_config.with_balancer(b);
@@ -522,6 +541,12 @@ fn main() -> ExitCode {
             .await;
         Some((ok, failed))
     });
+    if let (Some(path), Some(metrics)) = (&metrics_file, &metrics) {
+        if let Err(e) = std::fs::write(path, metrics.render()) {
+            eprintln!("cannot write the metrics to {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    }
     match outcome {
         Some((ok, failed)) => {
             println!("ok={ok} failed={failed}");

@@ -23,6 +23,9 @@
 //! `registry.username`/`password` for etcd. The README's "TLS" section makes
 //! the certificates.
 //!
+//! With `--metrics-listen IP:PORT` (or `metrics.listen`) the Prometheus text
+//! exposition of the server's metrics is served at `http://IP:PORT/metrics`.
+//!
 //! Prints `listening on ADDR as ID` once serving, `registered in etcd as ID`
 //! once its registration is in etcd, and the shutdown report when
 //! done, followed by `echo totals: processed N, cancelled M` (the service's own
@@ -38,6 +41,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use grpc_cluster::config::ConfigLoader;
 use grpc_cluster::echo::EchoService;
+use grpc_cluster::metrics::MetricsConfig;
 use grpc_cluster::server::ServerConfig;
 use grpc_cluster::{Serve, ServeError};
 
@@ -77,6 +81,10 @@ struct Flags {
     /// Accept `Say` calls and never answer them: a node that is up but stuck.
     #[arg(long)]
     hang: bool,
+    /// Serve the Prometheus metrics at `http://ADDR/metrics`. Default:
+    /// `metrics.listen`, else not served.
+    #[arg(long = "metrics-listen", value_name = "IP:PORT")]
+    metrics_listen: Option<String>,
 }
 
 impl Flags {
@@ -121,7 +129,10 @@ async fn run(flags: Flags) -> Result<(), ServeError> {
     if let Some(dir) = &flags.config_dir {
         loader = loader.with_dir(dir);
     }
-    let serve = Serve::load(loader)?;
+    let mut serve = Serve::load(loader)?;
+    if let Some(listen) = &flags.metrics_listen {
+        serve = serve.with_metrics(MetricsConfig::default().with_listen(listen));
+    }
     let id = flags.node_id(&serve.server_config());
     let service = EchoService::new(id.as_str()).with_hang(flags.hang);
     let stats = service.stats();

@@ -26,6 +26,7 @@
 //! * [`echo`] — the `echo.v1.Echo` example service and its implementation;
 //! * `testing` (feature `testing`) — a real etcd, or a cluster of them, for
 //!   your own tests.
+//! * [`metrics`] — the Prometheus recorder and `/metrics` endpoint (`[metrics]`).
 
 pub use cluster_client as client;
 pub use registry_actor as registry;
@@ -33,6 +34,7 @@ pub use server_kit as server;
 
 pub mod config;
 pub mod echo;
+pub mod metrics;
 mod serve;
 
 /// Fixtures for your own tests (feature `testing`): a real etcd on free

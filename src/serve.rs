@@ -9,6 +9,7 @@ use std::time::Duration;
 use server_kit::{Routes, ServeBuilder, ServeHandle, ServerConfig, Serving, ShutdownReport};
 
 use crate::config::{ConfigError, ConfigLoader, Reloadable, Settings};
+use crate::metrics::{MetricsConfig, MetricsError};
 
 /// How often [`Serve`] checks the configuration files for edits, unless told
 /// otherwise.
@@ -88,6 +89,8 @@ pub struct Serve {
     overrides: Overrides,
     reload_interval: Duration,
     builder: Option<Customize>,
+    /// `[metrics]` as given in code, over the loaded one.
+    metrics: Option<MetricsConfig>,
 }
 
 /// Changes to the server builder: layers, tonic options.
@@ -118,6 +121,7 @@ impl Serve {
             overrides: Arc::new(|server| server),
             reload_interval: RELOAD_INTERVAL,
             builder: None,
+            metrics: None,
         })
     }
 
@@ -163,8 +167,15 @@ impl Serve {
         self
     }
 
-    /// Every loaded section (`[registry]`, `[client]`, `[server]`), without
-    /// the overrides.
+    /// Uses `metrics` instead of the loaded `[metrics]` (default: the loaded
+    /// one). For command-line flags.
+    pub fn with_metrics(mut self, metrics: MetricsConfig) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Every loaded section (`[registry]`, `[client]`, `[server]`,
+    /// `[metrics]`), without the overrides.
     pub fn settings(&self) -> Arc<Settings> {
         self.settings.current()
     }
@@ -176,6 +187,8 @@ impl Serve {
     }
 
     /// Binds, starts serving and registers; returns once the listener accepts.
+    /// With `metrics.listen` set, installs the Prometheus recorder first and
+    /// serves `/metrics` there (see [`metrics`](crate::metrics)).
     /// The returned [`Serving`] gives the address and a handle, and
     /// [`Serving::wait`] the shutdown report after SIGTERM, SIGINT or
     /// [`ServeHandle::shutdown`]. Edits of the rate limits in the files are
@@ -184,13 +197,17 @@ impl Serve {
     /// # Errors
     ///
     /// [`ServeError::Server`] naming the bad setting, or the address that could
-    /// not be bound.
+    /// not be bound; [`ServeError::Metrics`] when `/metrics` cannot be served.
     ///
     /// # Panics
     ///
     /// When called outside a tokio runtime.
     pub async fn start(self, routes: impl Into<Routes>) -> Result<Serving, ServeError> {
         let settings = self.settings.current();
+        let metrics = self.metrics.as_ref().unwrap_or(&settings.metrics);
+        if metrics.listen().map_err(MetricsError::from)?.is_some() {
+            crate::metrics::install(metrics)?;
+        }
         let mut builder = ServeBuilder::new((self.overrides)(settings.server.clone()))
             .routes(routes)
             .registry(settings.registry.clone());
@@ -226,6 +243,7 @@ impl fmt::Debug for Serve {
             .field("settings", &self.settings)
             .field("reload_interval", &self.reload_interval)
             .field("builder", &self.builder.is_some())
+            .field("metrics", &self.metrics)
             .finish_non_exhaustive()
     }
 }
@@ -261,6 +279,9 @@ pub enum ServeError {
     /// bound, bad registry settings) or failed while serving.
     #[error(transparent)]
     Server(#[from] server_kit::Error),
+    /// `/metrics` could not be served (a bad address, a port in use).
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 impl fmt::Debug for ServeError {
@@ -271,6 +292,7 @@ impl fmt::Debug for ServeError {
         match self {
             Self::Config(e) => f.debug_tuple("Config").field(e).finish(),
             Self::Server(e) => f.debug_tuple("Server").field(e).finish(),
+            Self::Metrics(e) => f.debug_tuple("Metrics").field(e).finish(),
         }
     }
 }

@@ -6,6 +6,7 @@ mod support;
 use std::process::{Output, Stdio};
 
 use registry_actor::etcd_client::GetOptions;
+use support::exposition::{free_port, scrape, Exposition};
 use support::server_kit::example_path;
 use support::{wait_until, EtcdServer, EVENTUALLY};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -17,17 +18,14 @@ struct Server {
 }
 
 async fn start_server(etcd: &str, id: &str, version: &str, group: &str) -> Server {
+    start_server_with(etcd, id, &["--version", version, "--group", group]).await
+}
+
+/// Starts `echo-server --id ID --listen 127.0.0.1:0 EXTRA…`.
+async fn start_server_with(etcd: &str, id: &str, extra: &[&str]) -> Server {
     let mut child = Command::new(example_path("echo-server"))
-        .args([
-            "--id",
-            id,
-            "--listen",
-            "127.0.0.1:0",
-            "--version",
-            version,
-            "--group",
-            group,
-        ])
+        .args(["--id", id, "--listen", "127.0.0.1:0"])
+        .args(extra)
         .env("GRPC_CLUSTER__REGISTRY__ENDPOINTS", etcd)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -339,6 +337,7 @@ async fn echo_client_help_describes_every_flag_and_an_unknown_flag_is_named() {
         "--delay-ms",
         "--timeout-ms",
         "--config-dir",
+        "--metrics-file",
     ] {
         assert!(help.contains(flag), "--help describes {flag}: {help}");
     }
@@ -466,5 +465,51 @@ async fn a_client_started_while_etcd_is_down_calls_the_servers_in_its_snapshot_f
             && stderr.contains(&file.display().to_string())
             && stderr.contains(&endpoint),
         "the client says where its nodes come from, and why: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_examples_export_the_metrics_of_their_calls() {
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let endpoint = etcd.endpoint();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let _server = start_server_with(&endpoint, "m-1", &["--metrics-listen", &metrics_addr]).await;
+    let file =
+        std::env::temp_dir().join(format!("echo-client-metrics-{}.prom", std::process::id()));
+    let path = file.to_str().expect("utf-8 temp dir");
+    let out = echo_client(&endpoint, &["--count", "5", "--metrics-file", path]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = std::fs::read_to_string(&file).expect("the client wrote its metrics");
+    let _ = std::fs::remove_file(&file);
+    let client = Exposition::parse(&text);
+    let say = [
+        ("service", "echo"),
+        ("method", "/echo.v1.Echo/Say"),
+        ("code", "OK"),
+    ];
+    assert_eq!(
+        client.value("grpc_cluster_client_calls_total", &say),
+        Some(5.0),
+        "{text}"
+    );
+
+    let addr = metrics_addr.parse().expect("addr");
+    let mut served = Exposition::default();
+    let seen = wait_until(EVENTUALLY, || {
+        served = Exposition::parse(&scrape(addr).1);
+        let requests = served.value(
+            "grpc_cluster_server_requests_total",
+            &[("method", "/echo.v1.Echo/Say"), ("code", "OK")],
+        );
+        std::future::ready(requests == Some(5.0))
+    })
+    .await;
+    assert!(seen, "the server counts the 5 calls: {served:?}");
+    assert_eq!(
+        served.value(
+            "grpc_cluster_registration_up",
+            &[("service", "echo"), ("node", "m-1")]
+        ),
+        Some(1.0)
     );
 }

@@ -305,3 +305,64 @@ fn the_readme_rust_blocks_build_with_the_dependencies_the_readme_names() {
     let krate = Downstream::new("downstream-readme", &dependencies, &bins);
     build(&krate, "README.md's Rust blocks");
 }
+
+/// The dashboard queries the metric names the crates export, and every one of them.
+#[test]
+fn the_dashboard_queries_every_exported_metric_and_no_other() {
+    use registry_actor::metrics as names;
+    let exported = [
+        names::CLIENT_CALLS,
+        names::CLIENT_ATTEMPTS,
+        names::CLIENT_CALL_DURATION,
+        names::CLIENT_BUDGET_EXHAUSTED,
+        names::CLIENT_NODES,
+        names::CLIENT_EJECTIONS,
+        names::SERVER_REQUESTS,
+        names::SERVER_REQUEST_DURATION,
+        names::SERVER_RATE_LIMITED,
+        names::SERVER_IN_FLIGHT,
+        names::REGISTRATION_UP,
+        names::REGISTRY_RECONNECTS,
+        names::REGISTRY_RESYNCS,
+        names::REGISTRY_DECODE_ERRORS,
+    ];
+    let text = read_repo_file("dashboards/grpc-cluster.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in panels {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !word.starts_with("grpc_cluster_") {
+                    continue;
+                }
+                let name = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| word.strip_suffix(s))
+                    .filter(|base| base.ends_with("_seconds"))
+                    .unwrap_or(word);
+                assert!(
+                    exported.contains(&name),
+                    "panel {:?} queries {word}, which nothing exports",
+                    panel["title"]
+                );
+                queried.insert(name.to_owned());
+            }
+        }
+    }
+    for name in exported {
+        assert!(queried.contains(name), "no panel shows {name}");
+    }
+    // The README's table names every metric too.
+    let readme = read_repo_file("README.md");
+    for name in exported {
+        let short = name
+            .strip_prefix("grpc_cluster_registry")
+            .map(|r| format!("…{r}"));
+        assert!(
+            readme.contains(name) || short.is_some_and(|s| readme.contains(&s)),
+            "the README lists {name}"
+        );
+    }
+}

@@ -56,6 +56,9 @@ pub(crate) enum Caller {
     RawStub(EchoClient<Channel>, Duration),
     /// The generated client on a `ClusterChannel`, with the deadline.
     ClusterStub(EchoClient<ClusterChannel>, Duration),
+    /// Another caller's call, run with this `tracing` dispatcher as the
+    /// default while it is polled.
+    Observed(Box<Caller>, tracing::Dispatch),
 }
 
 /// How a call reaches the cluster client.
@@ -145,6 +148,13 @@ impl Caller {
                 let calls = channels.iter().map(|c| raw_call(c, Some(*deadline), i));
                 let answers = futures_util::future::join_all(calls).await;
                 answers.iter().all(Option::is_some).then(String::new)
+            }
+            Self::Observed(caller, dispatch) => {
+                use tracing::instrument::WithSubscriber as _;
+                // Boxed: the caller's future is recursive.
+                Box::pin(caller.call(i))
+                    .with_subscriber(dispatch.clone())
+                    .await
             }
         }
     }

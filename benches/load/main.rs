@@ -19,7 +19,8 @@
 //! | `propagation` | `propagation.rs` | 100 registrations: `Registrar` start → the client's picker lists the node; `deregister` → the node leaves the picker's list |
 //! | `memory` | `memory.rs` | RSS of a client process watching a service of 10,000 nodes (a child process) |
 //! | `scale` | `scale.rs` | 100,000 nodes in etcd: RSS, time to list, one-node change, calls during rebuilds (a child process); pick p99 during a rebuild (public `Picker`) |
-//! | `server_kit` | `server_kit.rs` | plain tonic server vs `server_kit::serve`, limits never refusing: calls/s (`benches/support/server_kit.rs`) |
+//! | `observe` | `observe.rs` | `ClientHandle::call` failfast, 1 node, not observed vs with the Prometheus recorder and an info-level `fmt` subscriber writing to a sink: p50 at c=1, calls/s at 64 |
+//! | `server_kit` | `server_kit.rs` | plain tonic server vs `server_kit::serve` with the Prometheus recorder installed, limits never refusing: calls/s (`benches/support/server_kit.rs`) |
 //!
 //! Method (`harness.rs`): every row is measured once per round, and the rows
 //! of a section take turns — in blocks of 10 calls for latency (a random
@@ -65,6 +66,7 @@ mod cluster;
 mod cpu;
 mod harness;
 mod memory;
+mod observe;
 mod propagation;
 mod report;
 mod scale;
@@ -212,6 +214,7 @@ fn main() {
                     Section::Scale => {
                         scale::run(report, setup.addrs[0], settings.scale_nodes).await;
                     }
+                    Section::Observe => observe::run(report, &setup).await,
                     Section::ServerKit => {}
                 }
             }
@@ -219,6 +222,8 @@ fn main() {
     }
     drop(servers);
     if settings.runs(Section::ServerKit) {
+        // The server kit is measured with its metrics recorded.
+        observe::recorder();
         server_kit::run(&mut report, settings.kit_rounds);
     }
     if report.is_empty() {

@@ -1,5 +1,5 @@
 //! Section `server_kit`: plain tonic server against `server_kit::serve` with
-//! limits that never refuse (the measurement is `benches/support/server_kit.rs`,
+//! limits that never refuse and the Prometheus recorder installed (the measurement is `benches/support/server_kit.rs`,
 //! shared with `cargo bench --bench server_kit`).
 
 use std::fmt::Write as _;
@@ -15,7 +15,8 @@ pub(crate) fn run(report: &mut Report, rounds: usize) {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "## Server: plain tonic vs `server_kit::serve` (limits never refusing)\n\n\
+        "## Server: plain tonic vs `server_kit::serve` (limits never refusing, metrics on)\n\n\
+         The Prometheus recorder is installed: the kit's requests are counted and timed. \
          Closed loop of {} `Say` calls over 4 connections per server (kept across windows), \
          {} ms per server and round, {rounds} paired rounds (alternating which goes first), on \
          a runtime of {} worker threads carrying servers and load; ratio = median of the \

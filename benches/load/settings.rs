@@ -14,11 +14,12 @@ pub(crate) enum Section {
     Propagation,
     Memory,
     Scale,
+    Observe,
     ServerKit,
 }
 
 impl Section {
-    pub(crate) const ALL: [Self; 11] = [
+    pub(crate) const ALL: [Self; 12] = [
         Self::Unary,
         Self::Tls,
         Self::Stub,
@@ -29,6 +30,7 @@ impl Section {
         Self::Propagation,
         Self::Memory,
         Self::Scale,
+        Self::Observe,
         Self::ServerKit,
     ];
 
@@ -45,6 +47,7 @@ impl Section {
             Self::Propagation => "propagation",
             Self::Memory => "memory",
             Self::Scale => "scale",
+            Self::Observe => "observe",
             Self::ServerKit => "server_kit",
         }
     }

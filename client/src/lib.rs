@@ -46,6 +46,11 @@
 //! * **Connections**: one [`ConnectionActor`] per node picked and runtime
 //!   calling it, owning a long-lived channel made on that runtime; calls run
 //!   attempts on its [`Connection`] handle.
+//! * **Observability**: each call runs in an info-level `call` span with an
+//!   `attempt` child per attempt, and counts its calls, attempts and latency
+//!   through the `metrics` facade (names in [`registry_actor::metrics`]);
+//!   with the `opentelemetry` feature each attempt carries the W3C
+//!   `traceparent` of its span.
 //!
 //! ```text
 //! app ──Call/Broadcast──▶ ClusterClient ─┐      (or ClientHandle::call)
@@ -93,6 +98,7 @@ mod ejection;
 mod error;
 mod hash;
 mod method;
+mod observe;
 mod panic_guard;
 mod picker;
 mod policy;

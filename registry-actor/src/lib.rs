@@ -33,6 +33,10 @@
 //! * [`RegistryConfig`] — the `[registry]` settings, and [`connect`] to open an
 //!   [`Etcd`] connection to every member of the cluster with them: requests and
 //!   streams move to another member when one dies, freezes or loses its leader.
+//! * [`metrics`] — the names and labels of every metric grpc-cluster records
+//!   through the `metrics` facade; the registrar keeps
+//!   `grpc_cluster_registration_up`, each watch its reconnects, resyncs and
+//!   decode errors.
 //! * `testing` (feature `testing`) — a real etcd, or a cluster of them, on free
 //!   loopback ports for tests.
 //!
@@ -42,6 +46,7 @@ mod backoff;
 pub mod config;
 mod error;
 mod etcd;
+pub mod metrics;
 mod node;
 mod registrar;
 mod registry;

@@ -21,6 +21,11 @@
 //!   `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms`. Limits change at run
 //!   time through [`ServeHandle::set_rate_limits`].
 //! * [`ServerConfig`] — the `[server]` section of the layered configuration.
+//! * Observability — every request runs in an info-level `request` span
+//!   (`method`, `caller`, `code`) and is counted through the `metrics` facade
+//!   (requests by code, latency, rate-limit refusals by scope, calls in
+//!   flight; names in [`registry_actor::metrics`]); with the `opentelemetry`
+//!   feature an inbound W3C `traceparent` is the span's parent.
 //!
 //! # Start-up
 //!
@@ -31,9 +36,9 @@
 //! 3. The gRPC health service (`grpc.health.v1.Health`) is added and reports
 //!    `SERVING` for `""` and every service of the [`Routes`].
 //! 4. The middleware is stacked, outermost first: bearer-token check
-//!    (`server.token`), [rate limits](crate::rate_limit), in-flight counting,
-//!    then the layers of [`ServeBuilder::layer`] (the first added outermost),
-//!    then the services.
+//!    (`server.token`), the request's span and metrics,
+//!    [rate limits](crate::rate_limit), in-flight counting, then the layers of
+//!    [`ServeBuilder::layer`] (the first added outermost), then the services.
 //! 5. Only now, with a registry given, the node registers through a
 //!    [`Registrar`](registry_actor::Registrar) (lease, keepalive,
 //!    re-registration for ever; etcd down at start-up is retried, not fatal),
@@ -94,6 +99,7 @@ mod cluster;
 pub mod config;
 mod drain;
 mod error;
+mod observe;
 pub mod rate_limit;
 mod response;
 mod serve;

@@ -52,8 +52,18 @@ impl<F, B: Default> ResponseFuture<F, B> {
 /// The one place a refusal becomes a response: HTTP 200, `content-type:
 /// application/grpc`, and the status (with its metadata, e.g.
 /// `grpc-retry-pushback-ms`) in the headers of a trailers-only response.
+/// A rate-limit refusal carries its [`Limit`](crate::Limit) in the response's
+/// extensions, for the layers outside to count.
 fn refusal_response<B: Default>(refusal: Error) -> http::Response<B> {
-    Status::from(refusal).into_http()
+    let limit = match &refusal {
+        Error::RateLimited { limit, .. } => Some(*limit),
+        _ => None,
+    };
+    let mut response = Status::from(refusal).into_http();
+    if let Some(limit) = limit {
+        response.extensions_mut().insert(limit);
+    }
+    response
 }
 
 impl<F, B, E> Future for ResponseFuture<F, B>

@@ -1,10 +1,12 @@
-//! The whole configuration: `[registry]`, `[client]`, `[server]`.
+//! The whole configuration: `[registry]`, `[client]`, `[server]`, `[metrics]`.
 
 use cluster_client::ClientConfig;
 use registry_actor::config::InvalidValue;
 use registry_actor::RegistryConfig;
 use serde::{Deserialize, Serialize};
 use server_kit::ServerConfig;
+
+use crate::metrics::MetricsConfig;
 
 use super::{ConfigError, ConfigLoader, Section};
 
@@ -22,6 +24,8 @@ pub struct Settings {
     /// `[server]`: listen address, identity in the registry, `[server.rate_limit]`
     /// and `[server.shutdown]`.
     pub server: ServerConfig,
+    /// `[metrics]`: where the Prometheus exposition is served (off by default).
+    pub metrics: MetricsConfig,
 }
 
 impl Settings {
@@ -63,9 +67,10 @@ impl Section for Settings {
             Err(other) => return Err(("client".to_owned(), other.to_string())),
         }
         match self.server.validate() {
-            Ok(()) => Ok(()),
-            Err(server_kit::Error::Config(v)) => Err(keyed(v)),
-            Err(other) => Err(("server".to_owned(), other.to_string())),
+            Ok(()) => {}
+            Err(server_kit::Error::Config(v)) => return Err(keyed(v)),
+            Err(other) => return Err(("server".to_owned(), other.to_string())),
         }
+        self.metrics.validate().map_err(keyed)
     }
 }

@@ -375,6 +375,7 @@ fn shipped_default_toml_lists_every_key_with_its_default() {
     let defaults = Settings::default();
     assert_eq!(shipped.registry, defaults.registry);
     assert_eq!(shipped.server, defaults.server);
+    assert_eq!(shipped.metrics, defaults.metrics);
     for service in ["", "echo"] {
         let (a, b) = (
             shipped.client.picker_config(service).expect("valid"),

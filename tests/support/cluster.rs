@@ -94,13 +94,7 @@ impl Cluster {
     /// A client over this cluster's etcd, waiting until it sees `expect` nodes of
     /// `echo`.
     pub async fn client(&self, config: ClientConfig, expect: usize) -> Addr<ClusterClient> {
-        let etcd = registry_actor::connect(&self.registry)
-            .await
-            .expect("etcd client");
-        let registry = RegistryActor::new(etcd, &self.registry).start();
-        let client = ClusterClient::new(registry, config)
-            .expect("valid config")
-            .start();
+        let client = self.start_client(config).await;
         let ok = wait_until(EVENTUALLY, || {
             let client = client.clone();
             async move {
@@ -113,6 +107,19 @@ impl Cluster {
         .await;
         assert!(ok, "the client did not see {expect} nodes of echo");
         client
+    }
+}
+
+impl Cluster {
+    /// A client over this cluster's etcd, started at once.
+    pub async fn start_client(&self, config: ClientConfig) -> Addr<ClusterClient> {
+        let etcd = registry_actor::connect(&self.registry)
+            .await
+            .expect("etcd client");
+        let registry = RegistryActor::new(etcd, &self.registry).start();
+        ClusterClient::new(registry, config)
+            .expect("valid config")
+            .start()
     }
 }
 

@@ -13,8 +13,10 @@
 pub mod certs;
 pub mod cluster;
 pub mod downstream;
+pub mod exposition;
 pub mod faults;
 pub mod server_kit;
+pub mod spans;
 
 use std::net::SocketAddr;
 use std::time::Duration;

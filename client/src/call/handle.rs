@@ -22,6 +22,7 @@ use super::status::{request_id, REQUEST_ID};
 use super::strategy::Plan;
 use crate::budget::RetryBudget;
 use crate::connection::{HomeKey, IoRuntime};
+use crate::observe::{CallObserver, ServiceMetrics, Shape};
 use crate::policy::Strategy;
 use crate::{ClientConfig, Error, Inspect, PickerActor, PickerStatus, Reconfigure};
 
@@ -177,12 +178,14 @@ impl ClientHandle {
         Req: prost::Message + Clone + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
-        self.holding_thread(run_planned(self.plan(
+        let planned = self.plan(
             &call.service,
             call.method,
             call.request,
             call.options,
-        )))
+            false,
+        );
+        self.holding_thread(run_planned(planned))
     }
 
     /// Runs `broadcast` on every matching node at once, in the task that
@@ -203,9 +206,13 @@ impl ClientHandle {
             broadcast.method,
             broadcast.request,
             broadcast.options,
+            true,
         ) {
             Err(e) => Box::pin(std::future::ready(Err(e))),
-            Ok((plan, _)) => self.holding_thread(Box::pin(plan.broadcast(completion))),
+            Ok((plan, _)) => {
+                let end = plan.observer.end();
+                self.holding_thread(Box::pin(end.run(plan.broadcast(completion))))
+            }
         }
     }
 
@@ -326,6 +333,7 @@ impl ClientHandle {
                 std::time::Instant::now(),
             )),
             settings: ArcSwap::from_pointee(settings),
+            metrics: ServiceMetrics::new(name.clone()),
         });
         self.shared.services.rcu(|services| {
             let mut services = (**services).clone();
@@ -335,13 +343,15 @@ impl ClientHandle {
         Ok(service)
     }
 
-    /// Builds the plan of one call, or the error that stops it before any attempt.
+    /// Builds the plan of one call (of every matching node when
+    /// `broadcast`), or the error that stops it before any attempt.
     pub(crate) fn plan<Req, Resp, M: Rpc<Req, Resp>>(
         &self,
         service: &str,
         method: M,
         request: Req,
         options: super::CallOptions,
+        broadcast: bool,
     ) -> Result<(Plan<Req, Resp, M>, Strategy), CallError> {
         if self.owner.as_ref().is_some_and(|owner| owner.is_stopped()) {
             return Err(CallError::pick(service, Error::Stopped, Vec::new()));
@@ -369,7 +379,12 @@ impl ClientHandle {
         let timeout = options.timeout.unwrap_or(policy.timeout());
         let (min, max) = policy.backoff();
         let strategy = options.strategy.unwrap_or(policy.strategy());
+        let shape = match broadcast {
+            true => Shape::Broadcast,
+            false => Shape::Unicast(strategy),
+        };
         let plan = Plan {
+            observer: CallObserver::new(svc.metrics.method(method.path()), shape),
             method,
             request: Some(request),
             metadata,
@@ -404,13 +419,17 @@ where
     Resp: Send + 'static,
     M: Rpc<Req, Resp>,
 {
-    match planned {
-        Err(e) => Box::pin(std::future::ready(Err(e))),
-        Ok((plan, Strategy::Failfast)) => Box::pin(plan.failfast()),
-        Ok((plan, Strategy::Failover)) => Box::pin(plan.failover()),
-        Ok((plan, Strategy::Failretry)) => Box::pin(plan.failretry()),
-        Ok((plan, Strategy::Forking(k))) => Box::pin(plan.forking(k)),
-        Ok((plan, Strategy::Hedging)) => Box::pin(plan.hedging()),
+    let (plan, strategy) = match planned {
+        Ok(planned) => planned,
+        Err(e) => return Box::pin(std::future::ready(Err(e))),
+    };
+    let end = plan.observer.end();
+    match strategy {
+        Strategy::Failfast => Box::pin(end.run(plan.failfast())),
+        Strategy::Failover => Box::pin(end.run(plan.failover())),
+        Strategy::Failretry => Box::pin(end.run(plan.failretry())),
+        Strategy::Forking(k) => Box::pin(end.run(plan.forking(k))),
+        Strategy::Hedging => Box::pin(end.run(plan.hedging())),
     }
 }
 

@@ -89,12 +89,18 @@ where
             };
             let non_fatal = t.timed_out || self.hedging.non_fatal_codes().contains(&status.code());
             if !non_fatal {
+                self.observer.giving_up(t.picked.node(), &status);
                 return Err(self.failed(status, attempts));
             }
             if let Some(None) = pushback(&status) {
+                self.observer.giving_up(t.picked.node(), &status);
                 more = false;
             } else {
                 let wait = self.honour_pushback(&t.picked, &status).await;
+                if more {
+                    self.observer
+                        .retrying(t.picked.node(), &status, wait.unwrap_or_default());
+                }
                 next_at = Instant::now() + wait.unwrap_or_default();
             }
             last = Some(status);

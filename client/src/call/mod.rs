@@ -64,6 +64,7 @@ mod handle;
 mod hedging;
 mod inherit;
 mod messages;
+mod outcome;
 mod rpc;
 mod service;
 mod spawn;

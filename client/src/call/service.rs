@@ -8,6 +8,7 @@ use tonic::metadata::{Ascii, MetadataKey, MetadataMap};
 
 use crate::budget::RetryBudget;
 use crate::config::ServicePolicy;
+use crate::observe::ServiceMetrics;
 use crate::picker::SharedPicker;
 use crate::PickerActor;
 
@@ -23,6 +24,8 @@ pub(crate) struct Service {
     pub(crate) budget: ArcSwap<RetryBudget>,
     /// Replaced whole on every reload.
     pub(crate) settings: ArcSwap<ServiceSettings>,
+    /// The service's metric handles.
+    pub(crate) metrics: ServiceMetrics,
 }
 
 /// The settings calls of one service use, resolved once per configuration.

@@ -17,6 +17,7 @@ use registry_actor::Backoff;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
+use tracing::Instrument;
 
 use super::error::CallError;
 use super::messages::{Attempt, BroadcastReply, Completion, NodeResult, Reply};
@@ -24,6 +25,7 @@ use super::rpc::Rpc;
 use super::service::Service;
 use super::status::{grpc_timeout, pushback, GRPC_TIMEOUT};
 use crate::connection::HomeKey;
+use crate::observe::CallObserver;
 use crate::picker::{Attach, Fast, PushedBack, WaitDiscovered, WaitNodes};
 use crate::policy::CodeSet;
 use crate::{Error, HashKey, Method, NodeHandle, Picked, Selector};
@@ -50,6 +52,8 @@ pub(crate) struct Plan<Req, Resp, M = Method<Req, Resp>> {
     /// The runtime the call's channels run on.
     pub(crate) home: HomeKey,
     pub(crate) _types: std::marker::PhantomData<fn(Req) -> Resp>,
+    /// The call's span, events and metrics.
+    pub(crate) observer: CallObserver,
 }
 
 /// How much earlier than the call's deadline tonic's channel may end an
@@ -234,6 +238,7 @@ where
             return None;
         }
         let mut picked = picked;
+        let observer = self.observer.attempt(picked.node());
         let connection = picked.take_connection();
         let request_missing = request.is_none();
         let (Some(connection), Some((message, metadata))) = (connection, request) else {
@@ -242,6 +247,7 @@ where
             } else {
                 Status::unavailable(format!("node {} has no usable connection", picked.node()))
             };
+            observer.finish(status.code());
             return Some(Tried {
                 attempt: Attempt {
                     node: picked.node_ref().clone(),
@@ -263,10 +269,15 @@ where
         request
             .metadata_mut()
             .insert(GRPC_TIMEOUT, grpc_timeout(until - now));
+        observer.inject(request.metadata_mut());
         // The attempt runs in this task: timing out drops it, which cancels the RPC.
         // Boxed: the RPC's future is large, and the attempt's future is moved
         // into its strategy's as each attempt starts.
-        let rpc = Box::pin(self.method.send(&connection, request));
+        let rpc = Box::pin(
+            self.method
+                .send(&connection, request)
+                .instrument(observer.span().clone()),
+        );
         // A fan-out bounds its attempts with one timer of its own, unless an
         // attempt has a shorter end.
         let answer = if timed || bounded {
@@ -301,6 +312,7 @@ where
             code: result.as_ref().map_or_else(Status::code, |_| Code::Ok),
             latency: now.elapsed(),
         };
+        observer.finish(attempt.code);
         Some(Tried {
             attempt,
             picked,
@@ -351,12 +363,18 @@ where
             .is_none_or(|r| self.method.resendable(r))
     }
 
-    /// Takes a token for an extra attempt.
+    /// Takes a token for an extra attempt; a refusal is counted and said.
     pub(super) fn withdraw(&self) -> bool {
-        self.service
+        let granted = self
+            .service
             .budget
             .load()
-            .try_withdraw(std::time::Instant::now())
+            .try_withdraw(std::time::Instant::now());
+        if !granted {
+            self.service.metrics.budget_exhausted();
+            self.observer.budget_refused();
+        }
+        granted
     }
 
     pub(super) fn deposit(&self) {
@@ -407,7 +425,8 @@ where
                 Err(status) => {
                     let retry =
                         (t.timed_out || self.retryable(&status).is_some()) && self.may_resend();
-                    self.honour_pushback(&t.picked, &status).await;
+                    let wait = self.honour_pushback(&t.picked, &status).await;
+                    self.decided(retry && n < self.retries, &t.picked, &status, wait);
                     tried.push(t.picked);
                     last = Some(status);
                     if !retry {
@@ -457,6 +476,7 @@ where
                 Err(status) => {
                     let retry =
                         (t.timed_out || self.retryable(&status).is_some()) && self.may_resend();
+                    self.decided(retry && n < self.retries, &t.picked, &status, None);
                     last = Some(status);
                     if !retry {
                         break;
@@ -583,6 +603,16 @@ where
             complete: complete || (total == 0 && needed == 0),
             latency,
         })
+    }
+
+    /// Says whether the call tries again after `status` from `picked`.
+    fn decided(&self, retry: bool, picked: &Picked, status: &Status, wait: Option<Duration>) {
+        if retry {
+            self.observer
+                .retrying(picked.node(), status, wait.unwrap_or_default());
+        } else {
+            self.observer.giving_up(picked.node(), status);
+        }
     }
 
     /// Whether `status` may be retried, and the least wait before it:

@@ -140,7 +140,7 @@ impl ClusterChannel {
         let outbound = Outbound::new(parts, body, retry_buffer);
         let planned = self
             .handle
-            .plan(&self.service, Raw::new(path), outbound, options);
+            .plan(&self.service, Raw::new(path), outbound, options, false);
         let inner = self.handle.holding_thread(run_planned(planned));
         ResponseFuture { inner }
     }

@@ -15,6 +15,7 @@ use super::picked::{NodeHandle, Picked};
 use super::snapshot::{Parts, Slot, Snapshot};
 use super::status::{NodeStatus, PickerStatus};
 use crate::ejection::{max_ejected, success_rate_outliers, NodeHealth};
+use crate::observe::PickerMetrics;
 use crate::panic_guard::PanicGuard;
 use crate::sorted;
 use crate::{Error, HashKey, PickerConfig, Selector};
@@ -80,6 +81,8 @@ pub struct Picker {
     guard: PanicGuard,
     next_handle: u64,
     current: Arc<Snapshot>,
+    /// The node gauges and ejection counter, set as the state changes.
+    metrics: PickerMetrics,
 }
 
 impl fmt::Debug for Picker {
@@ -109,6 +112,7 @@ impl Picker {
 
     fn with_rng(service: Arc<str>, config: PickerConfig, mut rng: SmallRng) -> Self {
         let guard = PanicGuard::new(config.panic_threshold(), config.panic_grace());
+        let metrics = PickerMetrics::new(&service);
         let config = Arc::new(config);
         let empty: Arc<[Node]> = Arc::from(Vec::new());
         let current = Arc::new(Snapshot::build(
@@ -139,6 +143,7 @@ impl Picker {
             guard,
             next_handle: 0,
             current,
+            metrics,
         }
     }
 
@@ -365,6 +370,7 @@ impl Picker {
         );
         self.ejected[i] = true;
         self.ejected_count += 1;
+        self.metrics.ejected();
         true
     }
 
@@ -617,5 +623,11 @@ impl Picker {
             ejected: self.ejected.clone().into(),
         };
         self.current = Arc::new(Snapshot::build(parts, selectors, &mut self.rng));
+        let out = self.ejected.iter().filter(|&&out| out).count();
+        self.metrics.nodes(
+            self.effective.len() - out,
+            self.ejected_count,
+            self.guard.held_count(),
+        );
     }
 }

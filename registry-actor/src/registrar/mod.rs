@@ -131,7 +131,7 @@ impl Registrar {
             key.clone(),
             node.encode(),
             config,
-            state_tx,
+            task::Published::new(state_tx, node.service(), node.id()),
             command_rx,
         );
         let task = tokio::spawn(task.run()).abort_handle();

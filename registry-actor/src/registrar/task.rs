@@ -33,11 +33,54 @@ pub(super) struct RegistrarTask {
     /// member: short enough that a frozen member costs little of the TTL.
     step_timeout: Duration,
     backoff: Backoff,
-    state: watch::Sender<RegistrationState>,
+    state: Published,
     commands: mpsc::Receiver<Command>,
     /// The lease the key is (or was last) attached to, while it may be alive,
     /// and the TTL etcd granted it (seconds).
     lease: Option<(i64, i64)>,
+}
+
+/// The registration state as published: the watch channel the [`Registrar`]
+/// reads, and the `grpc_cluster_registration_up{service,node}` gauge (1 while
+/// registered, 0 otherwise), both set on every change.
+///
+/// [`Registrar`]: super::Registrar
+pub(super) struct Published {
+    tx: watch::Sender<RegistrationState>,
+    up: metrics::Gauge,
+}
+
+impl Published {
+    /// Publishes through `tx` the state of node `node` of `service`.
+    pub(super) fn new(tx: watch::Sender<RegistrationState>, service: &str, node: &str) -> Self {
+        let up = metrics::gauge!(
+            crate::metrics::REGISTRATION_UP,
+            "service" => service.to_owned(),
+            "node" => node.to_owned()
+        );
+        up.set(if tx.borrow().is_registered() {
+            1.0
+        } else {
+            0.0
+        });
+        Self { tx, up }
+    }
+
+    fn send_replace(&self, state: RegistrationState) {
+        self.up.set(if state.is_registered() { 1.0 } else { 0.0 });
+        self.tx.send_replace(state);
+    }
+
+    fn borrow(&self) -> watch::Ref<'_, RegistrationState> {
+        self.tx.borrow()
+    }
+}
+
+impl Drop for Published {
+    /// A registrar stopped (its task ended or was aborted) registers nothing.
+    fn drop(&mut self) {
+        self.up.set(0.0);
+    }
 }
 
 /// The streams of one session, all on one member.
@@ -56,7 +99,7 @@ impl RegistrarTask {
         key: String,
         value: Vec<u8>,
         config: &RegistryConfig,
-        state: watch::Sender<RegistrationState>,
+        state: Published,
         commands: mpsc::Receiver<Command>,
     ) -> Self {
         let ttl = config.lease_ttl().max(crate::config::MIN_LEASE_TTL);

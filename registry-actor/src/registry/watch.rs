@@ -60,6 +60,27 @@ pub struct ServiceWatch {
     backoff: Backoff,
     counters: Arc<Counters>,
     on_failure: Option<FailureReport>,
+    metrics: WatchMetrics,
+}
+
+/// The metric handles of one service's watch: streams re-opened after a
+/// failure, full re-reads (a compacted start revision, another cluster or one
+/// gone back in time), and values skipped as invalid.
+struct WatchMetrics {
+    reconnects: metrics::Counter,
+    resyncs: metrics::Counter,
+    decode_errors: metrics::Counter,
+}
+
+impl WatchMetrics {
+    fn new(service: &str) -> Self {
+        let counter = |name: &'static str| metrics::counter!(name, "service" => service.to_owned());
+        Self {
+            reconnects: counter(crate::metrics::REGISTRY_RECONNECTS),
+            resyncs: counter(crate::metrics::REGISTRY_RESYNCS),
+            decode_errors: counter(crate::metrics::REGISTRY_DECODE_ERRORS),
+        }
+    }
 }
 
 /// Where a watch reports its failures.
@@ -96,6 +117,7 @@ impl ServiceWatch {
         service: Arc<str>,
         counters: Arc<Counters>,
     ) -> Self {
+        let metrics = WatchMetrics::new(&service);
         Self {
             etcd,
             prefix: service_prefix(config.prefix(), &service),
@@ -104,6 +126,7 @@ impl ServiceWatch {
             backoff: config.backoff(),
             counters,
             on_failure: None,
+            metrics,
         }
     }
 
@@ -140,6 +163,7 @@ impl ServiceWatch {
                         self.counters
                             .cluster_changes
                             .fetch_add(1, Ordering::Relaxed);
+                        self.metrics.resyncs.increment(1);
                         warn!(service = %self.service, "etcd is another cluster or went back in time; re-reading the set");
                         synced = false;
                     }
@@ -170,10 +194,12 @@ impl ServiceWatch {
                 WatchEnd::NobodyListens => return,
                 WatchEnd::Compacted => {
                     self.counters.resyncs.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.resyncs.increment(1);
                     synced = false;
                 }
                 WatchEnd::Failed(e) => {
                     self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.reconnects.increment(1);
                     self.wait_after(&e, &seen).await;
                 }
             }
@@ -390,6 +416,7 @@ impl ServiceWatch {
             Ok(node) => Some(node),
             Err(e) => {
                 self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                self.metrics.decode_errors.increment(1);
                 warn!(service = %self.service, key = %key, error = %e, "skipping invalid registry value");
                 None
             }

@@ -9,20 +9,34 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
+use metrics::Gauge;
 use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 use tower::{Layer, Service};
 
-/// Counters of calls in flight and completed.
-#[derive(Debug, Default)]
+/// Counters of calls in flight and completed; the calls in flight are also
+/// the `grpc_cluster_server_in_flight` gauge.
+#[derive(Debug)]
 pub(crate) struct InFlight {
     in_flight: AtomicU64,
     completed: AtomicU64,
     draining: AtomicBool,
     idle: Notify,
+    gauge: Gauge,
 }
 
 impl InFlight {
+    /// No call yet; the gauge is registered with the recorder installed now.
+    pub(crate) fn new() -> Self {
+        Self {
+            in_flight: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            idle: Notify::new(),
+            gauge: metrics::gauge!(registry_actor::metrics::SERVER_IN_FLIGHT),
+        }
+    }
+
     /// Calls that reached the service and whose response is not finished.
     pub(crate) fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Acquire)
@@ -56,6 +70,7 @@ impl InFlight {
 
     fn begin(self: &Arc<Self>) -> Guard {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.gauge.increment(1.0);
         Guard(self.clone())
     }
 }
@@ -67,6 +82,7 @@ struct Guard(Arc<InFlight>);
 impl Drop for Guard {
     fn drop(&mut self) {
         self.0.completed.fetch_add(1, Ordering::AcqRel);
+        self.0.gauge.decrement(1.0);
         let before = self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
         if before == 1 && self.0.draining.load(Ordering::Acquire) {
             self.0.idle.notify_waiters();

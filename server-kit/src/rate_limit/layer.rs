@@ -5,6 +5,7 @@ use std::task::{Context, Poll};
 
 use governor::clock::MonotonicClock;
 use tower::{Layer, Service};
+use tracing::debug;
 
 use super::{is_exempt, LimiterClock, RateLimits};
 use crate::ResponseFuture;
@@ -95,7 +96,12 @@ where
         }
         match self.limits.check(&request) {
             Ok(()) => ResponseFuture::called(self.inner.call(request)),
-            Err(refusal) => ResponseFuture::refused(refusal),
+            Err(refusal) => {
+                if let crate::Error::RateLimited { limit, retry_after } = &refusal {
+                    debug!(method = request.uri().path(), %limit, ?retry_after, "rate limited");
+                }
+                ResponseFuture::refused(refusal)
+            }
         }
     }
 }

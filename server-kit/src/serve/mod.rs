@@ -63,6 +63,7 @@ pub use shutdown::{Deregistration, Phase, ShutdownReport, ShutdownTrigger};
 use crate::auth::BearerAuthLayer;
 use crate::cluster::InstanceWatch;
 use crate::drain::{Connections, DrainSignal, InFlight, TrackLayer};
+use crate::observe::ObserveLayer;
 use crate::rate_limit::{LimiterClock, RateLimitLayer, RateLimits};
 use crate::{Error, ServerConfig};
 use layers::{ServerOptions, UserLayers};
@@ -327,7 +328,7 @@ impl<C: LimiterClock> ServeBuilder<C> {
         let watches = DrainSignal::new();
         let routes = routes.add_service(watches.end_watches(health_service));
 
-        let counters = Arc::new(InFlight::default());
+        let counters = Arc::new(InFlight::new());
         let connections = Arc::new(Connections::new());
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).map({
             let connections = connections.clone();
@@ -335,6 +336,7 @@ impl<C: LimiterClock> ServeBuilder<C> {
         });
         let stack = ServiceBuilder::new()
             .layer(BearerAuthLayer::with_callers(config.token(), config.auth()))
+            .layer(ObserveLayer::default())
             .layer(RateLimitLayer::new(limits.clone()))
             .layer(TrackLayer::new(counters.clone()))
             .into_inner();
