@@ -10,8 +10,8 @@ use cluster_client::{
     Balancer, Call, CallOptions, ClientConfig, ClientHandle, GetHandle, ServiceConfig, Strategy,
 };
 use grpc_cluster::echo::{
-    CountRequest, Echo, EchoServer, EchoService, FailRequest, ReplyStream, SayReply, SayRequest,
-    SlowRequest, SAY,
+    CountRequest, Echo, EchoClient, EchoServer, EchoService, FailRequest, ReplyStream, SayReply,
+    SayRequest, SlowRequest, SAY,
 };
 use grpc_cluster::server::{RateLimitConfig, ServeBuilder};
 use opentelemetry::trace::TracerProvider as _;
@@ -112,6 +112,60 @@ async fn a_failover_call_has_one_attempt_span_per_attempt_under_its_call_span() 
     assert!(
         dead_addr.starts_with("127.0.0.1:") && *dead_addr != live_addr,
         "{dead_addr}"
+    );
+}
+
+/// A generated client's request through a `ClusterChannel` runs the same
+/// observed plan as a `Call`: one `call` span, one `attempt` child per
+/// attempt.
+#[actix_rt::test]
+async fn a_channel_request_has_the_same_call_and_attempt_spans() {
+    let mut cluster = Cluster::start().await;
+    cluster.add_dead("a-dead").await;
+    cluster.add(EchoService::new("b-live"), |n| n).await;
+    let client = cluster.client(pick_first(), 2).await;
+    let handle = client.send(GetHandle).await.expect("client alive");
+    let channel = handle
+        .channel("echo")
+        .with_options(CallOptions::new().with_strategy(Strategy::Failover));
+
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::registry().with(captured.layer(&["cluster_client"]));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let reply = EchoClient::new(channel)
+        .say(SayRequest {
+            message: "hi".into(),
+        })
+        .await
+        .expect("failover reaches the live node")
+        .into_inner();
+    assert_eq!(reply.node_id, "b-live");
+
+    let calls = captured.named("call");
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    let call = &calls[0];
+    let field = |k: &str| call.fields.get(k).map(String::as_str);
+    assert_eq!(field("rpc.service"), Some("echo.v1.Echo"));
+    assert_eq!(field("rpc.method"), Some("Say"));
+    assert_eq!(field("service"), Some("echo"));
+    assert_eq!(field("strategy"), Some("failover"));
+    assert_eq!(field("attempts"), Some("2"));
+
+    let attempts = captured.named("attempt");
+    let fields: Vec<_> = attempts
+        .iter()
+        .map(|a| {
+            assert_eq!(a.parent, Some(call.id), "an attempt is a child of its call");
+            let f = |k: &str| a.fields.get(k).cloned().unwrap_or_default();
+            (f("node"), f("kind"), f("code"))
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("a-dead".into(), "first".into(), "UNAVAILABLE".into()),
+            ("b-live".into(), "retry".into(), "OK".into()),
+        ]
     );
 }
 
