@@ -21,7 +21,10 @@ fn parses_every_mode_and_names_a_bad_one() {
     for mode in [Locality::Off, Locality::Prefer, Locality::Strict] {
         assert_eq!(mode.name().parse::<Locality>().ok(), Some(mode));
     }
-    let err = "nearby".parse::<Locality>().unwrap_err().to_string();
+    let err = "nearby"
+        .parse::<Locality>()
+        .expect_err("unknown mode")
+        .to_string();
     assert!(err.contains("unknown locality \"nearby\""), "{err}");
     assert_eq!(Locality::default(), Locality::Strict);
 }
