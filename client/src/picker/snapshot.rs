@@ -240,6 +240,19 @@ impl Snapshot {
         !self.nodes.is_empty()
     }
 
+    /// Whether a zone preference is in force and the service's candidates
+    /// reach beyond the client's zone (too few of its nodes are pickable).
+    pub(crate) fn spills_over(&self) -> bool {
+        let Some(preference) = self.config.locality() else {
+            return false;
+        };
+        self.default_pool
+            .local
+            .indices
+            .iter()
+            .any(|&i| self.nodes[i as usize].zone() != preference.zone())
+    }
+
     /// The slot of `handle`, if the node is in this snapshot.
     pub(crate) fn slot(&self, handle: NodeHandle) -> Option<&Arc<Slot>> {
         // Slots are in node order, handles are not: a scan, used off the pick path.

@@ -482,6 +482,7 @@ fn a_zone_preference_keeps_picks_home_spills_over_and_comes_back() {
             .with_locality(preference.clone());
         let mut p = picker(config, two_zones());
         assert_eq!(zones_picked(&mut p, 40), ["a"], "{balancer}: home zone");
+        assert!(!p.snapshot().spills_over());
         assert_eq!(
             p.pick_all(None).expect("pick_all").len(),
             4,
@@ -498,10 +499,12 @@ fn a_zone_preference_keeps_picks_home_spills_over_and_comes_back() {
         let a2 = handle_of(&p, "a2");
         assert!(p.health_changed(a2, false));
         assert_eq!(zones_picked(&mut p, 40), ["b"], "{balancer}: a is out");
+        assert!(p.snapshot().spills_over());
 
         assert!(p.health_changed(a1, true));
         assert!(p.health_changed(a2, true));
         assert_eq!(zones_picked(&mut p, 40), ["a"], "{balancer}: back home");
+        assert!(!p.snapshot().spills_over());
     }
 }
 
