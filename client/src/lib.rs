@@ -97,6 +97,7 @@ mod connection;
 mod ejection;
 mod error;
 mod hash;
+mod locality;
 mod method;
 mod observe;
 mod panic_guard;
@@ -119,6 +120,7 @@ pub use config::{
 pub use connection::{AllowedNetworks, Close, Connection, ConnectionActor, ConnectionSettings};
 pub use error::Error;
 pub use hash::HashKey;
+pub use locality::{Locality, ZonePreference};
 pub use method::Method;
 pub use picker::{
     ConnectionFailed, ConnectionSucceeded, GoingAway, HealthChanged, Inspect, NodeHandle, NodeRef,

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tonic::Code;
 
 use crate::policy::{CodeSet, Strategy};
-use crate::{Balancer, Error, Fallback, Selector};
+use crate::{Balancer, Error, Fallback, Locality, Selector, ZonePreference};
 
 const DEFAULT_FAILURES: u32 = 5;
 const DEFAULT_BASE_TIME: Duration = Duration::from_secs(10);
@@ -60,6 +60,10 @@ const DEFAULT_RETRY_BUFFER: usize = 256 * 1024;
 /// discovery_timeout = "5s"      # how long a pick waits for nodes
 /// health_check = false          # watch grpc.health.v1 of each connected node
 /// health_service = ""           # ... for this service ("": the whole server)
+/// locality = "strict"           # strict | prefer | off: what `zone` does
+/// zone = ""                     # the client's zone ("": none)
+/// locality_min_healthy = 1      # prefer: pickable nodes the zone needs to keep calls
+/// zone_priority = []            # prefer: zones to spill over to first; then by name
 /// attempt_timeout = "200ms"     # bound of each attempt (default: none)
 /// hedging_delay = "50ms"        # hedging: a new attempt this often ...
 /// max_attempts = 3              # ... up to this many in all
@@ -124,6 +128,10 @@ pub struct ClientConfig {
     discovery_timeout: Duration,
     health_check: bool,
     health_service: String,
+    locality: String,
+    zone: String,
+    locality_min_healthy: usize,
+    zone_priority: Vec<String>,
     strategy: String,
     retries: u32,
     #[serde(with = "duration")]
@@ -168,6 +176,10 @@ impl Default for ClientConfig {
             discovery_timeout: DEFAULT_DISCOVERY_TIMEOUT,
             health_check: false,
             health_service: String::new(),
+            locality: Locality::default().name().to_owned(),
+            zone: String::new(),
+            locality_min_healthy: 1,
+            zone_priority: Vec::new(),
             strategy: "failover".to_owned(),
             retries: 2,
             timeout: Duration::from_secs(5),
@@ -255,6 +267,41 @@ impl ClientConfig {
     /// down, like each of its services).
     pub fn with_health_service(mut self, service: impl Into<String>) -> Self {
         self.health_service = service.into();
+        self
+    }
+
+    /// Default locality of every service (default `strict`): what the
+    /// client's zone ([`with_zone`](Self::with_zone)) does to the nodes picked.
+    /// `strict`: only nodes of that zone; `prefer`: nodes of that zone while
+    /// at least `locality_min_healthy` of them are pickable, then the other
+    /// zones in priority order (see [`ZonePreference`]); `off`: any zone.
+    pub fn with_locality(mut self, locality: Locality) -> Self {
+        self.locality = locality.name().to_owned();
+        self
+    }
+
+    /// The client's zone (default `""`: none), compared with the nodes'
+    /// `zone` as `locality` says; a service's `zone` overrides it.
+    pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
+        self.zone = zone.into();
+        self
+    }
+
+    /// Under `prefer`, the pickable nodes the client's zone must have before
+    /// calls stay in it (default 1, at least 1).
+    pub fn with_locality_min_healthy(mut self, nodes: usize) -> Self {
+        self.locality_min_healthy = nodes;
+        self
+    }
+
+    /// Under `prefer`, the zones spilled over to first, in order (default
+    /// none); zones not listed follow by name.
+    pub fn with_zone_priority<I, S>(mut self, zones: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.zone_priority = zones.into_iter().map(Into::into).collect();
         self
     }
 
@@ -736,9 +783,11 @@ impl ClientConfig {
         if let Some(g) = &svc.group {
             selector = selector.with_group(g.clone());
         }
-        if let Some(z) = &svc.zone {
-            selector = selector.with_zone(z.clone());
+        let (zone, preference) = self.locality(Some(svc), &path)?;
+        if let Some(z) = zone {
+            selector = selector.with_zone(z);
         }
+        config.locality = preference;
         for (k, v) in svc.labels.iter().flatten() {
             if k.is_empty() {
                 return Err(Error::Config(InvalidValue::new(
@@ -772,9 +821,11 @@ impl ClientConfig {
     fn defaults(&self, path: &str) -> Result<PickerConfig, Error> {
         self.ejection.validate(&format!("{path}.ejection"))?;
         check_share(&format!("{path}.panic_threshold"), self.panic_threshold)?;
+        let (zone, locality) = self.locality(None, path)?;
         Ok(PickerConfig {
             balancer: parse_at(&format!("{path}.balancer"), &self.balancer)?,
-            selector: Selector::new(),
+            selector: zone.map_or_else(Selector::new, |z| Selector::new().with_zone(z)),
+            locality,
             fallback: parse_at(&format!("{path}.fallback"), &self.fallback)?,
             ejection: self.ejection.clone(),
             panic_threshold: self.panic_threshold,
@@ -784,5 +835,58 @@ impl ClientConfig {
                 .health_check
                 .then(|| Arc::from(self.health_service.as_str())),
         })
+    }
+
+    /// What the zone does for `svc` (`None`: a service without a table, or
+    /// the defaults at `path`): the zone of a `strict` selector, or the
+    /// preference of `prefer`.
+    fn locality(
+        &self,
+        svc: Option<&ServiceConfig>,
+        path: &str,
+    ) -> Result<(Option<String>, Option<ZonePreference>), Error> {
+        // A key set in the service's table is reported there, else in [client].
+        let at = |set: bool, k: &str| {
+            if set {
+                format!("{path}.{k}")
+            } else {
+                format!("client.{k}")
+            }
+        };
+        let mode = svc.and_then(|s| s.locality.as_ref());
+        let mode_key = at(mode.is_some(), "locality");
+        let mode: Locality = parse_at(&mode_key, mode.unwrap_or(&self.locality))?;
+        let zone = svc.and_then(|s| s.zone.as_ref());
+        let zone_key = at(zone.is_some(), "zone");
+        let zone = zone.unwrap_or(&self.zone);
+        let min = svc.and_then(|s| s.locality_min_healthy);
+        let min_key = at(min.is_some(), "locality_min_healthy");
+        let min = min.unwrap_or(self.locality_min_healthy);
+        if min == 0 {
+            return Err(Error::Config(InvalidValue::new(
+                min_key,
+                "must be at least 1",
+            )));
+        }
+        let priority = svc
+            .and_then(|s| s.zone_priority.as_ref())
+            .unwrap_or(&self.zone_priority);
+        match mode {
+            Locality::Off => Ok((None, None)),
+            Locality::Strict if zone.is_empty() => Ok((None, None)),
+            Locality::Strict => Ok((Some(zone.clone()), None)),
+            Locality::Prefer if zone.is_empty() => Err(Error::Config(InvalidValue::new(
+                zone_key,
+                format!("is empty, but {mode_key} is \"prefer\": set the client's zone"),
+            ))),
+            Locality::Prefer => Ok((
+                None,
+                Some(
+                    ZonePreference::new(zone.as_str())
+                        .with_min_healthy(min)
+                        .with_priority(priority.iter().map(String::as_str)),
+                ),
+            )),
+        }
     }
 }

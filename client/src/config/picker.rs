@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::{Balancer, Fallback, Selector};
+use crate::{Balancer, Fallback, Selector, ZonePreference};
 
 /// The resolved picker settings of one service, as [`ClientConfig::picker_config`]
 /// gives them or built directly.
@@ -34,6 +34,7 @@ pub struct PickerConfig {
     pub(super) panic_grace: Duration,
     pub(super) discovery_timeout: Duration,
     pub(super) health_check: Option<Arc<str>>,
+    pub(super) locality: Option<ZonePreference>,
 }
 
 impl Default for PickerConfig {
@@ -47,6 +48,7 @@ impl Default for PickerConfig {
             panic_grace: DEFAULT_PANIC_GRACE,
             discovery_timeout: DEFAULT_DISCOVERY_TIMEOUT,
             health_check: None,
+            locality: None,
         }
     }
 }
@@ -102,6 +104,18 @@ impl PickerConfig {
     pub fn with_health_check(mut self, service: impl Into<Arc<str>>) -> Self {
         self.health_check = Some(service.into());
         self
+    }
+
+    /// Prefers the nodes of a zone, spilling over to other zones when too few
+    /// of them are pickable (default: no preference; see [`ZonePreference`]).
+    pub fn with_locality(mut self, preference: ZonePreference) -> Self {
+        self.locality = Some(preference);
+        self
+    }
+
+    /// The zone preference, if any.
+    pub fn locality(&self) -> Option<&ZonePreference> {
+        self.locality.as_ref()
     }
 
     /// The health service watched on each connected node, if any.

@@ -9,7 +9,7 @@ use tonic::Code;
 
 use super::*;
 use crate::policy::Strategy;
-use crate::{Balancer, Error, Fallback};
+use crate::{Balancer, Error, Fallback, Locality};
 
 /// One `[client.services.NAME]` table: every key is optional and falls back to
 /// the `[client]` default. See [`ClientConfig`].
@@ -26,6 +26,12 @@ pub struct ServiceConfig {
     pub(super) zone: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) labels: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) locality: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) locality_min_healthy: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) zone_priority: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) fallback: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -122,9 +128,34 @@ impl ServiceConfig {
         self
     }
 
-    /// Only nodes of this zone (default: any).
+    /// The zone of this service's calls (default: `[client]`'s), a selector
+    /// or a preference as the locality says.
     pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
         self.zone = Some(zone.into());
+        self
+    }
+
+    /// The locality of this service (default: `[client]`'s; see
+    /// [`ClientConfig::with_locality`]).
+    pub fn with_locality(mut self, locality: Locality) -> Self {
+        self.locality = Some(locality.name().to_owned());
+        self
+    }
+
+    /// Under `prefer`, the pickable nodes the zone must have (default:
+    /// `[client]`'s).
+    pub fn with_locality_min_healthy(mut self, nodes: usize) -> Self {
+        self.locality_min_healthy = Some(nodes);
+        self
+    }
+
+    /// Under `prefer`, the zones spilled over to first (default: `[client]`'s).
+    pub fn with_zone_priority<I, S>(mut self, zones: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.zone_priority = Some(zones.into_iter().map(Into::into).collect());
         self
     }
 

@@ -319,3 +319,77 @@ fn round_trips_through_serde() {
     let back: ClientConfig = serde_json::from_str(&json).expect("deserialize");
     assert_eq!(back, config);
 }
+
+#[test]
+fn locality_resolves_per_service_as_a_selector_or_a_preference() {
+    let config = parse(
+        r#"{"locality": "prefer", "zone": "a", "locality_min_healthy": 2,
+            "zone_priority": ["c"],
+            "services": {"strict": {"locality": "strict"},
+                         "off": {"locality": "off"},
+                         "own": {"zone": "b", "locality_min_healthy": 1,
+                                 "zone_priority": []}}}"#,
+    );
+    config.validate().expect("valid");
+    let default = config.picker_config("other").expect("other");
+    assert!(default.selector().is_empty(), "prefer is no selector");
+    assert_eq!(
+        default.locality(),
+        Some(
+            &ZonePreference::new("a")
+                .with_min_healthy(2)
+                .with_priority(["c"])
+        )
+    );
+    let strict = config.picker_config("strict").expect("strict");
+    assert_eq!(strict.selector().zone(), Some("a"));
+    assert_eq!(strict.locality(), None);
+    let off = config.picker_config("off").expect("off");
+    assert!(off.selector().is_empty());
+    assert_eq!(off.locality(), None);
+    let own = config.picker_config("own").expect("own");
+    assert_eq!(own.locality(), Some(&ZonePreference::new("b")));
+
+    // The default locality keeps a service's zone a selector.
+    let legacy = parse(r#"{"services": {"echo": {"zone": "z"}}}"#);
+    let echo = legacy.picker_config("echo").expect("echo");
+    assert_eq!(echo.selector().zone(), Some("z"));
+    assert_eq!(echo.locality(), None);
+}
+
+#[test]
+fn bad_locality_values_name_their_key() {
+    let cases = [
+        (
+            r#"{"locality": "near"}"#,
+            "client.locality: unknown locality \"near\"",
+        ),
+        (
+            r#"{"services": {"echo": {"locality": "near"}}}"#,
+            "client.services.echo.locality: unknown locality",
+        ),
+        (
+            r#"{"locality": "prefer"}"#,
+            "client.zone: is empty, but client.locality is \"prefer\"",
+        ),
+        (
+            r#"{"zone": "a", "services": {"echo": {"locality": "prefer", "zone": ""}}}"#,
+            "client.services.echo.zone: is empty, but client.services.echo.locality",
+        ),
+        (
+            r#"{"locality_min_healthy": 0}"#,
+            "client.locality_min_healthy: must be at least 1",
+        ),
+        (
+            r#"{"services": {"echo": {"locality_min_healthy": 0}}}"#,
+            "client.services.echo.locality_min_healthy",
+        ),
+    ];
+    for (json, expected) in cases {
+        let err = parse(json).validate().expect_err(json).to_string();
+        assert!(
+            err.contains(expected),
+            "`{err}` should contain `{expected}`"
+        );
+    }
+}

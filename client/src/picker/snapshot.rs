@@ -5,7 +5,10 @@
 //! force and pick from it. Everything a pick reads is built here, once: the
 //! nodes, a [`Slot`] per node (its stable handle, its calls in flight and its
 //! connection once one is made), and the candidate pool of the service's
-//! selector. Pools of call selectors are built on their first use against
+//! selector. Under a zone preference a pool's balancer picks among the
+//! preferred zones' nodes, with a second balancer over every zone's nodes for
+//! a call that has tried all of those; which zones are preferred is decided
+//! here, from the nodes' health, so picks never count healthy nodes. Pools of call selectors are built on their first use against
 //! this snapshot and cached in it; the picker builds the ones still in use
 //! into the next snapshot.
 //!
@@ -140,11 +143,21 @@ pub(crate) struct Pool {
     fell_back: bool,
     /// Matching nodes (not ejected, unless all are), any weight: for `pick_all`.
     all: Box<[u32]>,
-    /// The balancer's candidates: `all`, less weight 0 for weighted balancers.
-    indices: Box<[u32]>,
-    policy: Policy,
+    /// The balancer's candidates: `all` (narrowed to the preferred zones under
+    /// a zone preference), less weight 0 for weighted balancers.
+    local: Candidates,
+    /// The candidates of every zone, when a zone preference narrowed `local`:
+    /// picked from when the call has tried every node of `local`.
+    spill: Option<Box<Candidates>>,
     /// Whether a call used this pool (it is then built into the next snapshot).
     used: AtomicBool,
+}
+
+/// Nodes a balancer picks among, and the balancer built over them.
+#[derive(Debug)]
+struct Candidates {
+    indices: Box<[u32]>,
+    policy: Policy,
 }
 
 /// Everything a pick reads, immutable once published.
@@ -227,6 +240,19 @@ impl Snapshot {
         !self.nodes.is_empty()
     }
 
+    /// Whether a zone preference is in force and the service's candidates
+    /// reach beyond the client's zone (too few of its nodes are pickable).
+    pub(crate) fn spills_over(&self) -> bool {
+        let Some(preference) = self.config.locality() else {
+            return false;
+        };
+        self.default_pool
+            .local
+            .indices
+            .iter()
+            .any(|&i| self.nodes[i as usize].zone() != preference.zone())
+    }
+
     /// The slot of `handle`, if the node is in this snapshot.
     pub(crate) fn slot(&self, handle: NodeHandle) -> Option<&Arc<Slot>> {
         // Slots are in node order, handles are not: a scan, used off the pick path.
@@ -253,38 +279,57 @@ impl Snapshot {
         rng: &mut SmallRng,
     ) -> Result<Picked, Error> {
         let pool = self.ready_pool(selector, rng)?;
-        if pool.indices.is_empty() {
+        let widest = pool.spill.as_deref().unwrap_or(&pool.local);
+        if widest.indices.is_empty() {
             return Err(Error::NoWeight {
                 service: self.service.clone(),
                 balancer: self.config.balancer(),
             });
         }
-        let indices = &pool.indices;
-        let slots = &self.slots;
         let hash = hash_key.map(HashKey::get);
+        let index = self.pick_in(&pool.local, exclude, hash, rng).or_else(|| {
+            let spill = pool.spill.as_deref()?;
+            self.pick_in(spill, exclude, hash, rng)
+        });
+        let Some(index) = index else {
+            return Err(Error::AllExcluded {
+                service: self.service.clone(),
+                tried: exclude.len(),
+            });
+        };
+        Ok(self.picked(index, home))
+    }
+
+    /// The node `candidates`' balancer picks, leaving out `exclude`.
+    fn pick_in(
+        &self,
+        candidates: &Candidates,
+        exclude: &[NodeHandle],
+        hash: Option<u64>,
+        rng: &mut SmallRng,
+    ) -> Option<usize> {
+        let indices = &candidates.indices;
+        if indices.is_empty() {
+            return None;
+        }
+        let slots = &self.slots;
         let load = |p: usize| slots[indices[p] as usize].load();
         let pos = if exclude.is_empty() {
-            pool.policy.pick(&mut PickCx {
+            candidates.policy.pick(&mut PickCx {
                 rng,
                 hash,
                 accept: |_| true,
                 load,
             })
         } else {
-            pool.policy.pick(&mut PickCx {
+            candidates.policy.pick(&mut PickCx {
                 rng,
                 hash,
                 accept: |p: usize| !exclude.contains(&slots[indices[p] as usize].handle),
                 load,
             })
-        };
-        let Some(pos) = pos else {
-            return Err(Error::AllExcluded {
-                service: self.service.clone(),
-                tried: exclude.len(),
-            });
-        };
-        Ok(self.picked(pool.indices[pos] as usize, home))
+        }?;
+        Some(indices[pos] as usize)
     }
 
     /// Every node matching `selector`. See [`Picker::pick_all`](super::Picker::pick_all).
@@ -391,19 +436,47 @@ impl Snapshot {
             .copied()
             .filter(|&i| !self.ejected[i as usize])
             .collect();
+        // Only pickable nodes count for a zone preference: with none, every
+        // matching node is a candidate anyway.
+        let preferred = match self.config.locality() {
+            Some(preference) if !healthy.is_empty() => preference.narrow(&self.nodes, &healthy),
+            _ => None,
+        };
         let all: Box<[u32]> = if healthy.is_empty() {
             matching.into()
         } else {
             healthy.into()
         };
+        let (local, spill) = match preferred {
+            Some(preferred) => (
+                self.candidates(&preferred, rng),
+                Some(Box::new(self.candidates(&all, rng))),
+            ),
+            None => (self.candidates(&all, rng), None),
+        };
+        Pool {
+            selector,
+            outcome: Outcome::Ready,
+            fell_back,
+            all,
+            local,
+            spill,
+            used: AtomicBool::new(false),
+        }
+    }
+
+    /// The balancer's candidates among `nodes`: weight 0 left out for
+    /// weighted balancers.
+    fn candidates(&self, nodes: &[u32], rng: &mut SmallRng) -> Candidates {
         let balancer = self.config.balancer();
         let indices: Box<[u32]> = if balancer.is_weighted() {
-            all.iter()
+            nodes
+                .iter()
                 .copied()
                 .filter(|&i| self.nodes[i as usize].weight() > 0)
                 .collect()
         } else {
-            all.clone()
+            nodes.into()
         };
         let members: Vec<Member<'_>> = match balancer {
             // These balancers read no member: no list of them is made.
@@ -423,15 +496,7 @@ impl Snapshot {
                 .collect(),
         };
         let policy = Policy::build(balancer, indices.len(), &members, rng);
-        Pool {
-            selector,
-            outcome: Outcome::Ready,
-            fell_back,
-            all,
-            indices,
-            policy,
-            used: AtomicBool::new(false),
-        }
+        Candidates { indices, policy }
     }
 }
 
@@ -459,8 +524,11 @@ impl Pool {
             outcome: Outcome::NoNodes,
             fell_back: false,
             all: Box::new([]),
-            indices: Box::new([]),
-            policy: Policy::PickFirst { len: 0 },
+            local: Candidates {
+                indices: Box::new([]),
+                policy: Policy::PickFirst { len: 0 },
+            },
+            spill: None,
             used: AtomicBool::new(false),
         }
     }

@@ -622,7 +622,22 @@ impl Picker {
             slots: self.entries.iter().map(|e| e.slot.clone()).collect(),
             ejected: self.ejected.clone().into(),
         };
+        let spilled = self.current.spills_over();
         self.current = Arc::new(Snapshot::build(parts, selectors, &mut self.rng));
+        if let Some(preference) = self.config.locality() {
+            match (spilled, self.current.spills_over()) {
+                (false, true) => warn!(
+                    service = %self.service, zone = preference.zone(),
+                    min_healthy = preference.min_healthy(),
+                    "too few pickable nodes in the client's zone; calls spill over to other zones"
+                ),
+                (true, false) => info!(
+                    service = %self.service, zone = preference.zone(),
+                    "enough pickable nodes in the client's zone again; calls stay in it"
+                ),
+                _ => {}
+            }
+        }
         let out = self.ejected.iter().filter(|&&out| out).count();
         self.metrics.nodes(
             self.effective.len() - out,

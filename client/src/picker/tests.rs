@@ -447,6 +447,97 @@ fn panic_threshold_holds_a_mass_removal_until_failure_or_grace() {
     assert_eq!(p.status().held(), 0);
 }
 
+fn two_zones() -> Arc<[Node]> {
+    [
+        node("a1", 1001).with_zone("a"),
+        node("a2", 1002).with_zone("a"),
+        node("b1", 1003).with_zone("b"),
+        node("b2", 1004).with_zone("b"),
+    ]
+    .into()
+}
+
+/// The zones of `n` picks (no exclusion), sorted and deduplicated.
+fn zones_picked(p: &mut Picker, n: usize) -> Vec<String> {
+    let mut zones: Vec<String> = (0..n)
+        .map(|_| {
+            p.pick(None, &[], None)
+                .expect("pick")
+                .node()
+                .zone()
+                .to_owned()
+        })
+        .collect();
+    zones.sort();
+    zones.dedup();
+    zones
+}
+
+#[test]
+fn a_zone_preference_keeps_picks_home_spills_over_and_comes_back() {
+    let preference = crate::ZonePreference::new("a").with_min_healthy(2);
+    for balancer in Balancer::ALL {
+        let config = PickerConfig::default()
+            .with_balancer(balancer)
+            .with_locality(preference.clone());
+        let mut p = picker(config, two_zones());
+        assert_eq!(zones_picked(&mut p, 40), ["a"], "{balancer}: home zone");
+        assert!(!p.snapshot().spills_over());
+        assert_eq!(
+            p.pick_all(None).expect("pick_all").len(),
+            4,
+            "{balancer}: a fan-out reaches every zone"
+        );
+
+        let a1 = handle_of(&p, "a1");
+        assert!(p.health_changed(a1, false));
+        // One pickable node of a is below min_healthy: b joins (pick_first
+        // keeps to its first candidate).
+        if balancer != Balancer::PickFirst {
+            assert_eq!(zones_picked(&mut p, 80), ["a", "b"], "{balancer}: spilled");
+        }
+        let a2 = handle_of(&p, "a2");
+        assert!(p.health_changed(a2, false));
+        assert_eq!(zones_picked(&mut p, 40), ["b"], "{balancer}: a is out");
+        assert!(p.snapshot().spills_over());
+
+        assert!(p.health_changed(a1, true));
+        assert!(p.health_changed(a2, true));
+        assert_eq!(zones_picked(&mut p, 40), ["a"], "{balancer}: back home");
+        assert!(!p.snapshot().spills_over());
+    }
+}
+
+#[test]
+fn a_call_that_tried_every_home_node_spills_over_to_the_next_zone() {
+    let config = PickerConfig::default().with_locality(crate::ZonePreference::new("a"));
+    let mut p = picker(config, two_zones());
+    let first = p.pick(None, &[], None).expect("first");
+    let second = p.pick(None, &[first.handle()], None).expect("second");
+    assert_eq!(
+        [first.node().zone(), second.node().zone()],
+        ["a", "a"],
+        "the home zone first"
+    );
+    let tried = [first.handle(), second.handle()];
+    let third = p.pick(None, &tried, None).expect("third");
+    assert_eq!(third.node().zone(), "b", "then the other zone");
+    let mut tried = tried.to_vec();
+    tried.push(third.handle());
+    let fourth = p.pick(None, &tried, None).expect("fourth");
+    tried.push(fourth.handle());
+    assert!(matches!(
+        p.pick(None, &tried, None),
+        Err(Error::AllExcluded { tried: 4, .. })
+    ));
+}
+
+#[test]
+fn without_a_preference_picks_ignore_zones() {
+    let mut p = picker(PickerConfig::default(), two_zones());
+    assert_eq!(zones_picked(&mut p, 40), ["a", "b"]);
+}
+
 // ---- the actor, against a real etcd -------------------------------------------
 
 struct Cluster {

@@ -144,6 +144,16 @@ impl EchoProcess {
         Self::spawn(etcd, id, listen, &[]).await
     }
 
+    /// [`start_on`](Self::start_on) with more environment variables.
+    pub async fn start_on_with_env(
+        etcd: &impl EtcdFixture,
+        id: &str,
+        listen: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
+        Self::spawn(etcd, id, listen, env).await
+    }
+
     async fn spawn(
         etcd: &impl EtcdFixture,
         id: &str,
