@@ -103,10 +103,12 @@ mod observe;
 pub mod rate_limit;
 mod response;
 mod serve;
+pub mod shedding;
 
 pub use auth::{AuthenticatedCaller, BearerAuth, BearerAuthLayer};
 pub use config::{
-    AuthConfig, MethodLimit, RateLimitConfig, ServerConfig, ServerTlsConfig, ShutdownConfig,
+    AuthConfig, MethodLimit, RateLimitConfig, ServerConfig, ServerTlsConfig, ShedConfig,
+    ShutdownConfig,
 };
 pub use error::{Error, Limit, RETRY_PUSHBACK_KEY};
 /// governor, re-exported for its clocks (`governor::clock::FakeRelativeClock`
