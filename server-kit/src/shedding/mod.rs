@@ -191,3 +191,40 @@ impl Drop for Admitted {
         self.shedder.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_past_the_limit_are_refused_with_a_pushback_until_one_ends() {
+        let shedder = Shedder::new(
+            &ShedConfig::default()
+                .with_enabled(true)
+                .with_min_in_flight(2),
+        );
+        let first = shedder.admit().expect("under the limit");
+        let _second = shedder.admit().expect("at the limit");
+        assert_eq!(shedder.in_flight(), 2);
+        match shedder.admit() {
+            Err(Error::Overloaded {
+                in_flight,
+                limit,
+                retry_after,
+            }) => {
+                assert_eq!((in_flight, limit), (2, 2));
+                assert!(retry_after > Duration::ZERO);
+            }
+            other => panic!("expected Overloaded, got {other:?}"),
+        }
+        assert_eq!(shedder.in_flight(), 2, "a refused call is not in flight");
+        first.finish();
+        assert_eq!(shedder.in_flight(), 1);
+        let _third = shedder.admit().expect("a slot freed");
+    }
+
+    #[test]
+    fn the_default_config_sheds_nothing() {
+        assert!(!Shedder::new(&ShedConfig::default()).enabled());
+    }
+}
