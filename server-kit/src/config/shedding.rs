@@ -10,7 +10,8 @@ use crate::Error;
 /// The `[server.shedding]` table: an in-flight limit derived from the
 /// measured throughput × the least latency over a sliding window; calls above
 /// it are answered `RESOURCE_EXHAUSTED` with a pushback. Off by default. See
-/// [`crate::shedding`] for the rule.
+/// [`crate::shedding`] for the rule. Read when the server starts: a reload of
+/// the configuration files does not change it.
 ///
 /// ```toml
 /// [server.shedding]
