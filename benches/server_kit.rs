@@ -4,6 +4,9 @@
 //! the load harness (`cargo bench --bench load`, section `server_kit`); this binary runs
 //! it alone: 40 paired rounds of 250 ms, each printed, then the medians.
 //!
+//! `cargo bench --bench server_kit -- shedding` compares the kit with
+//! `[server.shedding]` off and on instead, at a load it admits whole.
+//!
 //! `cargo bench --bench server_kit` (a `harness = false` binary). Loopback only.
 
 use std::time::Duration;
@@ -19,6 +22,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     // `cargo test --benches` runs benches once in test mode: keep that quick.
     let quick = std::env::args().any(|a| a == "--test");
+    let shedding = std::env::args().any(|a| a == "shedding");
+    let names = match shedding {
+        true => ("shedding off", "shedding on"),
+        false => ("plain tonic", "server_kit::serve"),
+    };
     let (rounds, round) = if quick {
         (1, Duration::from_millis(200))
     } else {
@@ -29,11 +37,16 @@ fn main() {
         kit::CONCURRENCY,
         kit::WORKER_THREADS
     );
-    let run = kit::run(rounds, round, true);
+    let run = kit::run(rounds, round, true, shedding);
     let (p, s) = (median(run.plain), median(run.kit));
-    println!("medians: plain tonic {p:.0} calls/s, server_kit::serve {s:.0} calls/s");
     println!(
-        "throughput ratio server_kit::serve / plain tonic: {:.3} (median of {rounds} paired rounds; target >= 0.97)",
+        "medians: {} {p:.0} calls/s, {} {s:.0} calls/s",
+        names.0, names.1
+    );
+    println!(
+        "throughput ratio {} / {}: {:.3} (median of {rounds} paired rounds; target >= 0.97)",
+        names.1,
+        names.0,
         median(run.ratios)
     );
     println!("{}", run.shutdown);

@@ -11,10 +11,11 @@
 //!
 //! [`EchoService`] counts the calls it processed and the calls it saw cancelled,
 //! and records the `grpc-timeout` each call carried, so tests can reconcile the
-//! server's view with the client's. Three knobs make nodes differ on purpose:
+//! server's view with the client's. Four knobs make nodes differ on purpose:
 //! [`EchoService::with_slow_delay`] (a slow node: every `Slow` waits longer),
 //! [`EchoService::with_gauge`] (a concurrency gauge shared by several nodes, to
-//! see calls overlap), and the request metadata `x-echo-pushback-ms`, which `Fail`
+//! see calls overlap), [`EchoService::with_slow_capacity`] (a node that works
+//! on only so many `Slow` calls at once and queues the rest), and the request metadata `x-echo-pushback-ms`, which `Fail`
 //! returns as `grpc-retry-pushback-ms` (a server asking for a pushback). Two
 //! more make a node misbehave as a whole: [`EchoService::with_hang`] (it
 //! accepts `Say` and `Count` and never answers) and [`EchoService::with_say_error`] (it
@@ -157,6 +158,7 @@ pub struct EchoService {
     stats: Arc<EchoStats>,
     slow_delay: Duration,
     gauge: Option<Arc<Gauge>>,
+    capacity: Option<Arc<tokio::sync::Semaphore>>,
     log_headers: bool,
     hang: bool,
     say_error: Option<(Code, Option<Duration>)>,
@@ -170,6 +172,7 @@ impl EchoService {
             stats: Arc::default(),
             slow_delay: Duration::ZERO,
             gauge: None,
+            capacity: None,
             log_headers: false,
             hang: false,
             say_error: None,
@@ -211,6 +214,15 @@ impl EchoService {
     /// Counts `Slow` calls running at once in `gauge` (default none).
     pub fn with_gauge(mut self, gauge: Arc<Gauge>) -> Self {
         self.gauge = Some(gauge);
+        self
+    }
+
+    /// Works on at most `n` `Slow` calls at once (default: no limit); the
+    /// others wait their turn, first come first served, inside the handler (and
+    /// in the gauge). A node whose latency grows with its queue once its
+    /// capacity of `n / delay` calls per second is exceeded.
+    pub fn with_slow_capacity(mut self, n: usize) -> Self {
+        self.capacity = Some(Arc::new(tokio::sync::Semaphore::new(n)));
         self
     }
 
@@ -318,6 +330,15 @@ impl Echo for EchoService {
             done: false,
         };
         let _running = self.gauge.as_ref().map(|g| g.enter());
+        let _permit = match &self.capacity {
+            Some(capacity) => Some(
+                capacity
+                    .acquire()
+                    .await
+                    .map_err(|_| Status::internal("the Slow capacity is closed"))?,
+            ),
+            None => None,
+        };
         tokio::time::sleep(delay + self.slow_delay).await;
         guard.done = true;
         self.stats.processed.fetch_add(1, Ordering::Relaxed);

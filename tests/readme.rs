@@ -320,6 +320,7 @@ fn the_dashboard_queries_every_exported_metric_and_no_other() {
         names::SERVER_REQUESTS,
         names::SERVER_REQUEST_DURATION,
         names::SERVER_RATE_LIMITED,
+        names::SERVER_SHED,
         names::SERVER_IN_FLIGHT,
         names::REGISTRATION_UP,
         names::REGISTRY_RECONNECTS,

@@ -10,7 +10,7 @@ use crate::report::{median, spread, table_head, value, Report, Target};
 /// Runs on a runtime of its own: call it outside any other runtime.
 pub(crate) fn run(report: &mut Report, rounds: usize) {
     eprintln!("[load] server_kit: {rounds} paired rounds");
-    let run = kit::run(rounds, kit::ROUND, false);
+    let run = kit::run(rounds, kit::ROUND, false, false);
     eprintln!("[load] server_kit: {}", run.shutdown);
     let mut out = String::new();
     let _ = writeln!(

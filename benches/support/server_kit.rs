@@ -14,6 +14,11 @@
 //! 0.97). Pairing adjacent short windows keeps the ratio steady when other work
 //! on the machine comes and goes.
 //!
+//! With `shedding`, the same rounds compare the kit with `[server.shedding]`
+//! off (the baseline) against on, its floor (`min_in_flight` 256) above the
+//! load's 64 calls so that nothing is shed: the cost of the shedding's
+//! bookkeeping at a load it admits whole (target ≥ 0.97).
+//!
 //! Servers and load share one tokio runtime of 2 worker threads, built here.
 //! Loopback only; bounded to `rounds` rounds of `round` each per server.
 
@@ -23,7 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use grpc_cluster::echo::{EchoClient, EchoService, SayRequest};
-use grpc_cluster::server::{RateLimitConfig, ServeBuilder, ServerConfig, Serving, ShutdownConfig};
+use grpc_cluster::server::{
+    RateLimitConfig, ServeBuilder, ServerConfig, Serving, ShedConfig, ShutdownConfig,
+};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::server::TcpIncoming;
@@ -48,9 +55,9 @@ const HUGE: u32 = 100_000_000;
 /// What a run measured: one entry per round, in order.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct KitRun {
-    /// Plain tonic, calls/s.
+    /// The baseline, calls/s: plain tonic, or the kit with shedding off.
     pub(crate) plain: Vec<f64>,
-    /// `server_kit::serve`, calls/s.
+    /// `server_kit::serve` (with shedding on when comparing it), calls/s.
     pub(crate) kit: Vec<f64>,
     /// `kit / plain` of the same round.
     pub(crate) ratios: Vec<f64>,
@@ -76,8 +83,9 @@ async fn plain_server() -> (SocketAddr, oneshot::Sender<()>) {
     (addr, stop)
 }
 
-/// The same service through the server kit, every limit on and never reached.
-async fn kit_server() -> Serving {
+/// The same service through the server kit, every limit on and never reached,
+/// shedding as `shedding` says.
+async fn kit_server(shedding: ShedConfig) -> Serving {
     let limits = RateLimitConfig::default()
         .with_rps(HUGE)
         .with_method("/echo.v1.Echo/Say", HUGE, 0)
@@ -87,6 +95,7 @@ async fn kit_server() -> Serving {
         .with_listen("127.0.0.1:0")
         .with_service("echo")
         .with_rate_limit(limits)
+        .with_shedding(shedding)
         .with_shutdown(ShutdownConfig::default().with_lame_duck(Duration::ZERO));
     ServeBuilder::new(config)
         .add_service(EchoService::new("kit").into_server())
@@ -157,18 +166,39 @@ impl Load {
 }
 
 /// Runs `rounds` paired rounds of `round` each on a runtime of its own (call it
-/// outside any other runtime); prints each round when `verbose`.
-pub(crate) fn run(rounds: usize, round: Duration, verbose: bool) -> KitRun {
+/// outside any other runtime); prints each round when `verbose`. Compares
+/// plain tonic with the kit, or with `shedding` the kit with shedding off and
+/// on.
+pub(crate) fn run(rounds: usize, round: Duration, verbose: bool, shedding: bool) -> KitRun {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let (plain_addr, stop_plain) = plain_server().await;
-        let kit = kit_server().await;
+        let (plain_addr, stop_plain, base_kit) = if shedding {
+            let base = kit_server(ShedConfig::default()).await;
+            (base.local_addr(), None, Some(base))
+        } else {
+            let (addr, stop) = plain_server().await;
+            (addr, Some(stop), None)
+        };
+        let kit = kit_server(match shedding {
+            true => ShedConfig::default()
+                .with_enabled(true)
+                .with_min_in_flight(256),
+            false => ShedConfig::default(),
+        })
+        .await;
+        let names = match shedding {
+            true => ("shedding off", "shedding on"),
+            false => ("plain tonic", "server_kit::serve"),
+        };
         let kit_addr = kit.local_addr();
-        let (plain, served) = (Load::connect(plain_addr).await, Load::connect(kit_addr).await);
+        let (plain, served) = (
+            Load::connect(plain_addr).await,
+            Load::connect(kit_addr).await,
+        );
         plain.run(WARM_UP, Duration::ZERO).await;
         served.run(WARM_UP, Duration::ZERO).await;
         let mut run = KitRun::default();
@@ -183,9 +213,11 @@ pub(crate) fn run(rounds: usize, round: Duration, verbose: bool) -> KitRun {
             };
             if verbose {
                 println!(
-                    "round {}: plain tonic {:>8.0} calls/s, server_kit::serve {:>8.0} calls/s, ratio {:.3}",
+                    "round {}: {} {:>8.0} calls/s, {} {:>8.0} calls/s, ratio {:.3}",
                     i + 1,
+                    names.0,
                     p,
+                    names.1,
                     s,
                     s / p
                 );
@@ -197,7 +229,13 @@ pub(crate) fn run(rounds: usize, round: Duration, verbose: bool) -> KitRun {
         kit.handle().shutdown();
         let report = kit.wait().await.expect("clean shutdown");
         run.shutdown = report.to_string();
-        let _ = stop_plain.send(());
+        if let Some(stop) = stop_plain {
+            let _ = stop.send(());
+        }
+        if let Some(base) = base_kit {
+            base.handle().shutdown();
+            base.wait().await.expect("clean shutdown");
+        }
         run
     })
 }

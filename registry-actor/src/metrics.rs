@@ -17,6 +17,7 @@
 //! | [`SERVER_REQUESTS`] | counter | `method`, `code` |
 //! | [`SERVER_REQUEST_DURATION`] | histogram (s) | `method` |
 //! | [`SERVER_RATE_LIMITED`] | counter | `method`, `scope` (`global`, `method`, `caller`, `cluster`) |
+//! | [`SERVER_SHED`] | counter | `method` |
 //! | [`SERVER_IN_FLIGHT`] | gauge | |
 //! | [`REGISTRATION_UP`] | gauge | `service`, `node` |
 //! | [`REGISTRY_RECONNECTS`] | counter | `service` |
@@ -43,6 +44,8 @@ pub const SERVER_REQUESTS: &str = "grpc_cluster_server_requests_total";
 pub const SERVER_REQUEST_DURATION: &str = "grpc_cluster_server_request_duration_seconds";
 /// Requests refused by a rate limit, per method and scope.
 pub const SERVER_RATE_LIMITED: &str = "grpc_cluster_server_rate_limited_total";
+/// Requests refused by adaptive load shedding, per method.
+pub const SERVER_SHED: &str = "grpc_cluster_server_shed_total";
 /// Requests a server is serving.
 pub const SERVER_IN_FLIGHT: &str = "grpc_cluster_server_in_flight";
 /// 1 while a node is registered, 0 otherwise.

@@ -12,7 +12,7 @@ use tonic::{Code, Status};
 pub const RETRY_PUSHBACK_KEY: &str = "grpc-retry-pushback-ms";
 
 /// Errors of the server kit: bad settings, a port that cannot be bound, a server
-/// that failed, and the two ways a call is refused (rate limited,
+/// that failed, and the ways a call is refused (rate limited, shed,
 /// unauthenticated).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -51,6 +51,18 @@ pub enum Error {
         /// governor's wait until the call would conform.
         retry_after: Duration,
     },
+    /// A call was shed: the server had as many calls in flight as its
+    /// adaptive limit allows (`[server.shedding]`).
+    #[error("overloaded: {in_flight} calls in flight at a limit of {limit}; retry in {} ms", pushback_ms(*.retry_after))]
+    #[non_exhaustive]
+    Overloaded {
+        /// The calls in flight when it arrived.
+        in_flight: usize,
+        /// The in-flight limit in force.
+        limit: usize,
+        /// How long a call in flight takes at least: the pushback.
+        retry_after: Duration,
+    },
     /// A call did not carry the configured bearer token.
     #[error("missing or wrong bearer token")]
     #[non_exhaustive]
@@ -65,6 +77,14 @@ impl Error {
 
     pub(crate) fn rate_limited(limit: Limit, retry_after: Duration) -> Self {
         Self::RateLimited { limit, retry_after }
+    }
+
+    pub(crate) fn overloaded(in_flight: usize, limit: usize, retry_after: Duration) -> Self {
+        Self::Overloaded {
+            in_flight,
+            limit,
+            retry_after,
+        }
     }
 }
 
@@ -102,7 +122,7 @@ pub(crate) fn pushback_ms(wait: Duration) -> u64 {
 
 /// The one mapping of server-kit errors to gRPC statuses.
 ///
-/// * `RateLimited` → `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms`;
+/// * `RateLimited`, `Overloaded` → `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms`;
 /// * `Unauthenticated` → `UNAUTHENTICATED`;
 /// * `Config` → `INVALID_ARGUMENT`; `NotRegistered` → `FAILED_PRECONDITION`;
 ///   everything else → `UNAVAILABLE`/`INTERNAL`.
@@ -110,7 +130,7 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let message = error.to_string();
         match error {
-            Error::RateLimited { retry_after, .. } => {
+            Error::RateLimited { retry_after, .. } | Error::Overloaded { retry_after, .. } => {
                 let mut metadata = MetadataMap::new();
                 metadata.insert(
                     RETRY_PUSHBACK_KEY,

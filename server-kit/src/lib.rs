@@ -20,11 +20,14 @@
 //!   and per cluster share, as a tower layer ([`RateLimitLayer`]); refusals are
 //!   `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms`. Limits change at run
 //!   time through [`ServeHandle::set_rate_limits`].
+//! * [`shedding`] — adaptive load shedding (`[server.shedding]`, off by
+//!   default): an in-flight limit learned from throughput × least latency;
+//!   calls above it are `RESOURCE_EXHAUSTED` with a pushback.
 //! * [`ServerConfig`] — the `[server]` section of the layered configuration.
 //! * Observability — every request runs in an info-level `request` span
 //!   (`method`, `caller`, `code`) and is counted through the `metrics` facade
-//!   (requests by code, latency, rate-limit refusals by scope, calls in
-//!   flight; names in [`registry_actor::metrics`]); with the `opentelemetry`
+//!   (requests by code, latency, rate-limit refusals by scope, shed calls,
+//!   calls in flight; names in [`registry_actor::metrics`]); with the `opentelemetry`
 //!   feature an inbound W3C `traceparent` is the span's parent.
 //!
 //! # Start-up
@@ -37,7 +40,8 @@
 //!    `SERVING` for `""` and every service of the [`Routes`].
 //! 4. The middleware is stacked, outermost first: bearer-token check
 //!    (`server.token`), the request's span and metrics,
-//!    [rate limits](crate::rate_limit), in-flight counting, then the layers of
+//!    [rate limits](crate::rate_limit), [load shedding](crate::shedding),
+//!    in-flight counting, then the layers of
 //!    [`ServeBuilder::layer`] (the first added outermost), then the services.
 //! 5. Only now, with a registry given, the node registers through a
 //!    [`Registrar`](registry_actor::Registrar) (lease, keepalive,
@@ -103,10 +107,12 @@ mod observe;
 pub mod rate_limit;
 mod response;
 mod serve;
+pub mod shedding;
 
 pub use auth::{AuthenticatedCaller, BearerAuth, BearerAuthLayer};
 pub use config::{
-    AuthConfig, MethodLimit, RateLimitConfig, ServerConfig, ServerTlsConfig, ShutdownConfig,
+    AuthConfig, MethodLimit, RateLimitConfig, ServerConfig, ServerTlsConfig, ShedConfig,
+    ShutdownConfig,
 };
 pub use error::{Error, Limit, RETRY_PUSHBACK_KEY};
 /// governor, re-exported for its clocks (`governor::clock::FakeRelativeClock`

@@ -12,7 +12,8 @@ use tonic::Status;
 use crate::Error;
 
 pin_project! {
-    /// The future of [`RateLimit`](crate::RateLimit) and
+    /// The future of [`RateLimit`](crate::RateLimit),
+    /// [`Shedding`](crate::shedding::Shedding) and
     /// [`BearerAuth`](crate::BearerAuth): the inner service's future when the
     /// call was admitted, otherwise the refusal as a ready gRPC response.
     ///
@@ -53,18 +54,27 @@ impl<F, B: Default> ResponseFuture<F, B> {
 /// application/grpc`, and the status (with its metadata, e.g.
 /// `grpc-retry-pushback-ms`) in the headers of a trailers-only response.
 /// A rate-limit refusal carries its [`Limit`](crate::Limit) in the response's
-/// extensions, for the layers outside to count.
+/// extensions, a shed call [`Shed`], for the layers outside to count.
 fn refusal_response<B: Default>(refusal: Error) -> http::Response<B> {
     let limit = match &refusal {
         Error::RateLimited { limit, .. } => Some(*limit),
         _ => None,
     };
+    let shed = matches!(refusal, Error::Overloaded { .. });
     let mut response = Status::from(refusal).into_http();
     if let Some(limit) = limit {
         response.extensions_mut().insert(limit);
     }
+    if shed {
+        response.extensions_mut().insert(Shed);
+    }
     response
 }
+
+/// In the extensions of a response refused by load shedding, for the layers
+/// outside to count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shed;
 
 impl<F, B, E> Future for ResponseFuture<F, B>
 where

@@ -181,6 +181,9 @@ impl Reloadable<super::Settings> {
                 {
                     error!("reloaded [server] identity or listen address ignored: they take effect on restart");
                 }
+                if next.shedding() != last.shedding() {
+                    error!("reloaded [server.shedding] ignored: it takes effect on restart");
+                }
                 last = next;
             }
         })

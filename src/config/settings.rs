@@ -21,8 +21,8 @@ pub struct Settings {
     /// `[client]`: balancers, selectors, strategies, retries and deadlines, with
     /// `[client.services.NAME]` and `[client.services.NAME.methods.METHOD]` tables.
     pub client: ClientConfig,
-    /// `[server]`: listen address, identity in the registry, `[server.rate_limit]`
-    /// and `[server.shutdown]`.
+    /// `[server]`: listen address, identity in the registry, `[server.rate_limit]`,
+    /// `[server.shedding]` and `[server.shutdown]`.
     pub server: ServerConfig,
     /// `[metrics]`: where the Prometheus exposition is served (off by default).
     pub metrics: MetricsConfig,

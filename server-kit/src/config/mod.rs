@@ -1,5 +1,5 @@
 //! Server settings: the `[server]` section of the layered configuration, with its
-//! sub-tables `[server.rate_limit]` and `[server.shutdown]`.
+//! sub-tables `[server.rate_limit]`, `[server.shedding]` and `[server.shutdown]`.
 //!
 //! ```toml
 //! [server]
@@ -34,6 +34,9 @@
 //! prune_interval = "10s"
 //! cluster_rps = 3000              # divided by the live instances seen in the registry
 //!
+//! [server.shedding]               # see ShedConfig; off by default
+//! enabled = true
+//!
 //! [server.shutdown]
 //! deregister_timeout = "5s"
 //! lame_duck = "1s"
@@ -66,10 +69,12 @@
 //! ```
 
 mod security;
+mod shedding;
 #[cfg(test)]
 mod tests;
 
 pub use security::{AuthConfig, ServerTlsConfig};
+pub use shedding::ShedConfig;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -102,6 +107,7 @@ pub struct ServerConfig {
     tls: ServerTlsConfig,
     auth: AuthConfig,
     rate_limit: RateLimitConfig,
+    shedding: ShedConfig,
     shutdown: ShutdownConfig,
 }
 
@@ -121,6 +127,7 @@ impl Default for ServerConfig {
             tls: ServerTlsConfig::default(),
             auth: AuthConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            shedding: ShedConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
     }
@@ -142,6 +149,7 @@ impl fmt::Debug for ServerConfig {
             .field("tls", &self.tls)
             .field("auth", &self.auth)
             .field("rate_limit", &self.rate_limit)
+            .field("shedding", &self.shedding)
             .field("shutdown", &self.shutdown)
             .finish()
     }
@@ -233,6 +241,12 @@ impl ServerConfig {
         self
     }
 
+    /// The adaptive load shedding (default off: see [`ShedConfig`]).
+    pub fn with_shedding(mut self, shedding: ShedConfig) -> Self {
+        self.shedding = shedding;
+        self
+    }
+
     /// The shutdown timings (default: see [`ShutdownConfig`]).
     pub fn with_shutdown(mut self, shutdown: ShutdownConfig) -> Self {
         self.shutdown = shutdown;
@@ -304,6 +318,11 @@ impl ServerConfig {
         &self.rate_limit
     }
 
+    /// The adaptive load shedding.
+    pub fn shedding(&self) -> &ShedConfig {
+        &self.shedding
+    }
+
     /// The shutdown timings.
     pub fn shutdown(&self) -> &ShutdownConfig {
         &self.shutdown
@@ -333,8 +352,8 @@ impl ServerConfig {
     /// [`Error::Config`] for a `listen` that is not `ip:port`, an empty or
     /// whitespace `advertise`, `service` or `node_id` with `/` or whitespace, an
     /// empty token or one that is not visible ASCII, or a bad rate limit or
-    /// shutdown value (see [`RateLimitConfig::validate`],
-    /// [`ShutdownConfig::validate`]).
+    /// shedding or shutdown value (see [`RateLimitConfig::validate`],
+    /// [`ShedConfig::validate`], [`ShutdownConfig::validate`]).
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |key: &str, why: String| Err(Error::invalid(format!("server.{key}"), why));
         self.listen_addr()?;
@@ -355,6 +374,7 @@ impl ServerConfig {
         }
         self.auth.validate()?;
         self.rate_limit.validate()?;
+        self.shedding.validate()?;
         self.shutdown.validate()
     }
 }

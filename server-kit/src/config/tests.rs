@@ -17,6 +17,11 @@ fn defaults_are_valid_and_documented_values() {
     assert_eq!(sd.drain_timeout(), Duration::from_secs(10));
     assert_eq!(sd.lame_duck(), Duration::from_secs(1));
     assert_eq!(sd.deregister_timeout(), Duration::from_secs(5));
+    let shed = config.shedding();
+    assert!(!shed.enabled(), "shedding is off by default");
+    assert_eq!(shed.window(), Duration::from_secs(5));
+    assert_eq!(shed.bucket(), Duration::from_millis(500));
+    assert_eq!((shed.min_in_flight(), shed.headroom_percent()), (8, 50));
 }
 
 #[test]
@@ -97,6 +102,32 @@ fn bad_values_name_their_full_key() {
                 RateLimitConfig::default().with_prune_interval(Duration::from_secs(u64::MAX)),
             ),
             "server.rate_limit.prune_interval",
+        ),
+        (
+            ServerConfig::default().with_shedding(ShedConfig::default().with_buckets(0)),
+            "server.shedding.buckets",
+        ),
+        (
+            ServerConfig::default().with_shedding(
+                ShedConfig::default()
+                    .with_window(Duration::from_millis(5))
+                    .with_buckets(10),
+            ),
+            "server.shedding.window",
+        ),
+        (
+            ServerConfig::default().with_shedding(ShedConfig::default().with_min_in_flight(0)),
+            "server.shedding.min_in_flight",
+        ),
+        (
+            ServerConfig::default()
+                .with_shedding(ShedConfig::default().with_headroom_percent(1001)),
+            "server.shedding.headroom_percent",
+        ),
+        (
+            ServerConfig::default()
+                .with_shedding(ShedConfig::default().with_min_rtt_window(Duration::ZERO)),
+            "server.shedding.min_rtt_window",
         ),
     ];
     for (config, key) in cases {

@@ -19,6 +19,7 @@ use tracing::Span;
 
 use super::context;
 use super::metrics::{MethodMetrics, MethodTable};
+use crate::response::Shed;
 use crate::{AuthenticatedCaller, Limit};
 
 /// The metadata key a client names itself with (not authenticated: the
@@ -170,6 +171,9 @@ where
         let mut end = this.end.take();
         if let (Some(limit), Some(end)) = (response.extensions().get::<Limit>(), &end) {
             end.metrics.rate_limited(*limit);
+        }
+        if let (Some(Shed), Some(end)) = (response.extensions().get::<Shed>(), &end) {
+            end.metrics.shed();
         }
         // A trailers-only response (a refusal, an error) is over already.
         if let Some(code) = status_in(response.headers()) {

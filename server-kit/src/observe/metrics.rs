@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use metrics::{Counter, Histogram};
 use registry_actor::metrics::{
-    code_name, SERVER_RATE_LIMITED, SERVER_REQUESTS, SERVER_REQUEST_DURATION,
+    code_name, SERVER_RATE_LIMITED, SERVER_REQUESTS, SERVER_REQUEST_DURATION, SERVER_SHED,
 };
 use tonic::Code;
 
@@ -79,6 +79,7 @@ pub(crate) struct MethodMetrics {
     requests: [OnceLock<Counter>; CODES],
     duration: OnceLock<Histogram>,
     rate_limited: [OnceLock<Counter>; 4],
+    shed: OnceLock<Counter>,
 }
 
 impl MethodMetrics {
@@ -88,6 +89,7 @@ impl MethodMetrics {
             requests: Default::default(),
             duration: OnceLock::new(),
             rate_limited: Default::default(),
+            shed: OnceLock::new(),
         }
     }
 
@@ -127,6 +129,13 @@ impl MethodMetrics {
                     "method" => self.method.to_string(),
                     "scope" => scope)
             })
+            .increment(1);
+    }
+
+    /// Counts a request shed by the adaptive in-flight limit.
+    pub(crate) fn shed(&self) {
+        self.shed
+            .get_or_init(|| metrics::counter!(SERVER_SHED, "method" => self.method.to_string()))
             .increment(1);
     }
 }

@@ -65,6 +65,7 @@ use crate::cluster::InstanceWatch;
 use crate::drain::{Connections, DrainSignal, InFlight, TrackLayer};
 use crate::observe::ObserveLayer;
 use crate::rate_limit::{LimiterClock, RateLimitLayer, RateLimits};
+use crate::shedding::Shedder;
 use crate::{Error, ServerConfig};
 use layers::{ServerOptions, UserLayers};
 
@@ -75,7 +76,8 @@ use layers::{ServerOptions, UserLayers};
 /// 2. registers the node in etcd with `registry`: a lease, kept alive, written
 ///    again after any loss; etcd down at start-up is retried, not fatal. An
 ///    empty `server.service` serves without registering (logged);
-/// 3. checks every call against the rate limits of `server.rate_limit`;
+/// 3. checks every call against the rate limits of `server.rate_limit`, then
+///    the adaptive in-flight limit of `server.shedding` (when on);
 /// 4. serves the gRPC health service;
 /// 5. on SIGTERM or SIGINT: `NOT_SERVING`, deregister, lame duck, stop
 ///    accepting, drain, cancel the rest (see the [crate docs](crate)).
@@ -208,8 +210,8 @@ impl<C: LimiterClock> ServeBuilder<C> {
     }
 
     /// Adds a tower layer around the services (default: none). Every call
-    /// passes, from the outside in: bearer auth → rate limits → in-flight
-    /// tracking → the layers added here, the first added outermost → the
+    /// passes, from the outside in: bearer auth → rate limits → load
+    /// shedding → in-flight tracking → the layers added here, the first added outermost → the
     /// service. So a layer sees only admitted calls, its time counts as in
     /// flight for the drain, and it also wraps the health service.
     ///
@@ -338,6 +340,7 @@ impl<C: LimiterClock> ServeBuilder<C> {
             .layer(BearerAuthLayer::with_callers(config.token(), config.auth()))
             .layer(ObserveLayer::default())
             .layer(RateLimitLayer::new(limits.clone()))
+            .layer(Shedder::new(config.shedding()).layer())
             .layer(TrackLayer::new(counters.clone()))
             .into_inner();
         let (goaway, goaway_rx) = oneshot::channel::<()>();
