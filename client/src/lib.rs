@@ -90,6 +90,7 @@
 
 mod balance;
 mod budget;
+mod throttle;
 mod call;
 mod channel;
 mod config;
@@ -108,6 +109,7 @@ mod sorted;
 
 pub use balance::Balancer;
 pub use budget::RetryBudget;
+pub use throttle::AdaptiveThrottle;
 pub use call::{
     Attempt, Broadcast, BroadcastReply, BudgetTokens, Call, CallError, CallFuture, CallOptions,
     Cause, ClientHandle, ClusterClient, Completion, GetHandle, NodeResult, Reply, ServiceStatus,
