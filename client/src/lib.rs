@@ -90,7 +90,6 @@
 
 mod balance;
 mod budget;
-mod throttle;
 mod call;
 mod channel;
 mod config;
@@ -106,10 +105,10 @@ mod picker;
 mod policy;
 mod selector;
 mod sorted;
+mod throttle;
 
 pub use balance::Balancer;
 pub use budget::RetryBudget;
-pub use throttle::AdaptiveThrottle;
 pub use call::{
     Attempt, Broadcast, BroadcastReply, BudgetTokens, Call, CallError, CallFuture, CallOptions,
     Cause, ClientHandle, ClusterClient, Completion, GetHandle, NodeResult, Reply, ServiceStatus,
@@ -118,6 +117,7 @@ pub use call::{
 pub use channel::{CallRecord, ClusterChannel, ResponseFuture};
 pub use config::{
     CallPolicy, ClientConfig, EjectionConfig, Hedging, MethodConfig, PickerConfig, ServiceConfig,
+    ThrottlingConfig,
 };
 pub use connection::{AllowedNetworks, Close, Connection, ConnectionActor, ConnectionSettings};
 pub use error::Error;
@@ -131,3 +131,4 @@ pub use picker::{
 };
 pub use policy::Strategy;
 pub use selector::{Fallback, Selector};
+pub use throttle::AdaptiveThrottle;

@@ -88,8 +88,8 @@ impl AdaptiveThrottle {
         if requests < self.min_requests {
             return true;
         }
-        let refuse = ((requests as f64 - self.k * accepts as f64) / (requests as f64 + 1.0))
-            .clamp(0.0, 1.0);
+        let refuse =
+            ((requests as f64 - self.k * accepts as f64) / (requests as f64 + 1.0)).clamp(0.0, 1.0);
         state.credit = (state.credit + (1.0 - refuse)).min(1.0);
         let admitted = state.credit >= 1.0;
         if admitted {
@@ -163,7 +163,11 @@ mod tests {
         // Every other attempt refused: requests = 2 × accepts, so p stays 0.
         for i in 0..1000u32 {
             assert!(t.admit(t0), "attempt {i} refused");
-            let code = if i % 2 == 0 { Code::Ok } else { Code::Unavailable };
+            let code = if i % 2 == 0 {
+                Code::Ok
+            } else {
+                Code::Unavailable
+            };
             t.answered(code, t0);
         }
     }
@@ -213,8 +217,10 @@ mod tests {
             .count();
         // 100 more requests are free (requests ≤ K × accepts), then each
         // request i (of the 1100) weighs (1 + 200)/(i + 1).
-        let bound: f64 =
-            100.0 + (200..1100u32).map(|i| 201.0 / f64::from(i + 1)).sum::<f64>();
+        let bound: f64 = 100.0
+            + (200..1100u32)
+                .map(|i| 201.0 / f64::from(i + 1))
+                .sum::<f64>();
         assert!(made as f64 <= bound + 1e-9, "{made} > {bound}");
         assert!(made >= 100, "the accepts' share is granted: {made}");
     }
