@@ -2,7 +2,11 @@
 //!
 //! Each runs as a plain future (no actor state): it asks the picker for nodes,
 //! runs attempts on their connections and decides from each status whether to
-//! go on. Extra attempts draw from the service's [`RetryBudget`]; no
+//! go on. When the service's adaptive throttle is on, it decides every
+//! attempt first: a refused first attempt ends the call with `UNAVAILABLE`
+//! and no attempt, a refused extra attempt ends it as a spent budget does,
+//! and each answer is counted for it. Extra attempts draw from the service's
+//! [`RetryBudget`]; no
 //! attempt starts after the deadline, and each carries what is left of it as
 //! `grpc-timeout`, or its attempt timeout when that is shorter. An attempt
 //! that outlives its attempt timeout is cancelled: it ends as
