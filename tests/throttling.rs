@@ -2,15 +2,22 @@
 //! `RESOURCE_EXHAUSTED`, and the client sends only the share the SRE formula
 //! allows, counted by the servers themselves. Servers are real echo servers
 //! found through a real etcd.
+//!
+//! The tests share the process's metrics recorder, so they run one at a time
+//! and read the throttled-attempts counter before and after.
 
 mod support;
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use actix::Addr;
 use cluster_client::{Call, ClusterClient, Strategy, ThrottlingConfig};
 use grpc_cluster::echo::{EchoService, SayRequest, SAY};
+use grpc_cluster::metrics::{Metrics, MetricsConfig};
+use registry_actor::metrics as names;
 use support::cluster::{test_config, Cluster};
+use support::exposition::Exposition;
 use tonic::Code;
 
 const K: f64 = 2.0;
@@ -39,6 +46,20 @@ fn formula_bound(requests: u64) -> u64 {
     MIN_REQUESTS.min(requests) + (share + 1e-9).floor() as u64
 }
 
+/// One test at a time: both count on the same metric series.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The attempts of `echo` the client's throttle refused so far.
+fn throttled_total() -> u64 {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    let metrics = METRICS.get_or_init(|| {
+        grpc_cluster::metrics::install(&MetricsConfig::default()).expect("recorder")
+    });
+    Exposition::parse(&metrics.render())
+        .value(names::CLIENT_THROTTLED, &[("service", "echo")])
+        .unwrap_or(0.0) as u64
+}
+
 /// Two nodes that answer every `Say` with `RESOURCE_EXHAUSTED`.
 async fn exhausted_cluster() -> Cluster {
     let mut cluster = Cluster::start().await;
@@ -53,10 +74,11 @@ fn received(cluster: &Cluster) -> u64 {
     cluster.nodes.iter().map(|n| n.stats().processed()).sum()
 }
 
-/// Makes `calls` calls one after the other; answers how many ended without
-/// any attempt (refused locally), checking every call failed as it should.
-async fn call_all(client: &Addr<ClusterClient>, calls: u64) -> u64 {
-    let mut refused_locally = 0;
+/// Makes `calls` calls one after the other, checking every call failed as it
+/// should; answers how many the throttle ended: with no attempt, and after
+/// some (a retry refused).
+async fn call_all(client: &Addr<ClusterClient>, calls: u64) -> (u64, u64) {
+    let (mut refused_locally, mut retry_refused) = (0, 0);
     for i in 0..calls {
         let request = SayRequest {
             message: format!("call {i}"),
@@ -76,13 +98,17 @@ async fn call_all(client: &Addr<ClusterClient>, calls: u64) -> u64 {
                     .all(|a| a.code == Code::ResourceExhausted),
                 "{err}"
             );
+            if err.budget_exhausted() {
+                retry_refused += 1;
+            }
         }
     }
-    refused_locally
+    (refused_locally, retry_refused)
 }
 
 #[actix_rt::test]
 async fn an_exhausted_service_receives_only_the_formula_s_share() {
+    let _serial = SERIAL.lock().await;
     let cluster = exhausted_cluster().await;
     let config = test_config()
         .with_strategy(Strategy::Failfast)
@@ -90,7 +116,9 @@ async fn an_exhausted_service_receives_only_the_formula_s_share() {
     let client = cluster.client(config, 2).await;
 
     let calls = 2000;
-    let refused_locally = call_all(&client, calls).await;
+    let throttled_before = throttled_total();
+    let (refused_locally, retry_refused) = call_all(&client, calls).await;
+    assert_eq!(retry_refused, 0, "failfast makes no retry");
 
     // One attempt per call: the throttle counted exactly `calls` requests.
     let sent = received(&cluster);
@@ -104,10 +132,16 @@ async fn an_exhausted_service_receives_only_the_formula_s_share() {
         "once the window is full some attempts still go through (to see a recovery): {sent}"
     );
     assert_eq!(sent + refused_locally, calls, "each call sent or refused");
+    assert_eq!(
+        throttled_total() - throttled_before,
+        refused_locally,
+        "every local refusal is counted"
+    );
 }
 
 #[actix_rt::test]
 async fn retries_of_a_throttled_service_are_throttled_too() {
+    let _serial = SERIAL.lock().await;
     let cluster = exhausted_cluster().await;
     // A budget that never refuses: only the throttle holds the retries back.
     let retries = 2;
@@ -119,7 +153,8 @@ async fn retries_of_a_throttled_service_are_throttled_too() {
     let client = cluster.client(config, 2).await;
 
     let calls = 2000;
-    call_all(&client, calls).await;
+    let throttled_before = throttled_total();
+    let (refused_locally, retry_refused) = call_all(&client, calls).await;
 
     // Every attempt a call wanted (its first, and each retry until one is
     // refused) is a request: at most `retries + 1` per call.
@@ -132,5 +167,14 @@ async fn retries_of_a_throttled_service_are_throttled_too() {
     assert!(
         sent > MIN_REQUESTS,
         "some attempts still go through: {sent}"
+    );
+    assert!(
+        retry_refused > 0,
+        "some retries were refused by the throttle"
+    );
+    assert_eq!(
+        throttled_total() - throttled_before,
+        refused_locally + retry_refused,
+        "every refusal, of a first attempt or a retry, is counted"
     );
 }
