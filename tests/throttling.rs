@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use actix::Addr;
-use cluster_client::{Call, ClusterClient, Strategy, ThrottlingConfig};
+use cluster_client::{Call, ClusterClient, GetHandle, Strategy, ThrottlingConfig};
 use grpc_cluster::echo::{EchoService, SayRequest, SAY};
 use grpc_cluster::metrics::{Metrics, MetricsConfig};
 use registry_actor::metrics as names;
@@ -137,6 +137,15 @@ async fn an_exhausted_service_receives_only_the_formula_s_share() {
         refused_locally,
         "every local refusal is counted"
     );
+
+    // Turned off by a reload, the throttle refuses nothing: every call is sent.
+    let handle = client.send(GetHandle).await.expect("client alive");
+    handle
+        .update_config(test_config().with_strategy(Strategy::Failfast))
+        .expect("valid config");
+    let before = received(&cluster);
+    assert_eq!(call_all(&client, 50).await, (0, 0));
+    assert_eq!(received(&cluster) - before, 50);
 }
 
 #[actix_rt::test]
