@@ -315,6 +315,7 @@ fn the_dashboard_queries_every_exported_metric_and_no_other() {
         names::CLIENT_ATTEMPTS,
         names::CLIENT_CALL_DURATION,
         names::CLIENT_BUDGET_EXHAUSTED,
+        names::CLIENT_THROTTLED,
         names::CLIENT_NODES,
         names::CLIENT_EJECTIONS,
         names::SERVER_REQUESTS,

@@ -105,6 +105,7 @@ mod picker;
 mod policy;
 mod selector;
 mod sorted;
+mod throttle;
 
 pub use balance::Balancer;
 pub use budget::RetryBudget;
@@ -116,6 +117,7 @@ pub use call::{
 pub use channel::{CallRecord, ClusterChannel, ResponseFuture};
 pub use config::{
     CallPolicy, ClientConfig, EjectionConfig, Hedging, MethodConfig, PickerConfig, ServiceConfig,
+    ThrottlingConfig,
 };
 pub use connection::{AllowedNetworks, Close, Connection, ConnectionActor, ConnectionSettings};
 pub use error::Error;
@@ -129,3 +131,4 @@ pub use picker::{
 };
 pub use policy::Strategy;
 pub use selector::{Fallback, Selector};
+pub use throttle::AdaptiveThrottle;

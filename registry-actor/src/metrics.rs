@@ -12,6 +12,7 @@
 //! | [`CLIENT_ATTEMPTS`] | counter | `service`, `method`, `code`, `kind` (`first`, `retry`, `hedge`, `fork`, `broadcast`) |
 //! | [`CLIENT_CALL_DURATION`] | histogram (s) | `service`, `method` |
 //! | [`CLIENT_BUDGET_EXHAUSTED`] | counter | `service` |
+//! | [`CLIENT_THROTTLED`] | counter | `service` |
 //! | [`CLIENT_NODES`] | gauge | `service`, `state` (`pickable`, `ejected`, `held`) |
 //! | [`CLIENT_EJECTIONS`] | counter | `service` |
 //! | [`SERVER_REQUESTS`] | counter | `method`, `code` |
@@ -34,6 +35,8 @@ pub const CLIENT_ATTEMPTS: &str = "grpc_cluster_client_attempts_total";
 pub const CLIENT_CALL_DURATION: &str = "grpc_cluster_client_call_duration_seconds";
 /// Extra attempts the retry budget refused, per service.
 pub const CLIENT_BUDGET_EXHAUSTED: &str = "grpc_cluster_client_budget_exhausted_total";
+/// Attempts per service the client's adaptive throttle refused locally.
+pub const CLIENT_THROTTLED: &str = "grpc_cluster_client_throttled_total";
 /// Nodes per service and state.
 pub const CLIENT_NODES: &str = "grpc_cluster_client_nodes";
 /// Ejections per service.

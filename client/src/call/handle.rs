@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use actix::Arbiter;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::Mutex;
 use registry_actor::config::InvalidValue;
 use registry_actor::RegistryActor;
@@ -21,9 +21,11 @@ use super::spawn::SystemThread;
 use super::status::{request_id, REQUEST_ID};
 use super::strategy::Plan;
 use crate::budget::RetryBudget;
+use crate::config::Throttling;
 use crate::connection::{HomeKey, IoRuntime};
 use crate::observe::{CallObserver, ServiceMetrics, Shape};
 use crate::policy::Strategy;
+use crate::throttle::AdaptiveThrottle;
 use crate::{ClientConfig, Error, Inspect, PickerActor, PickerStatus, Reconfigure};
 
 /// The services of a client by name: a fast hash of short, trusted keys (the
@@ -280,6 +282,9 @@ impl ClientHandle {
         };
         for (service, settings) in resolved {
             let (ratio, per_sec) = settings.policy.budget;
+            if settings.policy.throttling != service.settings.load().policy.throttling {
+                service.throttle.store(throttle(settings.policy.throttling));
+            }
             if settings.policy.budget != service.settings.load().policy.budget {
                 service.budget.store(Arc::new(RetryBudget::new(
                     ratio,
@@ -332,6 +337,7 @@ impl ClientHandle {
                 per_sec,
                 std::time::Instant::now(),
             )),
+            throttle: ArcSwapOption::new(throttle(settings.policy.throttling)),
             settings: ArcSwap::from_pointee(settings),
             metrics: ServiceMetrics::new(name.clone()),
         });
@@ -483,4 +489,17 @@ fn handle_and_call_futures_are_send<Req, Resp>(
     send_sync(handle);
     send_static(handle.call(call));
     send_static(handle.broadcast(broadcast));
+}
+
+/// A fresh adaptive throttle for `settings`, `None` when throttling is off.
+fn throttle(settings: Option<Throttling>) -> Option<Arc<AdaptiveThrottle>> {
+    settings.map(|t| {
+        Arc::new(AdaptiveThrottle::new(
+            t.k,
+            t.window,
+            t.buckets,
+            t.min_requests,
+            std::time::Instant::now(),
+        ))
+    })
 }

@@ -29,7 +29,7 @@ where
 {
     /// Runs the call by the hedging strategy.
     pub(crate) async fn hedging(self) -> Result<Reply<Resp>, CallError> {
-        self.deposit();
+        self.deposit()?;
         let delay = self.hedging.delay();
         let max = self.hedging.max_attempts().max(1) as usize;
         let mut tried: Vec<Picked> = Vec::new();

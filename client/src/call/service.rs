@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use actix::Addr;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tonic::metadata::{Ascii, MetadataKey, MetadataMap};
 
 use crate::budget::RetryBudget;
 use crate::config::ServicePolicy;
 use crate::observe::ServiceMetrics;
 use crate::picker::SharedPicker;
+use crate::throttle::AdaptiveThrottle;
 use crate::PickerActor;
 
 /// One service as its calls see it: the picker's published snapshot, the
@@ -22,6 +23,9 @@ pub(crate) struct Service {
     pub(crate) shared: Arc<SharedPicker>,
     /// Replaced whole when a reload changes the budget's settings.
     pub(crate) budget: ArcSwap<RetryBudget>,
+    /// The adaptive throttle, `None` when off; replaced whole when a reload
+    /// changes its settings.
+    pub(crate) throttle: ArcSwapOption<AdaptiveThrottle>,
     /// Replaced whole on every reload.
     pub(crate) settings: ArcSwap<ServiceSettings>,
     /// The service's metric handles.

@@ -2,7 +2,11 @@
 //!
 //! Each runs as a plain future (no actor state): it asks the picker for nodes,
 //! runs attempts on their connections and decides from each status whether to
-//! go on. Extra attempts draw from the service's [`RetryBudget`]; no
+//! go on. When the service's adaptive throttle is on, it decides every
+//! attempt first: a refused first attempt ends the call with `UNAVAILABLE`
+//! and no attempt, a refused extra attempt ends it as a spent budget does,
+//! and each answer is counted for it. Extra attempts draw from the service's
+//! [`RetryBudget`]; no
 //! attempt starts after the deadline, and each carries what is left of it as
 //! `grpc-timeout`, or its attempt timeout when that is shorter. An attempt
 //! that outlives its attempt timeout is cancelled: it ends as
@@ -221,7 +225,11 @@ where
         picked: Picked,
         request: Option<(Req, MetadataMap)>,
     ) -> Option<Tried<Resp>> {
-        self.attempt_within(picked, request, true).await
+        let tried = self.attempt_within(picked, request, true).await;
+        if let (Some(t), Some(throttle)) = (&tried, &*self.service.throttle.load()) {
+            throttle.answered(t.attempt.code, std::time::Instant::now());
+        }
+        tried
     }
 
     /// One attempt, as [`attempt`](Self::attempt) makes it; bounded by a timer
@@ -363,8 +371,12 @@ where
             .is_none_or(|r| self.method.resendable(r))
     }
 
-    /// Takes a token for an extra attempt; a refusal is counted and said.
+    /// Takes a token for an extra attempt, when the adaptive throttle lets it
+    /// be made; a refusal is counted and said.
     pub(super) fn withdraw(&self) -> bool {
+        if !self.throttle_admits() {
+            return false;
+        }
         let granted = self
             .service
             .budget
@@ -377,13 +389,36 @@ where
         granted
     }
 
-    pub(super) fn deposit(&self) {
+    /// Starts a call: its first attempt, when the adaptive throttle lets it
+    /// be made, adds its share to the retry budget; a refused one ends the
+    /// call with `UNAVAILABLE` and no attempt.
+    pub(super) fn deposit(&self) -> Result<(), CallError> {
+        if !self.throttle_admits() {
+            let status = Status::unavailable(
+                "throttled by the client: the service refuses most of what it is sent",
+            );
+            return Err(self.failed(status, Vec::new()));
+        }
         self.service.budget.load().deposit();
+        Ok(())
+    }
+
+    /// Whether the service's adaptive throttle (when on) lets an attempt be
+    /// made; a refusal is counted.
+    fn throttle_admits(&self) -> bool {
+        let Some(throttle) = &*self.service.throttle.load() else {
+            return true;
+        };
+        let admitted = throttle.admit(std::time::Instant::now());
+        if !admitted {
+            self.service.metrics.throttled();
+        }
+        admitted
     }
 
     /// One attempt, its status final.
     pub(crate) async fn failfast(mut self) -> Result<Reply<Resp>, CallError> {
-        self.deposit();
+        self.deposit()?;
         let picked = match self.pick(&[]).await {
             Ok(p) => p,
             Err(e) => return Err(self.pick_error(e, Vec::new(), None)),
@@ -401,7 +436,7 @@ where
     /// Retries on nodes not yet tried, for retryable codes. A node that asked
     /// for a pushback is not picked again, by any call, until it has passed.
     pub(crate) async fn failover(mut self) -> Result<Reply<Resp>, CallError> {
-        self.deposit();
+        self.deposit()?;
         let mut tried: Vec<Picked> = Vec::new();
         let mut attempts = Vec::new();
         let mut last: Option<Status> = None;
@@ -442,7 +477,7 @@ where
     /// Retries on the same node, waiting the backoff (or the server's pushback,
     /// when longer) between attempts.
     pub(crate) async fn failretry(mut self) -> Result<Reply<Resp>, CallError> {
-        self.deposit();
+        self.deposit()?;
         let picked = match self.pick(&[]).await {
             Ok(p) => p,
             Err(e) => return Err(self.pick_error(e, Vec::new(), None)),
@@ -491,7 +526,7 @@ where
     /// The same call on `k` distinct nodes at once; the first success wins and
     /// the rest are cancelled (their guards dropped).
     pub(crate) async fn forking(self, k: u32) -> Result<Reply<Resp>, CallError> {
-        self.deposit();
+        self.deposit()?;
         let mut picks: Vec<Picked> = Vec::new();
         for n in 0..k.max(1) {
             if n > 0 && !self.withdraw() {

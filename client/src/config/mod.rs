@@ -2,6 +2,7 @@
 //! per-service and per-method tables, and what they resolve to.
 //!
 //! The modules: `service` (`[client.services.NAME]`, `methods`), `ejection`,
+//! `throttling`,
 //! `picker` (resolved picker settings), `policy` (resolved call settings),
 //! `parse` (value parsing); `mod.rs` holds `[client]` and the resolution.
 
@@ -12,6 +13,7 @@ mod policy;
 mod service;
 #[cfg(test)]
 mod tests;
+mod throttling;
 
 pub use ejection::EjectionConfig;
 pub(crate) use parse::code_name;
@@ -20,6 +22,8 @@ pub use picker::PickerConfig;
 pub(crate) use policy::{method_name, ServicePolicy};
 pub use policy::{CallPolicy, Hedging};
 pub use service::{MethodConfig, ServiceConfig};
+pub(crate) use throttling::Throttling;
+pub use throttling::ThrottlingConfig;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -81,6 +85,13 @@ const DEFAULT_RETRY_BUFFER: usize = 256 * 1024;
 /// success_rate_min_requests = 100 # counting nodes with this many attempts,
 /// success_rate_min_nodes = 5    # when at least this many nodes have them
 ///
+/// [client.throttling]           # adaptive throttling (Google SRE), off by default
+/// enabled = false
+/// k = 2.0                       # refuse locally with p = max(0, (requests - k × accepts) / (requests + 1))
+/// window = "2m"                 # ... counted over this window,
+/// buckets = 24                  # ... kept in this many buckets,
+/// min_requests = 10             # ... once it holds this many requests
+///
 /// [client.services.echo]        # per service; every key above may be overridden
 /// balancer = "consistent_hash"
 /// version = ">=1.2, <2"         # exact ("v1") or a semver range
@@ -89,6 +100,7 @@ const DEFAULT_RETRY_BUFFER: usize = 256 * 1024;
 /// labels = { canary = "false" }
 /// fallback = "strict"
 /// ejection = { failures = 3 }   # the other ejection keys come from [client.ejection]
+/// throttling = { enabled = true } # the other keys come from [client.throttling]
 /// ```
 ///
 /// The types are plain serde data with private fields; [`ClientConfig::validate`]
@@ -121,6 +133,7 @@ pub struct ClientConfig {
     balancer: String,
     fallback: String,
     ejection: EjectionConfig,
+    throttling: ThrottlingConfig,
     panic_threshold: f64,
     #[serde(with = "duration")]
     panic_grace: Duration,
@@ -171,6 +184,7 @@ impl Default for ClientConfig {
             balancer: Balancer::default().name().to_owned(),
             fallback: Fallback::default().name().to_owned(),
             ejection: EjectionConfig::default(),
+            throttling: ThrottlingConfig::default(),
             panic_threshold: DEFAULT_PANIC_THRESHOLD,
             panic_grace: DEFAULT_PANIC_GRACE,
             discovery_timeout: DEFAULT_DISCOVERY_TIMEOUT,
@@ -219,6 +233,25 @@ impl ClientConfig {
     pub fn with_fallback(mut self, fallback: Fallback) -> Self {
         self.fallback = fallback.name().to_owned();
         self
+    }
+
+    /// Default adaptive throttling settings of every service (default: off;
+    /// see [`ThrottlingConfig`]).
+    pub fn with_throttling(mut self, throttling: ThrottlingConfig) -> Self {
+        self.throttling = throttling;
+        self
+    }
+
+    /// The adaptive throttling settings of `service`, `None` when off.
+    pub(crate) fn throttling(&self, service: &str) -> Option<Throttling> {
+        self.services
+            .get(service)
+            .and_then(|s| s.throttling.as_ref())
+            .map_or_else(
+                || self.throttling.clone(),
+                |t| t.merged_over(&self.throttling),
+            )
+            .resolved()
     }
 
     /// Default ejection settings of every service (defaults: see
@@ -663,6 +696,7 @@ impl ClientConfig {
         Ok(ServicePolicy {
             picker: self.picker_config(service)?,
             budget: self.budget(service),
+            throttling: self.throttling(service),
             default_call,
             methods,
         })
@@ -692,6 +726,7 @@ impl ClientConfig {
     pub fn validate(&self) -> Result<(), Error> {
         self.defaults("client")?;
         check_share("client.budget_ratio", self.budget_ratio)?;
+        self.throttling.validate("client.throttling")?;
         for (key, d) in [
             ("client.timeout", self.timeout),
             ("client.retry_backoff", self.retry_backoff),
@@ -749,6 +784,10 @@ impl ClientConfig {
             }
             if let Some(r) = svc.budget_ratio {
                 check_share(&format!("client.services.{name}.budget_ratio"), r)?;
+            }
+            if let Some(t) = &svc.throttling {
+                t.merged_over(&self.throttling)
+                    .validate(&format!("client.services.{name}.throttling"))?;
             }
             self.resolve_service(name)?;
         }

@@ -104,6 +104,8 @@ impl Hedging {
 pub(crate) struct ServicePolicy {
     pub(crate) picker: PickerConfig,
     pub(crate) budget: (f64, u32),
+    /// Adaptive throttling; `None` when off.
+    pub(crate) throttling: Option<super::Throttling>,
     pub(crate) default_call: Arc<CallPolicy>,
     /// The method tables, by their key: a full path or a bare name.
     pub(crate) methods: foldhash::HashMap<Box<str>, Arc<CallPolicy>>,

@@ -37,6 +37,8 @@ pub struct ServiceConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) ejection: Option<EjectionConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) throttling: Option<ThrottlingConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) panic_threshold: Option<f64>,
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
     pub(super) panic_grace: Option<Duration>,
@@ -179,6 +181,13 @@ impl ServiceConfig {
     /// The fallback when nothing matches (default: `[client]`'s).
     pub fn with_fallback(mut self, fallback: Fallback) -> Self {
         self.fallback = Some(fallback.name().to_owned());
+        self
+    }
+
+    /// Adaptive throttling keys of this service; unset ones come from
+    /// `[client.throttling]`.
+    pub fn with_throttling(mut self, throttling: ThrottlingConfig) -> Self {
+        self.throttling = Some(throttling);
         self
     }
 

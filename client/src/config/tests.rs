@@ -244,6 +244,41 @@ fn budgets_and_backoffs_are_overridable_per_service() {
 }
 
 #[test]
+fn throttling_is_off_by_default_and_overridable_per_service() {
+    assert_eq!(ClientConfig::default().throttling("echo"), None);
+    let config = parse(
+        r#"{"throttling": {"k": 3.0, "window": "10s"},
+            "services": {"echo": {"throttling": {"enabled": true, "buckets": 5}}}}"#,
+    );
+    config.validate().expect("valid");
+    assert_eq!(config.throttling("other"), None, "off unless enabled");
+    assert_eq!(
+        config.throttling("echo"),
+        Some(Throttling {
+            k: 3.0,
+            window: Duration::from_secs(10),
+            buckets: 5,
+            min_requests: 10,
+        }),
+        "the service's keys over [client.throttling]'s over the defaults"
+    );
+    for (json, key) in [
+        (r#"{"throttling": {"k": 0.5}}"#, "client.throttling.k"),
+        (
+            r#"{"services": {"echo": {"throttling": {"window": "0s"}}}}"#,
+            "client.services.echo.throttling.window",
+        ),
+        (
+            r#"{"services": {"echo": {"throttling": {"buckets": 0}}}}"#,
+            "client.services.echo.throttling.buckets",
+        ),
+    ] {
+        let err = parse(json).validate().expect_err(json).to_string();
+        assert!(err.contains(key), "{err}");
+    }
+}
+
+#[test]
 fn health_checks_and_success_rates_resolve_per_service_and_bad_ones_name_their_key() {
     let config = parse(
         r#"{"health_check": true, "ejection": {"success_rate_interval": "5s"},

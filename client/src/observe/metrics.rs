@@ -9,7 +9,7 @@ use tonic::Code;
 use registry_actor::metrics::{
     CLIENT_ATTEMPTS as ATTEMPTS, CLIENT_BUDGET_EXHAUSTED as BUDGET_EXHAUSTED,
     CLIENT_CALLS as CALLS, CLIENT_CALL_DURATION as CALL_DURATION, CLIENT_EJECTIONS as EJECTIONS,
-    CLIENT_NODES as NODES,
+    CLIENT_NODES as NODES, CLIENT_THROTTLED as THROTTLED,
 };
 
 /// What an attempt is to its call: the `kind` label of the attempt counter.
@@ -63,6 +63,7 @@ type Lazy<T> = OnceLock<T>;
 pub(crate) struct ServiceMetrics {
     service: Arc<str>,
     budget_exhausted: Lazy<Counter>,
+    throttled: Lazy<Counter>,
     /// Replaced whole when a method is first called.
     methods: ArcSwap<foldhash::HashMap<Arc<str>, Arc<MethodMetrics>>>,
 }
@@ -80,6 +81,7 @@ impl ServiceMetrics {
         Self {
             service,
             budget_exhausted: Lazy::new(),
+            throttled: Lazy::new(),
             methods: ArcSwap::default(),
         }
     }
@@ -109,6 +111,13 @@ impl ServiceMetrics {
             .get_or_init(
                 || metrics::counter!(BUDGET_EXHAUSTED, "service" => self.service.to_string()),
             )
+            .increment(1);
+    }
+
+    /// Counts an attempt the adaptive throttle refused.
+    pub(crate) fn throttled(&self) {
+        self.throttled
+            .get_or_init(|| metrics::counter!(THROTTLED, "service" => self.service.to_string()))
             .increment(1);
     }
 }
