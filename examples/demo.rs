@@ -5,8 +5,9 @@
 //! measured numbers: balancing, version routing, multicast, broadcast, failover
 //! while a server is killed, rate limiting with pushback, a hung server worked
 //! around by hedging and by attempt timeouts, a graceful shutdown under load,
-//! and one hop over mutual TLS (certificates made at start), and ends with
-//! the client's own counters from its metrics. Everything it started is
+//! one hop over mutual TLS (certificates made at start), an overload shed by
+//! a server's adaptive limit, and a zone failing over to another, and ends
+//! with the client's own counters from its metrics. Everything it started is
 //! stopped at the end, also on Ctrl-C or a failure.
 //!
 //! Each section checks what it shows (every call answered, only the selected
@@ -15,7 +16,8 @@
 //! is 0 only when every check held; otherwise 1, naming the failed checks.
 //!
 //! Run it with `scripts/demo` (which installs etcd and protoc when missing and
-//! builds the examples), or `cargo build --examples && cargo run --example demo`.
+//! builds the examples in release mode, so its numbers are the bench's kind),
+//! or `cargo build --release --examples && cargo run --release --example demo`.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -27,7 +29,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::stream::{self, StreamExt};
 use grpc_cluster::client::{
-    Broadcast, Call, CallOptions, ClientConfig, ClusterClient, Selector, ServiceStatus, Strategy,
+    Broadcast, Call, CallOptions, ClientConfig, ClusterClient, Locality, Selector, ServiceStatus,
+    Strategy,
 };
 use grpc_cluster::echo::{SayRequest, SlowRequest, SAY, SLOW};
 use grpc_cluster::metrics::MetricsConfig;
@@ -604,6 +607,8 @@ async fn demo() -> Result<()> {
     }
 
     tls_hop(&etcd, &mut checks).await?;
+    overload_shed(&etcd, &mut checks).await?;
+    zone_failover(&etcd, &mut checks).await?;
 
     section("Summary");
     println!("   every section above ran against real processes over loopback and a real etcd.");
@@ -738,6 +743,131 @@ fn totals_by(exposition: &str, family: &str, label: &str) -> BTreeMap<String, u6
         }
     }
     totals
+}
+
+/// Adaptive shedding: an `echo-server` whose `Slow` handler works on 4 calls
+/// at once (40 calls/s at 100 ms each), with `[server.shedding]` on and no
+/// rate limit, gets 800 calls at 400 a second for 2 s, each with a 1 s
+/// deadline: 10 times what it can serve. It answers what it can in time and
+/// refuses the rest at once, instead of queueing every call past its
+/// deadline.
+async fn overload_shed(etcd: &EtcdServer, checks: &mut Checks) -> Result<()> {
+    section("Overload: 800 Slow calls (100 ms) at 400/s to a server that serves 4 at a time (40/s), shedding on");
+    let prefix = "/grpc-cluster/shed-demo";
+    let env: [(&str, &OsStr); 2] = [
+        ("GRPC_CLUSTER__REGISTRY__PREFIX", prefix.as_ref()),
+        ("GRPC_CLUSTER__SERVER__SHEDDING__ENABLED", "true".as_ref()),
+    ];
+    let _server = Server::start_with_env(
+        &etcd.endpoint(),
+        "echo-busy",
+        &["--slow-capacity", "4"],
+        &env,
+    )
+    .await?;
+    let registry = RegistryConfig::default()
+        .with_endpoints([etcd.endpoint()])
+        .with_prefix(prefix);
+    let client = ClusterClient::connect(&registry, ClientConfig::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_nodes(&client, 1).await?;
+    let once = CallOptions::new()
+        .with_strategy(Strategy::Failfast)
+        .with_timeout(Duration::from_secs(1));
+    let started = Instant::now();
+    let mut calls = stream::iter(0..800u32)
+        .map(|i| {
+            let (client, once) = (client.clone(), once.clone());
+            async move {
+                // The load's schedule: call i starts at i × 2.5 ms.
+                tokio::time::sleep_until((started + Duration::from_micros(2500) * i).into()).await;
+                let slow = SlowRequest {
+                    message: format!("o{i}"),
+                    delay_ms: 100,
+                };
+                client
+                    .send(Call::new("echo", SLOW, slow).with_options(once))
+                    .await
+            }
+        })
+        .buffer_unordered(800);
+    let (mut answered, mut latencies) = (0usize, Vec::new());
+    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
+    while let Some(answer) = calls.next().await {
+        match answer.map_err(|e| e.to_string())? {
+            Ok(reply) => {
+                answered += 1;
+                latencies.push(reply.latency);
+            }
+            Err(e) => *refused.entry(format!("{:?}", e.code())).or_default() += 1,
+        }
+    }
+    let timed_out = refused.get("DeadlineExceeded").copied().unwrap_or(0);
+    let shed = refused.get("ResourceExhausted").copied().unwrap_or(0);
+    println!(
+        "   in {:.2?}: {answered} answered (p99 {:.0?}), refused by code {refused:?}",
+        started.elapsed(),
+        if latencies.is_empty() {
+            Duration::ZERO
+        } else {
+            percentile(latencies, 0.99)
+        }
+    );
+    println!(
+        "   a refusal is immediate: the server sheds what it cannot serve in time with \
+         RESOURCE_EXHAUSTED and a pushback, rather than queueing it past its deadline"
+    );
+    checks.expect(
+        answered > 0 && shed > 0 && timed_out == 0,
+        "the overloaded server shed calls and no call timed out",
+    );
+    Ok(())
+}
+
+/// Zone locality: two nodes in zone `a` and two in `b`; a client in zone `a`
+/// with `locality = "prefer"` calls only its own zone, and when both `a`
+/// nodes are killed its calls go to `b` without a failed call.
+async fn zone_failover(etcd: &EtcdServer, checks: &mut Checks) -> Result<()> {
+    section(
+        "Zones: a client in zone a (locality prefer), nodes a-1 a-2 b-1 b-2; kill -9 both a nodes",
+    );
+    let prefix = "/grpc-cluster/zone-demo";
+    let mut servers = Vec::new();
+    for (id, zone) in [("a-1", "a"), ("a-2", "a"), ("b-1", "b"), ("b-2", "b")] {
+        let env: [(&str, &OsStr); 2] = [
+            ("GRPC_CLUSTER__REGISTRY__PREFIX", prefix.as_ref()),
+            ("GRPC_CLUSTER__SERVER__ZONE", zone.as_ref()),
+        ];
+        servers.push(Server::start_with_env(&etcd.endpoint(), id, &[], &env).await?);
+    }
+    let registry = RegistryConfig::default()
+        .with_endpoints([etcd.endpoint()])
+        .with_prefix(prefix);
+    let config = ClientConfig::default()
+        .with_timeout(Duration::from_secs(5))
+        .with_locality(Locality::Prefer)
+        .with_zone("a");
+    let client = ClusterClient::connect(&registry, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_nodes(&client, 4).await?;
+    let before = say_batch(&client, 200, 8, options(Strategy::Failover), |_| {}).await;
+    println!("   zone a up:     {}", before.line());
+    checks.expect(
+        before.failures() == 0 && before.only_on(&["a-1", "a-2"]),
+        "with zone a up, every call was answered in zone a",
+    );
+    // Dropping a server kills it (SIGKILL).
+    servers.retain(|s| !s.id.starts_with("a-"));
+    let after = say_batch(&client, 400, 8, options(Strategy::Failover), |_| {}).await;
+    println!("   zone a killed: {}", after.line());
+    checks.expect(
+        after.failures() == 0 && after.per_node.keys().any(|n| n.starts_with("b-")),
+        "with zone a killed, calls went to zone b and none failed",
+    );
+    drop(servers);
+    Ok(())
 }
 
 /// Waits until the client lists node `id`.

@@ -81,6 +81,10 @@ struct Flags {
     /// Accept `Say` calls and never answer them: a node that is up but stuck.
     #[arg(long)]
     hang: bool,
+    /// Work on at most N `Slow` calls at once; the others wait in line in the
+    /// handler (a server with a capacity its load can exceed).
+    #[arg(long = "slow-capacity", value_name = "N")]
+    slow_capacity: Option<usize>,
     /// Serve the Prometheus metrics at `http://ADDR/metrics`. Default:
     /// `metrics.listen`, else not served.
     #[arg(long = "metrics-listen", value_name = "IP:PORT")]
@@ -134,7 +138,10 @@ async fn run(flags: Flags) -> Result<(), ServeError> {
         serve = serve.with_metrics(MetricsConfig::default().with_listen(listen));
     }
     let id = flags.node_id(&serve.server_config());
-    let service = EchoService::new(id.as_str()).with_hang(flags.hang);
+    let mut service = EchoService::new(id.as_str()).with_hang(flags.hang);
+    if let Some(n) = flags.slow_capacity {
+        service = service.with_slow_capacity(n);
+    }
     let stats = service.stats();
     let overrides = {
         let id = id.clone();

@@ -303,7 +303,7 @@ async fn the_demo_runs_every_section_and_exits_0_only_when_every_check_held() {
     let checks: Vec<&str> = text.lines().filter(|l| l.contains("check: ")).collect();
     assert_eq!(
         checks.len(),
-        12,
+        15,
         "every section checks what it shows:\n{text}"
     );
     let failed: Vec<&&str> = checks.iter().filter(|l| l.ends_with("FAILED")).collect();
