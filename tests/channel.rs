@@ -646,7 +646,7 @@ async fn an_open_stream_counts_in_flight_until_it_ends() {
     }
     assert_eq!(got, 2);
     let ended = wait_until(EVENTUALLY, || async { in_flight().await == Some(0) }).await;
-    assert!(ended, "an ended stream is no longer in flight");
+    assert!(ended, "an ended stream is not counted in flight");
 }
 
 #[actix_rt::test]

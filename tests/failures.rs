@@ -672,7 +672,7 @@ async fn a_health_watch_that_ends_with_its_runtime_leaves_no_verdict_and_is_made
     health.set_service_status("", ServingStatus::Serving).await;
     assert!(
         wait_until(EVENTUALLY, || answered_by(client.clone(), "watched")).await,
-        "the ended watch's NOT_SERVING no longer keeps watched out"
+        "the ended watch's NOT_SERVING does not keep watched out"
     );
     // A new watch runs, on the runtime of the calls now.
     health

@@ -54,18 +54,13 @@ async fn watch_state(registry: &actix::Addr<RegistryActor>, service: &str) -> Wa
 
 /// Waits until the watch of `service` has reported a failure.
 async fn wait_failed(registry: &actix::Addr<RegistryActor>, service: &str) -> WatchStatus {
-    let deadline = tokio::time::Instant::now() + EVENTUALLY;
-    loop {
-        let state = watch_state(registry, service).await;
-        if state.last_error.is_some() {
-            return state;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the watch reports no failure: {state:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let failed = wait_until(EVENTUALLY, || async {
+        watch_state(registry, service).await.last_error.is_some()
+    })
+    .await;
+    let state = watch_state(registry, service).await;
+    assert!(failed, "the watch reports no failure: {state:?}");
+    state
 }
 
 /// Runs a registry on an actix system of its own (another thread, as another

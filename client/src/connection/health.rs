@@ -190,7 +190,7 @@ impl Watcher {
 /// Whether the server at `endpoint` answers a gRPC call (a health check, on
 /// a connection of its own) within `within`: any answer but a broken
 /// transport counts, `UNIMPLEMENTED` included. A listener that accepts
-/// connections but no longer serves them does not answer.
+/// connections without serving them does not answer.
 pub(crate) async fn answers(endpoint: &Endpoint, within: Duration) -> bool {
     let check = async {
         let mut client = HealthClient::new(endpoint.connect_lazy());

@@ -246,8 +246,15 @@ async fn changes_during_the_write_interval_are_written_once_together() {
         }
     }
     assert_eq!(written(&file), (1, 1), "nothing more within the interval");
-    // Idle now: the clock moves on to the end of the interval.
+    // Idle now: the (paused) clock moves on to the end of the interval; the
+    // time passing is what is under test, bounded by two intervals.
+    let deadline = tokio::time::Instant::now() + 2 * WRITE_INTERVAL;
     while written(&file).0 < 50 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the changes are written within the interval: {:?}",
+            written(&file)
+        );
         tokio::time::sleep(WRITE_INTERVAL / 10).await;
     }
     assert_eq!(written(&file), (50, 2), "49 changes, one write");
