@@ -320,3 +320,41 @@ async fn subscriber_of_a_registry_started_while_etcd_is_down_gets_the_set_once_i
     etcd.restart().await.expect("restart");
     sub.wait_for("a", has_ids(&["a"])).await;
 }
+
+#[actix_rt::test]
+async fn a_put_that_changes_nothing_publishes_nothing_and_a_changed_value_publishes_once() {
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let config = etcd.registry_config();
+    let mut raw = etcd.client().await.expect("raw client");
+    let a = r#"{"id":"a","addr":"127.0.0.1:1"}"#;
+    raw_put(&mut raw, &config, "a", a).await;
+    let registry = start_registry(&config).await;
+    let mut sub = Subscriber::start(&registry, "echo").await;
+    sub.wait_for("a", has_ids(&["a"])).await;
+
+    // Neither the same value again nor an invalid value under a key outside
+    // the set changes the set.
+    raw_put(&mut raw, &config, "a", a).await;
+    raw_put(&mut raw, &config, "bad", "not json").await;
+    // a's address changed: one new set, whatever came before it.
+    raw_put(&mut raw, &config, "a", r#"{"id":"a","addr":"127.0.0.1:2"}"#).await;
+    let moved = sub
+        .wait_for("a at :2", |nodes| {
+            nodes.len() == 1 && nodes[0].addr() == "127.0.0.1:2"
+        })
+        .await;
+    assert_eq!(ids(&moved.nodes), ["a"]);
+    let sets: Vec<Vec<String>> = sub
+        .history
+        .iter()
+        .map(|c| c.nodes.iter().map(|n| n.addr().to_owned()).collect())
+        .collect();
+    assert_eq!(
+        sets,
+        [
+            vec!["127.0.0.1:1".to_owned()],
+            vec!["127.0.0.1:2".to_owned()]
+        ],
+        "one set per change, none for the puts that changed nothing"
+    );
+}

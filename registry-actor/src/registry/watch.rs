@@ -326,7 +326,7 @@ impl ServiceWatch {
             };
             heard = Instant::now();
             match self.apply(&resp, seen, &member.endpoint) {
-                Applied::Events => {}
+                Applied::Changed => {}
                 Applied::Nothing => continue,
                 Applied::Compacted => return WatchEnd::Compacted,
                 Applied::Canceled(e) => {
@@ -334,13 +334,15 @@ impl ServiceWatch {
                     return WatchEnd::Failed(e);
                 }
             }
-            if !self.publish_if_changed(seen, publish).await {
+            if !Self::publish(seen, publish).await {
                 return WatchEnd::NobodyListens;
             }
         }
     }
 
-    /// Applies one watch response to `seen`.
+    /// Applies one watch response to `seen`: [`Applied::Changed`] when the
+    /// set differs afterwards (found per event, without comparing the whole
+    /// set).
     fn apply(&mut self, resp: &WatchResponse, seen: &mut Seen, endpoint: &str) -> Applied {
         if resp.canceled() {
             if resp.compact_revision() > 0 {
@@ -357,27 +359,33 @@ impl ServiceWatch {
             // A healthy stream: the next failure starts the backoff afresh.
             self.backoff.reset();
         }
-        if resp.events().is_empty() {
-            return Applied::Nothing;
-        }
+        let mut changed = false;
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             seen.revision = seen.revision.max(kv.mod_revision());
-            match event.event_type() {
-                EventType::Put => match self.decode(kv) {
-                    Some(node) => {
-                        seen.nodes.insert(kv.key().to_vec(), node);
+            let decoded = match event.event_type() {
+                EventType::Put => self.decode(kv),
+                EventType::Delete => None,
+            };
+            changed |= match decoded {
+                Some(node) => match seen.nodes.get_mut(kv.key()) {
+                    Some(old) if *old == node => false,
+                    Some(old) => {
+                        *old = node;
+                        true
                     }
                     None => {
-                        seen.nodes.remove(kv.key());
+                        seen.nodes.insert(kv.key().to_vec(), node);
+                        true
                     }
                 },
-                EventType::Delete => {
-                    seen.nodes.remove(kv.key());
-                }
-            }
+                None => seen.nodes.remove(kv.key()).is_some(),
+            };
         }
-        Applied::Events
+        match changed {
+            true => Applied::Changed,
+            false => Applied::Nothing,
+        }
     }
 
     /// Publishes the set when it differs from the last one published (or nothing
@@ -394,6 +402,15 @@ impl ServiceWatch {
         {
             return true;
         }
+        Self::publish(seen, publish).await
+    }
+
+    /// Publishes the set. Returns `false` when nobody listens.
+    async fn publish<F, Fut>(seen: &mut Seen, publish: &mut F) -> bool
+    where
+        F: FnMut(Arc<[Node]>, i64) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         let snapshot: Arc<[Node]> = seen.nodes.values().cloned().collect();
         seen.published = Some(snapshot.clone());
         publish(snapshot, seen.revision).await
@@ -425,7 +442,9 @@ impl ServiceWatch {
 }
 
 enum Applied {
-    Events,
+    /// The set changed.
+    Changed,
+    /// Nothing changed (no event, or events that leave the set as it was).
     Nothing,
     Compacted,
     Canceled(Error),
