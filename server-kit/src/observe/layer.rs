@@ -22,6 +22,9 @@ use super::metrics::{MethodMetrics, MethodTable};
 use crate::response::Shed;
 use crate::{AuthenticatedCaller, Limit};
 
+/// The header or trailer carrying a response's gRPC status.
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// The metadata key a client names itself with (not authenticated: the
 /// span's `caller` uses it only when no token named the caller).
 const CALLER_KEY: &str = "x-caller";
@@ -128,7 +131,7 @@ impl End {
 
 /// The gRPC status in `headers`, if they carry one.
 fn status_in(headers: &HeaderMap) -> Option<Code> {
-    let value = headers.get("grpc-status")?;
+    let value = headers.get(&GRPC_STATUS)?;
     let code = std::str::from_utf8(value.as_bytes())
         .ok()?
         .parse::<i32>()

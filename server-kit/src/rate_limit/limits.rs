@@ -1,14 +1,14 @@
 //! The limiters and their run-time replacement.
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use governor::clock::{Clock, MonotonicClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
@@ -178,7 +178,9 @@ fn quota(rps: u32, burst: u32) -> Option<Quota> {
 /// One immutable set of limiters; swapped whole when anything changes.
 struct Snapshot<C: LimiterClock> {
     callers: Option<Arc<Callers<C>>>,
-    methods: HashMap<Box<str>, Arc<Bucket<C>>>,
+    /// By path and by bare method name; a fast hash, as its keys come from
+    /// the configuration (a request's path is only looked up).
+    methods: foldhash::HashMap<Box<str>, Arc<Bucket<C>>>,
     global: Option<Arc<Bucket<C>>>,
     /// The cluster bucket and what it was built for.
     cluster: Option<(ShareOf, Arc<Bucket<C>>)>,
@@ -262,7 +264,9 @@ struct Control {
 
 struct Shared<C: LimiterClock> {
     clock: C,
-    current: RwLock<Arc<Snapshot<C>>>,
+    /// Read by every call without a lock; replaced whole by the control
+    /// path, whose changes are serialized by `control`.
+    current: ArcSwap<Snapshot<C>>,
     control: Mutex<Control>,
 }
 
@@ -312,7 +316,7 @@ impl<C: LimiterClock> RateLimits<C> {
         Ok(Self {
             shared: Arc::new(Shared {
                 clock,
-                current: RwLock::new(Arc::new(snapshot)),
+                current: ArcSwap::from_pointee(snapshot),
                 control: Mutex::new(Control {
                     config: config.clone(),
                     instances: 1,
@@ -404,11 +408,7 @@ impl<C: LimiterClock> RateLimits<C> {
         if bound_check_due() {
             self.enforce_bound();
         }
-        self.shared
-            .current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .check(request)
+        self.shared.current.load().check(request)
     }
 
     /// Keeps the caller table within `max_callers`: prunes idle callers when it
@@ -433,11 +433,7 @@ impl<C: LimiterClock> RateLimits<C> {
 
     fn reset_callers(&self, callers: &Arc<Callers<C>>, size: usize, max: usize) {
         let control = self.control();
-        let mut current = self
-            .shared
-            .current
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.shared.current.load_full();
         if !current
             .callers
             .as_ref()
@@ -457,30 +453,24 @@ impl<C: LimiterClock> RateLimits<C> {
             Some(&current),
         );
         next.callers = Callers::new(&control.config, &self.shared.clock);
-        *current = Arc::new(next);
+        self.shared.current.store(Arc::new(next));
     }
 
+    /// Builds and installs the snapshot of `control`; the caller holds the
+    /// control lock, so no other change runs meanwhile.
     fn rebuild(&self, control: &Control) {
-        let mut current = self
-            .shared
-            .current
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.shared.current.load_full();
         let next = Snapshot::build(
             &control.config,
             control.instances,
             &self.shared.clock,
             Some(&current),
         );
-        *current = Arc::new(next);
+        self.shared.current.store(Arc::new(next));
     }
 
     fn snapshot(&self) -> Arc<Snapshot<C>> {
-        self.shared
-            .current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shared.current.load_full()
     }
 
     fn control(&self) -> std::sync::MutexGuard<'_, Control> {

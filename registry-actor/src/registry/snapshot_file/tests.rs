@@ -263,3 +263,39 @@ async fn changes_during_the_write_interval_are_written_once_together() {
     drop(file);
     writer.await.expect("the writer ends with its SnapshotFile");
 }
+
+#[test]
+fn every_write_has_a_temporary_file_of_its_own_beside_the_file() {
+    let dir = Dir::new("temp-names");
+    let file = dir.file();
+    let (a, b) = (temp_path(&file), temp_path(&file));
+    assert_ne!(a, b, "two writes of one file, one temporary name");
+    assert_eq!(a.parent(), file.parent());
+    assert_eq!(b.parent(), file.parent());
+}
+
+#[test]
+fn writers_of_one_file_on_many_threads_all_succeed_and_leave_a_whole_file() {
+    let dir = Dir::new("many-writers");
+    let file = dir.file();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let file = &file;
+            scope.spawn(move || {
+                for i in 0..25 {
+                    let all = sets(&[set("echo", i, &["a", "b"]), set("other", t, &["c"])]);
+                    write(file, PREFIX, &all).expect("every write succeeds");
+                }
+            });
+        }
+    });
+    let loaded = read(&file, PREFIX).expect("readable").expect("a file");
+    assert_eq!(loaded.sets.len(), 2);
+    let leftovers: Vec<_> = std::fs::read_dir(&dir.0)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
