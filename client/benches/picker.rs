@@ -142,6 +142,31 @@ fn one_node_change_100k(c: &mut Criterion) {
             })
         });
     }
+    // The same change while calls pick with call selectors: each selector's
+    // pool is built into every new snapshot (a pick after each change keeps
+    // it in use).
+    for (name, selector) in [
+        (
+            "round_robin/group_selector",
+            Selector::new().with_group("blue"),
+        ),
+        (
+            "round_robin/version_range_selector",
+            Selector::new().with_version(">=1.2, <2").expect("range"),
+        ),
+    ] {
+        let mut p = picker(Balancer::RoundRobin, base.clone());
+        let mut revision = 1;
+        p.pick(Some(&selector), &[], None).expect("a match");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                revision += 1;
+                let set = if revision % 2 == 0 { &more } else { &base };
+                p.update(set.clone(), revision, Instant::now());
+                black_box(p.pick(Some(&selector), &[], None).expect("a match"));
+            })
+        });
+    }
     group.finish();
 }
 

@@ -38,6 +38,7 @@
 //! discovery timeout, then fails with [`Error::NotDiscovered`](crate::Error).
 
 mod actor;
+mod carry;
 mod messages;
 mod picked;
 mod shared;

@@ -24,6 +24,7 @@ use rand::rngs::SmallRng;
 use registry_actor::Node;
 use semver::Version;
 
+use super::carry::{Carry, Matched};
 use super::picked::{NodeHandle, NodeRef, Picked};
 use crate::balance::{Member, PickCx, Policy};
 use crate::connection::{Alive, Connection, Outcomes};
@@ -151,6 +152,10 @@ pub(crate) struct Pool {
     spill: Option<Box<Candidates>>,
     /// Whether a call used this pool (it is then built into the next snapshot).
     used: AtomicBool,
+    /// Which nodes match `selector` (`None` when it matches every node without
+    /// reading any): the next snapshot takes over the answers of the nodes it
+    /// shares with this one.
+    matched: Option<Matched>,
 }
 
 /// Nodes a balancer picks among, and the balancer built over them.
@@ -197,12 +202,16 @@ pub(crate) struct Parts {
     pub(crate) nodes: Arc<[Node]>,
     pub(crate) slots: Box<[Arc<Slot>]>,
     pub(crate) ejected: Box<[bool]>,
+    /// The snapshot before, and how `nodes` map to its nodes: pools take
+    /// over its selectors' answers for the nodes both share.
+    pub(crate) before: Option<(Arc<Snapshot>, Carry)>,
 }
 
 impl Snapshot {
     /// Builds the snapshot of `parts`, with the pools of `selectors` (the call
     /// selectors in use) built ahead.
     pub(crate) fn build(parts: Parts, selectors: Vec<Selector>, rng: &mut SmallRng) -> Self {
+        let before = parts.before;
         let mut snapshot = Self {
             default_pool: Pool::empty(parts.config.selector().clone()),
             service: parts.service,
@@ -215,11 +224,22 @@ impl Snapshot {
             versions: OnceLock::new(),
             pools: ArcSwap::default(),
         };
-        snapshot.default_pool = snapshot.build_pool(snapshot.config.selector().clone(), rng);
+        let default_before = before
+            .as_ref()
+            .map(|(was, carry)| (&was.default_pool, carry));
+        snapshot.default_pool =
+            snapshot.build_pool(snapshot.config.selector().clone(), default_before, rng);
+        let pools_before = before
+            .as_ref()
+            .map(|(was, carry)| (was.pools.load(), carry));
         let pools: SelectorPools = selectors
             .into_iter()
             .map(|s| {
-                let pool = snapshot.build_pool(s.merged_over(snapshot.config.selector()), rng);
+                let pool_before = pools_before
+                    .as_ref()
+                    .and_then(|(pools, carry)| Some((&**pools.get(&s)?, *carry)));
+                let merged = s.merged_over(snapshot.config.selector());
+                let pool = snapshot.build_pool(merged, pool_before, rng);
                 (s, Arc::new(pool))
             })
             .collect();
@@ -229,6 +249,11 @@ impl Snapshot {
 
     pub(crate) fn service(&self) -> &Arc<str> {
         &self.service
+    }
+
+    /// The nodes, sorted by id.
+    pub(crate) fn nodes(&self) -> &Arc<[Node]> {
+        &self.nodes
     }
 
     pub(crate) fn is_discovered(&self) -> bool {
@@ -383,7 +408,8 @@ impl Snapshot {
         if let Some(pool) = self.pools.load().get(selector) {
             return pool.clone();
         }
-        let pool = Arc::new(self.build_pool(selector.merged_over(self.config.selector()), rng));
+        let pool =
+            Arc::new(self.build_pool(selector.merged_over(self.config.selector()), None, rng));
         self.pools.rcu(|pools| {
             let mut pools = if pools.len() >= MAX_CACHED_SELECTORS {
                 SelectorPools::default()
@@ -396,33 +422,54 @@ impl Snapshot {
         pool
     }
 
-    fn build_pool(&self, selector: Selector, rng: &mut SmallRng) -> Pool {
+    /// The pool of `selector` (merged over the service's); `before` is the
+    /// same selector's pool in the snapshot before, whose answers are taken
+    /// over for the nodes both snapshots share.
+    fn build_pool(
+        &self,
+        selector: Selector,
+        before: Option<(&Pool, &Carry)>,
+        rng: &mut SmallRng,
+    ) -> Pool {
         if self.nodes.is_empty() {
             return Pool::empty(selector);
         }
-        let versions = if selector.needs_semver() {
-            Some(self.versions.get_or_init(|| {
-                self.nodes
-                    .iter()
-                    .map(|n| parse_version_lenient(n.version()))
-                    .collect()
-            }))
+        let (matched, mut matching) = if selector.is_empty() {
+            (None, (0..self.nodes.len() as u32).collect())
         } else {
-            None
+            let before = before
+                .filter(|(pool, _)| pool.selector == selector)
+                .and_then(|(pool, carry)| Some((pool.matched.as_ref()?, carry)));
+            // Every version parsed once for the snapshot when all are read;
+            // only the new nodes' when the others' answers are taken over.
+            let versions = match selector.needs_semver() && before.is_none() {
+                true => Some(self.versions.get_or_init(|| {
+                    self.nodes
+                        .iter()
+                        .map(|n| parse_version_lenient(n.version()))
+                        .collect()
+                })),
+                false => None,
+            };
+            let matched = Matched::build(self.nodes.len(), before, |i| {
+                let node = &self.nodes[i];
+                match versions {
+                    Some(versions) => selector.matches_parsed(node, versions[i].as_ref()),
+                    None if selector.needs_semver() => selector
+                        .matches_parsed(node, parse_version_lenient(node.version()).as_ref()),
+                    None => selector.matches_parsed(node, None),
+                }
+            });
+            let matching = matched.indices();
+            (Some(matched), matching)
         };
-        let mut matching: Vec<u32> = (0..self.nodes.len())
-            .filter(|&i| {
-                let parsed = versions.and_then(|v| v[i].as_ref());
-                selector.matches_parsed(&self.nodes[i], parsed)
-            })
-            .map(|i| i as u32)
-            .collect();
         let mut fell_back = false;
         if matching.is_empty() {
             match selector.fallback().unwrap_or(self.config.fallback()) {
                 Fallback::Strict => {
                     let mut pool = Pool::empty(selector);
                     pool.outcome = Outcome::NoMatch;
+                    pool.matched = matched;
                     return pool;
                 }
                 Fallback::Any => {
@@ -462,6 +509,7 @@ impl Snapshot {
             local,
             spill,
             used: AtomicBool::new(false),
+            matched,
         }
     }
 
@@ -530,6 +578,7 @@ impl Pool {
             },
             spill: None,
             used: AtomicBool::new(false),
+            matched: None,
         }
     }
 

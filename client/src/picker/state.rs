@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use registry_actor::Node;
 use tracing::{debug, info, warn};
 
+use super::carry::{Carry, NOT_CARRIED};
 use super::picked::{NodeHandle, Picked};
 use super::snapshot::{Parts, Slot, Snapshot};
 use super::status::{NodeStatus, PickerStatus};
@@ -81,8 +82,18 @@ pub struct Picker {
     guard: PanicGuard,
     next_handle: u64,
     current: Arc<Snapshot>,
+    /// How the set installed last maps to the nodes of `current`, for the
+    /// snapshot published next.
+    carry: Option<Installed>,
     /// The node gauges and ejection counter, set as the state changes.
     metrics: PickerMetrics,
+}
+
+/// A set installed since `current` was built, and for each of its nodes the
+/// index of the same node in `current` (or [`NOT_CARRIED`]).
+struct Installed {
+    set: Arc<[Node]>,
+    from: Arc<[u32]>,
 }
 
 impl fmt::Debug for Picker {
@@ -124,6 +135,7 @@ impl Picker {
                 nodes: empty.clone(),
                 slots: Box::new([]),
                 ejected: Box::new([]),
+                before: None,
             },
             Vec::new(),
             &mut rng,
@@ -143,6 +155,7 @@ impl Picker {
             guard,
             next_handle: 0,
             current,
+            carry: None,
             metrics,
         }
     }
@@ -564,7 +577,12 @@ impl Picker {
             }
         }
         let mut entries = Vec::with_capacity(effective.len());
+        let mut carried = Vec::with_capacity(effective.len());
         for (node, before) in effective.iter().zip(matched) {
+            carried.push(match before {
+                Some(i) if self.effective[i].same(node) => i as u32,
+                _ => NOT_CARRIED,
+            });
             let kept = before.and_then(|i| {
                 let same = self.effective[i].same(node) || self.effective[i].addr() == node.addr();
                 let entry = old[i].take()?;
@@ -590,6 +608,10 @@ impl Picker {
             };
             entries.push(entry);
         }
+        self.carry = Some(Installed {
+            set: effective.clone(),
+            from: carried.into(),
+        });
         self.effective = effective;
         self.entries = entries;
         self.refresh_ejected();
@@ -613,6 +635,15 @@ impl Picker {
     /// with them.
     fn publish(&mut self) {
         let selectors = self.current.selectors_in_use();
+        // The nodes of `current`, in the same order, are `effective` unless a
+        // set was installed since; then `carry` says where each went.
+        let carry = match self.carry.take() {
+            Some(installed) if Arc::ptr_eq(&installed.set, &self.effective) => {
+                Some(Carry::Mapped(installed.from))
+            }
+            _ if Arc::ptr_eq(self.current.nodes(), &self.effective) => Some(Carry::Same),
+            _ => None,
+        };
         let parts = Parts {
             service: self.service.clone(),
             config: self.config.clone(),
@@ -621,6 +652,7 @@ impl Picker {
             nodes: self.effective.clone(),
             slots: self.entries.iter().map(|e| e.slot.clone()).collect(),
             ejected: self.ejected.clone().into(),
+            before: carry.map(|carry| (self.current.clone(), carry)),
         };
         let spilled = self.current.spills_over();
         self.current = Arc::new(Snapshot::build(parts, selectors, &mut self.rng));

@@ -77,6 +77,45 @@ fn a_version_range_picks_only_matching_nodes() {
     assert_eq!(ids_of(&all), ["b", "c"]);
 }
 
+/// The ids a selector's pool holds, through `pick_all`.
+fn pool_ids(p: &mut Picker, selector: &Selector) -> Vec<String> {
+    ids_of(&p.pick_all(Some(selector)).expect("a match"))
+}
+
+#[test]
+fn after_a_change_selector_pools_match_changed_and_new_nodes_afresh() {
+    let blue = Selector::new().with_group("blue");
+    let range = Selector::new().with_version(">=1.2, <2").expect("range");
+    let set = |nodes: Vec<Node>| -> Arc<[Node]> { nodes.into() };
+    let a = node("a", 1001).with_group("blue").with_version("1.2.0");
+    let b = node("b", 1002).with_group("green").with_version("1.0.0");
+    let c = node("c", 1003).with_group("blue").with_version("1.5.0");
+    let mut p = picker(
+        PickerConfig::default(),
+        set(vec![a.clone(), b.clone(), c.clone()]),
+    );
+    assert_eq!(pool_ids(&mut p, &blue), ["a", "c"]);
+    assert_eq!(pool_ids(&mut p, &range), ["a", "c"]);
+
+    // b turns blue and 1.3, c turns green and 2.0, d comes in blue and 1.9;
+    // a stays the very same node.
+    let b2 = node("b", 1002).with_group("blue").with_version("1.3.0");
+    let c2 = node("c", 1003).with_group("green").with_version("2.0.0");
+    let d = node("d", 1004).with_group("blue").with_version("1.9.0");
+    p.update(
+        set(vec![a.clone(), b2.clone(), c2, d.clone()]),
+        2,
+        Instant::now(),
+    );
+    assert_eq!(pool_ids(&mut p, &blue), ["a", "b", "d"]);
+    assert_eq!(pool_ids(&mut p, &range), ["a", "b", "d"]);
+
+    // a leaves; the rest are the same nodes at other indices.
+    p.update(set(vec![b2, d]), 3, Instant::now());
+    assert_eq!(pool_ids(&mut p, &blue), ["b", "d"]);
+    assert_eq!(pool_ids(&mut p, &range), ["b", "d"]);
+}
+
 #[test]
 fn strict_without_a_match_is_an_error_naming_the_selector_and_the_versions() {
     let selector = Selector::new().with_version(">=3").expect("range");

@@ -1,0 +1,109 @@
+//! What a new snapshot takes over from the one before it: each call
+//! selector's answer for every node the two share.
+//!
+//! A node-set change of one node in a large set leaves every other node the
+//! very same (`Node` is shared, not copied, between sets). Whether such a node
+//! matches a selector cannot have changed, so the next snapshot copies the
+//! answer by index instead of reading the node again; only nodes added or
+//! changed are matched.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// How the nodes of a new snapshot map to those of the snapshot before it.
+#[derive(Debug, Clone)]
+pub(crate) enum Carry {
+    /// The same node list.
+    Same,
+    /// For each new node, its index in the snapshot before when it is the very
+    /// same node, else [`NOT_CARRIED`].
+    Mapped(Arc<[u32]>),
+}
+
+/// A new node with no counterpart in the snapshot before.
+pub(crate) const NOT_CARRIED: u32 = u32::MAX;
+
+impl Carry {
+    /// The index, in the snapshot before, of the node at `i`, when it is the
+    /// same node.
+    fn before(&self, i: usize) -> Option<usize> {
+        match self {
+            Self::Same => Some(i),
+            Self::Mapped(map) => map
+                .get(i)
+                .copied()
+                .filter(|&j| j != NOT_CARRIED)
+                .map(|j| j as usize),
+        }
+    }
+}
+
+/// Whether each node of a snapshot matches a pool's selector, by index.
+pub(crate) struct Matched(Box<[bool]>);
+
+impl fmt::Debug for Matched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let matching = self.0.iter().filter(|&&m| m).count();
+        write!(f, "Matched({matching} of {})", self.0.len())
+    }
+}
+
+impl Matched {
+    /// The answers for `n` nodes: taken over from `before` through its
+    /// [`Carry`] where a node is the same, else asked of `matches`.
+    pub(crate) fn build(
+        n: usize,
+        before: Option<(&Matched, &Carry)>,
+        mut matches: impl FnMut(usize) -> bool,
+    ) -> Self {
+        Self(
+            (0..n)
+                .map(|i| {
+                    before
+                        .and_then(|(was, carry)| was.0.get(carry.before(i)?).copied())
+                        .unwrap_or_else(|| matches(i))
+                })
+                .collect(),
+        )
+    }
+
+    /// The indices of the matching nodes, in order.
+    pub(crate) fn indices(&self) -> Vec<u32> {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, &m)| m)
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_of_the_same_nodes_are_taken_over_and_only_the_others_asked() {
+        let was = Matched::build(4, None, |i| i % 2 == 0);
+        assert_eq!(was.indices(), [0, 2]);
+        // A node inserted at 1; the old 1 moved to 2 and changed (asked
+        // again); the rest moved by one.
+        let carry = Carry::Mapped(vec![0, NOT_CARRIED, NOT_CARRIED, 2, 3].into());
+        let mut asked = Vec::new();
+        let now = Matched::build(5, Some((&was, &carry)), |i| {
+            asked.push(i);
+            true
+        });
+        assert_eq!(asked, [1, 2]);
+        assert_eq!(now.indices(), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn the_same_list_asks_nothing_and_a_short_answer_list_asks_the_rest() {
+        let was = Matched::build(3, None, |i| i == 1);
+        let now = Matched::build(3, Some((&was, &Carry::Same)), |_| panic!("asked"));
+        assert_eq!(now.indices(), [1]);
+        let longer = Matched::build(4, Some((&was, &Carry::Same)), |i| i == 3);
+        assert_eq!(longer.indices(), [1, 3]);
+    }
+}
