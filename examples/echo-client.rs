@@ -49,7 +49,7 @@ use grpc_cluster::echo::{
 /// two fan-outs.
 macro_rules! strategies {
     () => {
-        "failfast, failover, failretry, forking, forking(K), broadcast, multicast"
+        "failfast, failover, failretry, forking, forking(K), hedging, broadcast, multicast"
     };
 }
 const STRATEGIES: &str = strategies!();

@@ -341,7 +341,8 @@ async fn echo_client_help_describes_every_flag_and_an_unknown_flag_is_named() {
     ] {
         assert!(help.contains(flag), "--help describes {flag}: {help}");
     }
-    let strategies = "failfast, failover, failretry, forking, forking(K), broadcast, multicast";
+    let strategies =
+        "failfast, failover, failretry, forking, forking(K), hedging, broadcast, multicast";
     assert!(help.contains(strategies), "{help}");
 
     let out = run_echo_client(&["--bogus"]).await;

@@ -339,7 +339,7 @@ impl ClientConfig {
     }
 
     /// Default strategy (default `failover`): `failfast`, `failover`,
-    /// `failretry`, `forking` or `forking(K)`.
+    /// `failretry`, `forking`, `forking(K)` or `hedging`.
     pub fn with_strategy(mut self, strategy: Strategy) -> Self {
         self.strategy = strategy.name();
         self
