@@ -293,6 +293,20 @@ async fn say_batch(
     batch
 }
 
+/// A client of `registry` with `config`, once it lists `n` nodes of `echo`,
+/// none ejected; with how long that took.
+async fn client_seeing(
+    registry: &RegistryConfig,
+    config: ClientConfig,
+    n: usize,
+) -> Result<(Addr<ClusterClient>, Duration)> {
+    let client = ClusterClient::connect(registry, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let seen = wait_nodes(&client, n).await?;
+    Ok((client, seen))
+}
+
 async fn wait_nodes(client: &Addr<ClusterClient>, n: usize) -> Result<Duration> {
     let started = Instant::now();
     loop {
@@ -354,10 +368,7 @@ async fn demo() -> Result<()> {
         .with_hedging(Duration::from_millis(20), 3, [tonic::Code::Unavailable])
         // Room for the extra attempts of the hung-server section.
         .with_budget(0.5, 20);
-    let client = ClusterClient::connect(&registry, config)
-        .await
-        .map_err(|e| e.to_string())?;
-    let seen = wait_nodes(&client, 4).await?;
+    let (client, seen) = client_seeing(&registry, config, 4).await?;
     step(&format!("cluster client discovered 4 nodes in {seen:.2?}"));
     let mut checks = Checks::default();
 
@@ -684,10 +695,7 @@ async fn tls_hop(etcd: &EtcdServer, checks: &mut Checks) -> Result<()> {
                 .clone()
                 .with_identity(&client_cert.cert, &client_cert.key),
         );
-    let client = ClusterClient::connect(&registry, config)
-        .await
-        .map_err(|e| e.to_string())?;
-    wait_nodes(&client, 1).await?;
+    let (client, _) = client_seeing(&registry, config, 1).await?;
     let b = say_batch(&client, 200, 8, options(Strategy::Failfast), |_| {}).await;
     println!("   {}", b.line());
     checks.expect(b.failures() == 0, "every call over mutual TLS succeeded");
@@ -695,10 +703,7 @@ async fn tls_hop(etcd: &EtcdServer, checks: &mut Checks) -> Result<()> {
     let config = ClientConfig::default()
         .with_timeout(Duration::from_secs(5))
         .with_tls(trust);
-    let anonymous = ClusterClient::connect(&registry, config)
-        .await
-        .map_err(|e| e.to_string())?;
-    wait_nodes(&anonymous, 1).await?;
+    let (anonymous, _) = client_seeing(&registry, config, 1).await?;
     let hello = SayRequest {
         message: "hello".into(),
     };
@@ -768,10 +773,7 @@ async fn overload_shed(etcd: &EtcdServer, checks: &mut Checks) -> Result<()> {
     let registry = RegistryConfig::default()
         .with_endpoints([etcd.endpoint()])
         .with_prefix(prefix);
-    let client = ClusterClient::connect(&registry, ClientConfig::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    wait_nodes(&client, 1).await?;
+    let (client, _) = client_seeing(&registry, ClientConfig::default(), 1).await?;
     let once = CallOptions::new()
         .with_strategy(Strategy::Failfast)
         .with_timeout(Duration::from_secs(1));
@@ -848,10 +850,7 @@ async fn zone_failover(etcd: &EtcdServer, checks: &mut Checks) -> Result<()> {
         .with_timeout(Duration::from_secs(5))
         .with_locality(Locality::Prefer)
         .with_zone("a");
-    let client = ClusterClient::connect(&registry, config)
-        .await
-        .map_err(|e| e.to_string())?;
-    wait_nodes(&client, 4).await?;
+    let (client, _) = client_seeing(&registry, config, 4).await?;
     let before = say_batch(&client, 200, 8, options(Strategy::Failover), |_| {}).await;
     println!("   zone a up:     {}", before.line());
     checks.expect(
