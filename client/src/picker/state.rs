@@ -567,15 +567,17 @@ impl Picker {
     /// in force.
     fn install_diffed(&mut self, effective: Arc<[Node]>, diff: sorted::Diff) {
         let sorted::Diff { matched, removed } = diff;
-        let mut old: Vec<Option<Entry>> = std::mem::take(&mut self.entries)
-            .into_iter()
-            .map(Some)
-            .collect();
         for i in removed {
-            if let Some(entry) = &old[i] {
+            if let Some(entry) = self.entries.get(i) {
                 self.by_handle.remove(&entry.slot.handle());
             }
         }
+        // The merge walk matches the old entries in their order, so they are
+        // taken over in one pass; the ones it skips are the removed ones.
+        let mut old = std::mem::take(&mut self.entries)
+            .into_iter()
+            .enumerate()
+            .peekable();
         let mut entries = Vec::with_capacity(effective.len());
         let mut carried = Vec::with_capacity(effective.len());
         for (node, before) in effective.iter().zip(matched) {
@@ -585,7 +587,8 @@ impl Picker {
             });
             let kept = before.and_then(|i| {
                 let same = self.effective[i].same(node) || self.effective[i].addr() == node.addr();
-                let entry = old[i].take()?;
+                while old.next_if(|(j, _)| *j < i).is_some() {}
+                let (_, entry) = old.next_if(|(j, _)| *j == i)?;
                 if same {
                     Some(entry)
                 } else {
@@ -621,12 +624,16 @@ impl Picker {
     /// Recomputes which nodes may not be picked (ejected or paused) and how
     /// many are ejected (the share cap counts ejections only).
     fn refresh_ejected(&mut self) {
-        self.ejected = self.entries.iter().map(|e| e.health.is_out()).collect();
-        self.ejected_count = self
+        let mut ejected_count = 0;
+        self.ejected = self
             .entries
             .iter()
-            .filter(|e| e.health.is_ejected())
-            .count();
+            .map(|e| {
+                ejected_count += usize::from(e.health.is_ejected());
+                e.health.is_out()
+            })
+            .collect();
+        self.ejected_count = ejected_count;
     }
 
     /// Builds the snapshot of the state in force, with the pools of the call
