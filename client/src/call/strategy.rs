@@ -13,10 +13,12 @@
 //! `DEADLINE_EXCEEDED`, strategies that retry move on from it, and its node is
 //! told (ejection counts it as a failure).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use registry_actor::Backoff;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
@@ -220,16 +222,21 @@ where
     /// One attempt on `picked` with `request` (from [`copy`](Self::copy) or
     /// [`take`](Self::take)), bounded by the deadline. `None` when the deadline
     /// had already passed (no attempt is started then).
-    pub(super) async fn attempt(
+    ///
+    /// A combinator rather than an `async fn`: its future holds the attempt's
+    /// and nothing else (an `async fn` would also keep `picked` and `request`
+    /// as they were passed in).
+    pub(super) fn attempt(
         &self,
         picked: Picked,
         request: Option<(Req, MetadataMap)>,
-    ) -> Option<Tried<Resp>> {
-        let tried = self.attempt_within(picked, request, true).await;
-        if let (Some(t), Some(throttle)) = (&tried, &*self.service.throttle.load()) {
-            throttle.answered(t.attempt.code, std::time::Instant::now());
-        }
-        tried
+    ) -> impl Future<Output = Option<Tried<Resp>>> + '_ {
+        self.attempt_within(picked, request, true).map(|tried| {
+            if let (Some(t), Some(throttle)) = (&tried, &*self.service.throttle.load()) {
+                throttle.answered(t.attempt.code, std::time::Instant::now());
+            }
+            tried
+        })
     }
 
     /// One attempt, as [`attempt`](Self::attempt) makes it; bounded by a timer

@@ -2,14 +2,18 @@
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 use tracing::field::Empty;
+use tracing::instrument::Instrumented;
 use tracing::{debug, Instrument, Span};
 
 use super::context;
@@ -233,26 +237,49 @@ pub(crate) struct CallEnd {
 impl CallEnd {
     /// Runs `call` in the call's span, then counts the call with its final
     /// code and latency and records the code on the span.
-    pub(crate) fn run<T: Outcome, E: Outcome>(
-        self,
-        call: impl Future<Output = Result<T, E>>,
-    ) -> impl Future<Output = Result<T, E>> {
-        let Self {
-            metrics,
-            span,
-            started,
-        } = self;
-        let recorder = span.clone();
-        async move {
-            let result = call.instrument(span).await;
+    pub(crate) fn run<F>(self, call: F) -> Ended<F> {
+        Ended {
+            call: call.instrument(self.span),
+            end: Some((self.metrics, self.started)),
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`CallEnd::run`]: the call in its span, counted when it
+    /// ends. Written out rather than an `async` block, which would keep the
+    /// call's future twice (as it was passed in, and instrumented).
+    pub(crate) struct Ended<F> {
+        #[pin]
+        call: Instrumented<F>,
+        end: Option<(Arc<MethodMetrics>, Instant)>,
+    }
+}
+
+impl<F, T, E> Future for Ended<F>
+where
+    F: Future<Output = Result<T, E>>,
+    T: Outcome,
+    E: Outcome,
+{
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut call = this.call;
+        let result = ready!(call.as_mut().poll(cx));
+        if let Some((metrics, started)) = this.end.take() {
             let code = match &result {
                 Ok(answer) => answer.code(),
                 Err(e) => e.code(),
             };
             metrics.call(code, started.elapsed().as_secs_f64());
-            recorder.record("code", code_label(code));
-            result
+            call.as_ref()
+                .get_ref()
+                .span()
+                .record("code", code_label(code));
         }
+        Poll::Ready(result)
     }
 }
 
