@@ -581,15 +581,16 @@ impl Picker {
         let mut entries = Vec::with_capacity(effective.len());
         let mut carried = Vec::with_capacity(effective.len());
         for (node, before) in effective.iter().zip(matched) {
+            let same = before.is_some_and(|i| self.effective[i].same(node));
             carried.push(match before {
-                Some(i) if self.effective[i].same(node) => i as u32,
+                Some(i) if same => i as u32,
                 _ => NOT_CARRIED,
             });
             let kept = before.and_then(|i| {
-                let same = self.effective[i].same(node) || self.effective[i].addr() == node.addr();
+                let keep = same || self.effective[i].addr() == node.addr();
                 while old.next_if(|(j, _)| *j < i).is_some() {}
                 let (_, entry) = old.next_if(|(j, _)| *j == i)?;
-                if same {
+                if keep {
                     Some(entry)
                 } else {
                     // Same id, new address: a new node for connections.
