@@ -12,13 +12,10 @@
 //! The share is counted against the set in force (held nodes included), one
 //! registry change at a time; nodes are told apart by id.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use registry_actor::Node;
+use registry_actor::{Node, NodeSet};
 use tracing::{info, warn};
-
-use crate::sorted;
 
 #[derive(Debug, Clone)]
 struct Held {
@@ -50,15 +47,14 @@ impl PanicGuard {
     pub(crate) fn apply(
         &mut self,
         service: &str,
-        prev: &[Node],
-        next: Arc<[Node]>,
+        prev: &NodeSet,
+        next: NodeSet,
         gone: &[usize],
         now: Instant,
         is_unhealthy: impl Fn(&Node) -> bool,
-    ) -> Arc<[Node]> {
+    ) -> NodeSet {
         let before = self.held.len();
-        self.held
-            .retain(|h| sorted::find(&next, h.node.id()).is_none());
+        self.held.retain(|h| next.find(h.node.id()).is_none());
         if self.held.len() < before {
             info!(%service, back = before - self.held.len(), "held nodes are listed again");
         }
@@ -119,15 +115,18 @@ impl PanicGuard {
         self.held.len()
     }
 
-    /// The registry's set plus the held nodes, sorted by id.
-    pub(crate) fn merge(&self, listed: Arc<[Node]>) -> Arc<[Node]> {
+    /// The registry's set plus the held nodes, sorted by id: `listed` itself
+    /// when none is held, else a set sharing the chunks of `listed` that no
+    /// held node falls in.
+    pub(crate) fn merge(&self, listed: NodeSet) -> NodeSet {
         if self.held.is_empty() {
             return listed;
         }
-        let mut all: Vec<Node> = listed.iter().cloned().collect();
-        all.extend(self.held.iter().map(|h| h.node.clone()));
-        all.sort_by(|a, b| a.id().cmp(b.id()));
-        all.into()
+        listed.updated(
+            self.held
+                .iter()
+                .map(|h| (h.node.id().to_owned(), Some(h.node.clone()))),
+        )
     }
 }
 
@@ -135,7 +134,7 @@ impl PanicGuard {
 mod tests {
     use super::*;
 
-    fn nodes(ids: &[&str]) -> Arc<[Node]> {
+    fn nodes(ids: &[&str]) -> NodeSet {
         ids.iter()
             .enumerate()
             .map(|(i, id)| Node::new(*id, "svc", format!("127.0.0.1:{}", 1000 + i)).expect("node"))
@@ -145,16 +144,16 @@ mod tests {
     /// [`PanicGuard::apply`] with the removed positions worked out.
     fn apply(
         g: &mut PanicGuard,
-        prev: &[Node],
-        next: Arc<[Node]>,
+        prev: &NodeSet,
+        next: NodeSet,
         now: Instant,
         is_unhealthy: impl Fn(&Node) -> bool,
-    ) -> Arc<[Node]> {
-        let gone = sorted::diff(prev, &next).removed;
+    ) -> NodeSet {
+        let gone = crate::sorted::ChunkDiff::of(prev, &next).removed(prev, &next);
         g.apply("svc", prev, next, &gone, now, is_unhealthy)
     }
 
-    fn ids(set: &[Node]) -> Vec<&str> {
+    fn ids(set: &NodeSet) -> Vec<&str> {
         set.iter().map(Node::id).collect()
     }
 

@@ -1,178 +1,124 @@
-//! Node sets sorted by id, as the registry delivers them (its keys are
-//! `{prefix}/{service}/{id}`) and as the picker keeps them: differences and
-//! lookups by a merge walk or a binary search, never a hash of every id, so a
-//! change of a few nodes in a large set costs little more than a pass over
-//! its pointers.
+//! How one [`NodeSet`] differs from the one before it, chunk by chunk.
+//!
+//! Consecutive sets of a registry watch share every chunk a change did not
+//! touch (the very same allocation), so a change of a few nodes in a large
+//! set is found by comparing chunk pointers, and only the nodes of the
+//! chunks that differ are read.
 
-use std::cmp::Ordering;
-use std::sync::Arc;
+use std::collections::HashMap;
 
-use registry_actor::Node;
+use registry_actor::{Node, NodeSet};
 
-/// `nodes`, sorted by id (the last of equal ids kept).
-pub(crate) fn sorted(nodes: &[Node]) -> Arc<[Node]> {
-    let mut all: Vec<Node> = nodes.to_vec();
-    all.sort_by(|a, b| a.id().cmp(b.id()));
-    all.reverse();
-    all.dedup_by(|a, b| a.id() == b.id());
-    all.reverse();
-    all.into()
-}
-
-/// The position of the node with `id` in `nodes` (sorted).
-pub(crate) fn find(nodes: &[Node], id: &str) -> Option<usize> {
-    nodes.binary_search_by(|n| n.id().cmp(id)).ok()
-}
-
-/// How each node of a sorted set relates to the set before it.
+/// How the chunks of a set relate to those of the set before it.
 #[derive(Debug, Default)]
-pub(crate) struct Diff {
-    /// Per node of the new set: `Some(i)` when the old set's `i`-th node has
-    /// its id, `None` when it is new.
-    pub(crate) matched: Vec<Option<usize>>,
-    /// The positions in the old set of the ids the new set lacks.
-    pub(crate) removed: Vec<usize>,
+pub(crate) struct ChunkDiff {
+    /// Per chunk of the new set: the index of the very same chunk in the old
+    /// set, if it has it.
+    pub(crate) shared: Vec<Option<usize>>,
+    /// Per chunk of the old set: whether the new set has it.
+    pub(crate) kept: Vec<bool>,
 }
 
-/// How each node of `next` relates to `prev` (both sorted by id).
-pub(crate) fn diff(prev: &[Node], next: &[Node]) -> Diff {
-    walk(prev, next, false).unwrap_or_default()
-}
-
-/// [`diff`] for a `next` not known to be sorted: `None` when it is not.
-///
-/// The walk compares ids only where the two sets differ: a node of `next`
-/// that is a clone of the `prev` node under the walk is the same id, and two
-/// such nodes in a row are in order because `prev` is. So a change of a few
-/// nodes in a large set costs a pass over pointers and a few string
-/// comparisons, sortedness check included.
-pub(crate) fn diff_checked(prev: &[Node], next: &[Node]) -> Option<Diff> {
-    walk(prev, next, true)
-}
-
-fn walk(prev: &[Node], next: &[Node], check: bool) -> Option<Diff> {
-    let mut matched = Vec::with_capacity(next.len());
-    let mut removed = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    // Whether `next[j - 1]` was the very node of `prev` the walk stood on.
-    let mut last_shared = false;
-    while j < next.len() {
-        let shared = prev.get(i).is_some_and(|p| p.same(&next[j]));
-        if check && j > 0 && !(shared && last_shared) && next[j - 1].id() >= next[j].id() {
-            return None;
-        }
-        let order = match prev.get(i) {
-            Some(_) if shared => Ordering::Equal,
-            Some(p) => p.id().cmp(next[j].id()),
-            None => Ordering::Greater,
-        };
-        match order {
-            Ordering::Less => {
-                removed.push(i);
-                i += 1;
-                continue;
-            }
-            Ordering::Equal => {
-                matched.push(Some(i));
-                i += 1;
-            }
-            Ordering::Greater => matched.push(None),
-        }
-        j += 1;
-        last_shared = shared;
+impl ChunkDiff {
+    /// How the chunks of `next` relate to those of `prev`.
+    pub(crate) fn of(prev: &NodeSet, next: &NodeSet) -> Self {
+        // While `prev` lives, no other chunk can have the address of one of
+        // its chunks: equal addresses are the same chunk.
+        let by_address: HashMap<*const Node, usize> = prev
+            .chunks()
+            .iter()
+            .enumerate()
+            .map(|(c, chunk)| (address(chunk.nodes()), c))
+            .collect();
+        let mut kept = vec![false; prev.chunks().len()];
+        let shared = next
+            .chunks()
+            .iter()
+            .map(|chunk| {
+                let c = by_address.get(&address(chunk.nodes())).copied()?;
+                kept[c] = true;
+                Some(c)
+            })
+            .collect();
+        Self { shared, kept }
     }
-    removed.extend(i..prev.len());
-    Some(Diff { matched, removed })
+
+    /// The positions in `prev` of the ids `next` lacks, in order.
+    pub(crate) fn removed(&self, prev: &NodeSet, next: &NodeSet) -> Vec<usize> {
+        prev.chunks()
+            .iter()
+            .zip(&self.kept)
+            .filter(|(_, &kept)| !kept)
+            .flat_map(|(chunk, _)| {
+                chunk
+                    .nodes()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, node)| next.find(node.id()).is_none())
+                    .map(move |(i, _)| chunk.start() + i)
+            })
+            .collect()
+    }
+}
+
+fn address(nodes: &std::sync::Arc<[Node]>) -> *const Node {
+    std::sync::Arc::as_ptr(nodes).cast::<Node>()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use proptest::prelude::*;
 
     use super::*;
 
-    fn set(ids: &std::collections::BTreeSet<u16>) -> Vec<Node> {
-        ids.iter()
-            .map(|i| Node::new(format!("n{i:05}"), "svc", "127.0.0.1:1").expect("node"))
-            .collect()
+    fn node(i: u32) -> Node {
+        Node::new(format!("n{i:06}"), "svc", "127.0.0.1:1").expect("node")
+    }
+
+    #[test]
+    fn a_one_node_change_shares_every_other_chunk() {
+        let prev: NodeSet = (0..20_000).map(|i| node(i * 2)).collect();
+        let next = prev.updated([(String::new(), Some(node(7)))]);
+        let diff = ChunkDiff::of(&prev, &next);
+        assert_eq!(diff.shared.iter().filter(|s| s.is_none()).count(), 1);
+        assert_eq!(diff.kept.iter().filter(|&&k| !k).count(), 1);
+        assert!(diff.removed(&prev, &next).is_empty());
+        let back = ChunkDiff::of(&next, &prev);
+        assert_eq!(
+            back.removed(&next, &prev),
+            [next.find("n000007").expect("added")]
+        );
     }
 
     proptest! {
         #[test]
-        fn diff_agrees_with_set_difference(
-            a in prop::collection::btree_set(0u16..500, 0..80),
-            b in prop::collection::btree_set(0u16..500, 0..80),
+        fn removed_agrees_with_set_difference(
+            a in prop::collection::btree_set(0u32..4_000, 0..2_000),
+            changes in prop::collection::vec((0u32..4_000, any::<bool>()), 0..200),
+            fresh in any::<bool>(),
         ) {
-            let (prev, next) = (set(&a), set(&b));
-            let Diff { matched, removed } = diff(&prev, &next);
-            prop_assert_eq!(matched.len(), next.len());
-            for (j, m) in matched.iter().enumerate() {
-                match m {
-                    Some(i) => prop_assert_eq!(prev[*i].id(), next[j].id()),
-                    None => prop_assert!(find(&prev, next[j].id()).is_none()),
+            let prev: NodeSet = a.iter().map(|&i| node(i)).collect();
+            let mut model: BTreeSet<u32> = a.clone();
+            let next = prev.updated(changes.iter().map(|&(i, put)| {
+                if put { model.insert(i); } else { model.remove(&i); }
+                (node(i).id().to_owned(), put.then(|| node(i)))
+            }));
+            // A set built afresh shares nothing, and differs the same.
+            let next = if fresh { next.to_vec().into() } else { next };
+            let diff = ChunkDiff::of(&prev, &next);
+            prop_assert_eq!(diff.shared.len(), next.chunks().len());
+            for (chunk, shared) in next.chunks().iter().zip(&diff.shared) {
+                if let Some(c) = shared {
+                    prop_assert!(std::sync::Arc::ptr_eq(prev.chunks()[*c].nodes(), chunk.nodes()));
                 }
             }
-            let gone: Vec<&str> = removed.iter().map(|&i| prev[i].id()).collect();
-            let expected: Vec<&str> = prev
-                .iter()
-                .filter(|n| find(&next, n.id()).is_none())
-                .map(Node::id)
-                .collect();
-            prop_assert_eq!(gone, expected);
+            let gone: Vec<u32> = a.difference(&model).copied().collect();
+            let removed: Vec<usize> = diff.removed(&prev, &next);
+            let expected: Vec<usize> =
+                gone.iter().map(|&i| prev.find(node(i).id()).expect("in prev")).collect();
+            prop_assert_eq!(removed, expected);
         }
-    }
-
-    proptest! {
-        /// The checked walk, given a next set sharing the nodes it keeps with
-        /// the previous one (as the registry delivers it), agrees with the
-        /// plain walk when the next set is sorted and answers `None` when a
-        /// swap of two of its nodes unsorts it.
-        #[test]
-        fn the_checked_walk_agrees_and_catches_unsorted_sets(
-            a in prop::collection::btree_set(0u16..500, 0..80),
-            b in prop::collection::btree_set(0u16..500, 0..80),
-            swap in any::<prop::sample::Index>(),
-        ) {
-            let prev = set(&a);
-            // Nodes of `b` also in `a` are the very nodes of `prev`.
-            let mut next: Vec<Node> = b
-                .iter()
-                .map(|i| match a.iter().position(|x| x == i) {
-                    Some(k) => prev[k].clone(),
-                    None => Node::new(format!("n{i:05}"), "svc", "127.0.0.1:2").expect("node"),
-                })
-                .collect();
-            let plain = diff(&prev, &next);
-            let checked = diff_checked(&prev, &next).expect("a sorted set");
-            prop_assert_eq!(&plain.matched, &checked.matched);
-            prop_assert_eq!(&plain.removed, &checked.removed);
-            if next.len() >= 2 {
-                let k = swap.index(next.len() - 1);
-                next.swap(k, k + 1);
-                prop_assert!(diff_checked(&prev, &next).is_none());
-            }
-        }
-    }
-
-    #[test]
-    fn a_repeated_node_is_not_a_sorted_set() {
-        let prev = set(&[1, 2, 3].into_iter().collect());
-        let next = vec![
-            prev[0].clone(),
-            prev[1].clone(),
-            prev[1].clone(),
-            prev[2].clone(),
-        ];
-        assert!(diff_checked(&prev, &next).is_none());
-    }
-
-    #[test]
-    fn unsorted_sets_are_sorted_keeping_the_last_of_a_duplicate_id() {
-        let n =
-            |id: &str, port: u16| Node::new(id, "svc", format!("127.0.0.1:{port}")).expect("node");
-        let all = [n("b", 1), n("a", 2), n("b", 3)];
-        let s = sorted(&all);
-        let got: Vec<(&str, &str)> = s.iter().map(|n| (n.id(), n.addr())).collect();
-        assert_eq!(got, [("a", "127.0.0.1:2"), ("b", "127.0.0.1:3")]);
     }
 }

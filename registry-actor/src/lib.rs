@@ -26,7 +26,7 @@
 //! * [`Registrar`] — keeps one node registered: lease, keepalive at TTL/3, and
 //!   re-registration after any loss, for ever, with capped backoff.
 //! * [`RegistryActor`] — one etcd watch per service; pushes
-//!   [`NodesChanged`]`(Arc<[Node]>, revision)` to every subscriber; resumes after
+//!   [`NodesChanged`]`(NodeSet, revision)` to every subscriber; resumes after
 //!   stream errors, re-reads after compaction, keeps the last known set while etcd
 //!   is down, and with `registry.snapshot_file` keeps it on disk for a start
 //!   while etcd is down ([`WatchState`] tells where a set came from).
@@ -60,7 +60,10 @@ pub use config::RegistryConfig;
 pub use error::Error;
 pub use etcd::{connect, Etcd, HEDGE_DELAY};
 pub use etcd_client;
-pub use node::{node_key, service_prefix, DecodeError, DecodeErrorKind, Node, DEFAULT_WEIGHT};
+pub use node::{
+    node_key, service_prefix, DecodeError, DecodeErrorKind, Node, NodeChunk, NodeSet, Nodes,
+    DEFAULT_WEIGHT,
+};
 pub use registrar::{Registrar, RegistrationState};
 pub use registry::{
     NodesChanged, RegistryActor, RegistryStats, ServiceWatch, Snapshot, Stats, Subscribe,

@@ -136,6 +136,29 @@ async fn malformed_values_are_skipped_and_counted_beside_good_ones() {
     raw_put(&mut raw, &config, "good-1", "garbage").await;
     sub.wait_for("good-2 only", has_ids(&["good-2"])).await;
     assert_eq!(stats(&registry).await.decode_errors, 5);
+
+    // A key nested below the service's prefix names no node, even with a
+    // value whose id is its last segment; a node put after it shows that it
+    // was read.
+    raw_put(
+        &mut raw,
+        &config,
+        "deeper/good-3",
+        r#"{"id":"good-3","addr":"127.0.0.1:4"}"#,
+    )
+    .await;
+    raw_put(
+        &mut raw,
+        &config,
+        "good-4",
+        r#"{"id":"good-4","addr":"127.0.0.1:5"}"#,
+    )
+    .await;
+    sub.wait_for("good-2 and good-4", has_ids(&["good-2", "good-4"]))
+        .await;
+    assert_eq!(stats(&registry).await.decode_errors, 6, "the nested key");
+    raw_delete(&mut raw, &config, "good-4").await;
+    sub.wait_for("good-2 again", has_ids(&["good-2"])).await;
     assert!(
         sub.history.iter().all(|c| !c.nodes.is_empty()),
         "the set was never wiped"

@@ -10,7 +10,7 @@
 //! This server counts itself even while its own key is not (or no longer)
 //! visible: it is serving, so it takes a share.
 
-use registry_actor::{Etcd, Node, RegistryConfig, ServiceWatch};
+use registry_actor::{Etcd, NodeSet, RegistryConfig, ServiceWatch};
 use tracing::debug;
 
 use crate::rate_limit::{LimiterClock, RateLimits};
@@ -56,8 +56,8 @@ impl<C: LimiterClock> InstanceWatch<C> {
 }
 
 /// The live nodes, plus this server when its own node is not among them.
-fn instances(nodes: &[Node], own_id: &str) -> usize {
-    nodes.len() + usize::from(!nodes.iter().any(|n| n.id() == own_id))
+fn instances(nodes: &NodeSet, own_id: &str) -> usize {
+    nodes.len() + usize::from(nodes.find(own_id).is_none())
 }
 
 #[cfg(test)]
@@ -71,10 +71,10 @@ mod tests {
 
     #[test]
     fn counts_itself_once_whether_listed_or_not() {
-        let node = |id: &str| Node::new(id, "echo", "127.0.0.1:1").expect("node");
-        assert_eq!(instances(&[], "me"), 1);
-        assert_eq!(instances(&[node("a"), node("b")], "me"), 3);
-        assert_eq!(instances(&[node("a"), node("me")], "me"), 2);
+        let node = |id: &str| registry_actor::Node::new(id, "echo", "127.0.0.1:1").expect("node");
+        assert_eq!(instances(&NodeSet::new(), "me"), 1);
+        assert_eq!(instances(&vec![node("a"), node("b")].into(), "me"), 3);
+        assert_eq!(instances(&vec![node("a"), node("me")].into(), "me"), 2);
     }
 
     #[tokio::test]

@@ -131,8 +131,8 @@ async fn one_node_changes(
 
 /// Sequential probe calls from a tokio runtime of 2 workers on another
 /// thread, for [`QUIET`] with no change, then for [`CHURN`] while this task
-/// puts the probe again and again (every put makes the registry publish and
-/// the picker rebuild the whole set).
+/// puts the probe again and again (every put makes the registry publish a
+/// new set and the picker build a new snapshot of it).
 async fn calls_during_rebuilds(
     handle: &ClientHandle,
     mut kv: registry_actor::etcd_client::Client,

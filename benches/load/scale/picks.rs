@@ -3,12 +3,11 @@
 //! while this thread picks from the published snapshot, as calls do.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use cluster_client::{Pick, PickerActor, PickerConfig, PickerView};
-use registry_actor::{Node, NodesChanged, RegistryActor, RegistryConfig};
+use registry_actor::{NodeSet, NodesChanged, RegistryActor, RegistryConfig};
 
 use super::nodes::{node, SERVICE};
 
@@ -60,7 +59,7 @@ impl SharedState {
 
     /// Applies `nodes`; `rebuilds` counts from when the rebuild starts until
     /// it is done.
-    fn update(&self, nodes: Arc<[Node]>, revision: i64, rebuilds: &Rebuilds) {
+    fn update(&self, nodes: NodeSet, revision: i64, rebuilds: &Rebuilds) {
         rebuilds.started.fetch_add(1, Ordering::SeqCst);
         self.runtime
             .block_on(self.picker.send(NodesChanged {
@@ -115,16 +114,11 @@ pub(super) struct PickRun {
 /// this one picks every [`PICK_EVERY`] and times each pick; picks are sorted
 /// by whether they overlapped a rebuild.
 pub(super) fn during_rebuilds(n: usize) -> PickRun {
-    let a: Arc<[Node]> = (0..n).map(node).collect();
-    let b: Arc<[Node]> = (0..n)
-        .map(|i| {
-            if i == 0 {
-                node(0).with_version("1.0.1")
-            } else {
-                node(i)
-            }
-        })
-        .collect();
+    // `b` is `a` with one node changed, sharing the rest as the registry's
+    // consecutive sets do.
+    let a: NodeSet = (0..n).map(node).collect();
+    let changed = node(0).with_version("1.0.1");
+    let b = a.updated([(changed.id().to_owned(), Some(changed))]);
     let state = SharedState::new();
     let rebuilds = Rebuilds::default();
     state.update(a.clone(), 1, &rebuilds);

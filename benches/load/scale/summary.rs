@@ -87,8 +87,8 @@ pub(super) fn write(
         out,
         "\nCalls during rebuilds: probe calls one after the other from a tokio runtime of 2 \
          workers on another thread, {QUIET:?} with no change, then {CHURN:?} while the actix \
-         thread puts the probe back to back ({} puts; each makes the registry publish and the \
-         picker rebuild {} nodes). Each call includes its RPC.\n",
+         thread puts the probe back to back ({} puts; each makes the registry publish a set of \
+         {} nodes and the picker build a snapshot of it). Each call includes its RPC.\n",
         shown(child.number("puts"), 0),
         n + 1,
     );
@@ -113,7 +113,8 @@ pub(super) fn write(
         out,
         "\nPicks during a rebuild, through a `PickerActor` and its `PickerView` (what calls \
          pick from): one thread sends the actor {REBUILDS} node sets of {n} nodes (each a \
-         one-node change from the last; from the send to the answer took {:.1} ms p50, \
+         one-node change from the last, sharing its other chunks as the registry's sets \
+         do; from the send to the answer took {:.1} ms p50, \
          {:.1} ms max), pausing {REBUILD_GAP:?} after each, while another picks \
          (round_robin) every {PICK_EVERY:?} and times each pick. A pick overlapping a \
          rebuild started while one was in progress, or saw one start before it ended.\n",

@@ -149,7 +149,10 @@ impl ZonePreference {
     /// that the preference keeps: the nodes of the first zones in priority
     /// order whose count reaches `min_healthy`. `None` when that takes every
     /// zone (the candidates stay as they are).
-    pub(crate) fn narrow(&self, nodes: &[Node], pickable: &[u32]) -> Option<Vec<u32>> {
+    pub(crate) fn narrow<N>(&self, nodes: &N, pickable: &[u32]) -> Option<Vec<u32>>
+    where
+        N: std::ops::Index<usize, Output = Node> + ?Sized,
+    {
         let mut zones: Vec<((usize, &str), usize)> = Vec::new();
         for &i in pickable {
             let rank = self.rank(nodes[i as usize].zone());

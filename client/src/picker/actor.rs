@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use registry_actor::{
-    Node, NodesChanged, RegistryActor, Subscribe, SubscriptionId, Unsubscribe, WatchState,
+    NodeSet, NodesChanged, RegistryActor, Subscribe, SubscriptionId, Unsubscribe, WatchState,
 };
 use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
@@ -141,28 +141,28 @@ impl PickerActor {
 
     /// `nodes` without those `client.allowed_networks` refuses; each refused
     /// node is logged when it first appears.
-    fn admitted(&mut self, nodes: Arc<[Node]>) -> Arc<[Node]> {
+    fn admitted(&mut self, nodes: NodeSet) -> NodeSet {
         let settings = &self.connection_settings;
-        if settings.admits_every_node() || nodes.iter().all(|n| settings.admits(n).is_ok()) {
+        if settings.admits_every_node() {
             self.refused.clear();
             return nodes;
         }
         let mut refused = HashSet::new();
-        let mut admitted = Vec::with_capacity(nodes.len());
         for node in nodes.iter() {
-            match settings.admits(node) {
-                Ok(()) => admitted.push(node.clone()),
-                Err(why) => {
-                    if !self.refused.contains(node.id()) {
-                        warn!(service = %self.service, node = %node.id(), addr = %node.addr(),
-                            "node left out, never dialled: {why}");
-                    }
-                    refused.insert(node.id().to_owned());
+            if let Err(why) = settings.admits(node) {
+                if !self.refused.contains(node.id()) {
+                    warn!(service = %self.service, node = %node.id(), addr = %node.addr(),
+                        "node left out, never dialled: {why}");
                 }
+                refused.insert(node.id().to_owned());
             }
         }
+        let admitted = match refused.is_empty() {
+            true => nodes,
+            false => nodes.updated(refused.iter().map(|id| (id.clone(), None))),
+        };
         self.refused = refused;
-        admitted.into()
+        admitted
     }
 
     /// Gives `picked` its node's connection on the runtime `home`, starting

@@ -39,6 +39,7 @@
 
 mod actor;
 mod carry;
+mod entries;
 mod messages;
 mod picked;
 mod shared;

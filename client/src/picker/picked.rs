@@ -28,18 +28,21 @@ impl fmt::Display for NodeHandle {
 /// one reference count. Dereferences to the [`Node`].
 #[derive(Clone)]
 pub struct NodeRef {
-    snapshot: Arc<[Node]>,
+    /// The chunk of the snapshot's node set the node is in.
+    chunk: Arc<[Node]>,
     index: usize,
 }
 
 impl NodeRef {
-    pub(crate) fn new(snapshot: Arc<[Node]>, index: usize) -> Self {
-        Self { snapshot, index }
+    /// The node at `index` of `chunk`, which must be in range.
+    pub(crate) fn new(chunk: Arc<[Node]>, index: usize) -> Self {
+        debug_assert!(index < chunk.len());
+        Self { chunk, index }
     }
 
     /// The node (also reachable through `*`).
     pub fn node(&self) -> &Node {
-        &self.snapshot[self.index]
+        &self.chunk[self.index]
     }
 }
 
@@ -74,7 +77,7 @@ impl fmt::Display for NodeRef {
 impl From<Node> for NodeRef {
     fn from(node: Node) -> Self {
         Self {
-            snapshot: Arc::from(vec![node]),
+            chunk: Arc::from(vec![node]),
             index: 0,
         }
     }

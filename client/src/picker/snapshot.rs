@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use rand::rngs::SmallRng;
-use registry_actor::Node;
+use registry_actor::{Node, NodeSet};
 use semver::Version;
 
 use super::carry::{Carry, Matched};
@@ -171,8 +171,9 @@ pub(crate) struct Snapshot {
     config: Arc<PickerConfig>,
     discovered: bool,
     revision: i64,
-    nodes: Arc<[Node]>,
-    slots: Box<[Arc<Slot>]>,
+    nodes: NodeSet,
+    /// The slots of each chunk of `nodes`, in the same order.
+    slots: Box<[Arc<[Arc<Slot>]>]>,
     ejected: Box<[bool]>,
     versions: OnceLock<Box<[Option<Version>]>>,
     default_pool: Pool,
@@ -199,8 +200,9 @@ pub(crate) struct Parts {
     pub(crate) config: Arc<PickerConfig>,
     pub(crate) discovered: bool,
     pub(crate) revision: i64,
-    pub(crate) nodes: Arc<[Node]>,
-    pub(crate) slots: Box<[Arc<Slot>]>,
+    pub(crate) nodes: NodeSet,
+    /// The slots of each chunk of `nodes`, in the same order.
+    pub(crate) slots: Box<[Arc<[Arc<Slot>]>]>,
     pub(crate) ejected: Box<[bool]>,
     /// The snapshot before, and how `nodes` map to its nodes: pools take
     /// over its selectors' answers for the nodes both share.
@@ -252,8 +254,29 @@ impl Snapshot {
     }
 
     /// The nodes, sorted by id.
-    pub(crate) fn nodes(&self) -> &Arc<[Node]> {
+    pub(crate) fn nodes(&self) -> &NodeSet {
         &self.nodes
+    }
+
+    /// The slots of each chunk of the nodes.
+    #[cfg(test)]
+    pub(crate) fn slot_chunks(&self) -> &[Arc<[Arc<Slot>]>] {
+        &self.slots
+    }
+
+    /// The chunk of the node at `index` (in range), and its position there.
+    fn locate(&self, index: usize) -> (usize, usize) {
+        let chunks = self.nodes.chunks();
+        let c = chunks
+            .partition_point(|c| c.start() <= index)
+            .saturating_sub(1);
+        (c, index - chunks[c].start())
+    }
+
+    /// The slot of the node at `index` (in range).
+    fn slot_at(&self, index: usize) -> &Slot {
+        let (c, o) = self.locate(index);
+        &self.slots[c][o]
     }
 
     pub(crate) fn is_discovered(&self) -> bool {
@@ -281,7 +304,10 @@ impl Snapshot {
     /// The slot of `handle`, if the node is in this snapshot.
     pub(crate) fn slot(&self, handle: NodeHandle) -> Option<&Arc<Slot>> {
         // Slots are in node order, handles are not: a scan, used off the pick path.
-        self.slots.iter().find(|s| s.handle == handle)
+        self.slots
+            .iter()
+            .flat_map(|c| c.iter())
+            .find(|s| s.handle == handle)
     }
 
     /// The call selectors whose pools calls used, to build into the next snapshot.
@@ -337,8 +363,7 @@ impl Snapshot {
         if indices.is_empty() {
             return None;
         }
-        let slots = &self.slots;
-        let load = |p: usize| slots[indices[p] as usize].load();
+        let load = |p: usize| self.slot_at(indices[p] as usize).load();
         let pos = if exclude.is_empty() {
             candidates.policy.pick(&mut PickCx {
                 rng,
@@ -350,7 +375,7 @@ impl Snapshot {
             candidates.policy.pick(&mut PickCx {
                 rng,
                 hash,
-                accept: |p: usize| !exclude.contains(&slots[indices[p] as usize].handle),
+                accept: |p: usize| !exclude.contains(&self.slot_at(indices[p] as usize).handle),
                 load,
             })
         }?;
@@ -394,9 +419,10 @@ impl Snapshot {
 
     /// The node at `index`, with its connection on the runtime `home`.
     fn picked(&self, index: usize, home: Option<tokio::runtime::Id>) -> Picked {
-        let slot = &self.slots[index];
+        let (c, o) = self.locate(index);
+        let slot = &self.slots[c][o];
         Picked::new(
-            NodeRef::new(self.nodes.clone(), index),
+            NodeRef::new(self.nodes.chunks()[c].nodes().clone(), o),
             slot.handle,
             self.revision,
             slot.connection(home),
@@ -605,7 +631,7 @@ impl Pool {
 }
 
 /// No node matches `selector`: the error names what the service has.
-fn no_match(service: &Arc<str>, selector: &Selector, nodes: &[Node], strict: bool) -> Error {
+fn no_match(service: &Arc<str>, selector: &Selector, nodes: &NodeSet, strict: bool) -> Error {
     let distinct = |field: fn(&Node) -> &str| {
         let mut values: Vec<String> = nodes.iter().map(|n| field(n).to_owned()).collect();
         values.sort();

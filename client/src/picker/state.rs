@@ -8,25 +8,19 @@ use std::time::Instant;
 
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use registry_actor::Node;
+use registry_actor::{Node, NodeSet};
 use tracing::{debug, info, warn};
 
-use super::carry::{Carry, NOT_CARRIED};
+use super::carry::Carry;
+use super::entries::{carry_over, health_at, health_mut_at, EntryChunk};
 use super::picked::{NodeHandle, Picked};
 use super::snapshot::{Parts, Slot, Snapshot};
 use super::status::{NodeStatus, PickerStatus};
 use crate::ejection::{max_ejected, success_rate_outliers, NodeHealth};
 use crate::observe::PickerMetrics;
 use crate::panic_guard::PanicGuard;
-use crate::sorted;
+use crate::sorted::ChunkDiff;
 use crate::{Error, HashKey, PickerConfig, Selector};
-
-/// What the picker keeps of one node in force, beside it in the set.
-#[derive(Debug)]
-struct Entry {
-    slot: Arc<Slot>,
-    health: NodeHealth,
-}
 
 /// The picking logic of one service, without an actor: the node set in force,
 /// ejection and the panic threshold, and the immutable snapshot of candidates
@@ -69,11 +63,13 @@ pub struct Picker {
     discovered: bool,
     revision: i64,
     /// The registry's set.
-    listed: Arc<[Node]>,
-    /// The set in force: listed plus held, sorted by id; an entry (slot and
-    /// health) per node, in the same order.
-    effective: Arc<[Node]>,
-    entries: Vec<Entry>,
+    listed: NodeSet,
+    /// The set in force: listed plus held, sorted by id; the entries (slots
+    /// and health) of each of its chunks, in the same order.
+    effective: NodeSet,
+    entries: Vec<EntryChunk>,
+    /// Per node in force: whether it may not be picked (ejected, paused,
+    /// unhealthy or going away).
     ejected: Vec<bool>,
     ejected_count: usize,
     /// The id of each node in force, by handle (changed only for the nodes a
@@ -90,9 +86,9 @@ pub struct Picker {
 }
 
 /// A set installed since `current` was built, and for each of its nodes the
-/// index of the same node in `current` (or [`NOT_CARRIED`]).
+/// index of the same node in `current` (or [`NOT_CARRIED`](super::carry::NOT_CARRIED)).
 struct Installed {
-    set: Arc<[Node]>,
+    set: NodeSet,
     from: Arc<[u32]>,
 }
 
@@ -125,7 +121,7 @@ impl Picker {
         let guard = PanicGuard::new(config.panic_threshold(), config.panic_grace());
         let metrics = PickerMetrics::new(&service);
         let config = Arc::new(config);
-        let empty: Arc<[Node]> = Arc::from(Vec::new());
+        let empty = NodeSet::new();
         let current = Arc::new(Snapshot::build(
             Parts {
                 service: service.clone(),
@@ -182,7 +178,7 @@ impl Picker {
 
     /// The nodes in force: the registry's set plus nodes held by the panic
     /// threshold, sorted by id.
-    pub fn nodes(&self) -> &Arc<[Node]> {
+    pub fn nodes(&self) -> &NodeSet {
         &self.effective
     }
 
@@ -210,35 +206,32 @@ impl Picker {
 
     /// Takes a new node set from the registry (at etcd `revision`), applying the
     /// panic threshold, and publishes a new snapshot.
-    pub fn update(&mut self, nodes: Arc<[Node]>, revision: i64, now: Instant) {
+    ///
+    /// Only the chunks of `nodes` that the set in force does not share are
+    /// read: a set made from the one before by
+    /// [`NodeSet::updated`] (as the registry makes them) costs in proportion
+    /// to what changed.
+    pub fn update(&mut self, nodes: impl Into<NodeSet>, revision: i64, now: Instant) {
+        let nodes = nodes.into();
         self.discovered = true;
         self.revision = revision;
-        let (nodes, diff) = match sorted::diff_checked(&self.effective, &nodes) {
-            Some(diff) => (nodes, diff),
-            None => {
-                let nodes = sorted::sorted(&nodes);
-                let diff = sorted::diff(&self.effective, &nodes);
-                (nodes, diff)
-            }
-        };
+        let removed = ChunkDiff::of(&self.effective, &nodes).removed(&self.effective, &nodes);
         let (effective, entries) = (&self.effective, &self.entries);
         let effective = self.guard.apply(
             &self.service,
             &self.effective,
             nodes.clone(),
-            &diff.removed,
+            &removed,
             now,
-            |n| sorted::find(effective, n.id()).is_some_and(|i| entries[i].health.is_ejected()),
+            |n| {
+                effective
+                    .find(n.id())
+                    .and_then(|i| health_at(effective, entries, i))
+                    .is_some_and(NodeHealth::is_ejected)
+            },
         );
-        // Without held nodes the set in force is the registry's, whose
-        // difference from the one before is known already.
-        let diff = if Arc::ptr_eq(&effective, &nodes) {
-            diff
-        } else {
-            sorted::diff(&self.effective, &effective)
-        };
         self.listed = nodes;
-        self.install_diffed(effective, diff);
+        self.install(effective);
     }
 
     /// Picks one node.
@@ -282,15 +275,44 @@ impl Picker {
     /// node's connection keeps this count itself). Unknown handles (nodes gone
     /// meanwhile) are ignored.
     pub fn report_load(&mut self, node: NodeHandle, in_flight: u32) {
-        if let Some(i) = self.position(node) {
-            self.entries[i].slot.set_load(in_flight);
+        if let Some(slot) = self.position(node).and_then(|i| self.slot(i)) {
+            slot.set_load(in_flight);
         }
     }
 
     /// Where the node of `handle` is in the set in force.
     fn position(&self, handle: NodeHandle) -> Option<usize> {
         let id = self.by_handle.get(&handle)?;
-        sorted::find(&self.effective, id)
+        self.effective.find(id)
+    }
+
+    /// The slot of the node at `i` in the set in force.
+    fn slot(&self, i: usize) -> Option<&Arc<Slot>> {
+        let (c, o) = self.effective.locate(i)?;
+        self.entries.get(c)?.slots.get(o)
+    }
+
+    /// The health of the node at `i` in the set in force.
+    fn health_mut(&mut self, i: usize) -> Option<&mut NodeHealth> {
+        health_mut_at(&self.effective, &mut self.entries, i)
+    }
+
+    /// The slots and health of every node in force, in order.
+    fn all_entries(&self) -> impl Iterator<Item = (&Arc<Slot>, &NodeHealth)> {
+        self.entries
+            .iter()
+            .flat_map(|chunk| chunk.slots.iter().zip(&chunk.health))
+    }
+
+    /// The positions of the nodes that may not be picked: the only ones
+    /// with an ejection or a pause to end.
+    fn out_positions(&self) -> Vec<usize> {
+        self.ejected
+            .iter()
+            .enumerate()
+            .filter(|(_, &out)| out)
+            .map(|(i, _)| i)
+            .collect()
     }
 
     /// Records a failure of `node` (see [`ConnectionFailed`](crate::ConnectionFailed)): a node held by the panic
@@ -308,9 +330,11 @@ impl Picker {
             self.install(effective);
             return true;
         }
-        let policy = self.config.ejection();
-        let entry = &mut self.entries[i];
-        if !entry.health.record_failure(policy) {
+        let config = self.config.clone();
+        let Some(health) = self.health_mut(i) else {
+            return false;
+        };
+        if !health.record_failure(config.ejection()) {
             return false;
         }
         if !self.eject(i, now, "consecutive failures") {
@@ -329,12 +353,11 @@ impl Picker {
         let config = self.config.clone();
         let policy = config.ejection();
         let samples: Vec<(u64, u64)> = self
-            .entries
-            .iter()
-            .map(|e| {
-                let counts = e.slot.outcomes().take();
+            .all_entries()
+            .map(|(slot, health)| {
+                let counts = slot.outcomes().take();
                 // An ejected node is not compared (it has next to no attempts).
-                if e.health.is_ejected() {
+                if health.is_ejected() {
                     (0, 0)
                 } else {
                     counts
@@ -373,11 +396,13 @@ impl Picker {
             );
             return false;
         }
-        let entry = &mut self.entries[i];
-        let until = entry.health.eject(policy, now);
+        let Some(health) = health_mut_at(&self.effective, &mut self.entries, i) else {
+            return false;
+        };
+        let until = health.eject(policy, now);
         warn!(
             service = %self.service, node = %id,
-            failures = entry.health.consecutive_failures(),
+            failures = health.consecutive_failures(),
             ejected_for = ?until.saturating_duration_since(now),
             "ejecting node after {why}"
         );
@@ -394,7 +419,7 @@ impl Picker {
         let Some(i) = self.position(node) else {
             return false;
         };
-        if !self.entries[i].health.pause(until) {
+        if !self.health_mut(i).is_some_and(|h| h.pause(until)) {
             return false;
         }
         debug!(service = %self.service, node = %self.effective[i].id(), "node asked for a pushback; not picked until it passes");
@@ -411,7 +436,7 @@ impl Picker {
         let Some(i) = self.position(node) else {
             return false;
         };
-        if !self.entries[i].health.set_serving(serving) {
+        if !self.health_mut(i).is_some_and(|h| h.set_serving(serving)) {
             return false;
         }
         let id = self.effective[i].id();
@@ -445,19 +470,20 @@ impl Picker {
     /// Whether `node` is in force and its server is closing its connection.
     pub fn is_going_away(&self, node: NodeHandle) -> bool {
         self.position(node)
-            .is_some_and(|i| self.entries[i].health.is_going_away())
+            .and_then(|i| health_at(&self.effective, &self.entries, i))
+            .is_some_and(NodeHealth::is_going_away)
     }
 
     /// The node of `handle`, when it is in force.
     pub fn node(&self, handle: NodeHandle) -> Option<&Node> {
-        self.position(handle).map(|i| &self.effective[i])
+        self.position(handle).and_then(|i| self.effective.get(i))
     }
 
     fn set_going_away(&mut self, node: NodeHandle, going: bool) -> bool {
         let Some(i) = self.position(node) else {
             return false;
         };
-        if !self.entries[i].health.set_going_away(going) {
+        if !self.health_mut(i).is_some_and(|h| h.set_going_away(going)) {
             return false;
         }
         let id = self.effective[i].id();
@@ -474,8 +500,8 @@ impl Picker {
     /// Records a successful connection attempt to `node` (resets its failure
     /// count).
     pub fn connection_succeeded(&mut self, node: NodeHandle) {
-        if let Some(i) = self.position(node) {
-            self.entries[i].health.record_success();
+        if let Some(health) = self.position(node).and_then(|i| self.health_mut(i)) {
+            health.record_success();
         }
     }
 
@@ -483,15 +509,19 @@ impl Picker {
     /// has passed. Answers whether the candidates changed.
     pub fn expire(&mut self, now: Instant) -> bool {
         let mut returned = false;
-        for (node, entry) in self.effective.iter().zip(&mut self.entries) {
-            if entry.health.expire(now) {
-                info!(service = %self.service, node = %node.id(), "ejection over; node is back");
-                returned = true;
+        for i in self.out_positions() {
+            let Some(health) = health_mut_at(&self.effective, &mut self.entries, i) else {
+                continue;
+            };
+            let (ejection_over, pause_over) = (health.expire(now), health.expire_pause(now));
+            let id = self.effective.get(i).map(Node::id).unwrap_or_default();
+            if ejection_over {
+                info!(service = %self.service, node = %id, "ejection over; node is back");
             }
-            if entry.health.expire_pause(now) {
-                debug!(service = %self.service, node = %node.id(), "pushback over; node is back");
-                returned = true;
+            if pause_over {
+                debug!(service = %self.service, node = %id, "pushback over; node is back");
             }
+            returned |= ejection_over || pause_over;
         }
         if self.guard.expire(now) {
             info!(service = %self.service, "panic grace over; dropping the held nodes");
@@ -509,9 +539,10 @@ impl Picker {
     /// When [`expire`](Self::expire) has something to do next.
     pub fn next_deadline(&self) -> Option<Instant> {
         let ejection = self
-            .entries
-            .iter()
-            .flat_map(|e| [e.health.ejected_until(), e.health.paused_until()])
+            .out_positions()
+            .into_iter()
+            .filter_map(|i| health_at(&self.effective, &self.entries, i))
+            .flat_map(|h| [h.ejected_until(), h.paused_until()])
             .flatten()
             .min();
         match (ejection, self.guard.next_deadline()) {
@@ -525,22 +556,19 @@ impl Picker {
         let nodes = self
             .effective
             .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                let entry = &self.entries[i];
-                NodeStatus {
-                    id: n.id().to_owned(),
-                    addr: n.addr().to_owned(),
-                    handle: entry.slot.handle(),
-                    in_flight: entry.slot.load(),
-                    consecutive_failures: entry.health.consecutive_failures(),
-                    ejected: entry.health.is_ejected(),
-                    paused: entry.health.is_paused(),
-                    unhealthy: entry.health.is_unhealthy(),
-                    going_away: entry.health.is_going_away(),
-                    ejections: entry.health.ejections(),
-                    held: self.guard.is_held(n.id()),
-                }
+            .zip(self.all_entries())
+            .map(|(n, (slot, health))| NodeStatus {
+                id: n.id().to_owned(),
+                addr: n.addr().to_owned(),
+                handle: slot.handle(),
+                in_flight: slot.load(),
+                consecutive_failures: health.consecutive_failures(),
+                ejected: health.is_ejected(),
+                paused: health.is_paused(),
+                unhealthy: health.is_unhealthy(),
+                going_away: health.is_going_away(),
+                ejections: health.ejections(),
+                held: self.guard.is_held(n.id()),
             })
             .collect();
         PickerStatus {
@@ -549,76 +577,41 @@ impl Picker {
             revision: self.revision,
             listed: self.listed.len(),
             nodes,
-            connections: self.entries.iter().map(|e| e.slot.connections()).sum(),
+            connections: self.all_entries().map(|(slot, _)| slot.connections()).sum(),
             refused: 0,
         }
     }
 
-    /// Makes `effective` (sorted by id) the set in force: each node that stays
-    /// with its address keeps its entry (slot: handle, load, connection; and
-    /// health), found by a merge walk of the two sorted sets; then a new
-    /// snapshot is published. Only the nodes added or removed touch a map.
-    fn install(&mut self, effective: Arc<[Node]>) {
-        let diff = sorted::diff(&self.effective, &effective);
-        self.install_diffed(effective, diff);
-    }
-
-    /// [`install`](Self::install) given how `effective` differs from the set
-    /// in force.
-    fn install_diffed(&mut self, effective: Arc<[Node]>, diff: sorted::Diff) {
-        let sorted::Diff { matched, removed } = diff;
-        for i in removed {
-            if let Some(entry) = self.entries.get(i) {
-                self.by_handle.remove(&entry.slot.handle());
-            }
-        }
-        // The merge walk matches the old entries in their order, so they are
-        // taken over in one pass; the ones it skips are the removed ones.
-        let mut old = std::mem::take(&mut self.entries)
-            .into_iter()
-            .enumerate()
-            .peekable();
-        let mut entries = Vec::with_capacity(effective.len());
-        let mut carried = Vec::with_capacity(effective.len());
-        for (node, before) in effective.iter().zip(matched) {
-            let same = before.is_some_and(|i| self.effective[i].same(node));
-            carried.push(match before {
-                Some(i) if same => i as u32,
-                _ => NOT_CARRIED,
-            });
-            let kept = before.and_then(|i| {
-                let keep = same || self.effective[i].addr() == node.addr();
-                while old.next_if(|(j, _)| *j < i).is_some() {}
-                let (_, entry) = old.next_if(|(j, _)| *j == i)?;
-                if keep {
-                    Some(entry)
-                } else {
-                    // Same id, new address: a new node for connections.
-                    self.by_handle.remove(&entry.slot.handle());
-                    None
-                }
-            });
-            let entry = match kept {
-                Some(entry) => entry,
-                None => {
-                    self.next_handle += 1;
-                    let handle = NodeHandle(self.next_handle);
-                    self.by_handle.insert(handle, node.id().into());
-                    Entry {
-                        slot: Arc::new(Slot::new(handle)),
-                        health: NodeHealth::new(self.config.ejection()),
-                    }
-                }
-            };
-            entries.push(entry);
-        }
-        self.carry = Some(Installed {
-            set: effective.clone(),
-            from: carried.into(),
+    /// Makes `effective` the set in force and publishes a new snapshot. The
+    /// entries (slots and health) of the nodes that stay are carried over:
+    /// whole for the chunks the two sets share, by id in the others. Only
+    /// the nodes added or removed touch a map.
+    fn install(&mut self, effective: NodeSet) {
+        let old = std::mem::replace(&mut self.effective, effective.clone());
+        let entries = std::mem::take(&mut self.entries);
+        let (next_handle, by_handle, config) =
+            (&mut self.next_handle, &mut self.by_handle, &self.config);
+        let carried = carry_over(&old, entries, &self.ejected, &effective, |node| {
+            *next_handle += 1;
+            let handle = NodeHandle(*next_handle);
+            by_handle.insert(handle, node.id().into());
+            (
+                Arc::new(Slot::new(handle)),
+                NodeHealth::new(config.ejection()),
+            )
         });
-        self.effective = effective;
-        self.entries = entries;
-        self.refresh_ejected();
+        let mut dropped_ejections = 0;
+        for (handle, ejected) in carried.dropped {
+            self.by_handle.remove(&handle);
+            dropped_ejections += usize::from(ejected);
+        }
+        self.ejected_count = self.ejected_count.saturating_sub(dropped_ejections);
+        self.carry = Some(Installed {
+            set: effective,
+            from: carried.from.into(),
+        });
+        self.entries = carried.entries;
+        self.ejected = carried.out;
         self.publish();
     }
 
@@ -627,11 +620,10 @@ impl Picker {
     fn refresh_ejected(&mut self) {
         let mut ejected_count = 0;
         self.ejected = self
-            .entries
-            .iter()
-            .map(|e| {
-                ejected_count += usize::from(e.health.is_ejected());
-                e.health.is_out()
+            .all_entries()
+            .map(|(_, health)| {
+                ejected_count += usize::from(health.is_ejected());
+                health.is_out()
             })
             .collect();
         self.ejected_count = ejected_count;
@@ -646,10 +638,10 @@ impl Picker {
         // The nodes of `current`, in the same order, are `effective` unless a
         // set was installed since; then `carry` says where each went.
         let carry = match self.carry.take() {
-            Some(installed) if Arc::ptr_eq(&installed.set, &self.effective) => {
+            Some(installed) if installed.set.same(&self.effective) => {
                 Some(Carry::Mapped(installed.from))
             }
-            _ if Arc::ptr_eq(self.current.nodes(), &self.effective) => Some(Carry::Same),
+            _ if self.current.nodes().same(&self.effective) => Some(Carry::Same),
             _ => None,
         };
         let parts = Parts {
@@ -658,7 +650,7 @@ impl Picker {
             discovered: self.discovered,
             revision: self.revision,
             nodes: self.effective.clone(),
-            slots: self.entries.iter().map(|e| e.slot.clone()).collect(),
+            slots: self.entries.iter().map(|e| e.slots.clone()).collect(),
             ejected: self.ejected.clone().into(),
             before: carry.map(|carry| (self.current.clone(), carry)),
         };
@@ -684,5 +676,36 @@ impl Picker {
             self.ejected_count,
             self.guard.held_count(),
         );
+    }
+}
+
+#[cfg(test)]
+impl Picker {
+    /// Checks what the picker keeps beside the set in force against the set:
+    /// an entry per node in the set's chunks, the out flags and ejection
+    /// count as the healths say, a handle map of exactly the nodes in force,
+    /// and a snapshot of the same set.
+    pub(crate) fn assert_consistent(&self) {
+        assert_eq!(self.entries.len(), self.effective.chunks().len());
+        for (entries, chunk) in self.entries.iter().zip(self.effective.chunks()) {
+            assert_eq!(entries.slots.len(), chunk.len());
+            assert_eq!(entries.health.len(), chunk.len());
+        }
+        let out: Vec<bool> = self.all_entries().map(|(_, h)| h.is_out()).collect();
+        assert_eq!(self.ejected, out, "out flags");
+        let ejected = self.all_entries().filter(|(_, h)| h.is_ejected()).count();
+        assert_eq!(self.ejected_count, ejected, "ejection count");
+        assert_eq!(
+            self.by_handle.len(),
+            self.effective.len(),
+            "handle map size"
+        );
+        for (node, (slot, _)) in self.effective.iter().zip(self.all_entries()) {
+            assert_eq!(
+                self.by_handle.get(&slot.handle()).map(|id| &**id),
+                Some(node.id())
+            );
+        }
+        assert!(self.current.nodes().same(&self.effective));
     }
 }

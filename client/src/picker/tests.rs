@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use registry_actor::etcd_client::{Client, Txn, TxnOp};
 use registry_actor::testing::{wait_until, EtcdServer};
-use registry_actor::{Node, RegistryActor, RegistryConfig};
+use registry_actor::{Node, NodeSet, RegistryActor, RegistryConfig};
 
 use super::*;
 use crate::connection::Home;
@@ -465,7 +465,7 @@ fn panic_threshold_holds_a_mass_removal_until_failure_or_grace() {
     let mut p = picker(PickerConfig::default().with_panic_grace(grace), versioned());
     let t0 = Instant::now();
     let b = handle_of(&p, "b");
-    p.update([node("a", 1001).with_version("1.0.0")].into(), 2, t0);
+    p.update(vec![node("a", 1001).with_version("1.0.0")], 2, t0);
     let status = p.status();
     assert_eq!(
         (status.listed, status.nodes.len(), status.held()),
@@ -482,7 +482,7 @@ fn panic_threshold_holds_a_mass_removal_until_failure_or_grace() {
     assert_eq!(ids_of(&p.pick_all(None).expect("all")), ["a"]);
     // Removing half is within the threshold: applied at once.
     p.update(versioned(), 3, t0 + grace);
-    p.update([node("a", 1001), node("b", 1002)].into(), 4, t0 + grace);
+    p.update(vec![node("a", 1001), node("b", 1002)], 4, t0 + grace);
     assert_eq!(p.status().held(), 0);
 }
 
@@ -1042,4 +1042,132 @@ async fn a_view_picks_from_the_published_snapshot_without_the_actor() {
         view.pick(&Pick::new().excluding([picked.handle()])),
         Err(Error::AllExcluded { .. })
     ));
+}
+
+// ---- large sets, changed chunk by chunk ---------------------------------------
+
+fn numbered(i: u32, port: u16) -> Node {
+    node(&format!("n{i:05}"), port)
+}
+
+/// Ejects the nodes of `ids` (one failure ejects; no cap).
+fn eject_all(p: &mut Picker, ids: &[String], now: Instant) {
+    for id in ids {
+        let handle = handle_of(p, id);
+        assert!(p.connection_failed(handle, now), "{id} ejected");
+    }
+}
+
+fn ejecting_at_once() -> PickerConfig {
+    PickerConfig::default().with_ejection(
+        EjectionConfig::default()
+            .with_failures(1)
+            .with_max_share(1.0),
+    )
+}
+
+#[test]
+fn a_one_node_change_in_a_large_set_keeps_every_other_entry_and_shares_its_chunks() {
+    let t0 = Instant::now();
+    let set: NodeSet = (0..5_000).map(|i| numbered(i * 2, 1000)).collect();
+    let mut p = picker(ejecting_at_once(), set.clone().to_vec().into());
+    p.update(set.clone(), 2, t0);
+    let before = p.status();
+    eject_all(&mut p, &["n00010".to_owned(), "n09000".to_owned()], t0);
+    p.report_load(handle_of(&p, "n04000"), 3);
+    let slots_before: Vec<_> = p.snapshot().slot_chunks().to_vec();
+
+    let added = set.updated([(String::new(), Some(numbered(4001, 1000)))]);
+    p.update(added.clone(), 3, t0);
+    p.assert_consistent();
+    let after = p.status();
+    for node in &before.nodes {
+        assert_eq!(
+            after.node(&node.id).expect("kept").handle,
+            node.handle,
+            "{}",
+            node.id
+        );
+    }
+    assert_eq!(after.ejected(), 2, "ejections carried over");
+    assert_eq!(
+        after.node("n04000").expect("kept").in_flight,
+        3,
+        "load carried over"
+    );
+    let fresh = p
+        .snapshot()
+        .slot_chunks()
+        .iter()
+        .filter(|c| !slots_before.iter().any(|b| Arc::ptr_eq(b, c)))
+        .count();
+    assert_eq!(fresh, 1, "only the changed chunk's slots are new");
+
+    // Removing an ejected node ends its ejection; the other stays.
+    p.update(added.updated([("n00010".to_owned(), None)]), 4, t0);
+    p.assert_consistent();
+    assert_eq!(p.status().ejected(), 1);
+    for _ in 0..200 {
+        let picked = p.pick(None, &[], None).expect("pick");
+        assert_ne!(
+            picked.node().id(),
+            "n09000",
+            "an ejected node is not picked"
+        );
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Any batch of changes to a set of several chunks, applied as the
+    /// registry applies them: every node that stays with its address keeps
+    /// its handle and its ejection; a node with a new address gets a new
+    /// handle and no ejection; the picker's state agrees with its set.
+    #[test]
+    fn entries_follow_their_ids_through_any_change(
+        start in proptest::collection::btree_set(0u32..6_000, 0..3_000),
+        eject in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..20),
+        changes in proptest::collection::vec((0u32..6_000, 0u8..3), 0..700),
+    ) {
+        let t0 = Instant::now();
+        let set: NodeSet = start.iter().map(|&i| numbered(i, 1000)).collect();
+        let mut p = Picker::with_seed("echo", ejecting_at_once(), 3);
+        p.update(set.clone(), 1, t0);
+        let mut ejected: Vec<String> = eject
+            .iter()
+            .filter(|_| !set.is_empty())
+            .map(|k| set[k.index(set.len())].id().to_owned())
+            .collect();
+        ejected.sort();
+        ejected.dedup();
+        eject_all(&mut p, &ejected, t0);
+        let before = p.status();
+        // 0: put with the same address, 1: with a new address, 2: delete.
+        let batch: Vec<(String, Option<Node>)> = changes
+            .iter()
+            .map(|&(i, kind)| {
+                let n = numbered(i, if kind == 1 { 2000 } else { 1000 });
+                (n.id().to_owned(), (kind != 2).then_some(n))
+            })
+            .collect();
+        let next = set.updated(batch);
+        p.update(next.clone(), 2, t0);
+        p.assert_consistent();
+        let after = p.status();
+        proptest::prop_assert_eq!(after.nodes.len(), next.len());
+        for node in &after.nodes {
+            let was = before.node(&node.id).filter(|b| b.addr == node.addr);
+            match was {
+                Some(b) => {
+                    proptest::prop_assert_eq!(node.handle, b.handle);
+                    proptest::prop_assert_eq!(node.ejected, b.ejected);
+                }
+                None => {
+                    proptest::prop_assert!(before.nodes.iter().all(|b| b.handle != node.handle));
+                    proptest::prop_assert!(!node.ejected);
+                }
+            }
+        }
+    }
 }

@@ -40,8 +40,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use set::{NodeChunk, NodeSet, Nodes};
+
 #[cfg(test)]
 mod fuzz;
+mod set;
 #[cfg(test)]
 mod tests;
 
@@ -52,8 +55,7 @@ pub const DEFAULT_WEIGHT: u32 = 100;
 ///
 /// Built with [`Node::new`] and the `with_*` setters, or decoded from an etcd value
 /// with [`Node::decode`]. Immutable once shared: the client hands nodes around in
-/// `Arc<[Node]>` snapshots. A clone shares the node's fields (one reference
-/// count), so a node set of any size is copied at the cost of its pointers.
+/// [`NodeSet`]s. A clone shares the node's fields (one reference count).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Node(Arc<Fields>);
 

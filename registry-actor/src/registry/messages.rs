@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 
-use crate::Node;
+use crate::NodeSet;
 
 /// Subscribes `recipient` to the node set of `service`.
 ///
@@ -52,8 +52,10 @@ pub struct Unsubscribe {
 pub struct NodesChanged {
     /// The service.
     pub service: Arc<str>,
-    /// Every valid node of the service, sorted by key.
-    pub nodes: Arc<[Node]>,
+    /// Every valid node of the service, sorted by id (the order of their
+    /// keys). Consecutive sets of a watch share the chunks a change does not
+    /// touch.
+    pub nodes: NodeSet,
     /// The etcd revision this set reflects.
     pub revision: i64,
 }

@@ -3,8 +3,9 @@
 //! [`RegistryActor`] keeps **one etcd watch per service**, however many
 //! subscribers it has. A [`Subscribe`] gets the current snapshot at once (when the
 //! service is already known) and then a [`NodesChanged`] for every change, each
-//! with the etcd revision it reflects. Snapshots are immutable `Arc<[Node]>`,
-//! sorted by key, swapped whole.
+//! with the etcd revision it reflects. Snapshots are immutable [`NodeSet`](crate::NodeSet)s,
+//! sorted by id (the order of their keys); each shares with the one before
+//! every chunk of nodes the change did not touch.
 //!
 //! The watch of a service:
 //!

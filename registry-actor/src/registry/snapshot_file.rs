@@ -37,7 +37,7 @@ use tracing::{error, info};
 
 use super::messages::NodesChanged;
 use crate::node::node_key;
-use crate::{Error, Node};
+use crate::{Error, Node, NodeSet};
 
 /// The largest snapshot file read or written: 64 MiB, room for several
 /// hundred thousand nodes.
@@ -64,7 +64,7 @@ struct FileOut<'a> {
 #[derive(Serialize)]
 struct ServiceOut<'a> {
     revision: i64,
-    nodes: &'a [Node],
+    nodes: &'a NodeSet,
 }
 
 #[derive(Deserialize)]
@@ -158,7 +158,7 @@ fn decode_set(
     prefix: &str,
     service: &str,
     values: Vec<serde_json::Value>,
-) -> Result<Arc<[Node]>, String> {
+) -> Result<NodeSet, String> {
     let mut nodes = BTreeMap::new();
     for value in values {
         let Some(id) = value.get("id").and_then(|id| id.as_str()) else {
@@ -173,7 +173,7 @@ fn decode_set(
             ));
         }
     }
-    Ok(nodes.into_values().collect())
+    Ok(nodes.into_values().collect::<Vec<_>>().into())
 }
 
 /// Writes `sets` to `path` atomically: a temporary file beside it, synced,

@@ -1,6 +1,5 @@
 //! The watch loop of one service: read, watch, probe, resume, re-read.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use tracing::{debug, warn};
 use crate::error::with_timeout;
 use crate::etcd::{read_prefix, ClusterIdentity, Etcd};
 use crate::node::{service_prefix, DecodeError, DecodeErrorKind};
-use crate::{Backoff, Error, Node, RegistryConfig};
+use crate::{Backoff, Error, Node, NodeSet, RegistryConfig};
 
 /// How often an open watch asks its member for a progress report.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -96,13 +95,13 @@ impl std::fmt::Debug for ServiceWatch {
 
 /// What one watch loop keeps between its streams.
 struct Seen {
-    /// Valid nodes by key; the published snapshot is its values in key order.
-    nodes: BTreeMap<Vec<u8>, Node>,
+    /// The valid nodes (by id, which orders them as their keys).
+    set: NodeSet,
     /// The last revision applied.
     revision: i64,
     /// The cluster the set was read from (`None` before the first read).
     identity: Option<ClusterIdentity>,
-    published: Option<Arc<[Node]>>,
+    published: Option<NodeSet>,
 }
 
 impl ServiceWatch {
@@ -142,11 +141,11 @@ impl ServiceWatch {
     /// unreachable nothing is published: the last set stays in force.
     pub async fn run<F, Fut>(mut self, mut publish: F)
     where
-        F: FnMut(Arc<[Node]>, i64) -> Fut,
+        F: FnMut(NodeSet, i64) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
         let mut seen = Seen {
-            nodes: BTreeMap::new(),
+            set: NodeSet::new(),
             revision: 0,
             identity: None,
             published: None,
@@ -175,8 +174,13 @@ impl ServiceWatch {
             }
             if !synced {
                 match self.read_all().await {
-                    Ok((nodes, identity)) => {
-                        seen.nodes = nodes;
+                    Ok((set, identity)) => {
+                        // A set equal to the one published stays that one:
+                        // its nodes are shared with what subscribers hold.
+                        seen.set = match &seen.published {
+                            Some(published) if *published == set => published.clone(),
+                            _ => set,
+                        };
                         seen.revision = identity.revision;
                         seen.identity = Some(identity);
                         synced = true;
@@ -255,20 +259,21 @@ impl ServiceWatch {
         Ok(last.replaced_by(&now))
     }
 
-    async fn read_all(&self) -> Result<(BTreeMap<Vec<u8>, Node>, ClusterIdentity), Error> {
-        let mut nodes = BTreeMap::new();
+    async fn read_all(&self) -> Result<(NodeSet, ClusterIdentity), Error> {
+        // Keys come in order, so the nodes come sorted by id.
+        let mut nodes = Vec::new();
         let identity = read_prefix(&self.etcd, &self.prefix, |kv| {
             if let Some(node) = self.decode(kv) {
-                nodes.insert(kv.key().to_vec(), node);
+                nodes.push(node);
             }
         })
         .await?;
-        Ok((nodes, identity))
+        Ok((nodes.into(), identity))
     }
 
     async fn watch_from<F, Fut>(&mut self, seen: &mut Seen, publish: &mut F) -> WatchEnd
     where
-        F: FnMut(Arc<[Node]>, i64) -> Fut,
+        F: FnMut(NodeSet, i64) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
         let start = seen.revision + 1;
@@ -359,7 +364,9 @@ impl ServiceWatch {
             // A healthy stream: the next failure starts the backoff afresh.
             self.backoff.reset();
         }
-        let mut changed = false;
+        // Each event's change, by id: a put of an invalid value removes the
+        // node of its key like a delete.
+        let mut changes: Vec<(String, Option<Node>)> = Vec::new();
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             seen.revision = seen.revision.max(kv.mod_revision());
@@ -367,39 +374,37 @@ impl ServiceWatch {
                 EventType::Put => self.decode(kv),
                 EventType::Delete => None,
             };
-            changed |= match decoded {
-                Some(node) => match seen.nodes.get_mut(kv.key()) {
-                    Some(old) if *old == node => false,
-                    Some(old) => {
-                        *old = node;
-                        true
-                    }
-                    None => {
-                        seen.nodes.insert(kv.key().to_vec(), node);
-                        true
-                    }
-                },
-                None => seen.nodes.remove(kv.key()).is_some(),
+            let Some(id) = self.key_id(kv.key()) else {
+                continue;
             };
+            changes.push((id.to_owned(), decoded));
         }
-        match changed {
-            true => Applied::Changed,
-            false => Applied::Nothing,
+        // Later events of a key supersede earlier ones.
+        let mut last = std::collections::HashSet::new();
+        let changes: Vec<_> = changes
+            .into_iter()
+            .rev()
+            .filter(|(id, _)| last.insert(id.clone()))
+            .filter(|(id, node)| match (seen.set.by_id(id), node) {
+                (Some(old), Some(node)) => old != node,
+                (old, node) => old.is_some() || node.is_some(),
+            })
+            .collect();
+        if changes.is_empty() {
+            return Applied::Nothing;
         }
+        seen.set = seen.set.updated(changes);
+        Applied::Changed
     }
 
     /// Publishes the set when it differs from the last one published (or nothing
     /// was published yet). Returns `false` when nobody listens.
     async fn publish_if_changed<F, Fut>(&self, seen: &mut Seen, publish: &mut F) -> bool
     where
-        F: FnMut(Arc<[Node]>, i64) -> Fut,
+        F: FnMut(NodeSet, i64) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        if seen
-            .published
-            .as_deref()
-            .is_some_and(|p| p.iter().eq(seen.nodes.values()))
-        {
+        if seen.published.as_ref() == Some(&seen.set) {
             return true;
         }
         Self::publish(seen, publish).await
@@ -408,12 +413,18 @@ impl ServiceWatch {
     /// Publishes the set. Returns `false` when nobody listens.
     async fn publish<F, Fut>(seen: &mut Seen, publish: &mut F) -> bool
     where
-        F: FnMut(Arc<[Node]>, i64) -> Fut,
+        F: FnMut(NodeSet, i64) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let snapshot: Arc<[Node]> = seen.nodes.values().cloned().collect();
-        seen.published = Some(snapshot.clone());
-        publish(snapshot, seen.revision).await
+        seen.published = Some(seen.set.clone());
+        publish(seen.set.clone(), seen.revision).await
+    }
+
+    /// The node id a key of the service names: the key past the service's
+    /// prefix.
+    fn key_id<'k>(&self, key: &'k [u8]) -> Option<&'k str> {
+        let id = key.strip_prefix(self.prefix.as_bytes())?;
+        std::str::from_utf8(id).ok()
     }
 
     fn decode(&self, kv: &KeyValue) -> Option<Node> {
@@ -427,7 +438,20 @@ impl ServiceWatch {
                 },
             ))
         } else {
-            Node::decode(&key, &self.service, kv.value())
+            Node::decode(&key, &self.service, kv.value()).and_then(|node| {
+                // The id is the whole key past the service's prefix: a key
+                // nested deeper names no node of the service.
+                match self.key_id(kv.key()) {
+                    Some(id) if id == node.id() => Ok(node),
+                    _ => Err(DecodeError::new(
+                        key.to_string(),
+                        DecodeErrorKind::IdMismatch {
+                            value: node.id().to_owned(),
+                            key: key[self.prefix.len().min(key.len())..].to_owned(),
+                        },
+                    )),
+                }
+            })
         };
         match decoded {
             Ok(node) => Some(node),

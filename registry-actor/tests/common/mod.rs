@@ -13,8 +13,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use etcd_client::Client;
 use registry_actor::{
-    Node, NodesChanged, Registrar, RegistrationState, RegistryActor, RegistryConfig, Subscribe,
-    SubscriptionId,
+    Node, NodeSet, NodesChanged, Registrar, RegistrationState, RegistryActor, RegistryConfig,
+    Subscribe, SubscriptionId,
 };
 use tokio::sync::mpsc;
 
@@ -67,7 +67,7 @@ impl Subscriber {
     }
 
     /// Waits until a set satisfying `pred` arrives (or the last one already does).
-    pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&[Node]) -> bool) -> NodesChanged {
+    pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&NodeSet) -> bool) -> NodesChanged {
         if let Some(last) = self.history.last() {
             if pred(&last.nodes) {
                 return last.clone();
@@ -99,13 +99,13 @@ impl Subscriber {
     }
 }
 
-pub fn ids(nodes: &[Node]) -> Vec<String> {
+pub fn ids(nodes: &NodeSet) -> Vec<String> {
     let mut ids: Vec<String> = nodes.iter().map(|n| n.id().to_owned()).collect();
     ids.sort();
     ids
 }
 
-pub fn has_ids<'a>(expected: &'a [&'a str]) -> impl Fn(&[Node]) -> bool + 'a {
+pub fn has_ids<'a>(expected: &'a [&'a str]) -> impl Fn(&NodeSet) -> bool + 'a {
     move |nodes| ids(nodes) == expected
 }
 

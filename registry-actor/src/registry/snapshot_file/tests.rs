@@ -28,7 +28,7 @@ impl Drop for Dir {
 const PREFIX: &str = "/grpc-cluster/services";
 
 fn set(service: &str, revision: i64, ids: &[&str]) -> NodesChanged {
-    let nodes: Arc<[Node]> = ids
+    let nodes: NodeSet = ids
         .iter()
         .enumerate()
         .map(|(i, id)| {
@@ -67,7 +67,7 @@ fn a_written_file_reads_back_every_set_in_key_order() {
     assert_eq!(echo.revision, 12);
     let mut sorted: Vec<Node> = written[0].nodes.to_vec();
     sorted.sort_by(|a, b| a.id().cmp(b.id()));
-    assert_eq!(&*echo.nodes, &sorted[..]);
+    assert_eq!(echo.nodes.to_vec(), sorted);
     assert!(loaded.sets["other"].nodes.is_empty());
     let age = SystemTime::now()
         .duration_since(loaded.written)
