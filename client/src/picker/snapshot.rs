@@ -273,6 +273,29 @@ impl Snapshot {
         (c, index - chunks[c].start())
     }
 
+    /// The nodes at `indices` (in range), read chunk after chunk: ascending
+    /// indices, as candidate lists are, cost no search.
+    fn nodes_at<'a>(&'a self, indices: &'a [u32]) -> impl Iterator<Item = &'a Node> + 'a {
+        let chunks = self.nodes.chunks();
+        let mut c = 0;
+        indices.iter().map(move |&i| {
+            let i = i as usize;
+            let within = |c: usize| {
+                chunks
+                    .get(c)
+                    .is_some_and(|k| (k.start()..k.start() + k.len()).contains(&i))
+            };
+            if !within(c) {
+                c = if within(c + 1) {
+                    c + 1
+                } else {
+                    self.locate(i).0
+                };
+            }
+            &chunks[c].nodes()[i - chunks[c].start()]
+        })
+    }
+
     /// The slot of the node at `index` (in range).
     fn slot_at(&self, index: usize) -> &Slot {
         let (c, o) = self.locate(index);
@@ -294,11 +317,8 @@ impl Snapshot {
         let Some(preference) = self.config.locality() else {
             return false;
         };
-        self.default_pool
-            .local
-            .indices
-            .iter()
-            .any(|&i| self.nodes[i as usize].zone() != preference.zone())
+        self.nodes_at(&self.default_pool.local.indices)
+            .any(|node| node.zone() != preference.zone())
     }
 
     /// The slot of `handle`, if the node is in this snapshot.
@@ -546,8 +566,9 @@ impl Snapshot {
         let indices: Box<[u32]> = if balancer.is_weighted() {
             nodes
                 .iter()
-                .copied()
-                .filter(|&i| self.nodes[i as usize].weight() > 0)
+                .zip(self.nodes_at(nodes))
+                .filter(|(_, node)| node.weight() > 0)
+                .map(|(&i, _)| i)
                 .collect()
         } else {
             nodes.into()
@@ -558,14 +579,11 @@ impl Snapshot {
             | Balancer::RoundRobin
             | Balancer::Random
             | Balancer::LeastRequest => Vec::new(),
-            _ => indices
-                .iter()
-                .map(|&i| {
-                    let node = &self.nodes[i as usize];
-                    Member {
-                        id: node.id(),
-                        weight: node.weight(),
-                    }
+            _ => self
+                .nodes_at(&indices)
+                .map(|node| Member {
+                    id: node.id(),
+                    weight: node.weight(),
                 })
                 .collect(),
         };
