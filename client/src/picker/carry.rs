@@ -10,6 +10,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use registry_actor::Node;
+
 /// How the nodes of a new snapshot map to those of the snapshot before it.
 #[derive(Debug, Clone)]
 pub(crate) enum Carry {
@@ -49,19 +51,21 @@ impl fmt::Debug for Matched {
 }
 
 impl Matched {
-    /// The answers for `n` nodes: taken over from `before` through its
-    /// [`Carry`] where a node is the same, else asked of `matches`.
-    pub(crate) fn build(
-        n: usize,
+    /// The answers for `nodes`, in order: taken over from `before` through
+    /// its [`Carry`] where a node is the same, else asked of `matches` (with
+    /// the node's index).
+    pub(crate) fn build<'n>(
+        nodes: impl Iterator<Item = &'n Node>,
         before: Option<(&Matched, &Carry)>,
-        mut matches: impl FnMut(usize) -> bool,
+        mut matches: impl FnMut(usize, &'n Node) -> bool,
     ) -> Self {
         Self(
-            (0..n)
-                .map(|i| {
+            nodes
+                .enumerate()
+                .map(|(i, node)| {
                     before
                         .and_then(|(was, carry)| was.0.get(carry.before(i)?).copied())
-                        .unwrap_or_else(|| matches(i))
+                        .unwrap_or_else(|| matches(i, node))
                 })
                 .collect(),
         )
@@ -82,15 +86,23 @@ impl Matched {
 mod tests {
     use super::*;
 
+    fn nodes(n: usize) -> Vec<Node> {
+        (0..n)
+            .map(|i| Node::new(format!("n{i}"), "svc", "127.0.0.1:1").expect("node"))
+            .collect()
+    }
+
     #[test]
     fn answers_of_the_same_nodes_are_taken_over_and_only_the_others_asked() {
-        let was = Matched::build(4, None, |i| i % 2 == 0);
+        let was = Matched::build(nodes(4).iter(), None, |i, _| i % 2 == 0);
         assert_eq!(was.indices(), [0, 2]);
         // A node inserted at 1; the old 1 moved to 2 and changed (asked
         // again); the rest moved by one.
         let carry = Carry::Mapped(vec![0, NOT_CARRIED, NOT_CARRIED, 2, 3].into());
         let mut asked = Vec::new();
-        let now = Matched::build(5, Some((&was, &carry)), |i| {
+        let five = nodes(5);
+        let now = Matched::build(five.iter(), Some((&was, &carry)), |i, node| {
+            assert_eq!(node.id(), format!("n{i}"), "asked with its node");
             asked.push(i);
             true
         });
@@ -100,10 +112,13 @@ mod tests {
 
     #[test]
     fn the_same_list_asks_nothing_and_a_short_answer_list_asks_the_rest() {
-        let was = Matched::build(3, None, |i| i == 1);
-        let now = Matched::build(3, Some((&was, &Carry::Same)), |_| panic!("asked"));
+        let (three, four) = (nodes(3), nodes(4));
+        let was = Matched::build(three.iter(), None, |i, _| i == 1);
+        let now = Matched::build(three.iter(), Some((&was, &Carry::Same)), |_, _| {
+            panic!("asked")
+        });
         assert_eq!(now.indices(), [1]);
-        let longer = Matched::build(4, Some((&was, &Carry::Same)), |i| i == 3);
+        let longer = Matched::build(four.iter(), Some((&was, &Carry::Same)), |i, _| i == 3);
         assert_eq!(longer.indices(), [1, 3]);
     }
 }

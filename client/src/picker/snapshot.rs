@@ -497,14 +497,12 @@ impl Snapshot {
                 })),
                 false => None,
             };
-            let matched = Matched::build(self.nodes.len(), before, |i| {
-                let node = &self.nodes[i];
-                match versions {
-                    Some(versions) => selector.matches_parsed(node, versions[i].as_ref()),
-                    None if selector.needs_semver() => selector
-                        .matches_parsed(node, parse_version_lenient(node.version()).as_ref()),
-                    None => selector.matches_parsed(node, None),
+            let matched = Matched::build(self.nodes.iter(), before, |i, node| match versions {
+                Some(versions) => selector.matches_parsed(node, versions[i].as_ref()),
+                None if selector.needs_semver() => {
+                    selector.matches_parsed(node, parse_version_lenient(node.version()).as_ref())
                 }
+                None => selector.matches_parsed(node, None),
             });
             let matching = matched.indices();
             (Some(matched), matching)

@@ -1179,13 +1179,19 @@ fn weighted_balancers_read_weights_across_every_chunk() {
         .collect();
     assert!(set.chunks().len() > 2);
     for balancer in [Balancer::WeightedRandom, Balancer::WeightedRoundRobin] {
-        let mut p = picker(PickerConfig::default().with_balancer(balancer), set.to_vec().into());
+        let mut p = picker(
+            PickerConfig::default().with_balancer(balancer),
+            set.to_vec().into(),
+        );
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..3_000 {
             let picked = p.pick(None, &[], None).expect("pick");
             assert!(picked.node().weight() > 0, "{balancer:?} picked weight 0");
             seen.insert(set.find(picked.node().id()).expect("in the set") / 512);
         }
-        assert!(seen.len() > 2, "{balancer:?} picks from every part: {seen:?}");
+        assert!(
+            seen.len() > 2,
+            "{balancer:?} picks from every part: {seen:?}"
+        );
     }
 }
