@@ -169,6 +169,20 @@ fn one_node_change_100k(c: &mut Criterion) {
     group.finish();
 }
 
+/// After a mass removal held by the panic threshold (15,000 of 20,000 nodes
+/// gone at once), the picker's status: each node says whether it is held.
+fn status_with_held_nodes(c: &mut Criterion) {
+    let all = nodes(20_000);
+    let kept: NodeSet = all.iter().take(5_000).cloned().collect();
+    let mut p = picker(Balancer::RoundRobin, all);
+    p.update(kept, 2, Instant::now());
+    assert_eq!(p.status().held(), 15_000);
+    let mut group = c.benchmark_group("held_15k_of_20k");
+    group.sample_size(10);
+    group.bench_function("status", |b| b.iter(|| black_box(p.status())));
+    group.finish();
+}
+
 fn actor_round_trip(c: &mut Criterion) {
     let system = System::new();
     let picker = system.block_on(async {
@@ -208,6 +222,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(1));
     targets = pick, pick_with_exclusion_and_selector, weighted_round_robin_many_weights, rebuild,
-        one_node_change_100k, actor_round_trip
+        one_node_change_100k, status_with_held_nodes, actor_round_trip
 }
 criterion_main!(benches);

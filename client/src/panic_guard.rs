@@ -12,6 +12,7 @@
 //! The share is counted against the set in force (held nodes included), one
 //! registry change at a time; nodes are told apart by id.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use registry_actor::{Node, NodeSet};
@@ -28,7 +29,8 @@ struct Held {
 pub(crate) struct PanicGuard {
     threshold: f64,
     grace: Duration,
-    held: Vec<Held>,
+    /// The held nodes, by id.
+    held: HashMap<Box<str>, Held>,
 }
 
 impl PanicGuard {
@@ -36,7 +38,7 @@ impl PanicGuard {
         Self {
             threshold,
             grace,
-            held: Vec::new(),
+            held: HashMap::new(),
         }
     }
 
@@ -54,7 +56,7 @@ impl PanicGuard {
         is_unhealthy: impl Fn(&Node) -> bool,
     ) -> NodeSet {
         let before = self.held.len();
-        self.held.retain(|h| next.find(h.node.id()).is_none());
+        self.held.retain(|_, h| next.find(h.node.id()).is_none());
         if self.held.len() < before {
             info!(%service, back = before - self.held.len(), "held nodes are listed again");
         }
@@ -68,10 +70,11 @@ impl PanicGuard {
             let mut count = 0;
             for node in removed {
                 if !is_unhealthy(node) {
-                    self.held.push(Held {
+                    let held = Held {
                         node: node.clone(),
                         until,
-                    });
+                    };
+                    self.held.insert(node.id().into(), held);
                     count += 1;
                 }
             }
@@ -88,26 +91,24 @@ impl PanicGuard {
 
     /// Drops the held node `id` (it failed); answers whether it was held.
     pub(crate) fn release(&mut self, id: &str) -> bool {
-        let before = self.held.len();
-        self.held.retain(|h| h.node.id() != id);
-        self.held.len() < before
+        self.held.remove(id).is_some()
     }
 
     /// Drops the held nodes whose grace has passed; answers whether any was.
     pub(crate) fn expire(&mut self, now: Instant) -> bool {
         let before = self.held.len();
-        self.held.retain(|h| h.until > now);
+        self.held.retain(|_, h| h.until > now);
         self.held.len() < before
     }
 
     /// When the next held node's grace ends.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.held.iter().map(|h| h.until).min()
+        self.held.values().map(|h| h.until).min()
     }
 
     /// Whether node `id` is held.
     pub(crate) fn is_held(&self, id: &str) -> bool {
-        self.held.iter().any(|h| h.node.id() == id)
+        self.held.contains_key(id)
     }
 
     /// How many nodes are held.
@@ -124,7 +125,7 @@ impl PanicGuard {
         }
         listed.updated(
             self.held
-                .iter()
+                .values()
                 .map(|h| (h.node.id().to_owned(), Some(h.node.clone()))),
         )
     }
