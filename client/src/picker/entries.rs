@@ -52,16 +52,16 @@ struct Loose<'a> {
 }
 
 /// The entries of `next`, taken over from `old` (whose entries and out flags
-/// are `entries` and `out`), with `fresh` making the entry of a node that has
-/// none to take over.
+/// are `entries` and `out`; `diff` is how `next` differs from it), with
+/// `fresh` making the entry of a node that has none to take over.
 pub(super) fn carry_over(
     old: &NodeSet,
     entries: Vec<EntryChunk>,
     out: &[bool],
     next: &NodeSet,
+    diff: ChunkDiff,
     mut fresh: impl FnMut(&Node) -> (Arc<Slot>, NodeHealth),
 ) -> Carried {
-    let diff = ChunkDiff::of(old, next);
     let mut old_entries: Vec<Option<EntryChunk>> = entries.into_iter().map(Some).collect();
     let mut loose: HashMap<&str, Loose<'_>> = HashMap::new();
     for ((chunk, kept), entries) in old.chunks().iter().zip(&diff.kept).zip(&mut old_entries) {

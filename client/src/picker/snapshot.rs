@@ -264,13 +264,12 @@ impl Snapshot {
         &self.slots
     }
 
-    /// The chunk of the node at `index` (in range), and its position there.
+    /// The chunk of the node at `index`, and its position there. Candidate
+    /// indices come from this snapshot's own set, so they are in range.
     fn locate(&self, index: usize) -> (usize, usize) {
-        let chunks = self.nodes.chunks();
-        let c = chunks
-            .partition_point(|c| c.start() <= index)
-            .saturating_sub(1);
-        (c, index - chunks[c].start())
+        let located = self.nodes.locate(index);
+        debug_assert!(located.is_some(), "index {index} of {}", self.nodes.len());
+        located.unwrap_or_default()
     }
 
     /// The nodes at `indices` (in range), read chunk after chunk: ascending

@@ -215,7 +215,8 @@ impl Picker {
         let nodes = nodes.into();
         self.discovered = true;
         self.revision = revision;
-        let removed = ChunkDiff::of(&self.effective, &nodes).removed(&self.effective, &nodes);
+        let diff = ChunkDiff::of(&self.effective, &nodes);
+        let removed = diff.removed(&self.effective, &nodes);
         let (effective, entries) = (&self.effective, &self.entries);
         let effective = self.guard.apply(
             &self.service,
@@ -230,8 +231,11 @@ impl Picker {
                     .is_some_and(NodeHealth::is_ejected)
             },
         );
+        // Without held nodes the set in force is the registry's, whose
+        // difference from the one before is known already.
+        let diff = effective.same(&nodes).then_some(diff);
         self.listed = nodes;
-        self.install(effective);
+        self.install(effective, diff);
     }
 
     /// Picks one node.
@@ -327,7 +331,7 @@ impl Picker {
         if self.guard.release(id) {
             info!(service = %self.service, node = %id, "held node failed; dropping it as the registry said");
             let effective = self.guard.merge(self.listed.clone());
-            self.install(effective);
+            self.install(effective, None);
             return true;
         }
         let config = self.config.clone();
@@ -526,7 +530,7 @@ impl Picker {
         if self.guard.expire(now) {
             info!(service = %self.service, "panic grace over; dropping the held nodes");
             let effective = self.guard.merge(self.listed.clone());
-            self.install(effective);
+            self.install(effective, None);
             return true;
         }
         if returned {
@@ -586,12 +590,15 @@ impl Picker {
     /// entries (slots and health) of the nodes that stay are carried over:
     /// whole for the chunks the two sets share, by id in the others. Only
     /// the nodes added or removed touch a map.
-    fn install(&mut self, effective: NodeSet) {
+    ///
+    /// `diff` is how `effective` differs from the set in force, when known.
+    fn install(&mut self, effective: NodeSet, diff: Option<ChunkDiff>) {
+        let diff = diff.unwrap_or_else(|| ChunkDiff::of(&self.effective, &effective));
         let old = std::mem::replace(&mut self.effective, effective.clone());
         let entries = std::mem::take(&mut self.entries);
         let (next_handle, by_handle, config) =
             (&mut self.next_handle, &mut self.by_handle, &self.config);
-        let carried = carry_over(&old, entries, &self.ejected, &effective, |node| {
+        let carried = carry_over(&old, entries, &self.ejected, &effective, diff, |node| {
             *next_handle += 1;
             let handle = NodeHandle(*next_handle);
             by_handle.insert(handle, node.id().into());

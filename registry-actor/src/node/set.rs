@@ -216,7 +216,7 @@ impl NodeSet {
                 made.push(true);
             }
         }
-        balance(&mut out, &made);
+        balance(&mut out, made);
         Self::from_chunks(out)
     }
 
@@ -224,7 +224,6 @@ impl NodeSet {
         let mut start = 0;
         let chunks: Arc<[NodeChunk]> = chunks
             .into_iter()
-            .filter(|nodes| !nodes.is_empty())
             .map(|nodes| {
                 let chunk = NodeChunk { start, nodes };
                 start += chunk.nodes.len();
@@ -251,8 +250,12 @@ fn merge(nodes: &[Node], changes: BTreeMap<String, Option<Node>>) -> Vec<Node> {
     merged
 }
 
-/// `nodes` cut into chunks of at most [`MAX_CHUNK`], as even as can be.
+/// `nodes` cut into chunks of at most [`MAX_CHUNK`], as even as can be;
+/// none for no node.
 fn cut(nodes: Vec<Node>) -> Vec<Arc<[Node]>> {
+    if nodes.is_empty() {
+        return Vec::new();
+    }
     if nodes.len() <= MAX_CHUNK {
         return vec![nodes.into()];
     }
@@ -264,9 +267,8 @@ fn cut(nodes: Vec<Node>) -> Vec<Arc<[Node]>> {
 /// Merges each chunk made smaller than [`MIN_CHUNK`] into a neighbour (cut
 /// again if the two pass [`MAX_CHUNK`]), so that many removals do not leave
 /// a long list of tiny chunks. Chunks not made by this change stay shared.
-fn balance(chunks: &mut Vec<Arc<[Node]>>, made: &[bool]) {
+fn balance(chunks: &mut Vec<Arc<[Node]>>, mut made: Vec<bool>) {
     let mut c = 0;
-    let mut made = made.to_vec();
     while c < chunks.len() {
         if !made[c] || chunks[c].len() >= MIN_CHUNK || chunks.len() == 1 {
             c += 1;

@@ -1,5 +1,6 @@
 //! The watch loop of one service: read, watch, probe, resume, re-read.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -364,9 +365,9 @@ impl ServiceWatch {
             // A healthy stream: the next failure starts the backoff afresh.
             self.backoff.reset();
         }
-        // Each event's change, by id: a put of an invalid value removes the
-        // node of its key like a delete.
-        let mut changes: Vec<(String, Option<Node>)> = Vec::new();
+        // Each event's change, by id (a later event of a key wins): a put of
+        // an invalid value removes the node of its key like a delete.
+        let mut changes: BTreeMap<String, Option<Node>> = BTreeMap::new();
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             seen.revision = seen.revision.max(kv.mod_revision());
@@ -377,19 +378,12 @@ impl ServiceWatch {
             let Some(id) = self.key_id(kv.key()) else {
                 continue;
             };
-            changes.push((id.to_owned(), decoded));
+            changes.insert(id.to_owned(), decoded);
         }
-        // Later events of a key supersede earlier ones.
-        let mut last = std::collections::HashSet::new();
-        let changes: Vec<_> = changes
-            .into_iter()
-            .rev()
-            .filter(|(id, _)| last.insert(id.clone()))
-            .filter(|(id, node)| match (seen.set.by_id(id), node) {
-                (Some(old), Some(node)) => old != node,
-                (old, node) => old.is_some() || node.is_some(),
-            })
-            .collect();
+        changes.retain(|id, node| match (seen.set.by_id(id), node) {
+            (Some(old), Some(node)) => old != node,
+            (old, node) => old.is_some() || node.is_some(),
+        });
         if changes.is_empty() {
             return Applied::Nothing;
         }
