@@ -15,11 +15,17 @@
 //! cache lines at 10 nodes as at 10,000.
 //!
 //! A call without a key lands on a random point.
+//!
+//! A change of the candidates makes the next ring from the one before
+//! ([`Ring::updated`]): the shared nodes' points stay in order, only their
+//! owners' positions are rewritten, and only the joining nodes' points are
+//! made and merged in, one linear pass with no sort. When the cap rescales a
+//! shared node's count, the ring is built anew.
 
 use rand::RngCore;
 
 use super::{Member, PickCx};
-use crate::hash::{fnv1a, mix64};
+use crate::hash::mix64;
 
 /// Points of a node of the default weight (100).
 pub(crate) const VNODES_PER_DEFAULT_WEIGHT: u64 = 160;
@@ -30,7 +36,7 @@ const PHI: u64 = 0x9e37_79b9_7f4a_7c15;
 const INDEX_BITS: u32 = 14;
 
 /// The ring of one candidate list.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Ring {
     /// Ring points, ascending: the point's hash in the high bits, its owner's
     /// candidate position in the low `owner_bits`, so one load yields both.
@@ -38,50 +44,73 @@ pub(crate) struct Ring {
     owner_mask: u64,
     /// `index[b]` = the first entry whose top 14 bits are ≥ `b`; 16,385 entries.
     index: Box<[u32]>,
+    /// Each candidate's number of points.
+    counts: Box<[u32]>,
 }
 
 impl Ring {
-    pub(crate) fn new(members: &[Member<'_>]) -> Self {
-        let wanted: Vec<u64> = members
-            .iter()
-            .map(|m| {
-                if m.weight == 0 {
-                    0
-                } else {
-                    (VNODES_PER_DEFAULT_WEIGHT * u64::from(m.weight))
-                        .div_ceil(u64::from(registry_actor::DEFAULT_WEIGHT))
-                        .min(MAX_POINTS)
-                }
-            })
-            .collect();
-        let sum: u64 = wanted.iter().sum();
-        let counts: Vec<u64> = if sum > MAX_POINTS {
-            wanted
-                .iter()
-                .map(|&w| {
-                    if w == 0 {
-                        0
-                    } else {
-                        (w * MAX_POINTS / sum).max(1)
-                    }
-                })
-                .collect()
-        } else {
-            wanted
-        };
-        // Enough low bits for the largest position (at least one).
-        let owner_bits =
-            (u64::BITS - (members.len() as u64).saturating_sub(1).leading_zeros()).max(1);
-        let owner_mask = (1u64 << owner_bits) - 1;
-        let mut entries: Vec<u64> = Vec::with_capacity(counts.iter().sum::<u64>() as usize);
+    pub(crate) fn new(members: &[Member]) -> Self {
+        let counts = point_counts(members);
+        let owner_mask = owner_mask(members.len());
+        let total: usize = counts.iter().map(|&c| c as usize).sum();
+        let mut entries: Vec<u64> = Vec::with_capacity(total);
         for (pos, (m, &count)) in members.iter().zip(&counts).enumerate() {
-            let base = fnv1a(m.id.as_bytes());
-            for k in 1..=count {
-                let point = mix64(base.wrapping_add(k.wrapping_mul(PHI)));
-                entries.push((point & !owner_mask) | pos as u64);
-            }
+            entries.extend(points(m, count).map(|p| (p & !owner_mask) | pos as u64));
         }
         entries.sort_unstable();
+        Self::of(entries, owner_mask, counts)
+    }
+
+    /// The ring of `members`, made from `self` (the ring of the candidates
+    /// before), equal to [`Ring::new`] of `members`: the points of the
+    /// candidates both share are kept in order, with their owners moved to
+    /// their new positions, and only the new candidates' points are made and
+    /// merged in. `None` when a shared candidate's number of points changes
+    /// (the ring's cap scales them) or positions need another width.
+    ///
+    /// `moved[k]` is the new position of the candidate at `k` before, when it
+    /// is the same node, else [`GONE`]; positions move in order.
+    pub(crate) fn updated(&self, moved: &[u32], members: &[Member]) -> Option<Self> {
+        let counts = point_counts(members);
+        let owner_mask = owner_mask(members.len());
+        let kept_counts = moved
+            .iter()
+            .zip(self.counts.iter())
+            .all(|(&to, &count)| to == GONE || counts.get(to as usize) == Some(&count));
+        if owner_mask != self.owner_mask || moved.len() != self.counts.len() || !kept_counts {
+            return None;
+        }
+        let mut fresh = vec![true; members.len()];
+        for &to in moved.iter().filter(|&&to| to != GONE) {
+            fresh[to as usize] = false;
+        }
+        let mut added: Vec<u64> = Vec::new();
+        for (pos, (m, &count)) in members.iter().zip(&counts).enumerate() {
+            if fresh[pos] {
+                added.extend(points(m, count).map(|p| (p & !owner_mask) | pos as u64));
+            }
+        }
+        added.sort_unstable();
+        let total: usize = counts.iter().map(|&c| c as usize).sum();
+        let mut entries: Vec<u64> = Vec::with_capacity(total);
+        let mut added = added.into_iter().peekable();
+        for &e in self.entries.iter() {
+            let to = moved[(e & owner_mask) as usize];
+            if to == GONE {
+                continue;
+            }
+            let e = (e & !owner_mask) | u64::from(to);
+            while let Some(a) = added.next_if(|&a| a < e) {
+                entries.push(a);
+            }
+            entries.push(e);
+        }
+        entries.extend(added);
+        Some(Self::of(entries, owner_mask, counts))
+    }
+
+    /// The ring of sorted `entries`, with its index.
+    fn of(entries: Vec<u64>, owner_mask: u64, counts: Vec<u32>) -> Self {
         let mut index = Vec::with_capacity((1 << INDEX_BITS) + 1);
         let mut at = 0usize;
         for bucket in 0..(1u64 << INDEX_BITS) {
@@ -96,6 +125,7 @@ impl Ring {
             entries: entries.into(),
             owner_mask,
             index: index.into(),
+            counts: counts.into(),
         }
     }
 
@@ -144,4 +174,47 @@ impl Ring {
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
+}
+
+/// A candidate with no position in the next list (see [`Ring::updated`]).
+pub(crate) const GONE: u32 = u32::MAX;
+
+/// Each member's number of points: `VNODES_PER_DEFAULT_WEIGHT × weight / 100`
+/// (at least one for a weight above 0), all scaled down alike when the ring
+/// would pass `MAX_POINTS`.
+fn point_counts(members: &[Member]) -> Vec<u32> {
+    let wanted = |m: &Member| {
+        if m.weight == 0 {
+            0
+        } else {
+            (VNODES_PER_DEFAULT_WEIGHT * u64::from(m.weight))
+                .div_ceil(u64::from(registry_actor::DEFAULT_WEIGHT))
+                .min(MAX_POINTS)
+        }
+    };
+    let sum: u64 = members.iter().map(wanted).sum();
+    members
+        .iter()
+        .map(|m| {
+            let w = wanted(m);
+            let count = if sum > MAX_POINTS && w > 0 {
+                (w * MAX_POINTS / sum).max(1)
+            } else {
+                w
+            };
+            count as u32
+        })
+        .collect()
+}
+
+/// The low bits that hold a position among `len` candidates (at least one).
+fn owner_mask(len: usize) -> u64 {
+    let bits = (u64::BITS - (len as u64).saturating_sub(1).leading_zeros()).max(1);
+    (1u64 << bits) - 1
+}
+
+/// The `count` points of `member`.
+fn points(member: &Member, count: u32) -> impl Iterator<Item = u64> {
+    let base = member.id_hash;
+    (1..=u64::from(count)).map(move |k| mix64(base.wrapping_add(k.wrapping_mul(PHI))))
 }

@@ -9,6 +9,8 @@ use rand::Rng;
 
 use registry_actor::config::InvalidValue;
 
+use crate::hash::fnv1a;
+
 mod consistent_hash;
 mod least_request;
 mod round_robin;
@@ -18,7 +20,7 @@ mod weighted_round_robin;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use consistent_hash::Ring;
+pub(crate) use consistent_hash::{Ring, GONE};
 pub(crate) use round_robin::RoundRobin;
 pub(crate) use weighted_random::AliasTable;
 pub(crate) use weighted_round_robin::WrrSchedule;
@@ -41,7 +43,7 @@ const DRAWS: usize = 4;
 /// | `weighted_random` | Vose's alias table: one random word, O(1) | weights |
 /// | `weighted_round_robin` | smooth WRR as nginx: the next entry of a precomputed period | weights |
 /// | `least_request` | power of two choices on in-flight calls | nothing |
-/// | `consistent_hash` | first ring point at or after the key's hash | a ring of virtual nodes |
+/// | `consistent_hash` | first ring point at or after the key's hash | a ring of virtual nodes, updated from the ring before |
 ///
 /// Weighted policies (`weighted_random`, `weighted_round_robin`,
 /// `consistent_hash`) never see nodes of weight 0.
@@ -136,11 +138,24 @@ impl FromStr for Balancer {
     }
 }
 
-/// One candidate as a policy sees it when it is built.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Member<'a> {
-    pub(crate) id: &'a str,
+/// A node as a policy sees it when it is built: its weight, and the hash of
+/// its id (where a ring puts its points). The picker keeps one per node, in
+/// arrays beside its node chunks, so that building a weighted policy reads
+/// them in a row rather than every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Member {
+    pub(crate) id_hash: u64,
     pub(crate) weight: u32,
+}
+
+impl Member {
+    /// `node` as a policy sees it.
+    pub(crate) fn of(node: &registry_actor::Node) -> Self {
+        Self {
+            id_hash: fnv1a(node.id().as_bytes()),
+            weight: node.weight(),
+        }
+    }
 }
 
 /// What a pick brings: randomness, the call's hash key, which positions it may
@@ -171,7 +186,7 @@ impl Policy {
     pub(crate) fn build(
         balancer: Balancer,
         len: usize,
-        members: &[Member<'_>],
+        members: &[Member],
         rng: &mut SmallRng,
     ) -> Self {
         match balancer {
@@ -183,6 +198,27 @@ impl Policy {
             Balancer::LeastRequest => Self::LeastRequest { len },
             Balancer::ConsistentHash => Self::ConsistentHash(Ring::new(members)),
         }
+    }
+
+    /// [`Policy::build`], taking over what it can of `before`: the same
+    /// balancer's policy over the candidates before, and `moved` (computed
+    /// only when asked) the new position of each of those candidates when it
+    /// is the very same node, else [`GONE`]. A ring keeps the points of the
+    /// nodes both lists share; the other policies are built anew.
+    pub(crate) fn rebuilt(
+        balancer: Balancer,
+        members: &[Member],
+        before: Option<(&Policy, impl FnOnce() -> Vec<u32>)>,
+        rng: &mut SmallRng,
+    ) -> Self {
+        if let (Balancer::ConsistentHash, Some((Self::ConsistentHash(ring), moved))) =
+            (balancer, before)
+        {
+            if let Some(ring) = ring.updated(&moved(), members) {
+                return Self::ConsistentHash(ring);
+            }
+        }
+        Self::build(balancer, members.len(), members, rng)
     }
 
     /// Picks a position accepted by `cx.accept`, or `None` when every position is

@@ -10,11 +10,42 @@ use super::least_request::choose_less_loaded;
 use super::*;
 use crate::hash::HashKey;
 
-fn members<'a>(ids: &'a [String], weights: &[u32]) -> Vec<Member<'a>> {
+fn members(ids: &[String], weights: &[u32]) -> Vec<Member> {
     ids.iter()
         .zip(weights)
-        .map(|(id, &weight)| Member { id, weight })
+        .map(|(id, &weight)| Member {
+            id_hash: crate::hash::fnv1a(id.as_bytes()),
+            weight,
+        })
         .collect()
+}
+
+/// `before` less the members at `gone`, with `joining` members (of new ids,
+/// with their weights) put in at their positions (each taken modulo the
+/// list's length then); and where each member of `before` went (`GONE` for
+/// the removed).
+fn changed(before: &[Member], gone: &[usize], joining: &[(usize, u32)]) -> (Vec<Member>, Vec<u32>) {
+    let gone: std::collections::HashSet<usize> = gone.iter().map(|g| g % before.len()).collect();
+    let mut list: Vec<(Option<usize>, Member)> = before
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| !gone.contains(k))
+        .map(|(k, &m)| (Some(k), m))
+        .collect();
+    for (n, (at, weight)) in joining.iter().enumerate() {
+        let member = Member {
+            id_hash: crate::hash::fnv1a(format!("joining-{n}").as_bytes()),
+            weight: *weight,
+        };
+        list.insert(at % (list.len() + 1), (None, member));
+    }
+    let mut moved = vec![GONE; before.len()];
+    for (to, (from, _)) in list.iter().enumerate() {
+        if let Some(from) = from {
+            moved[*from] = to as u32;
+        }
+    }
+    (list.into_iter().map(|(_, m)| m).collect(), moved)
 }
 
 fn ids(n: usize) -> Vec<String> {
@@ -37,7 +68,7 @@ fn picks(policy: &Policy, rng: &mut SmallRng, count: usize) -> Vec<usize> {
         .collect()
 }
 
-fn build(balancer: Balancer, members: &[Member<'_>], rng: &mut SmallRng) -> Policy {
+fn build(balancer: Balancer, members: &[Member], rng: &mut SmallRng) -> Policy {
     Policy::build(balancer, members.len(), members, rng)
 }
 
@@ -200,6 +231,20 @@ proptest! {
     }
 
     #[test]
+    fn alias_tables_built_in_64_bits_equal_those_built_in_128(
+        weights in prop::collection::vec(1u32..100_000, 1..400),
+    ) {
+        let n = weights.len();
+        let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+        let (mut t64, mut a64) = (vec![1u64 << 32; n], (0..n as u32).collect::<Vec<_>>());
+        let (mut t128, mut a128) = (t64.clone(), a64.clone());
+        weighted_random::fill(&weights, total, &mut t64, &mut a64);
+        weighted_random::fill(&weights, u128::from(total), &mut t128, &mut a128);
+        prop_assert_eq!(t64, t128);
+        prop_assert_eq!(a64, a128);
+    }
+
+    #[test]
     fn alias_table_holds_exactly_the_weights(weights in prop::collection::vec(1u32..u32::MAX, 1..50)) {
         let ids = ids(weights.len());
         let table = AliasTable::new(&members(&ids, &weights));
@@ -258,6 +303,27 @@ proptest! {
             let first = ring.pick(&mut cx);
             prop_assert_eq!(first, ring.pick(&mut cx), "same ring, same node");
             prop_assert_eq!(first, rebuilt.pick(&mut cx), "rebuilt ring, same node");
+        }
+    }
+
+    #[test]
+    fn a_ring_updated_from_the_one_before_equals_a_ring_built_anew(
+        weights in prop::collection::vec(1u32..400, 1..300),
+        gone in prop::collection::vec(any::<usize>(), 0..4),
+        joining in prop::collection::vec((any::<usize>(), 1u32..400), 0..4),
+    ) {
+        let ids = ids(weights.len());
+        let before = members(&ids, &weights);
+        let (list, moved) = changed(&before, &gone, &joining);
+        let ring = Ring::new(&before);
+        let fresh = Ring::new(&list);
+        match ring.updated(&moved, &list) {
+            Some(updated) => prop_assert_eq!(updated, fresh),
+            // Only when the positions need another width.
+            None => prop_assert_ne!(
+                list.len().next_power_of_two().max(2),
+                before.len().next_power_of_two().max(2)
+            ),
         }
     }
 
@@ -345,6 +411,21 @@ proptest! {
         let seen: HashMap<usize, usize> = seq.iter().map(|&i| (i, 1)).collect();
         prop_assert_eq!(seen.len(), n);
     }
+}
+
+#[test]
+fn a_capped_ring_is_updated_for_one_node_and_rebuilt_when_the_cap_rescales() {
+    // 3,000 nodes: every node's points are scaled down to fit the cap.
+    let ids = ids(3_000);
+    let weights: Vec<u32> = (0..3_000).map(|i| 50 + 50 * (i % 3)).collect();
+    let before = members(&ids, &weights);
+    let ring = Ring::new(&before);
+    let (list, moved) = changed(&before, &[1_500], &[(700, 100)]);
+    let updated = ring.updated(&moved, &list).expect("the same counts");
+    assert_eq!(updated, Ring::new(&list));
+    // A heavy node joining scales every other node's points down.
+    let (list, moved) = changed(&before, &[], &[(0, 400_000)]);
+    assert_eq!(ring.updated(&moved, &list), None);
 }
 
 #[test]

@@ -19,32 +19,17 @@ pub(crate) struct AliasTable {
 }
 
 impl AliasTable {
-    pub(crate) fn new(members: &[Member<'_>]) -> Self {
+    pub(crate) fn new(members: &[Member]) -> Self {
         let n = members.len();
         let weights: Box<[u32]> = members.iter().map(|m| m.weight).collect();
         let total: u128 = weights.iter().map(|&w| u128::from(w)).sum();
         let mut threshold = vec![1u64 << 32; n];
         let mut alias: Vec<u32> = (0..n as u32).collect();
-        if n == 0 || total == 0 {
-            return Self {
-                threshold: threshold.into(),
-                alias: alias.into(),
-                weights,
-            };
-        }
-        // Scaled so that one column holds exactly `total`.
-        let mut scaled: Vec<u128> = weights.iter().map(|&w| u128::from(w) * n as u128).collect();
-        let (mut small, mut large): (Vec<usize>, Vec<usize>) =
-            (0..n).partition(|&i| scaled[i] < total);
-        while let (Some(&s), Some(&l)) = (small.last(), large.last()) {
-            small.pop();
-            threshold[s] = ((scaled[s] << 32) / total) as u64;
-            alias[s] = l as u32;
-            scaled[l] -= total - scaled[s];
-            if scaled[l] < total {
-                large.pop();
-                small.push(l);
-            }
+        // Below 2^32 in all, a column's share shifted by 32 bits fits 64.
+        match u64::try_from(total) {
+            Ok(0) => {}
+            Ok(total) if total < 1 << 32 => fill(&weights, total, &mut threshold, &mut alias),
+            _ => fill(&weights, total, &mut threshold, &mut alias),
         }
         // Whatever is left holds exactly one column (up to rounding): keep it.
         Self {
@@ -81,5 +66,52 @@ impl AliasTable {
             }
         }
         weighted_scan(&self.weights, cx.rng, &cx.accept)
+    }
+}
+
+/// The integer type a table is built in: wide enough for a column's share
+/// shifted by 32 bits.
+pub(super) trait Wide:
+    Copy
+    + Ord
+    + From<u32>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Shl<u32, Output = Self>
+{
+    fn low_64(self) -> u64;
+}
+
+impl Wide for u64 {
+    fn low_64(self) -> u64 {
+        self
+    }
+}
+
+impl Wide for u128 {
+    fn low_64(self) -> u64 {
+        self as u64
+    }
+}
+
+/// Vose's pairing of under- and over-full columns, over `weights` summing to
+/// `total` (above 0): fills the threshold and alias of every column that is
+/// not exactly full.
+pub(super) fn fill<T: Wide>(weights: &[u32], total: T, threshold: &mut [u64], alias: &mut [u32]) {
+    let n = T::from(weights.len() as u32);
+    // Scaled so that one column holds exactly `total`.
+    let mut scaled: Vec<T> = weights.iter().map(|&w| T::from(w) * n).collect();
+    let (mut small, mut large): (Vec<usize>, Vec<usize>) =
+        (0..weights.len()).partition(|&i| scaled[i] < total);
+    while let (Some(&s), Some(&l)) = (small.last(), large.last()) {
+        small.pop();
+        threshold[s] = ((scaled[s] << 32) / total).low_64();
+        alias[s] = l as u32;
+        scaled[l] = scaled[l] - (total - scaled[s]);
+        if scaled[l] < total {
+            large.pop();
+            small.push(l);
+        }
     }
 }

@@ -97,7 +97,7 @@ pub(crate) struct WrrSchedule {
 }
 
 impl WrrSchedule {
-    pub(crate) fn new(members: &[Member<'_>]) -> Self {
+    pub(crate) fn new(members: &[Member]) -> Self {
         let weights: Box<[u32]> = members.iter().map(|m| m.weight).collect();
         let gcd = weights
             .iter()

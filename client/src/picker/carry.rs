@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use registry_actor::Node;
 
+use crate::balance::GONE;
+
 /// How the nodes of a new snapshot map to those of the snapshot before it.
 #[derive(Debug, Clone)]
 pub(crate) enum Carry {
@@ -28,7 +30,7 @@ pub(crate) const NOT_CARRIED: u32 = u32::MAX;
 impl Carry {
     /// The index, in the snapshot before, of the node at `i`, when it is the
     /// same node.
-    fn before(&self, i: usize) -> Option<usize> {
+    pub(super) fn before(&self, i: usize) -> Option<usize> {
         match self {
             Self::Same => Some(i),
             Self::Mapped(map) => map
@@ -37,6 +39,29 @@ impl Carry {
                 .filter(|&j| j != NOT_CARRIED)
                 .map(|j| j as usize),
         }
+    }
+
+    /// Where each entry of a list of the snapshot before is in a list of
+    /// the new one: `was` and `now` hold node indices, ascending, of the
+    /// snapshot before and of the new one; answers, per entry of `was`, the
+    /// position in `now` of the very same node, or [`GONE`]. Linear: the
+    /// nodes both snapshots share keep their order.
+    pub(crate) fn moved(&self, was: &[u32], now: &[u32]) -> Vec<u32> {
+        let mut moved = vec![GONE; was.len()];
+        let mut at = 0;
+        for (k, &i) in now.iter().enumerate() {
+            let Some(j) = self.before(i as usize) else {
+                continue;
+            };
+            let j = j as u32;
+            while was.get(at).is_some_and(|&w| w < j) {
+                at += 1;
+            }
+            if was.get(at) == Some(&j) {
+                moved[at] = k as u32;
+            }
+        }
+        moved
     }
 }
 
@@ -108,6 +133,21 @@ mod tests {
         });
         assert_eq!(asked, [1, 2]);
         assert_eq!(now.indices(), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn moved_follows_each_shared_node_to_its_new_position() {
+        // New nodes 0..6; new 1 and 4 are not carried; the others were at
+        // 0, 2, 3 and 5 before.
+        let carry = Carry::Mapped(vec![0, NOT_CARRIED, 2, 3, NOT_CARRIED, 5].into());
+        // A list of old nodes 0, 1, 3, 5, and a new list of 0, 1, 3, 4, 5.
+        let moved = carry.moved(&[0, 1, 3, 5], &[0, 1, 3, 4, 5]);
+        // Old 0 is new 0 (position 0); old 1 is gone; old 3 is new 3
+        // (position 2); old 5 is new 5 (position 4).
+        assert_eq!(moved, [0, GONE, 2, 4]);
+        // An old node that is carried but left out of the new list is gone.
+        assert_eq!(carry.moved(&[2, 3], &[3]), [GONE, 0]);
+        assert_eq!(Carry::Same.moved(&[1, 2, 4], &[0, 2, 4]), [GONE, 1, 2]);
     }
 
     #[test]

@@ -16,15 +16,17 @@ use registry_actor::{Node, NodeSet};
 use super::carry::NOT_CARRIED;
 use super::picked::NodeHandle;
 use super::snapshot::Slot;
+use crate::balance::Member;
 use crate::ejection::NodeHealth;
 use crate::sorted::ChunkDiff;
 
 /// The entries of the nodes of one chunk of the set in force, in the
-/// chunk's order: their slots (shared, chunk by chunk, with the snapshots)
-/// and their health.
+/// chunk's order: their slots and the nodes as balancers see them (both
+/// shared, chunk by chunk, with the snapshots), and their health.
 #[derive(Debug)]
 pub(super) struct EntryChunk {
     pub(super) slots: Arc<[Arc<Slot>]>,
+    pub(super) members: Arc<[Member]>,
     pub(super) health: Vec<NodeHealth>,
 }
 
@@ -68,7 +70,7 @@ pub(super) fn carry_over(
         if *kept {
             continue;
         }
-        let Some(EntryChunk { slots, health }) = entries.take() else {
+        let Some(EntryChunk { slots, health, .. }) = entries.take() else {
             continue;
         };
         let nodes = chunk.nodes().iter().zip(slots.iter()).zip(health);
@@ -131,6 +133,7 @@ pub(super) fn carry_over(
         }
         carried.entries.push(EntryChunk {
             slots: slots.into(),
+            members: chunk.nodes().iter().map(Member::of).collect(),
             health: healths,
         });
     }

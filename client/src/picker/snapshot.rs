@@ -30,7 +30,7 @@ use crate::balance::{Member, PickCx, Policy};
 use crate::connection::{Alive, Connection, Outcomes};
 use crate::hash::Prehashed;
 use crate::selector::parse_version_lenient;
-use crate::{Balancer, Error, Fallback, HashKey, PickerConfig, Selector};
+use crate::{Error, Fallback, HashKey, PickerConfig, Selector};
 
 /// Candidate pools kept for call selectors besides the service's own; the cache is
 /// emptied when it would grow past this.
@@ -174,6 +174,8 @@ pub(crate) struct Snapshot {
     nodes: NodeSet,
     /// The slots of each chunk of `nodes`, in the same order.
     slots: Box<[Arc<[Arc<Slot>]>]>,
+    /// The nodes of each chunk of `nodes` as balancers see them.
+    members: Box<[Arc<[Member]>]>,
     ejected: Box<[bool]>,
     versions: OnceLock<Box<[Option<Version>]>>,
     default_pool: Pool,
@@ -203,6 +205,8 @@ pub(crate) struct Parts {
     pub(crate) nodes: NodeSet,
     /// The slots of each chunk of `nodes`, in the same order.
     pub(crate) slots: Box<[Arc<[Arc<Slot>]>]>,
+    /// The nodes of each chunk of `nodes` as balancers see them.
+    pub(crate) members: Box<[Arc<[Member]>]>,
     pub(crate) ejected: Box<[bool]>,
     /// The snapshot before, and how `nodes` map to its nodes: pools take
     /// over its selectors' answers for the nodes both share.
@@ -222,6 +226,7 @@ impl Snapshot {
             revision: parts.revision,
             nodes: parts.nodes,
             slots: parts.slots,
+            members: parts.members,
             ejected: parts.ejected,
             versions: OnceLock::new(),
             pools: ArcSwap::default(),
@@ -272,9 +277,24 @@ impl Snapshot {
         located.unwrap_or_default()
     }
 
-    /// The nodes at `indices` (in range), read chunk after chunk: ascending
-    /// indices, as candidate lists are, cost no search.
+    /// The nodes at `indices` (in range), read chunk after chunk.
     fn nodes_at<'a>(&'a self, indices: &'a [u32]) -> impl Iterator<Item = &'a Node> + 'a {
+        self.at(indices, |c| &self.nodes.chunks()[c].nodes()[..])
+    }
+
+    /// The nodes at `indices` (in range) as balancers see them.
+    fn members_at<'a>(&'a self, indices: &'a [u32]) -> impl Iterator<Item = &'a Member> + 'a {
+        self.at(indices, |c| &self.members[c][..])
+    }
+
+    /// The items at `indices` (in range) of a list kept chunk by chunk beside
+    /// the nodes (`chunk(c)`: its items of chunk `c`), read chunk after
+    /// chunk: ascending indices, as candidate lists are, cost no search.
+    fn at<'a, T: 'a>(
+        &'a self,
+        indices: &'a [u32],
+        chunk: impl Fn(usize) -> &'a [T] + 'a,
+    ) -> impl Iterator<Item = &'a T> + 'a {
         let chunks = self.nodes.chunks();
         let mut c = 0;
         indices.iter().map(move |&i| {
@@ -291,7 +311,7 @@ impl Snapshot {
                     self.locate(i).0
                 };
             }
-            &chunks[c].nodes()[i - chunks[c].start()]
+            &chunk(c)[i - chunks[c].start()]
         })
     }
 
@@ -537,12 +557,14 @@ impl Snapshot {
         } else {
             healthy.into()
         };
+        let local_before = before.map(|(pool, carry)| (&pool.local, carry));
+        let spill_before = before.and_then(|(pool, carry)| Some((&**pool.spill.as_ref()?, carry)));
         let (local, spill) = match preferred {
             Some(preferred) => (
-                self.candidates(&preferred, rng),
-                Some(Box::new(self.candidates(&all, rng))),
+                self.candidates(&preferred, local_before, rng),
+                Some(Box::new(self.candidates(&all, spill_before, rng))),
             ),
-            None => (self.candidates(&all, rng), None),
+            None => (self.candidates(&all, local_before, rng), None),
         };
         Pool {
             selector,
@@ -557,35 +579,38 @@ impl Snapshot {
     }
 
     /// The balancer's candidates among `nodes`: weight 0 left out for
-    /// weighted balancers.
-    fn candidates(&self, nodes: &[u32], rng: &mut SmallRng) -> Candidates {
+    /// weighted balancers. `before` is the same list of the snapshot
+    /// before, whose balancer's work is taken over where it can be.
+    fn candidates(
+        &self,
+        nodes: &[u32],
+        before: Option<(&Candidates, &Carry)>,
+        rng: &mut SmallRng,
+    ) -> Candidates {
         let balancer = self.config.balancer();
-        let indices: Box<[u32]> = if balancer.is_weighted() {
-            nodes
-                .iter()
-                .zip(self.nodes_at(nodes))
-                .filter(|(_, node)| node.weight() > 0)
-                .map(|(&i, _)| i)
-                .collect()
-        } else {
-            nodes.into()
-        };
-        let members: Vec<Member<'_>> = match balancer {
+        if !balancer.is_weighted() {
             // These balancers read no member: no list of them is made.
-            Balancer::PickFirst
-            | Balancer::RoundRobin
-            | Balancer::Random
-            | Balancer::LeastRequest => Vec::new(),
-            _ => self
-                .nodes_at(&indices)
-                .map(|node| Member {
-                    id: node.id(),
-                    weight: node.weight(),
-                })
-                .collect(),
-        };
-        let policy = Policy::build(balancer, indices.len(), &members, rng);
-        Candidates { indices, policy }
+            let policy = Policy::build(balancer, nodes.len(), &[], rng);
+            return Candidates {
+                indices: nodes.into(),
+                policy,
+            };
+        }
+        let (indices, members): (Vec<u32>, Vec<Member>) = nodes
+            .iter()
+            .zip(self.members_at(nodes))
+            .filter(|(_, member)| member.weight > 0)
+            .map(|(&i, &member)| (i, member))
+            .unzip();
+        let before = before.map(|(was, carry)| {
+            let moved = || carry.moved(&was.indices, &indices);
+            (&was.policy, moved)
+        });
+        let policy = Policy::rebuilt(balancer, &members, before, rng);
+        Candidates {
+            indices: indices.into(),
+            policy,
+        }
     }
 }
 

@@ -130,6 +130,7 @@ impl Picker {
                 revision: 0,
                 nodes: empty.clone(),
                 slots: Box::new([]),
+                members: Box::new([]),
                 ejected: Box::new([]),
                 before: None,
             },
@@ -658,6 +659,7 @@ impl Picker {
             revision: self.revision,
             nodes: self.effective.clone(),
             slots: self.entries.iter().map(|e| e.slots.clone()).collect(),
+            members: self.entries.iter().map(|e| e.members.clone()).collect(),
             ejected: self.ejected.clone().into(),
             before: carry.map(|carry| (self.current.clone(), carry)),
         };
@@ -689,13 +691,20 @@ impl Picker {
 #[cfg(test)]
 impl Picker {
     /// Checks what the picker keeps beside the set in force against the set:
-    /// an entry per node in the set's chunks, the out flags and ejection
+    /// an entry per node in the set's chunks (its member as its node says),
+    /// the out flags and ejection
     /// count as the healths say, a handle map of exactly the nodes in force,
     /// and a snapshot of the same set.
     pub(crate) fn assert_consistent(&self) {
         assert_eq!(self.entries.len(), self.effective.chunks().len());
         for (entries, chunk) in self.entries.iter().zip(self.effective.chunks()) {
             assert_eq!(entries.slots.len(), chunk.len());
+            let members: Vec<_> = chunk
+                .nodes()
+                .iter()
+                .map(crate::balance::Member::of)
+                .collect();
+            assert_eq!(*entries.members, *members);
             assert_eq!(entries.health.len(), chunk.len());
         }
         let out: Vec<bool> = self.all_entries().map(|(_, h)| h.is_out()).collect();

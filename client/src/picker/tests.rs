@@ -1195,3 +1195,37 @@ fn weighted_balancers_read_weights_across_every_chunk() {
         );
     }
 }
+
+#[test]
+fn a_ring_carried_through_changes_sends_every_key_where_a_ring_built_anew_does() {
+    // Weights of three classes and some 0, over several chunks, light
+    // enough that no node's points are scaled down to fit the ring; the
+    // change removes, adds and re-weighs nodes in three of them.
+    let weight = |i: u32| [0, 25, 50, 75][(i % 4) as usize];
+    let set: NodeSet = (0..3_000)
+        .map(|i| numbered(i, 1000).with_weight(weight(i)))
+        .collect();
+    let next = set.updated([
+        ("n00007".to_owned(), None),
+        ("n01500".to_owned(), None),
+        ("n03001".to_owned(), Some(numbered(3_001, 1000))),
+        (
+            "n00600".to_owned(),
+            Some(numbered(600, 1000).with_weight(300)),
+        ),
+    ]);
+    let config = PickerConfig::default().with_balancer(Balancer::ConsistentHash);
+    let t0 = Instant::now();
+    let mut carried = Picker::with_seed("echo", config.clone(), 1);
+    carried.update(set, 1, t0);
+    carried.update(next.clone(), 2, t0);
+    carried.assert_consistent();
+    let mut anew = Picker::with_seed("echo", config, 2);
+    anew.update(next, 2, t0);
+    for k in 0..5_000u32 {
+        let key = || Some(HashKey::of(k.to_le_bytes()));
+        let a = carried.pick(None, &[], key()).expect("pick");
+        let b = anew.pick(None, &[], key()).expect("pick");
+        assert_eq!(a.node().id(), b.node().id(), "key {k}");
+    }
+}
