@@ -37,7 +37,8 @@
 //! `LOAD_SCALE_NODES=N` nodes of the `scale` section (default 100,000).
 //! `LOAD_PROFILE=failfast` (or `failfast-send`, `raw`, `raw-bare`, `stub`,
 //! `stub-raw`, `round_robin`, `least_request`, `balance_list`; `:c1` appended for
-//! concurrency 1) only runs that client's 100,000 calls, for a profiler
+//! concurrency 1) only runs that client's 100,000 calls (`LOAD_PROFILE_CALLS=N`
+//! for another count, rounded down to whole rounds), for a profiler
 //! (`perf record -e cpu-clock --call-graph dwarf`, built with
 //! `CARGO_PROFILE_BENCH_DEBUG=true`).
 //!
@@ -140,13 +141,17 @@ fn profile(which: &str) {
             _ => Caller::Cluster(Via::handle(&client).await, service, Strategy::Failfast),
         };
         let mut row = Row::new("profile", caller);
+        let calls = std::env::var("LOAD_PROFILE_CALLS")
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(100_000);
         if sequential {
-            for round in 0..(100_000 / harness::LATENCY_CALLS) {
+            for round in 0..(calls / harness::LATENCY_CALLS).max(1) {
                 latency_round(std::slice::from_mut(&mut row), round).await;
             }
             println!("profile run ({which}): p50 {} µs", value(&row.p50, 1));
         } else {
-            for round in 0..(100_000 / harness::THROUGHPUT_CALLS) {
+            for round in 0..(calls / harness::THROUGHPUT_CALLS).max(1) {
                 throughput_round(std::slice::from_mut(&mut row), round).await;
             }
             println!("profile run ({which}): {} calls/s", value(&row.rps, 0));
