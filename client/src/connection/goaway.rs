@@ -18,6 +18,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use registry_actor::Node;
@@ -37,9 +38,16 @@ pub(crate) fn watched_channel(
     node: &Node,
     report: Arc<dyn Report>,
 ) -> Result<Channel, Status> {
-    let connector = WatchingConnector::new(!settings.tls(), report);
+    if settings.tls() {
+        // tonic bounds the connect and the TLS handshake on top of it.
+        let connector = WatchingConnector::new(false, report, None);
+        return Ok(settings
+            .endpoint(node)?
+            .connect_with_connector_lazy(connector));
+    }
+    let connector = WatchingConnector::new(true, report, Some(settings.connect_timeout()));
     Ok(settings
-        .endpoint(node)?
+        .endpoint_unbounded(node)?
         .connect_with_connector_lazy(connector))
 }
 
@@ -182,27 +190,38 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 }
 
 /// A connector for tonic's `Endpoint::connect_with_connector_lazy`: TCP to
-/// the URI's authority with `TCP_NODELAY`, each connection [`Watched`] and
-/// reporting to `report` (tonic adds the connect timeout, and TLS on top).
+/// the URI's authority with `TCP_NODELAY`, within the connect timeout when it
+/// has one, each connection [`Watched`] and reporting to `report`. (Under
+/// TLS, tonic adds the connect timeout and TLS on top.)
 #[derive(Clone)]
 pub(crate) struct WatchingConnector {
     cleartext: bool,
     report: Arc<dyn Report>,
+    connect_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for WatchingConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WatchingConnector")
             .field("cleartext", &self.cleartext)
+            .field("connect_timeout", &self.connect_timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl WatchingConnector {
     /// Connections reading the server's frames when `cleartext`, reporting to
-    /// `report`.
-    pub(crate) fn new(cleartext: bool, report: Arc<dyn Report>) -> Self {
-        Self { cleartext, report }
+    /// `report`, each made within `connect_timeout` when there is one.
+    pub(crate) fn new(
+        cleartext: bool,
+        report: Arc<dyn Report>,
+        connect_timeout: Option<Duration>,
+    ) -> Self {
+        Self {
+            cleartext,
+            report,
+            connect_timeout,
+        }
     }
 }
 
@@ -218,12 +237,24 @@ impl tower::Service<http::Uri> for WatchingConnector {
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let (cleartext, report) = (self.cleartext, self.report.clone());
+        let connect_timeout = self.connect_timeout;
         Box::pin(async move {
             let authority = uri.authority().map(|a| a.as_str().to_owned());
             let authority = authority.ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}"))
             })?;
-            let stream = TcpStream::connect(authority.as_str()).await?;
+            let connect = TcpStream::connect(authority.as_str());
+            let stream = match connect_timeout {
+                None => connect.await?,
+                Some(limit) => tokio::time::timeout(limit, connect).await.map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "no connection to {authority} within the connect timeout of {limit:?}"
+                        ),
+                    )
+                })??,
+            };
             stream.set_nodelay(true)?;
             Ok(TokioIo::new(Watched::new(stream, cleartext, report)))
         })
@@ -250,6 +281,80 @@ mod tests {
         // Payload bytes that look like frame headers of a GOAWAY.
         bytes.extend(std::iter::repeat_n(GOAWAY, len));
         bytes
+    }
+
+    /// A loopback listener that completes no more connections: its accept
+    /// queue (of one) is full, so the kernel drops further SYNs and a
+    /// connect hangs. Answers its address and what must stay open.
+    async fn full_listener() -> (
+        std::net::SocketAddr,
+        Vec<TcpStream>,
+        tokio::net::TcpListener,
+    ) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let listener = socket.listen(1).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let mut held = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the accept queue never filled"
+            );
+            match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+                Ok(stream) => held.push(stream.expect("a queued connection")),
+                Err(_) => return (addr, held, listener),
+            }
+        }
+    }
+
+    struct Failures(std::sync::Mutex<Vec<String>>);
+
+    impl Report for Failures {
+        fn failed(&self, reason: &str) {
+            self.0.lock().expect("lock").push(reason.to_owned());
+        }
+        fn succeeded(&self) {}
+        fn serving(&self, _: bool) {}
+        fn going_away(&self) {}
+    }
+
+    #[tokio::test]
+    async fn a_cleartext_connect_that_hangs_fails_at_the_connect_timeout_as_a_connection_failure() {
+        use crate::connection::classify::is_connection_failure;
+        use crate::connection::{Connection, ConnectionSettings};
+
+        let (addr, _held, _listener) = full_listener().await;
+        let node = Node::new("stuck", "svc", addr.to_string()).expect("node");
+        let settings =
+            ConnectionSettings::default().with_connect_timeout(Duration::from_millis(200));
+        let report = Arc::new(Failures(std::sync::Mutex::new(Vec::new())));
+        let connection = Connection::new(
+            node,
+            settings,
+            report.clone(),
+            Arc::default(),
+            Arc::default(),
+            Arc::from([]),
+        )
+        .expect("a connection");
+        let method = crate::Method::<(), ()>::from_static("/svc.Svc/Call");
+        let mut request = tonic::Request::new(());
+        request.set_timeout(Duration::from_secs(30));
+        // The call's own timeout is far off: only the connect timeout ends it.
+        let status =
+            tokio::time::timeout(Duration::from_secs(20), connection.call(&method, request))
+                .await
+                .expect("the call ends before the test's bound")
+                .expect_err("nothing accepts the connection");
+        assert!(is_connection_failure(&status), "{status:?}");
+        assert!(
+            format!("{status:?}").contains("within the connect timeout of 200ms"),
+            "{status:?}"
+        );
     }
 
     #[test]

@@ -43,6 +43,8 @@ struct Inner {
     /// Outcomes of attempts, shared with the picker (success-rate ejection).
     outcomes: Arc<Outcomes>,
     reachable: AtomicU8,
+    /// Whether calls may carry a bearer token to the node.
+    token_allowed: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -73,6 +75,7 @@ impl Connection {
         } else {
             Some(watched_channel(&settings, &node, report.clone())?)
         };
+        let token_allowed = settings.token_allowed(&node);
         Ok(Self {
             inner: Arc::new(Inner {
                 node,
@@ -83,6 +86,7 @@ impl Connection {
                 in_flight,
                 outcomes,
                 reachable: AtomicU8::new(UNKNOWN),
+                token_allowed,
             }),
         })
     }
@@ -108,9 +112,12 @@ impl Connection {
         Req: prost::Message + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
-        self.inner
-            .settings
-            .check_token(&self.inner.node, request.metadata().as_ref())?;
+        let inner = &*self.inner;
+        ConnectionSettings::check_token(
+            &inner.node,
+            inner.token_allowed,
+            request.metadata().as_ref(),
+        )?;
         let _in_flight = InFlight::enter(&self.inner);
         let channel = match &self.inner.channel {
             Some(c) => c.clone(),
@@ -144,9 +151,8 @@ impl Connection {
         &self,
         request: http::Request<tonic::body::Body>,
     ) -> Result<http::Response<tonic::body::Body>, Status> {
-        self.inner
-            .settings
-            .check_token(&self.inner.node, request.headers())?;
+        let inner = &*self.inner;
+        ConnectionSettings::check_token(&inner.node, inner.token_allowed, request.headers())?;
         let open = Open::enter(&self.inner.in_flight);
         let mut channel = match &self.inner.channel {
             Some(c) => c.clone(),

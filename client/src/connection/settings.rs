@@ -112,14 +112,22 @@ impl ConnectionSettings {
         self.tls.is_some()
     }
 
-    /// Refuses a call carrying a bearer token when it would travel in plaintext
-    /// to a node that is not on this host. Checked before anything is sent.
-    pub(crate) fn check_token(&self, node: &Node, headers: &http::HeaderMap) -> Result<(), Status> {
-        if self.tls.is_some()
-            || self.allow_plaintext_token
-            || !headers.contains_key("authorization")
-            || is_loopback(node.addr())
-        {
+    /// Whether calls to `node` may carry a bearer token: under TLS, when
+    /// plaintext tokens are allowed, or to a node on this host.
+    pub(crate) fn token_allowed(&self, node: &Node) -> bool {
+        self.tls.is_some() || self.allow_plaintext_token || is_loopback(node.addr())
+    }
+
+    /// Refuses a call carrying a bearer token (in `headers`) when it would
+    /// travel in plaintext to a node that is not on this host (`allowed`:
+    /// what [`token_allowed`](Self::token_allowed) says of `node`). Checked
+    /// before anything is sent.
+    pub(crate) fn check_token(
+        node: &Node,
+        allowed: bool,
+        headers: &http::HeaderMap,
+    ) -> Result<(), Status> {
+        if allowed || !headers.contains_key(http::header::AUTHORIZATION) {
             return Ok(());
         }
         Err(Status::failed_precondition(format!(
@@ -131,7 +139,24 @@ impl ConnectionSettings {
         )))
     }
 
+    /// The endpoint of `node`: its address, TLS when configured, the connect
+    /// timeout, HTTP/2 keepalive and `TCP_NODELAY`.
     pub(crate) fn endpoint(&self, node: &Node) -> Result<Endpoint, Status> {
+        Ok(self
+            .endpoint_unbounded(node)?
+            .connect_timeout(self.connect_timeout))
+    }
+
+    /// How long a connection to a node may take to be made.
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// [`endpoint`](Self::endpoint) without the connect timeout, for a
+    /// connector that bounds its connects itself. (tonic bounds them by
+    /// wrapping the connection's stream, which every read and write then
+    /// goes through.)
+    pub(crate) fn endpoint_unbounded(&self, node: &Node) -> Result<Endpoint, Status> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let unusable = |e: &dyn fmt::Display| {
             Status::invalid_argument(format!(
@@ -146,7 +171,6 @@ impl ConnectionSettings {
             endpoint = endpoint.tls_config(tls.clone()).map_err(|e| unusable(&e))?;
         }
         Ok(endpoint
-            .connect_timeout(self.connect_timeout)
             .http2_keep_alive_interval(self.keepalive_interval)
             .keep_alive_timeout(self.keepalive_timeout)
             .keep_alive_while_idle(false)
