@@ -92,6 +92,7 @@ mod balance;
 mod budget;
 mod call;
 mod channel;
+mod chunk_diff;
 mod config;
 mod connection;
 mod ejection;
@@ -104,7 +105,6 @@ mod panic_guard;
 mod picker;
 mod policy;
 mod selector;
-mod sorted;
 mod throttle;
 
 pub use balance::Balancer;

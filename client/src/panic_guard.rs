@@ -150,7 +150,7 @@ mod tests {
         now: Instant,
         is_unhealthy: impl Fn(&Node) -> bool,
     ) -> NodeSet {
-        let gone = crate::sorted::ChunkDiff::of(prev, &next).removed(prev, &next);
+        let gone = crate::chunk_diff::ChunkDiff::of(prev, &next).removed(prev, &next);
         g.apply("svc", prev, next, &gone, now, is_unhealthy)
     }
 

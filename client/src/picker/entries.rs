@@ -17,8 +17,8 @@ use super::carry::NOT_CARRIED;
 use super::picked::NodeHandle;
 use super::snapshot::Slot;
 use crate::balance::Member;
+use crate::chunk_diff::ChunkDiff;
 use crate::ejection::NodeHealth;
-use crate::sorted::ChunkDiff;
 
 /// The entries of the nodes of one chunk of the set in force, in the
 /// chunk's order: their slots and the nodes as balancers see them (both

@@ -16,10 +16,10 @@ use super::entries::{carry_over, health_at, health_mut_at, EntryChunk};
 use super::picked::{NodeHandle, Picked};
 use super::snapshot::{Parts, Slot, Snapshot};
 use super::status::{NodeStatus, PickerStatus};
+use crate::chunk_diff::ChunkDiff;
 use crate::ejection::{max_ejected, success_rate_outliers, NodeHealth};
 use crate::observe::PickerMetrics;
 use crate::panic_guard::PanicGuard;
-use crate::sorted::ChunkDiff;
 use crate::{Error, HashKey, PickerConfig, Selector};
 
 /// The picking logic of one service, without an actor: the node set in force,
