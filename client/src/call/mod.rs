@@ -81,4 +81,4 @@ pub use messages::{
 pub(crate) use rpc::Rpc;
 pub use spawn::CLIENT_THREAD_NAME;
 pub use status::RETRY_PUSHBACK_KEY;
-pub(crate) use status::{parse_grpc_timeout, GRPC_TIMEOUT, REQUEST_ID};
+pub(crate) use status::{parse_grpc_timeout, GRPC_TIMEOUT_HEADER, REQUEST_ID, REQUEST_ID_HEADER};

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use tonic::metadata::{Ascii, MetadataValue};
+use tonic::metadata::MetadataValue;
 use tonic::Status;
 
 /// The metadata key of a server's retry pushback, in milliseconds (gRFC A6).
@@ -13,11 +13,15 @@ pub const RETRY_PUSHBACK_KEY: &str = "grpc-retry-pushback-ms";
 /// The metadata key of the deadline an attempt carries.
 pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
 
+/// [`GRPC_TIMEOUT`] as a header name, made once rather than parsed per call.
+pub(crate) const GRPC_TIMEOUT_HEADER: http::HeaderName =
+    http::HeaderName::from_static(GRPC_TIMEOUT);
+
 /// `remaining` as a `grpc-timeout` value, rounded down: in microseconds under
 /// a second, in milliseconds from a second on (the next units past 8 digits).
 /// Milliseconds keep the value the same across the calls of a busy client
 /// with the same timeout, which HPACK then sends as one table index.
-pub(crate) fn grpc_timeout(remaining: Duration) -> MetadataValue<Ascii> {
+pub(crate) fn grpc_timeout(remaining: Duration) -> http::HeaderValue {
     const MAX: u128 = 99_999_999;
     let (value, unit) = if remaining < Duration::from_secs(1) {
         (remaining.as_micros(), b'u')
@@ -41,7 +45,8 @@ pub(crate) fn grpc_timeout(remaining: Duration) -> MetadataValue<Ascii> {
             break;
         }
     }
-    MetadataValue::try_from(&text[at..]).unwrap_or_else(|_| MetadataValue::from_static("1S"))
+    http::HeaderValue::from_bytes(&text[at..])
+        .unwrap_or_else(|_| http::HeaderValue::from_static("1S"))
 }
 
 /// The duration a `grpc-timeout` value says: 1 to 8 digits and a unit (`H`,
@@ -79,6 +84,9 @@ pub(crate) fn pushback(status: &Status) -> Option<Option<Duration>> {
 
 /// The metadata key of a call's request id.
 pub(crate) const REQUEST_ID: &str = "x-request-id";
+
+/// [`REQUEST_ID`] as a header name, made once rather than parsed per call.
+pub(crate) const REQUEST_ID_HEADER: http::HeaderName = http::HeaderName::from_static(REQUEST_ID);
 
 /// 128 random bits in hex: one per call, the same on all its attempts.
 ///

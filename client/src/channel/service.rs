@@ -10,7 +10,9 @@ use tonic::body::Body;
 use tonic::Status;
 
 use super::outbound::{Outbound, Raw};
-use crate::call::{parse_grpc_timeout, run_planned, GRPC_TIMEOUT, REQUEST_ID};
+use crate::call::{
+    parse_grpc_timeout, run_planned, GRPC_TIMEOUT_HEADER, REQUEST_ID, REQUEST_ID_HEADER,
+};
 use crate::{Attempt, CallFuture, CallOptions, ClientHandle, ClusterClient, NodeRef, Reply};
 
 /// A channel to every node of one service, for tonic-generated clients:
@@ -111,17 +113,14 @@ impl ClusterChannel {
         };
         let timeout = parts
             .headers
-            .remove(GRPC_TIMEOUT)
+            .remove(GRPC_TIMEOUT_HEADER)
             .and_then(|v| v.to_str().ok().and_then(parse_grpc_timeout));
         if let Some(timeout) = timeout {
             options.timeout = Some(options.timeout.map_or(timeout, |t| t.min(timeout)));
         }
-        if let Some(id) = parts.headers.remove(REQUEST_ID) {
+        if let Some(id) = parts.headers.remove(REQUEST_ID_HEADER) {
             if !options.metadata.contains_key(REQUEST_ID) {
-                options
-                    .metadata
-                    .as_mut()
-                    .insert(http::HeaderName::from_static(REQUEST_ID), id);
+                options.metadata.as_mut().insert(REQUEST_ID_HEADER, id);
             }
         }
         options
