@@ -689,13 +689,16 @@ async fn a_node_killed_mid_stream_gives_the_error_to_the_caller() {
     );
 }
 
-#[actix_rt::test]
-async fn bidi_chat_echoes_every_message() {
-    let (cluster, _client, mut stub) = one_node().await;
+type Lines = futures_util::stream::Iter<std::vec::IntoIter<SayRequest>>;
 
+/// Chats 20 lines on one node's stub, the request made by `request` from
+/// its outbound stream; checks every line comes back and the node
+/// processed each.
+async fn chat_echoes_every_line(request: impl FnOnce(Lines) -> Request<Lines>) {
+    let (cluster, _client, mut stub) = one_node().await;
     let messages: Vec<String> = (0..20).map(|i| format!("line {i}")).collect();
-    let outbound = futures_util::stream::iter(messages.clone().into_iter().map(|m| say(&m)));
-    let response = stub.chat(outbound).await.expect("the stream opens");
+    let lines = futures_util::stream::iter(messages.iter().map(|m| say(m)).collect::<Vec<_>>());
+    let response = stub.chat(request(lines)).await.expect("the stream opens");
     let mut stream: Streaming<SayReply> = response.into_inner();
     let mut got = Vec::new();
     while let Some(reply) = stream.message().await.expect("no error") {
@@ -703,6 +706,18 @@ async fn bidi_chat_echoes_every_message() {
     }
     assert_eq!(got, messages);
     assert_eq!(cluster.node("a").stats().processed(), 20);
+}
+
+#[actix_rt::test]
+async fn bidi_chat_echoes_every_message() {
+    chat_echoes_every_line(Request::new).await;
+}
+
+/// A failfast request sends its body once, as the caller streams it, with
+/// nothing kept for another attempt.
+#[actix_rt::test]
+async fn bidi_chat_over_a_failfast_request_echoes_every_message() {
+    chat_echoes_every_line(|lines| with(lines, strategy(Strategy::Failfast))).await;
 }
 
 #[actix_rt::test]

@@ -180,13 +180,8 @@ impl ClientHandle {
         Req: prost::Message + Clone + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
-        let planned = self.plan(
-            &call.service,
-            call.method,
-            call.request,
-            call.options,
-            false,
-        );
+        let request = call.request;
+        let planned = self.plan(&call.service, call.method, |_| request, call.options, false);
         self.holding_thread(run_planned(planned))
     }
 
@@ -203,10 +198,11 @@ impl ClientHandle {
         Resp: prost::Message + Default + Send + 'static,
     {
         let completion = broadcast.completion;
+        let request = broadcast.request;
         match self.plan(
             &broadcast.service,
             broadcast.method,
-            broadcast.request,
+            |_| request,
             broadcast.options,
             true,
         ) {
@@ -351,11 +347,14 @@ impl ClientHandle {
 
     /// Builds the plan of one call (of every matching node when
     /// `broadcast`), or the error that stops it before any attempt.
+    /// `request` makes the call's request once its strategy is known, told
+    /// whether the call may send it more than once (a broadcast, and every
+    /// strategy but failfast, may).
     pub(crate) fn plan<Req, Resp, M: Rpc<Req, Resp>>(
         &self,
         service: &str,
         method: M,
-        request: Req,
+        request: impl FnOnce(bool) -> Req,
         options: super::CallOptions,
         broadcast: bool,
     ) -> Result<(Plan<Req, Resp, M>, Strategy), CallError> {
@@ -392,7 +391,7 @@ impl ClientHandle {
         let plan = Plan {
             observer: CallObserver::new(svc.metrics.method(method.path()), shape),
             method,
-            request: Some(request),
+            request: Some(request(broadcast || strategy != Strategy::Failfast)),
             metadata,
             started,
             deadline: options

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use http::uri::PathAndQuery;
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
@@ -13,11 +15,33 @@ use crate::call::Rpc;
 use crate::connection::Connection;
 
 /// One request of a [`ClusterChannel`](super::ClusterChannel): its head (shared
-/// by the attempts) and its replayable body. Cheap to clone.
+/// by the attempts) and its body. Cheap to clone.
 #[derive(Clone, Debug)]
 pub(crate) struct Outbound {
     head: Arc<Head>,
-    body: Replay,
+    body: Sent,
+}
+
+/// How a request's body is sent.
+#[derive(Clone)]
+enum Sent {
+    /// By each attempt, kept for sending again (up to the retry buffer).
+    Replayed(Replay),
+    /// By one attempt only: the caller's body itself, which the attempt
+    /// takes. Nothing is kept, locked or copied per frame.
+    Once(Arc<Mutex<Option<Body>>>),
+}
+
+impl std::fmt::Debug for Sent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Replayed(replay) => replay.fmt(f),
+            Self::Once(body) => f
+                .debug_struct("Once")
+                .field("sent", &body.lock().is_none())
+                .finish(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -31,23 +55,39 @@ struct Head {
 impl Outbound {
     /// The request of `parts` and `body`, its body kept up to `retry_buffer`
     /// bytes for sending it again.
-    pub(crate) fn new(parts: http::request::Parts, body: Body, retry_buffer: usize) -> Self {
+    pub(crate) fn replayed(parts: http::request::Parts, body: Body, retry_buffer: usize) -> Self {
         Self {
-            head: Arc::new(Head {
-                method: parts.method,
-                uri: parts.uri,
-                version: parts.version,
-                headers: parts.headers,
-            }),
-            body: Replay::new(body, retry_buffer),
+            head: Self::head(parts),
+            body: Sent::Replayed(Replay::new(body, retry_buffer)),
         }
     }
 
-    /// The HTTP request of one attempt: the caller's headers with the
-    /// attempt's `metadata` set over them, and the body from its beginning.
-    fn into_http(self, metadata: MetadataMap) -> http::Request<Body> {
+    /// The request of `parts` and `body`, for a call that sends it once.
+    pub(crate) fn once(parts: http::request::Parts, body: Body) -> Self {
+        Self {
+            head: Self::head(parts),
+            body: Sent::Once(Arc::new(Mutex::new(Some(body)))),
+        }
+    }
+
+    fn head(parts: http::request::Parts) -> Arc<Head> {
+        Arc::new(Head {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+        })
+    }
+
+    fn into_http(self, metadata: MetadataMap) -> Result<http::Request<Body>, Status> {
+        let body = match self.body {
+            Sent::Replayed(replay) => Body::new(replay.reader()),
+            Sent::Once(body) => body.lock().take().ok_or_else(|| {
+                Status::internal("the request's body was already sent by its one attempt")
+            })?,
+        };
         let head = Arc::try_unwrap(self.head).unwrap_or_else(|shared| (*shared).clone());
-        let mut request = http::Request::new(Body::new(self.body.reader()));
+        let mut request = http::Request::new(body);
         *request.method_mut() = head.method;
         *request.uri_mut() = head.uri;
         *request.version_mut() = head.version;
@@ -67,12 +107,13 @@ impl Outbound {
             }
         }
         *request.headers_mut() = headers;
-        request
+        Ok(request)
     }
 }
 
-/// A channel request's method: sends the request as it came, its body
-/// replayed, and answers at the response headers (where the call commits).
+/// A channel request's method: sends the request as it came (its body
+/// replayed when the call may send it again), and answers at the response
+/// headers (where the call commits).
 #[derive(Debug)]
 pub(crate) struct Raw {
     path: PathAndQuery,
@@ -96,13 +137,51 @@ impl Rpc<Outbound, http::Response<Body>> for Raw {
         request: tonic::Request<Outbound>,
     ) -> Result<tonic::Response<http::Response<Body>>, Status> {
         let (metadata, _, outbound) = request.into_parts();
-        let body = outbound.body.clone();
-        let response = connection.send(outbound.into_http(metadata)).await?;
-        body.commit();
+        let replay = match &outbound.body {
+            Sent::Replayed(replay) => Some(replay.clone()),
+            Sent::Once(_) => None,
+        };
+        let response = connection.send(outbound.into_http(metadata)?).await?;
+        if let Some(replay) = replay {
+            replay.commit();
+        }
         Ok(tonic::Response::new(response))
     }
 
     fn resendable(&self, request: &Outbound) -> bool {
-        request.body.replayable()
+        match &request.body {
+            Sent::Replayed(replay) => replay.replayable(),
+            Sent::Once(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts() -> http::request::Parts {
+        http::Request::new(()).into_parts().0
+    }
+
+    #[test]
+    fn a_request_sent_once_gives_its_body_to_one_attempt_and_is_never_resent() {
+        let outbound = Outbound::once(parts(), Body::empty());
+        assert!(!Raw::new(PathAndQuery::from_static("/s/m")).resendable(&outbound));
+        let copy = outbound.clone();
+        assert!(outbound.into_http(MetadataMap::new()).is_ok());
+        let second = copy
+            .into_http(MetadataMap::new())
+            .expect_err("the body is gone");
+        assert_eq!(second.code(), tonic::Code::Internal);
+    }
+
+    #[test]
+    fn a_replayed_request_is_sent_by_every_attempt_while_it_fits() {
+        let outbound = Outbound::replayed(parts(), Body::empty(), 1024);
+        assert!(Raw::new(PathAndQuery::from_static("/s/m")).resendable(&outbound));
+        let copy = outbound.clone();
+        assert!(outbound.into_http(MetadataMap::new()).is_ok());
+        assert!(copy.into_http(MetadataMap::new()).is_ok());
     }
 }

@@ -136,7 +136,10 @@ impl ClusterChannel {
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let retry_buffer = self.handle.retry_buffer();
-        let outbound = Outbound::new(parts, body, retry_buffer);
+        let outbound = |resent: bool| match resent {
+            true => Outbound::replayed(parts, body, retry_buffer),
+            false => Outbound::once(parts, body),
+        };
         let planned = self
             .handle
             .plan(&self.service, Raw::new(path), outbound, options, false);
