@@ -7,6 +7,9 @@
 //! `cargo bench --bench server_kit -- shedding` compares the kit with
 //! `[server.shedding]` off and on instead, at a load it admits whole.
 //!
+//! `cargo bench --bench server_kit -- profile kit N` (or `profile plain N`)
+//! only serves N calls on that one server and stops, for a profiler.
+//!
 //! `cargo bench --bench server_kit` (a `harness = false` binary). Loopback only.
 
 use std::time::Duration;
@@ -20,6 +23,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "profile") {
+        let kit = args.get(at + 1).is_some_and(|which| which == "kit");
+        let calls = args
+            .get(at + 2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(100_000);
+        kit::profile(kit, calls);
+        return;
+    }
     // `cargo test --benches` runs benches once in test mode: keep that quick.
     let quick = std::env::args().any(|a| a == "--test");
     let shedding = std::env::args().any(|a| a == "shedding");

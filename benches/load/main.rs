@@ -38,7 +38,10 @@
 //! `LOAD_PROFILE=failfast` (or `failfast-send`, `raw`, `raw-bare`, `stub`,
 //! `stub-raw`, `round_robin`, `least_request`, `balance_list`; `:c1` appended for
 //! concurrency 1) only runs that client's 100,000 calls (`LOAD_PROFILE_CALLS=N`
-//! for another count, rounded down to whole rounds), for a profiler
+//! for another count, rounded down to whole rounds), for a profiler;
+//! `server_kit` (or `server_kit-plain`) serves that many calls at c=64 on the
+//! kit (or plain tonic) alone, as the `server_kit` section's servers run
+//! (metrics recorded)
 //! (`perf record -e cpu-clock --call-graph dwarf`, built with
 //! `CARGO_PROFILE_BENCH_DEBUG=true`).
 //!
@@ -107,6 +110,16 @@ fn profile(which: &str) {
         Some(name) => (name, true),
         None => (which, false),
     };
+    let calls = std::env::var("LOAD_PROFILE_CALLS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(100_000);
+    if let Some(server) = name.strip_prefix("server_kit") {
+        // As the section measures it: with the metrics recorded.
+        observe::recorder();
+        kit::profile(server != "-plain", calls as u64);
+        return;
+    }
     let servers = Servers::spawn(SERVERS, 1);
     let addrs = servers.addrs.clone();
     System::new().block_on(async {
@@ -141,10 +154,6 @@ fn profile(which: &str) {
             _ => Caller::Cluster(Via::handle(&client).await, service, Strategy::Failfast),
         };
         let mut row = Row::new("profile", caller);
-        let calls = std::env::var("LOAD_PROFILE_CALLS")
-            .ok()
-            .and_then(|n| n.parse::<usize>().ok())
-            .unwrap_or(100_000);
         if sequential {
             for round in 0..(calls / harness::LATENCY_CALLS).max(1) {
                 latency_round(std::slice::from_mut(&mut row), round).await;

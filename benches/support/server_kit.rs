@@ -105,6 +105,52 @@ async fn kit_server(shedding: ShedConfig) -> Serving {
         .expect("server kit starts")
 }
 
+/// The baseline server of a run: plain tonic, or the kit with shedding off.
+enum Baseline {
+    Plain(SocketAddr, oneshot::Sender<()>),
+    Kit(Serving),
+}
+
+impl Baseline {
+    async fn start(kit: bool) -> Self {
+        match kit {
+            true => Self::Kit(kit_server(ShedConfig::default()).await),
+            false => {
+                let (addr, stop) = plain_server().await;
+                Self::Plain(addr, stop)
+            }
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Self::Plain(addr, _) => *addr,
+            Self::Kit(serving) => serving.local_addr(),
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Self::Plain(_, stop) => {
+                let _ = stop.send(());
+            }
+            Self::Kit(serving) => {
+                serving.handle().shutdown();
+                serving.wait().await.expect("clean shutdown");
+            }
+        }
+    }
+}
+
+/// The runtime servers and load share.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// A closed-loop load generator on one server: its connections, kept across
 /// windows.
 struct Load {
@@ -165,24 +211,48 @@ impl Load {
     }
 }
 
+/// Runs `calls` calls (at least; [`CONCURRENCY`] at a time) against one
+/// server alone, the kit (shedding off) or plain tonic, and stops: the
+/// profile of one server's work per call, for `perf` or callgrind, where a
+/// timed window would measure the profiler. Two runs of different counts
+/// give the cost of a call by difference.
+pub(crate) fn profile(kit: bool, calls: u64) {
+    runtime().block_on(async {
+        let server = Baseline::start(kit).await;
+        let addr = server.addr();
+        let load = Load::connect(addr).await;
+        let done = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for i in 0..CONCURRENCY {
+            let mut client = EchoClient::new(load.channels[i % CONNECTIONS].clone());
+            let done = done.clone();
+            tasks.push(tokio::spawn(async move {
+                while done.fetch_add(1, Ordering::Relaxed) < calls {
+                    let request = SayRequest {
+                        message: "bench".into(),
+                    };
+                    client
+                        .say(request)
+                        .await
+                        .expect("no call fails in the bench");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("caller");
+        }
+        server.stop().await;
+    });
+}
+
 /// Runs `rounds` paired rounds of `round` each on a runtime of its own (call it
 /// outside any other runtime); prints each round when `verbose`. Compares
 /// plain tonic with the kit, or with `shedding` the kit with shedding off and
 /// on.
 pub(crate) fn run(rounds: usize, round: Duration, verbose: bool, shedding: bool) -> KitRun {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKER_THREADS)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let (plain_addr, stop_plain, base_kit) = if shedding {
-            let base = kit_server(ShedConfig::default()).await;
-            (base.local_addr(), None, Some(base))
-        } else {
-            let (addr, stop) = plain_server().await;
-            (addr, Some(stop), None)
-        };
+    runtime().block_on(async {
+        let base = Baseline::start(shedding).await;
+        let plain_addr = base.addr();
         let kit = kit_server(match shedding {
             true => ShedConfig::default()
                 .with_enabled(true)
@@ -229,13 +299,7 @@ pub(crate) fn run(rounds: usize, round: Duration, verbose: bool, shedding: bool)
         kit.handle().shutdown();
         let report = kit.wait().await.expect("clean shutdown");
         run.shutdown = report.to_string();
-        if let Some(stop) = stop_plain {
-            let _ = stop.send(());
-        }
-        if let Some(base) = base_kit {
-            base.handle().shutdown();
-            base.wait().await.expect("clean shutdown");
-        }
+        base.stop().await;
         run
     })
 }
