@@ -43,7 +43,8 @@
 //! kit (or plain tonic) alone, as the `server_kit` section's servers run
 //! (metrics recorded)
 //! (`perf record -e cpu-clock --call-graph dwarf`, built with
-//! `CARGO_PROFILE_BENCH_DEBUG=true`).
+//! `CARGO_PROFILE_BENCH_DEBUG=true`; under valgrind set `LOAD_NO_CPU=1`,
+//! which leaves the CPU clock unread).
 //!
 //! Processes and threads: the 8 echo servers (plain tonic, `EchoService`)
 //! run in a child process (this binary again) on a tokio runtime of
