@@ -135,9 +135,8 @@ impl ClusterChannel {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let retry_buffer = self.handle.retry_buffer();
         let outbound = |resent: bool| match resent {
-            true => Outbound::replayed(parts, body, retry_buffer),
+            true => Outbound::replayed(parts, body, self.handle.retry_buffer()),
             false => Outbound::once(parts, body),
         };
         let planned = self
