@@ -38,17 +38,17 @@ pub(crate) fn watched_channel(
     node: &Node,
     report: Arc<dyn Report>,
 ) -> Result<Channel, Status> {
-    if settings.tls() {
-        // tonic bounds the connect and the TLS handshake on top of it.
-        let connector = WatchingConnector::new(false, report, None);
-        return Ok(settings
-            .endpoint(node)?
-            .connect_with_connector_lazy(connector));
-    }
-    let connector = WatchingConnector::new(true, report, Some(settings.connect_timeout()));
-    Ok(settings
-        .endpoint_unbounded(node)?
-        .connect_with_connector_lazy(connector))
+    // Under TLS tonic bounds the connect and the handshake on top of it; in
+    // cleartext the connector bounds its connect.
+    let (endpoint, connect_timeout) = match settings.tls() {
+        true => (settings.endpoint(node)?, None),
+        false => (
+            settings.endpoint_unbounded(node)?,
+            Some(settings.connect_timeout()),
+        ),
+    };
+    let connector = WatchingConnector::new(!settings.tls(), report, connect_timeout);
+    Ok(endpoint.connect_with_connector_lazy(connector))
 }
 
 /// The HTTP/2 frame type of GOAWAY.
@@ -355,6 +355,8 @@ mod tests {
             format!("{status:?}").contains("within the connect timeout of 200ms"),
             "{status:?}"
         );
+        let failures = report.0.lock().expect("lock").clone();
+        assert_eq!(failures.len(), 1, "the failure is reported: {failures:?}");
     }
 
     #[test]

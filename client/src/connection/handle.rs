@@ -112,12 +112,7 @@ impl Connection {
         Req: prost::Message + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
-        let inner = &*self.inner;
-        ConnectionSettings::check_token(
-            &inner.node,
-            inner.token_allowed,
-            request.metadata().as_ref(),
-        )?;
+        self.inner.check_token(request.metadata().as_ref())?;
         let _in_flight = InFlight::enter(&self.inner);
         let channel = match &self.inner.channel {
             Some(c) => c.clone(),
@@ -151,8 +146,7 @@ impl Connection {
         &self,
         request: http::Request<tonic::body::Body>,
     ) -> Result<http::Response<tonic::body::Body>, Status> {
-        let inner = &*self.inner;
-        ConnectionSettings::check_token(&inner.node, inner.token_allowed, request.headers())?;
+        self.inner.check_token(request.headers())?;
         let open = Open::enter(&self.inner.in_flight);
         let mut channel = match &self.inner.channel {
             Some(c) => c.clone(),
@@ -236,6 +230,24 @@ impl Connection {
             self.observe_ok();
         }
         status
+    }
+}
+
+impl Inner {
+    /// Refuses a call carrying a bearer token (in `headers`) when it would
+    /// travel in plaintext to a node that is not on this host. Checked
+    /// before anything is sent.
+    fn check_token(&self, headers: &http::HeaderMap) -> Result<(), Status> {
+        if self.token_allowed || !headers.contains_key(http::header::AUTHORIZATION) {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(format!(
+            "not sending the bearer token (client.token) in plaintext to node {} at {}, \
+             which is not a loopback address: configure [client.tls], or set \
+             client.allow_plaintext_token = true",
+            self.node.id(),
+            self.node.addr()
+        )))
     }
 }
 

@@ -118,27 +118,6 @@ impl ConnectionSettings {
         self.tls.is_some() || self.allow_plaintext_token || is_loopback(node.addr())
     }
 
-    /// Refuses a call carrying a bearer token (in `headers`) when it would
-    /// travel in plaintext to a node that is not on this host (`allowed`:
-    /// what [`token_allowed`](Self::token_allowed) says of `node`). Checked
-    /// before anything is sent.
-    pub(crate) fn check_token(
-        node: &Node,
-        allowed: bool,
-        headers: &http::HeaderMap,
-    ) -> Result<(), Status> {
-        if allowed || !headers.contains_key(http::header::AUTHORIZATION) {
-            return Ok(());
-        }
-        Err(Status::failed_precondition(format!(
-            "not sending the bearer token (client.token) in plaintext to node {} at {}, \
-             which is not a loopback address: configure [client.tls], or set \
-             client.allow_plaintext_token = true",
-            node.id(),
-            node.addr()
-        )))
-    }
-
     /// The endpoint of `node`: its address, TLS when configured, the connect
     /// timeout, HTTP/2 keepalive and `TCP_NODELAY`.
     pub(crate) fn endpoint(&self, node: &Node) -> Result<Endpoint, Status> {
