@@ -388,6 +388,12 @@ impl ClientHandle {
             true => Shape::Broadcast,
             false => Shape::Unicast(strategy),
         };
+        let attempt_timeout = options.attempt_timeout.or(policy.attempt_timeout());
+        let retries = options.retries.unwrap_or(policy.retries());
+        let (retry_codes, hedging) = (policy.retry_set(), policy.hedging().clone());
+        // The settings read, the plan takes the service itself: no count of
+        // its shared pointer taken and given back per call.
+        drop(settings);
         let plan = Plan {
             observer: CallObserver::new(svc.metrics.method(method.path()), shape),
             method,
@@ -397,15 +403,15 @@ impl ClientHandle {
             deadline: options
                 .deadline
                 .map_or(started + timeout, |d| d.min(started + timeout)),
-            attempt_timeout: options.attempt_timeout.or(policy.attempt_timeout()),
+            attempt_timeout,
             selector: options.selector.map(Box::new),
             hash_key: options.hash_key,
-            retries: options.retries.unwrap_or(policy.retries()),
-            retry_codes: policy.retry_set(),
-            hedging: policy.hedging().clone(),
+            retries,
+            retry_codes,
+            hedging,
             backoff: registry_actor::Backoff::new(min, max),
             home: HomeKey::of_caller(self.shared.dedicated),
-            service: svc.clone(),
+            service: svc,
             _types: std::marker::PhantomData,
         };
         Ok((plan, strategy))

@@ -22,15 +22,18 @@ pub(crate) const GRPC_TIMEOUT_HEADER: http::HeaderName =
 /// Milliseconds keep the value the same across the calls of a busy client
 /// with the same timeout, which HPACK then sends as one table index.
 pub(crate) fn grpc_timeout(remaining: Duration) -> http::HeaderValue {
-    const MAX: u128 = 99_999_999;
-    let (value, unit) = if remaining < Duration::from_secs(1) {
-        (remaining.as_micros(), b'u')
-    } else if remaining.as_millis() <= MAX {
-        (remaining.as_millis(), b'm')
-    } else if u128::from(remaining.as_secs()) <= MAX {
-        (u128::from(remaining.as_secs()), b'S')
+    const MAX: u64 = 99_999_999;
+    // In 64 bits: every value below is at most `MAX` (the digits are
+    // divided out one by one, and 128-bit division is a call each).
+    let secs = remaining.as_secs();
+    let (value, unit) = if secs == 0 {
+        (u64::from(remaining.subsec_micros()), b'u')
+    } else if secs <= MAX / 1000 {
+        (secs * 1000 + u64::from(remaining.subsec_millis()), b'm')
+    } else if secs <= MAX {
+        (secs, b'S')
     } else {
-        (u128::from(remaining.as_secs() / 3600).min(MAX), b'H')
+        ((secs / 3600).min(MAX), b'H')
     };
     // At most 8 digits and the unit, written from the end.
     let mut text = [0u8; 9];
@@ -124,6 +127,8 @@ mod tests {
             (Duration::from_millis(999), "999000u"),
             (Duration::from_micros(4_999_876), "4999m"),
             (Duration::from_secs(5), "5000m"),
+            (Duration::from_millis(99_999_999), "99999999m"),
+            (Duration::from_secs(100_000), "100000S"),
             (Duration::from_secs(100_000_000), "27777H"),
             (Duration::from_secs(99_999_999), "99999999S"),
             (Duration::from_secs(u64::MAX), "99999999H"),
