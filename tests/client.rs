@@ -868,3 +868,45 @@ async fn least_request_by_reload_counts_the_calls_in_flight_of_existing_connecti
         call.abort();
     }
 }
+
+/// The first calls to a node, made at once, open one connection between them:
+/// those that find it being made wait for it.
+#[actix_rt::test]
+async fn calls_made_at_once_to_a_new_node_share_one_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let mut cluster = Cluster::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let incoming = support::tokio_stream_from(listener).inspect(move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    actix::spawn(
+        tonic::transport::Server::builder()
+            .add_service(EchoService::new("a").into_server())
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            }),
+    );
+    let node = registry_actor::Node::new("a", "echo", addr.to_string()).expect("node");
+    cluster.add_served_elsewhere(node).await;
+    let client = cluster.client(test_config(), 1).await;
+    let handle = client.send(GetHandle).await.expect("alive");
+
+    let calls = (0..32).map(|i| handle.call(Call::new("echo", SAY, say(&format!("m{i}")))));
+    for reply in futures_util::future::join_all(calls).await {
+        let reply = reply.expect("every call is answered");
+        assert_eq!(reply.node.id(), "a");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "32 calls at once made one connection"
+    );
+    let _ = stop.send(());
+}

@@ -38,11 +38,12 @@ pub(crate) fn is_connection_failure(status: &Status) -> bool {
     false
 }
 
-/// Whether a `tonic::transport::Error` is in the source chain of `status`.
+/// Whether a transport's error (tonic's channel's, or hyper's) is in the
+/// source chain of `status`.
 pub(crate) fn has_transport_source(status: &Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(err) = source {
-        if err.is::<tonic::transport::Error>() {
+        if err.is::<tonic::transport::Error>() || err.is::<hyper::Error>() {
             return true;
         }
         source = err.source();
@@ -77,7 +78,7 @@ pub(crate) fn is_transport_failure(status: &Status) -> bool {
 /// server killed) reaches tonic as `UNKNOWN` "transport error", or as
 /// `CANCELLED` "operation was canceled" when the connection went away before
 /// the answer. gRPC calls a broken transport `UNAVAILABLE`, which strategies may
-/// retry. Recognised from the source chain (a `tonic::transport::Error`), never
+/// retry. Recognised from the source chain (a transport's error), never
 /// the message: a status a server sent has no such source.
 pub(crate) fn transport_as_unavailable(status: Status, addr: &str) -> Status {
     let code = status.code();

@@ -1,10 +1,10 @@
 //! Noticing that a server is closing a node's connection: its GOAWAY frame,
 //! or the end of the connection.
 //!
-//! tonic's `Channel` keeps its HTTP/2 connection to itself: a GOAWAY is seen
-//! only by hyper, which then lets the calls in flight finish and connects
-//! afresh for the next call (refused, when the server is going down). So the
-//! channel of each node is made with a connector of ours
+//! A GOAWAY is seen only by hyper's connection task, which lets the calls in
+//! flight finish and ends; the next call connects afresh (refused, when the
+//! server is going down). So the channel of each node is made with a
+//! connector of ours
 //! ([`WatchingConnector`]) whose connections ([`Watched`]) read the frames
 //! the server sends as they pass (the 9-byte frame headers only, see
 //! [`Frames`]) and report the first GOAWAY — or, when the frames cannot be
@@ -21,35 +21,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use registry_actor::Node;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tonic::transport::Channel;
-use tonic::Status;
 
 use super::report::Report;
-use super::settings::ConnectionSettings;
-
-/// A lazily connecting channel to `node`, made with `settings`, whose
-/// connections report to `report` when the server closes them. Must run
-/// inside the runtime that will carry the channel.
-pub(crate) fn watched_channel(
-    settings: &ConnectionSettings,
-    node: &Node,
-    report: Arc<dyn Report>,
-) -> Result<Channel, Status> {
-    // Under TLS tonic bounds the connect and the handshake on top of it; in
-    // cleartext the connector bounds its connect.
-    let (endpoint, connect_timeout) = match settings.tls() {
-        true => (settings.endpoint(node)?, None),
-        false => (
-            settings.endpoint_unbounded(node)?,
-            Some(settings.connect_timeout()),
-        ),
-    };
-    let connector = WatchingConnector::new(!settings.tls(), report, connect_timeout);
-    Ok(endpoint.connect_with_connector_lazy(connector))
-}
 
 /// The HTTP/2 frame type of GOAWAY.
 const GOAWAY: u8 = 0x7;
@@ -328,7 +303,7 @@ mod tests {
         use crate::connection::{Connection, ConnectionSettings};
 
         let (addr, _held, _listener) = full_listener().await;
-        let node = Node::new("stuck", "svc", addr.to_string()).expect("node");
+        let node = registry_actor::Node::new("stuck", "svc", addr.to_string()).expect("node");
         let settings =
             ConnectionSettings::default().with_connect_timeout(Duration::from_millis(200));
         let report = Arc::new(Failures(std::sync::Mutex::new(Vec::new())));

@@ -4,15 +4,14 @@ use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use registry_actor::Node;
-use tonic::transport::Channel;
 use tonic::Status;
 use tracing::debug;
 
 use super::classify::{is_own_timeout, is_transport_failure, transport_as_unavailable};
-use super::goaway::watched_channel;
 use super::report::{Outcomes, Report};
 use super::settings::ConnectionSettings;
 use super::stream::{Counted, Open};
+use super::transport::{watched_channel, NodeChannel};
 use crate::method::Method;
 
 const UNKNOWN: u8 = 0;
@@ -33,7 +32,7 @@ pub struct Connection {
 struct Inner {
     node: Node,
     /// `None` in short-connection mode: each call connects afresh.
-    channel: Option<Channel>,
+    channel: Option<NodeChannel>,
     settings: ConnectionSettings,
     report: Arc<dyn Report>,
     /// Answers reported as failures of the node.
@@ -121,7 +120,7 @@ impl Connection {
         };
         let mut grpc = tonic::client::Grpc::new(channel);
         if let Err(e) = grpc.ready().await {
-            return Err(self.observe_err(Status::from_error(Box::new(e))));
+            return Err(self.observe_err(Status::from_error(e)));
         }
         let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
         let path = method.path_and_query();
@@ -156,7 +155,7 @@ impl Connection {
             Ok(ready) => Box::pin(tower::Service::call(ready, request)).await,
             Err(e) => Err(e),
         };
-        let response = response.map_err(|e| self.observe_err(Status::from_error(Box::new(e))))?;
+        let response = response.map_err(|e| self.observe_err(Status::from_error(e)))?;
         if let Some(status) = Status::from_header_map(response.headers()) {
             if status.code() != tonic::Code::Ok {
                 return Err(self.observe_err(status));
@@ -180,22 +179,23 @@ impl Connection {
     /// The channel a health watch of the node uses: the one calls share, or
     /// in short-connection mode a lazily connecting one of its own. Must run
     /// inside the runtime that will carry a new channel.
-    pub(crate) fn health_channel(&self) -> Result<Channel, Status> {
+    pub(crate) fn health_channel(&self) -> Result<NodeChannel, Status> {
         match &self.inner.channel {
             Some(channel) => Ok(channel.clone()),
-            None => Ok(self
-                .inner
-                .settings
-                .endpoint(&self.inner.node)?
-                .connect_lazy()),
+            None => Ok(NodeChannel::Tonic(
+                self.inner
+                    .settings
+                    .endpoint(&self.inner.node)?
+                    .connect_lazy(),
+            )),
         }
     }
 
     /// A fresh channel, for one call in short-connection mode.
-    async fn connect(&self) -> Result<Channel, Status> {
+    async fn connect(&self) -> Result<NodeChannel, Status> {
         let endpoint = self.inner.settings.endpoint(&self.inner.node)?;
         match endpoint.connect().await {
-            Ok(c) => Ok(c),
+            Ok(c) => Ok(NodeChannel::Tonic(c)),
             Err(e) => Err(self.observe_err(Status::from_error(Box::new(e)))),
         }
     }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use registry_actor::Backoff;
 use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -34,6 +34,7 @@ use tracing::{debug, warn};
 
 use super::classify::is_transport_failure;
 use super::report::Report;
+use super::transport::NodeChannel;
 
 /// First wait before the stream is opened again.
 const RETRY_MIN: Duration = Duration::from_millis(50);
@@ -56,7 +57,7 @@ impl HealthWatch {
     /// node in logs.
     pub(crate) fn start(
         runtime: &Handle,
-        channel: Channel,
+        channel: NodeChannel,
         service: Arc<str>,
         node: String,
         report: Box<dyn Report>,
@@ -101,7 +102,7 @@ enum Ended {
 }
 
 struct Watcher {
-    channel: Channel,
+    channel: NodeChannel,
     service: Arc<str>,
     node: String,
     report: Box<dyn Report>,

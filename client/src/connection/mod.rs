@@ -1,4 +1,4 @@
-//! Connections: one per node, owning its tonic `Channel`.
+//! Connections: one per node, owning its HTTP/2 channel.
 //!
 //! A [`ConnectionActor`] owns one long-lived, lazily connected HTTP/2 channel to
 //! its node (connect timeout, HTTP/2 keepalive, `TCP_NODELAY`); every call to the
@@ -34,7 +34,7 @@
 //! `goaway`).
 //!
 //! The modules form one chain: `networks` → `settings` → `classify` → `report` →
-//! `goaway` → `runtime` → `stream` → `handle` → `health` → `messages` → `actor`.
+//! `goaway` → `transport` → `runtime` → `stream` → `handle` → `health` → `messages` → `actor`.
 
 mod actor;
 mod classify;
@@ -47,6 +47,7 @@ mod report;
 mod runtime;
 mod settings;
 mod stream;
+mod transport;
 
 pub use actor::ConnectionActor;
 pub use handle::Connection;

@@ -131,23 +131,27 @@ impl ConnectionSettings {
         self.connect_timeout
     }
 
+    /// The URI of `node`: `https://` its address under TLS, else `http://`.
+    pub(crate) fn uri(&self, node: &Node) -> Result<http::Uri, Status> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        http::Uri::try_from(format!("{scheme}://{}", node.addr())).map_err(|e| unusable(node, &e))
+    }
+
+    /// The HTTP/2 keepalive ping interval and ack timeout.
+    pub(crate) fn keepalive(&self) -> (Duration, Duration) {
+        (self.keepalive_interval, self.keepalive_timeout)
+    }
+
     /// [`endpoint`](Self::endpoint) without the connect timeout, for a
     /// connector that bounds its connects itself. (tonic bounds them by
     /// wrapping the connection's stream, which every read and write then
     /// goes through.)
     pub(crate) fn endpoint_unbounded(&self, node: &Node) -> Result<Endpoint, Status> {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let unusable = |e: &dyn fmt::Display| {
-            Status::invalid_argument(format!(
-                "node {} has an unusable address `{}`: {e}",
-                node.id(),
-                node.addr()
-            ))
-        };
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", node.addr()))
-            .map_err(|e| unusable(&e))?;
+        let mut endpoint = Endpoint::from(self.uri(node)?);
         if let Some(tls) = &self.tls {
-            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| unusable(&e))?;
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| unusable(node, &e))?;
         }
         Ok(endpoint
             .http2_keep_alive_interval(self.keepalive_interval)
@@ -155,6 +159,15 @@ impl ConnectionSettings {
             .keep_alive_while_idle(false)
             .tcp_nodelay(true))
     }
+}
+
+/// The error of a node whose address makes no URI.
+fn unusable(node: &Node, e: &dyn fmt::Display) -> Status {
+    Status::invalid_argument(format!(
+        "node {} has an unusable address `{}`: {e}",
+        node.id(),
+        node.addr()
+    ))
 }
 
 /// Whether `addr` (`host:port`) is on this host: a loopback IP or `localhost`.

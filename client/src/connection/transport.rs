@@ -1,0 +1,272 @@
+//! [`NodeChannel`]: the HTTP/2 channel a node's calls go out on.
+//!
+//! In cleartext the channel drives hyper's HTTP/2 client itself ([`Direct`]):
+//! a call hands its request to the connection's sender, which passes it to
+//! hyper's connection task, and awaits the answer. tonic's `Channel` puts a
+//! queue with a task of its own, a timer for each call's `grpc-timeout` and a
+//! stack of boxed services in front of every call; a call of ours is bounded
+//! by its own deadline, so none of that is needed. The connection is made by
+//! the first call that needs it, and made again by the first call after it
+//! closed; calls arriving meanwhile wait for the same connection.
+//!
+//! Under TLS the channel is tonic's (its TLS connector is its own), as is a
+//! short-connection call's.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::uri::{Authority, Scheme};
+use hyper::client::conn::http2;
+use hyper_util::rt::TokioTimer;
+use parking_lot::Mutex;
+use registry_actor::Node;
+use tonic::body::Body;
+use tonic::transport::Channel;
+use tonic::Status;
+use tracing::debug;
+
+use super::goaway::WatchingConnector;
+use super::report::Report;
+use super::settings::ConnectionSettings;
+
+/// What a channel's calls fail with: a transport error (hyper's, tonic's)
+/// or a [`Status`] saying why no connection could be made.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The future of one request on a [`NodeChannel`].
+pub(crate) type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>;
+
+/// A lazily connecting channel to one node; cheap to clone, every clone
+/// shares the connection.
+#[derive(Clone, Debug)]
+pub(crate) enum NodeChannel {
+    /// Cleartext HTTP/2 driven here.
+    Direct(Direct),
+    /// tonic's channel: TLS, short connections.
+    Tonic(Channel),
+}
+
+/// A lazily connecting channel to `node`, made with `settings`, whose
+/// connections report to `report` when the server closes them. Must run
+/// inside the runtime that will carry the channel.
+pub(crate) fn watched_channel(
+    settings: &ConnectionSettings,
+    node: &Node,
+    report: Arc<dyn Report>,
+) -> Result<NodeChannel, Status> {
+    if settings.tls() {
+        // tonic bounds the connect and the handshake on top of it.
+        let connector = WatchingConnector::new(false, report, None);
+        let endpoint = settings.endpoint(node)?;
+        return Ok(NodeChannel::Tonic(
+            endpoint.connect_with_connector_lazy(connector),
+        ));
+    }
+    let connector = WatchingConnector::new(true, report, Some(settings.connect_timeout()));
+    Direct::new(settings, node, connector).map(NodeChannel::Direct)
+}
+
+impl tower::Service<http::Request<Body>> for NodeChannel {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self {
+            // Connecting is the request's own work (see `Direct::send`).
+            Self::Direct(_) => Poll::Ready(Ok(())),
+            Self::Tonic(channel) => channel.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        match self {
+            Self::Direct(direct) => Box::pin(direct.clone().send(request)),
+            Self::Tonic(channel) => {
+                let call = channel.call(request);
+                Box::pin(async move { call.await.map_err(Into::into) })
+            }
+        }
+    }
+}
+
+/// A node's cleartext HTTP/2 connection, driven by hyper's client.
+#[derive(Clone)]
+pub(crate) struct Direct {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Where the connector connects (`http://host:port`).
+    uri: http::Uri,
+    authority: Authority,
+    connector: WatchingConnector,
+    builder: http2::Builder<BoxingExecutor>,
+    /// The runtime that carries the connection's task (and its socket).
+    home: tokio::runtime::Handle,
+    /// The open connection's sender, once made.
+    sender: Mutex<Option<http2::SendRequest<Body>>>,
+    /// Held while a connection is made: one at a time.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Direct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Direct")
+            .field("authority", &self.shared.authority)
+            .field("connected", &self.shared.open().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Direct {
+    /// A channel to `node` with `settings`' keepalive, connecting through
+    /// `connector`. Must run inside the runtime that will carry it.
+    fn new(
+        settings: &ConnectionSettings,
+        node: &Node,
+        connector: WatchingConnector,
+    ) -> Result<Self, Status> {
+        let uri = settings.uri(node)?;
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| Status::invalid_argument(format!("no host in {uri}")))?;
+        let (interval, timeout) = settings.keepalive();
+        let mut builder = http2::Builder::new(BoxingExecutor);
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive_interval(interval)
+            .keep_alive_timeout(timeout)
+            .keep_alive_while_idle(false);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                uri,
+                authority,
+                connector,
+                builder,
+                home: tokio::runtime::Handle::current(),
+                sender: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Sends the request in `request` on the open connection; leaves it
+    /// there when there is none.
+    fn try_send(
+        &self,
+        request: &mut Option<http::Request<Body>>,
+    ) -> Option<impl Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>> {
+        let mut sender = self.shared.sender.lock();
+        let sender = sender.as_mut().filter(|s| !s.is_closed())?;
+        request.take().map(|request| sender.send_request(request))
+    }
+
+    /// Sends one request, connecting first when no connection is open.
+    async fn send(
+        self,
+        mut request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, BoxError> {
+        // hyper takes `:scheme` and `:authority` from the URI; tonic gives
+        // the path only.
+        let mut parts = std::mem::take(request.uri_mut()).into_parts();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(self.shared.authority.clone());
+        *request.uri_mut() = http::Uri::from_parts(parts)?;
+        let mut request = Some(request);
+        let answer = match self.try_send(&mut request) {
+            Some(answer) => answer,
+            None => {
+                // Boxed: connecting is rare, and its future large.
+                Box::pin(self.connect()).await?;
+                match self.try_send(&mut request) {
+                    Some(answer) => answer,
+                    None => {
+                        let closed = std::io::Error::new(
+                            std::io::ErrorKind::NotConnected,
+                            "the connection closed as it was made",
+                        );
+                        let status = unavailable(&self.shared.uri, "no connection", closed);
+                        return Err(Box::new(status));
+                    }
+                }
+            }
+        };
+        let response = answer.await?;
+        Ok(response.map(Body::new))
+    }
+
+    /// Makes a connection unless another call has made one meanwhile. The
+    /// work runs as a task of the channel's runtime (the socket belongs to
+    /// its reactor), which keeps the connection it makes even when the call
+    /// that asked for it has ended meanwhile.
+    async fn connect(&self) -> Result<(), Status> {
+        let shared = self.shared.clone();
+        let made = self.shared.home.spawn(async move {
+            let _one = shared.connecting.lock().await;
+            if shared.open().is_some() {
+                return Ok(());
+            }
+            let mut connector = shared.connector.clone();
+            let io = tower::Service::call(&mut connector, shared.uri.clone())
+                .await
+                .map_err(|e| unavailable(&shared.uri, "tcp connect error", e))?;
+            let (sender, connection) = shared
+                .builder
+                .handshake(io)
+                .await
+                .map_err(|e| unavailable(&shared.uri, "HTTP/2 handshake failed", e))?;
+            let authority = shared.authority.clone();
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    debug!(node = %authority, error = %e, "connection ended");
+                }
+            });
+            *shared.sender.lock() = Some(sender);
+            Ok::<_, Status>(())
+        });
+        made.await
+            .map_err(|e| Status::unavailable(format!("connecting stopped: {e}")))?
+    }
+}
+
+impl Shared {
+    /// The open connection's sender, if there is one.
+    fn open(&self) -> Option<http2::SendRequest<Body>> {
+        self.sender
+            .lock()
+            .as_ref()
+            .filter(|s| !s.is_closed())
+            .cloned()
+    }
+}
+
+/// `UNAVAILABLE`: no connection to `uri` could be made, for `error` (kept as
+/// the status's source, where failures are recognised).
+fn unavailable<E>(uri: &http::Uri, what: &str, error: E) -> Status
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut status = Status::unavailable(format!("{what} to {uri}: {error}"));
+    status.set_source(Arc::new(error));
+    status
+}
+
+/// Spawns the tasks hyper makes for each request (sending its body, waiting
+/// for its answer) on the current runtime, boxed: a task's future is moved
+/// into the task and overwritten whole when it ends, and a box is a pointer.
+#[derive(Clone, Copy, Debug)]
+struct BoxingExecutor;
+
+impl<F> hyper::rt::Executor<F> for BoxingExecutor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(Box::pin(future));
+    }
+}
