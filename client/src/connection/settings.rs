@@ -118,12 +118,22 @@ impl ConnectionSettings {
         self.tls.is_some() || self.allow_plaintext_token || is_loopback(node.addr())
     }
 
-    /// The endpoint of `node`: its address, TLS when configured, the connect
-    /// timeout, HTTP/2 keepalive and `TCP_NODELAY`.
+    /// tonic's endpoint of `node` (under TLS, for short connections and
+    /// health probes): its address, TLS when configured, the connect timeout,
+    /// HTTP/2 keepalive and `TCP_NODELAY`.
     pub(crate) fn endpoint(&self, node: &Node) -> Result<Endpoint, Status> {
-        Ok(self
-            .endpoint_unbounded(node)?
-            .connect_timeout(self.connect_timeout))
+        let mut endpoint = Endpoint::from(self.uri(node)?);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| unusable(node, &e))?;
+        }
+        Ok(endpoint
+            .connect_timeout(self.connect_timeout)
+            .http2_keep_alive_interval(self.keepalive_interval)
+            .keep_alive_timeout(self.keepalive_timeout)
+            .keep_alive_while_idle(false)
+            .tcp_nodelay(true))
     }
 
     /// How long a connection to a node may take to be made.
@@ -140,24 +150,6 @@ impl ConnectionSettings {
     /// The HTTP/2 keepalive ping interval and ack timeout.
     pub(crate) fn keepalive(&self) -> (Duration, Duration) {
         (self.keepalive_interval, self.keepalive_timeout)
-    }
-
-    /// [`endpoint`](Self::endpoint) without the connect timeout, for a
-    /// connector that bounds its connects itself. (tonic bounds them by
-    /// wrapping the connection's stream, which every read and write then
-    /// goes through.)
-    pub(crate) fn endpoint_unbounded(&self, node: &Node) -> Result<Endpoint, Status> {
-        let mut endpoint = Endpoint::from(self.uri(node)?);
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| unusable(node, &e))?;
-        }
-        Ok(endpoint
-            .http2_keep_alive_interval(self.keepalive_interval)
-            .keep_alive_timeout(self.keepalive_timeout)
-            .keep_alive_while_idle(false)
-            .tcp_nodelay(true))
     }
 }
 
