@@ -869,21 +869,22 @@ async fn least_request_by_reload_counts_the_calls_in_flight_of_existing_connecti
     }
 }
 
-/// The first calls to a node, made at once, open one connection between them:
-/// those that find it being made wait for it.
-#[actix_rt::test]
-async fn calls_made_at_once_to_a_new_node_share_one_connection() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    let mut cluster = Cluster::start().await;
+/// An echo server `a` on a fresh loopback port that counts the connections
+/// it accepts, registered in `cluster`; stops when the sender is dropped.
+async fn counting_server(
+    cluster: &mut Cluster,
+) -> (
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::sync::oneshot::Sender<()>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let accepted = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = accepted.clone();
     let incoming = support::tokio_stream_from(listener).inspect(move |_| {
-        counter.fetch_add(1, Ordering::SeqCst);
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     actix::spawn(
@@ -895,6 +896,15 @@ async fn calls_made_at_once_to_a_new_node_share_one_connection() {
     );
     let node = registry_actor::Node::new("a", "echo", addr.to_string()).expect("node");
     cluster.add_served_elsewhere(node).await;
+    (accepted, stop)
+}
+
+/// The first calls to a node, made at once, open one connection between them:
+/// those that find it being made wait for it.
+#[actix_rt::test]
+async fn calls_made_at_once_to_a_new_node_share_one_connection() {
+    let mut cluster = Cluster::start().await;
+    let (accepted, _stop) = counting_server(&mut cluster).await;
     let client = cluster.client(test_config(), 1).await;
     let handle = client.send(GetHandle).await.expect("alive");
 
@@ -904,9 +914,31 @@ async fn calls_made_at_once_to_a_new_node_share_one_connection() {
         assert_eq!(reply.node.id(), "a");
     }
     assert_eq!(
-        accepted.load(Ordering::SeqCst),
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
         1,
         "32 calls at once made one connection"
     );
-    let _ = stop.send(());
+}
+
+/// In short-connection mode every call connects afresh, and is answered.
+#[actix_rt::test]
+async fn short_connections_connect_once_per_call() {
+    let mut cluster = Cluster::start().await;
+    let (accepted, _stop) = counting_server(&mut cluster).await;
+    let client = cluster
+        .client(test_config().with_short_connection(true), 1)
+        .await;
+    for i in 0..3 {
+        let reply = client
+            .send(Call::new("echo", SAY, say(&format!("m{i}"))))
+            .await
+            .expect("alive")
+            .expect("the call is answered");
+        assert_eq!(reply.message.message, format!("m{i}"));
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "one connection per call"
+    );
 }
