@@ -14,31 +14,31 @@ use super::replay::Replay;
 use crate::call::Rpc;
 use crate::connection::Connection;
 
-/// One request of a [`ClusterChannel`](super::ClusterChannel): its head (shared
-/// by the attempts) and its body. Cheap to clone.
+/// One request of a [`ClusterChannel`](super::ClusterChannel): its head and
+/// its body, as its attempts send them. Cheap to clone.
 #[derive(Clone, Debug)]
 pub(crate) struct Outbound {
-    head: Arc<Head>,
-    body: Sent,
+    sent: Sent,
 }
 
-/// How a request's body is sent.
+/// How a request is sent.
 #[derive(Clone)]
 enum Sent {
-    /// By each attempt, kept for sending again (up to the retry buffer).
-    Replayed(Replay),
-    /// By one attempt only: the caller's body itself, which the attempt
-    /// takes. Nothing is kept, locked or copied per frame.
-    Once(Arc<Mutex<Option<Body>>>),
+    /// By each attempt: the head shared, the body kept for sending again (up
+    /// to the retry buffer).
+    Replayed(Arc<Head>, Replay),
+    /// By one attempt only: the caller's head and body themselves, which the
+    /// attempt takes. Nothing is kept, locked or copied per frame.
+    Once(Arc<Mutex<Option<(Head, Body)>>>),
 }
 
 impl std::fmt::Debug for Sent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Replayed(replay) => replay.fmt(f),
-            Self::Once(body) => f
+            Self::Replayed(_, replay) => replay.fmt(f),
+            Self::Once(request) => f
                 .debug_struct("Once")
-                .field("sent", &body.lock().is_none())
+                .field("sent", &request.lock().is_none())
                 .finish(),
         }
     }
@@ -57,36 +57,36 @@ impl Outbound {
     /// bytes for sending it again.
     pub(crate) fn replayed(parts: http::request::Parts, body: Body, retry_buffer: usize) -> Self {
         Self {
-            head: Self::head(parts),
-            body: Sent::Replayed(Replay::new(body, retry_buffer)),
+            sent: Sent::Replayed(Arc::new(Self::head(parts)), Replay::new(body, retry_buffer)),
         }
     }
 
     /// The request of `parts` and `body`, for a call that sends it once.
     pub(crate) fn once(parts: http::request::Parts, body: Body) -> Self {
         Self {
-            head: Self::head(parts),
-            body: Sent::Once(Arc::new(Mutex::new(Some(body)))),
+            sent: Sent::Once(Arc::new(Mutex::new(Some((Self::head(parts), body))))),
         }
     }
 
-    fn head(parts: http::request::Parts) -> Arc<Head> {
-        Arc::new(Head {
+    fn head(parts: http::request::Parts) -> Head {
+        Head {
             method: parts.method,
             uri: parts.uri,
             version: parts.version,
             headers: parts.headers,
-        })
+        }
     }
 
     fn into_http(self, metadata: MetadataMap) -> Result<http::Request<Body>, Status> {
-        let body = match self.body {
-            Sent::Replayed(replay) => Body::new(replay.reader()),
-            Sent::Once(body) => body.lock().take().ok_or_else(|| {
+        let (head, body) = match self.sent {
+            Sent::Replayed(head, replay) => (
+                Arc::try_unwrap(head).unwrap_or_else(|shared| (*shared).clone()),
+                Body::new(replay.reader()),
+            ),
+            Sent::Once(request) => request.lock().take().ok_or_else(|| {
                 Status::internal("the request's body was already sent by its one attempt")
             })?,
         };
-        let head = Arc::try_unwrap(self.head).unwrap_or_else(|shared| (*shared).clone());
         let mut request = http::Request::new(body);
         *request.method_mut() = head.method;
         *request.uri_mut() = head.uri;
@@ -137,8 +137,8 @@ impl Rpc<Outbound, http::Response<Body>> for Raw {
         request: tonic::Request<Outbound>,
     ) -> Result<tonic::Response<http::Response<Body>>, Status> {
         let (metadata, _, outbound) = request.into_parts();
-        let replay = match &outbound.body {
-            Sent::Replayed(replay) => Some(replay.clone()),
+        let replay = match &outbound.sent {
+            Sent::Replayed(_, replay) => Some(replay.clone()),
             Sent::Once(_) => None,
         };
         let response = connection.send(outbound.into_http(metadata)?).await?;
@@ -149,8 +149,8 @@ impl Rpc<Outbound, http::Response<Body>> for Raw {
     }
 
     fn resendable(&self, request: &Outbound) -> bool {
-        match &request.body {
-            Sent::Replayed(replay) => replay.replayable(),
+        match &request.sent {
+            Sent::Replayed(_, replay) => replay.replayable(),
             Sent::Once(_) => false,
         }
     }

@@ -152,7 +152,8 @@ impl Connection {
             None => Box::pin(self.connect()).await?,
         };
         let response = match tower::ServiceExt::ready(&mut channel).await {
-            Ok(ready) => Box::pin(tower::Service::call(ready, request)).await,
+            // The channel's future is boxed already.
+            Ok(ready) => tower::Service::call(ready, request).await,
             Err(e) => Err(e),
         };
         let response = response.map_err(|e| self.observe_err(Status::from_error(e)))?;

@@ -124,7 +124,8 @@ impl std::fmt::Debug for Direct {
 
 impl Direct {
     /// A channel to `node` with `settings`' keepalive, connecting through
-    /// `connector`. Must run inside the runtime that will carry it.
+    /// `connector`, carried by the current tokio runtime (outside one, an
+    /// error).
     fn new(
         settings: &ConnectionSettings,
         node: &Node,
@@ -135,6 +136,12 @@ impl Direct {
             .authority()
             .cloned()
             .ok_or_else(|| Status::invalid_argument(format!("no host in {uri}")))?;
+        let home = tokio::runtime::Handle::try_current().map_err(|e| {
+            Status::internal(format!(
+                "node {}: a channel needs a tokio runtime: {e}",
+                node.id()
+            ))
+        })?;
         let (interval, timeout) = settings.keepalive();
         let mut builder = http2::Builder::new(BoxingExecutor);
         builder
@@ -148,7 +155,7 @@ impl Direct {
                 authority,
                 connector,
                 builder,
-                home: tokio::runtime::Handle::current(),
+                home,
                 sender: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
             }),
@@ -268,5 +275,29 @@ where
 {
     fn execute(&self, future: F) {
         tokio::spawn(Box::pin(future));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Silent;
+
+    impl Report for Silent {
+        fn failed(&self, _: &str) {}
+        fn succeeded(&self) {}
+        fn serving(&self, _: bool) {}
+        fn going_away(&self) {}
+    }
+
+    #[test]
+    fn a_channel_made_outside_a_tokio_runtime_is_an_error_naming_the_node() {
+        let node = Node::new("n1", "svc", "127.0.0.1:1").expect("node");
+        let made = watched_channel(&ConnectionSettings::default(), &node, Arc::new(Silent));
+        let status = made.expect_err("no runtime to carry the channel");
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(status.message().contains("node n1"), "{status:?}");
+        assert!(status.message().contains("tokio runtime"), "{status:?}");
     }
 }

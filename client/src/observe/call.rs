@@ -89,12 +89,12 @@ impl CallObserver {
     /// The observer of a call of `metrics`' method, run as `shape`; its span
     /// is a child of the current span.
     pub(crate) fn new(metrics: Arc<MethodMetrics>, shape: Shape) -> Self {
-        let (rpc_service, rpc_method) = split_path(metrics.path());
+        // The fields are evaluated only when the span is enabled.
         let span = tracing::info_span!(
             "call",
             rpc.system = "grpc",
-            rpc.service = rpc_service,
-            rpc.method = rpc_method,
+            rpc.service = split_path(metrics.path()).0,
+            rpc.method = split_path(metrics.path()).1,
             service = &**metrics.service(),
             strategy = %shape,
             attempts = Empty,
