@@ -164,10 +164,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 }
 
-/// A connector for tonic's `Endpoint::connect_with_connector_lazy`: TCP to
-/// the URI's authority with `TCP_NODELAY`, within the connect timeout when it
-/// has one, each connection [`Watched`] and reporting to `report`. (Under
-/// TLS, tonic adds the connect timeout and TLS on top.)
+/// The connector of a node's channel (hyper's client in cleartext, tonic's
+/// `Endpoint::connect_with_connector_lazy` under TLS): TCP to the URI's
+/// authority with `TCP_NODELAY`, within the connect timeout when it has one,
+/// each connection [`Watched`] and reporting to `report`. (Under TLS, tonic
+/// adds the connect timeout and TLS on top.)
 #[derive(Clone)]
 pub(crate) struct WatchingConnector {
     cleartext: bool,

@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_util::TryFutureExt;
 use http::uri::{Authority, Scheme};
 use hyper::client::conn::http2;
 use hyper_util::rt::TokioTimer;
@@ -85,10 +86,7 @@ impl tower::Service<http::Request<Body>> for NodeChannel {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         match self {
             Self::Direct(direct) => Box::pin(direct.clone().send(request)),
-            Self::Tonic(channel) => {
-                let call = channel.call(request);
-                Box::pin(async move { call.await.map_err(Into::into) })
-            }
+            Self::Tonic(channel) => Box::pin(channel.call(request).err_into()),
         }
     }
 }
@@ -117,7 +115,7 @@ impl std::fmt::Debug for Direct {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Direct")
             .field("authority", &self.shared.authority)
-            .field("connected", &self.shared.open().is_some())
+            .field("connected", &self.shared.is_open())
             .finish_non_exhaustive()
     }
 }
@@ -215,7 +213,7 @@ impl Direct {
         let shared = self.shared.clone();
         let made = self.shared.home.spawn(async move {
             let _one = shared.connecting.lock().await;
-            if shared.open().is_some() {
+            if shared.is_open() {
                 return Ok(());
             }
             let mut connector = shared.connector.clone();
@@ -242,13 +240,9 @@ impl Direct {
 }
 
 impl Shared {
-    /// The open connection's sender, if there is one.
-    fn open(&self) -> Option<http2::SendRequest<Body>> {
-        self.sender
-            .lock()
-            .as_ref()
-            .filter(|s| !s.is_closed())
-            .cloned()
+    /// Whether a connection is open.
+    fn is_open(&self) -> bool {
+        self.sender.lock().as_ref().is_some_and(|s| !s.is_closed())
     }
 }
 
