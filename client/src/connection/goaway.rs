@@ -259,34 +259,6 @@ mod tests {
         bytes
     }
 
-    /// A loopback listener that completes no more connections: its accept
-    /// queue (of one) is full, so the kernel drops further SYNs and a
-    /// connect hangs. Answers its address and what must stay open.
-    async fn full_listener() -> (
-        std::net::SocketAddr,
-        Vec<TcpStream>,
-        tokio::net::TcpListener,
-    ) {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket
-            .bind("127.0.0.1:0".parse().expect("addr"))
-            .expect("bind");
-        let listener = socket.listen(1).expect("listen");
-        let addr = listener.local_addr().expect("addr");
-        let mut held = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the accept queue never filled"
-            );
-            match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
-                Ok(stream) => held.push(stream.expect("a queued connection")),
-                Err(_) => return (addr, held, listener),
-            }
-        }
-    }
-
     struct Failures(std::sync::Mutex<Vec<String>>);
 
     impl Report for Failures {
@@ -303,7 +275,7 @@ mod tests {
         use crate::connection::classify::is_connection_failure;
         use crate::connection::{Connection, ConnectionSettings};
 
-        let (addr, _held, _listener) = full_listener().await;
+        let (addr, _held, _listener) = crate::connection::testing::full_listener().await;
         let node = registry_actor::Node::new("stuck", "svc", addr.to_string()).expect("node");
         let settings =
             ConnectionSettings::default().with_connect_timeout(Duration::from_millis(200));

@@ -47,6 +47,8 @@ mod report;
 mod runtime;
 mod settings;
 mod stream;
+#[cfg(test)]
+mod testing;
 mod transport;
 
 pub use actor::ConnectionActor;

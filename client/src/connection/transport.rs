@@ -7,7 +7,9 @@
 //! stack of boxed services in front of every call; a call of ours is bounded
 //! by its own deadline, so none of that is needed. The connection is made by
 //! the first call that needs it, and made again by the first call after it
-//! closed; calls arriving meanwhile wait for the same connection.
+//! closed; calls arriving meanwhile wait for the same connection, and fail
+//! with its error when it cannot be made (each starting an attempt of its own
+//! would queue them one connect timeout after another).
 //!
 //! Under TLS the channel is tonic's (its TLS connector is its own), as is a
 //! short-connection call's.
@@ -109,6 +111,16 @@ struct Shared {
     sender: Mutex<Option<http2::SendRequest<Body>>>,
     /// Held while a connection is made: one at a time.
     connecting: tokio::sync::Mutex<()>,
+    /// Attempts to connect that have ended, and why the last one failed.
+    attempts: Mutex<Attempts>,
+}
+
+/// The connect attempts of a [`Direct`] channel that have ended.
+#[derive(Default)]
+struct Attempts {
+    ended: u64,
+    /// The last one's failure; `None` when it connected.
+    failure: Option<Status>,
 }
 
 impl std::fmt::Debug for Direct {
@@ -156,6 +168,7 @@ impl Direct {
                 home,
                 sender: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
+                attempts: Mutex::default(),
             }),
         })
     }
@@ -205,37 +218,41 @@ impl Direct {
         Ok(response.map(Body::new))
     }
 
-    /// Makes a connection unless another call has made one meanwhile. The
-    /// work runs as a task of the channel's runtime (the socket belongs to
-    /// its reactor), which keeps the connection it makes even when the call
-    /// that asked for it has ended meanwhile.
+    /// Makes a connection unless another call has made one meanwhile, or
+    /// answers the failure of an attempt that ended while this call waited
+    /// for it. The work runs as a task of the channel's runtime (the socket
+    /// belongs to its reactor), which keeps the connection it makes even when
+    /// the call that asked for it has ended meanwhile.
     async fn connect(&self) -> Result<(), Status> {
         let shared = self.shared.clone();
+        let seen = shared.attempts.lock().ended;
         let made = self.shared.home.spawn(async move {
             let _one = shared.connecting.lock().await;
             if shared.is_open() {
                 return Ok(());
             }
-            let mut connector = shared.connector.clone();
-            let io = tower::Service::call(&mut connector, shared.uri.clone())
-                .await
-                .map_err(|e| unavailable(&shared.uri, "tcp connect error", e))?;
-            let (sender, connection) = shared
-                .builder
-                .handshake(io)
-                .await
-                .map_err(|e| unavailable(&shared.uri, "HTTP/2 handshake failed", e))?;
-            let authority = shared.authority.clone();
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    debug!(node = %authority, error = %e, "connection ended");
+            {
+                let attempts = shared.attempts.lock();
+                if attempts.ended != seen {
+                    if let Some(failure) = &attempts.failure {
+                        return Err(failure.clone());
+                    }
                 }
-            });
-            *shared.sender.lock() = Some(sender);
-            Ok::<_, Status>(())
+            }
+            let made = shared.handshake().await;
+            let mut attempts = shared.attempts.lock();
+            attempts.ended += 1;
+            attempts.failure = made.as_ref().err().cloned();
+            made
         });
         made.await
             .map_err(|e| Status::unavailable(format!("connecting stopped: {e}")))?
+    }
+
+    /// Connect attempts that have ended.
+    #[cfg(test)]
+    fn attempts(&self) -> u64 {
+        self.shared.attempts.lock().ended
     }
 }
 
@@ -243,6 +260,28 @@ impl Shared {
     /// Whether a connection is open.
     fn is_open(&self) -> bool {
         self.sender.lock().as_ref().is_some_and(|s| !s.is_closed())
+    }
+
+    /// Connects, shakes hands and keeps the new connection's sender; its
+    /// connection runs as a task of the current runtime.
+    async fn handshake(&self) -> Result<(), Status> {
+        let mut connector = self.connector.clone();
+        let io = tower::Service::call(&mut connector, self.uri.clone())
+            .await
+            .map_err(|e| unavailable(&self.uri, "tcp connect error", e))?;
+        let (sender, connection) = self
+            .builder
+            .handshake(io)
+            .await
+            .map_err(|e| unavailable(&self.uri, "HTTP/2 handshake failed", e))?;
+        let authority = self.authority.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(node = %authority, error = %e, "connection ended");
+            }
+        });
+        *self.sender.lock() = Some(sender);
+        Ok(())
     }
 }
 
@@ -274,6 +313,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     struct Silent;
@@ -283,6 +324,50 @@ mod tests {
         fn succeeded(&self) {}
         fn serving(&self, _: bool) {}
         fn going_away(&self) {}
+    }
+
+    #[tokio::test]
+    async fn calls_waiting_for_a_connect_that_fails_answer_its_failure_without_trying_again() {
+        use crate::connection::classify::is_connection_failure;
+
+        let (addr, _held, _listener) = crate::connection::testing::full_listener().await;
+        let node = Node::new("stuck", "svc", addr.to_string()).expect("node");
+        let settings =
+            ConnectionSettings::default().with_connect_timeout(Duration::from_millis(200));
+        let Ok(NodeChannel::Direct(direct)) = watched_channel(&settings, &node, Arc::new(Silent))
+        else {
+            panic!("a cleartext channel is driven directly");
+        };
+        let request = || {
+            let mut request = http::Request::new(Body::empty());
+            *request.uri_mut() = http::Uri::from_static("/svc.Svc/Call");
+            request
+        };
+        let calls = (0..4).map(|_| direct.clone().send(request()));
+        let answers = tokio::time::timeout(
+            Duration::from_secs(20),
+            futures_util::future::join_all(calls),
+        )
+        .await
+        .expect("the calls end before the test's bound");
+        for answer in answers {
+            let error = answer.expect_err("nothing accepts the connection");
+            let status = error.downcast::<Status>().expect("a status");
+            assert!(is_connection_failure(&status), "{status:?}");
+            assert!(
+                format!("{status:?}").contains("within the connect timeout of 200ms"),
+                "{status:?}"
+            );
+        }
+        assert_eq!(
+            direct.attempts(),
+            1,
+            "one attempt for the calls waiting together"
+        );
+        // A call after that failure tries again.
+        let again = direct.clone().send(request()).await;
+        assert!(again.is_err());
+        assert_eq!(direct.attempts(), 2);
     }
 
     #[test]
