@@ -111,9 +111,10 @@ impl ClusterChannel {
             (None, Some(channel)) => (**channel).clone(),
             (None, None) => CallOptions::default(),
         };
+        // Read, not removed: each attempt sets its own `grpc-timeout` over it.
         let timeout = parts
             .headers
-            .remove(GRPC_TIMEOUT_HEADER)
+            .get(GRPC_TIMEOUT_HEADER)
             .and_then(|v| v.to_str().ok().and_then(parse_grpc_timeout));
         if let Some(timeout) = timeout {
             options.timeout = Some(options.timeout.map_or(timeout, |t| t.min(timeout)));

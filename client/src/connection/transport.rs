@@ -40,7 +40,46 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The future of one request on a [`NodeChannel`].
 pub(crate) type ResponseFuture =
-    Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>;
+    Pin<Box<dyn Future<Output = Result<http::Response<NodeBody>, BoxError>> + Send>>;
+
+/// A response body from a [`NodeChannel`]: hyper's own in cleartext, tonic's
+/// otherwise. Not boxed, so that whoever wraps it boxes it once.
+#[derive(Debug)]
+pub(crate) enum NodeBody {
+    /// From [`Direct`].
+    Direct(hyper::body::Incoming),
+    /// From tonic's channel.
+    Tonic(Body),
+}
+
+impl http_body::Body for NodeBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        match self.get_mut() {
+            Self::Direct(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Tonic(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Direct(body) => body.is_end_stream(),
+            Self::Tonic(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::Direct(body) => body.size_hint(),
+            Self::Tonic(body) => body.size_hint(),
+        }
+    }
+}
 
 /// A lazily connecting channel to one node; cheap to clone, every clone
 /// shares the connection.
@@ -73,7 +112,7 @@ pub(crate) fn watched_channel(
 }
 
 impl tower::Service<http::Request<Body>> for NodeChannel {
-    type Response = http::Response<Body>;
+    type Response = http::Response<NodeBody>;
     type Error = BoxError;
     type Future = ResponseFuture;
 
@@ -88,7 +127,12 @@ impl tower::Service<http::Request<Body>> for NodeChannel {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         match self {
             Self::Direct(direct) => Box::pin(direct.clone().send(request)),
-            Self::Tonic(channel) => Box::pin(channel.call(request).err_into()),
+            Self::Tonic(channel) => Box::pin(
+                channel
+                    .call(request)
+                    .map_ok(|response| response.map(NodeBody::Tonic))
+                    .err_into(),
+            ),
         }
     }
 }
@@ -188,7 +232,7 @@ impl Direct {
     async fn send(
         self,
         mut request: http::Request<Body>,
-    ) -> Result<http::Response<Body>, BoxError> {
+    ) -> Result<http::Response<NodeBody>, BoxError> {
         // hyper takes `:scheme` and `:authority` from the URI; tonic gives
         // the path only.
         let mut parts = std::mem::take(request.uri_mut()).into_parts();
@@ -215,7 +259,7 @@ impl Direct {
             }
         };
         let response = answer.await?;
-        Ok(response.map(Body::new))
+        Ok(response.map(NodeBody::Direct))
     }
 
     /// Makes a connection unless another call has made one meanwhile, or
