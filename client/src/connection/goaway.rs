@@ -186,17 +186,24 @@ impl std::fmt::Debug for WatchingConnector {
 }
 
 impl WatchingConnector {
-    /// Connections reading the server's frames when `cleartext`, reporting to
-    /// `report`, each made within `connect_timeout` when there is one.
-    pub(crate) fn new(
-        cleartext: bool,
-        report: Arc<dyn Report>,
-        connect_timeout: Option<Duration>,
-    ) -> Self {
+    /// For a cleartext channel: connections made within `connect_timeout`,
+    /// each reading the server's frames and reporting to `report`.
+    pub(crate) fn cleartext(report: Arc<dyn Report>, connect_timeout: Duration) -> Self {
         Self {
-            cleartext,
+            cleartext: true,
             report,
-            connect_timeout,
+            connect_timeout: Some(connect_timeout),
+        }
+    }
+
+    /// For tonic's TLS channel, which bounds the connect and the handshake on
+    /// top: connections reporting their end to `report` (their frames are
+    /// encrypted, so a GOAWAY is not read).
+    pub(crate) fn under_tls(report: Arc<dyn Report>) -> Self {
+        Self {
+            cleartext: false,
+            report,
+            connect_timeout: None,
         }
     }
 }

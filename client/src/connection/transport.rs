@@ -100,14 +100,13 @@ pub(crate) fn watched_channel(
     report: Arc<dyn Report>,
 ) -> Result<NodeChannel, Status> {
     if settings.tls() {
-        // tonic bounds the connect and the handshake on top of it.
-        let connector = WatchingConnector::new(false, report, None);
+        let connector = WatchingConnector::under_tls(report);
         let endpoint = settings.endpoint(node)?;
         return Ok(NodeChannel::Tonic(
             endpoint.connect_with_connector_lazy(connector),
         ));
     }
-    let connector = WatchingConnector::new(true, report, Some(settings.connect_timeout()));
+    let connector = WatchingConnector::cleartext(report, settings.connect_timeout());
     Direct::new(settings, node, connector).map(NodeChannel::Direct)
 }
 
