@@ -171,16 +171,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 /// adds the connect timeout and TLS on top.)
 #[derive(Clone)]
 pub(crate) struct WatchingConnector {
-    cleartext: bool,
     report: Arc<dyn Report>,
-    connect_timeout: Option<Duration>,
+    /// In cleartext, the connect timeout (frames are read); `None` under TLS.
+    cleartext: Option<Duration>,
 }
 
 impl std::fmt::Debug for WatchingConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WatchingConnector")
             .field("cleartext", &self.cleartext)
-            .field("connect_timeout", &self.connect_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -190,9 +189,8 @@ impl WatchingConnector {
     /// each reading the server's frames and reporting to `report`.
     pub(crate) fn cleartext(report: Arc<dyn Report>, connect_timeout: Duration) -> Self {
         Self {
-            cleartext: true,
             report,
-            connect_timeout: Some(connect_timeout),
+            cleartext: Some(connect_timeout),
         }
     }
 
@@ -201,9 +199,8 @@ impl WatchingConnector {
     /// encrypted, so a GOAWAY is not read).
     pub(crate) fn under_tls(report: Arc<dyn Report>) -> Self {
         Self {
-            cleartext: false,
             report,
-            connect_timeout: None,
+            cleartext: None,
         }
     }
 }
@@ -219,8 +216,7 @@ impl tower::Service<http::Uri> for WatchingConnector {
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let (cleartext, report) = (self.cleartext, self.report.clone());
-        let connect_timeout = self.connect_timeout;
+        let (connect_timeout, report) = (self.cleartext, self.report.clone());
         Box::pin(async move {
             let authority = uri.authority().map(|a| a.as_str().to_owned());
             let authority = authority.ok_or_else(|| {
@@ -239,6 +235,7 @@ impl tower::Service<http::Uri> for WatchingConnector {
                 })??,
             };
             stream.set_nodelay(true)?;
+            let cleartext = connect_timeout.is_some();
             Ok(TokioIo::new(Watched::new(stream, cleartext, report)))
         })
     }
