@@ -33,11 +33,13 @@
 //! is then not picked until its server answers on a fresh connection (see
 //! `goaway`).
 //!
-//! The modules form one chain: `networks` → `settings` → `classify` → `report` →
-//! `goaway` → `transport` → `runtime` → `stream` → `handle` → `health` → `messages` → `actor`.
+//! The modules form one chain: `networks` → `settings` → `classify` →
+//! `report` → `goaway` → `gate` → `transport` → `runtime` →
+//! `stream` → `handle` → `health` → `messages` → `actor`.
 
 mod actor;
 mod classify;
+mod gate;
 mod goaway;
 mod handle;
 mod health;

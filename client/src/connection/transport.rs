@@ -11,8 +11,9 @@
 //! with its error when it cannot be made (each starting an attempt of its own
 //! would queue them one connect timeout after another).
 //!
-//! Under TLS the channel is tonic's (its TLS connector is its own), as is a
-//! short-connection call's.
+//! Under TLS the channel is tonic's (its TLS connector is its own), with the
+//! same rule for calls waiting on a connect that fails (see `gate`); a
+//! short-connection call's channel is tonic's too.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,6 +31,7 @@ use tonic::transport::Channel;
 use tonic::Status;
 use tracing::debug;
 
+use super::gate::TlsChannel;
 use super::goaway::WatchingConnector;
 use super::report::Report;
 use super::settings::ConnectionSettings;
@@ -48,7 +50,7 @@ pub(crate) type ResponseFuture =
 pub(crate) enum NodeBody {
     /// From [`Direct`].
     Direct(hyper::body::Incoming),
-    /// From tonic's channel.
+    /// From tonic's channel ([`TlsChannel`] or a plain one).
     Tonic(Body),
 }
 
@@ -87,7 +89,9 @@ impl http_body::Body for NodeBody {
 pub(crate) enum NodeChannel {
     /// Cleartext HTTP/2 driven here.
     Direct(Direct),
-    /// tonic's channel: TLS, short connections.
+    /// tonic's channel under TLS.
+    Tls(TlsChannel),
+    /// tonic's channel as it is: short connections, their health watches.
     Tonic(Channel),
 }
 
@@ -102,9 +106,9 @@ pub(crate) fn watched_channel(
     if settings.tls() {
         let connector = WatchingConnector::under_tls(report);
         let endpoint = settings.endpoint(node)?;
-        return Ok(NodeChannel::Tonic(
+        return Ok(NodeChannel::Tls(TlsChannel::new(
             endpoint.connect_with_connector_lazy(connector),
-        ));
+        )));
     }
     let connector = WatchingConnector::cleartext(report, settings.connect_timeout());
     Direct::new(settings, node, connector).map(NodeChannel::Direct)
@@ -119,6 +123,7 @@ impl tower::Service<http::Request<Body>> for NodeChannel {
         match self {
             // Connecting is the request's own work (see `Direct::send`).
             Self::Direct(_) => Poll::Ready(Ok(())),
+            Self::Tls(channel) => channel.poll_ready(cx),
             Self::Tonic(channel) => channel.poll_ready(cx).map_err(Into::into),
         }
     }
@@ -126,6 +131,11 @@ impl tower::Service<http::Request<Body>> for NodeChannel {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         match self {
             Self::Direct(direct) => Box::pin(direct.clone().send(request)),
+            Self::Tls(channel) => Box::pin(
+                channel
+                    .call(request)
+                    .map_ok(|response| response.map(NodeBody::Tonic)),
+            ),
             Self::Tonic(channel) => Box::pin(
                 channel
                     .call(request)
@@ -411,6 +421,62 @@ mod tests {
         let again = direct.clone().send(request()).await;
         assert!(again.is_err());
         assert_eq!(direct.attempts(), 2);
+    }
+
+    /// The error a failure was made from: one object per failed attempt.
+    fn cause(status: &Status) -> *const () {
+        let source = std::error::Error::source(status).expect("a source");
+        source as *const dyn std::error::Error as *const ()
+    }
+
+    #[tokio::test]
+    async fn calls_waiting_for_a_tls_connect_that_fails_answer_its_failure_together() {
+        use crate::connection::classify::is_connection_failure;
+
+        // The kernel takes the TCP connection (nothing accepts it) and the
+        // TLS handshake is never answered.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let node = Node::new("silent", "svc", addr.to_string()).expect("node");
+        let settings = ConnectionSettings::default()
+            .with_connect_timeout(Duration::from_millis(200))
+            .with_tls(Some(tonic::transport::ClientTlsConfig::new()));
+        let channel = watched_channel(&settings, &node, Arc::new(Silent)).expect("channel");
+        assert!(matches!(channel, NodeChannel::Tls(_)));
+        let send = || {
+            let mut channel = channel.clone();
+            let mut request = http::Request::new(Body::empty());
+            *request.uri_mut() = http::Uri::from_static("/svc.Svc/Call");
+            async move {
+                let answer = match tower::ServiceExt::ready(&mut channel).await {
+                    Ok(ready) => tower::Service::call(ready, request).await,
+                    Err(e) => Err(e),
+                };
+                let error = answer.expect_err("the handshake never completes");
+                *error.downcast::<Status>().expect("a status")
+            }
+        };
+
+        let calls = (0..4).map(|_| send());
+        let failures = tokio::time::timeout(
+            Duration::from_secs(20),
+            futures_util::future::join_all(calls),
+        )
+        .await
+        .expect("the calls end before the test's bound");
+        for failure in &failures {
+            assert!(is_connection_failure(failure), "{failure:?}");
+            assert_eq!(
+                cause(failure),
+                cause(&failures[0]),
+                "every waiting call answers the one attempt's failure"
+            );
+        }
+
+        // A call after that failure gets a failure of its own.
+        let again = send().await;
+        assert!(is_connection_failure(&again), "{again:?}");
+        assert_ne!(cause(&again), cause(&failures[0]));
     }
 
     #[test]
