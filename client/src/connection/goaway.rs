@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::report::Report;
+use super::tcp;
 
 /// The HTTP/2 frame type of GOAWAY.
 const GOAWAY: u8 = 0x7;
@@ -218,23 +219,7 @@ impl tower::Service<http::Uri> for WatchingConnector {
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let (connect_timeout, report) = (self.cleartext, self.report.clone());
         Box::pin(async move {
-            let authority = uri.authority().map(|a| a.as_str().to_owned());
-            let authority = authority.ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}"))
-            })?;
-            let connect = TcpStream::connect(authority.as_str());
-            let stream = match connect_timeout {
-                None => connect.await?,
-                Some(limit) => tokio::time::timeout(limit, connect).await.map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "no connection to {authority} within the connect timeout of {limit:?}"
-                        ),
-                    )
-                })??,
-            };
-            stream.set_nodelay(true)?;
+            let stream = tcp::connect(&uri, connect_timeout).await?;
             let cleartext = connect_timeout.is_some();
             Ok(TokioIo::new(Watched::new(stream, cleartext, report)))
         })
@@ -274,17 +259,16 @@ mod tests {
         fn going_away(&self) {}
     }
 
-    #[tokio::test]
-    async fn a_cleartext_connect_that_hangs_fails_at_the_connect_timeout_as_a_connection_failure() {
-        use crate::connection::classify::is_connection_failure;
-        use crate::connection::{Connection, ConnectionSettings};
-
-        let (addr, _held, _listener) = crate::connection::testing::full_listener().await;
+    /// One call to the node at `addr` with `settings`, whose own timeout is
+    /// far off (only the connect timeout can end it soon): its failure, and
+    /// the failures reported.
+    async fn call_failing(
+        addr: std::net::SocketAddr,
+        settings: crate::connection::ConnectionSettings,
+    ) -> (tonic::Status, Vec<String>) {
         let node = registry_actor::Node::new("stuck", "svc", addr.to_string()).expect("node");
-        let settings =
-            ConnectionSettings::default().with_connect_timeout(Duration::from_millis(200));
         let report = Arc::new(Failures(std::sync::Mutex::new(Vec::new())));
-        let connection = Connection::new(
+        let connection = crate::connection::Connection::new(
             node,
             settings,
             report.clone(),
@@ -296,18 +280,46 @@ mod tests {
         let method = crate::Method::<(), ()>::from_static("/svc.Svc/Call");
         let mut request = tonic::Request::new(());
         request.set_timeout(Duration::from_secs(30));
-        // The call's own timeout is far off: only the connect timeout ends it.
         let status =
             tokio::time::timeout(Duration::from_secs(20), connection.call(&method, request))
                 .await
                 .expect("the call ends before the test's bound")
-                .expect_err("nothing accepts the connection");
+                .expect_err("no connection is made");
+        let failures = report.0.lock().expect("lock").clone();
+        (status, failures)
+    }
+
+    #[tokio::test]
+    async fn a_cleartext_connect_that_hangs_fails_at_the_connect_timeout_as_a_connection_failure() {
+        use crate::connection::classify::is_connection_failure;
+        use crate::connection::ConnectionSettings;
+
+        let (addr, _held, _listener) = crate::connection::testing::full_listener().await;
+        let settings =
+            ConnectionSettings::default().with_connect_timeout(Duration::from_millis(200));
+        let (status, failures) = call_failing(addr, settings).await;
         assert!(is_connection_failure(&status), "{status:?}");
         assert!(
             format!("{status:?}").contains("within the connect timeout of 200ms"),
             "{status:?}"
         );
-        let failures = report.0.lock().expect("lock").clone();
+        assert_eq!(failures.len(), 1, "the failure is reported: {failures:?}");
+    }
+
+    #[tokio::test]
+    async fn a_short_tls_connection_whose_handshake_hangs_fails_at_the_connect_timeout() {
+        use crate::connection::ConnectionSettings;
+
+        // The kernel takes the TCP connection (nothing accepts it) and the
+        // TLS handshake is never answered.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let settings = ConnectionSettings::default()
+            .with_connect_timeout(Duration::from_millis(200))
+            .with_short_connection(true)
+            .with_tls(Some(tonic::transport::ClientTlsConfig::new()));
+        let (status, failures) = call_failing(addr, settings).await;
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
         assert_eq!(failures.len(), 1, "the failure is reported: {failures:?}");
     }
 

@@ -11,6 +11,7 @@ use super::classify::{is_own_timeout, is_transport_failure, transport_as_unavail
 use super::report::{Outcomes, Report};
 use super::settings::ConnectionSettings;
 use super::stream::{Counted, Open};
+use super::tcp::TcpConnector;
 use super::transport::{watched_channel, NodeChannel};
 use crate::method::Method;
 
@@ -187,7 +188,7 @@ impl Connection {
                 self.inner
                     .settings
                     .endpoint(&self.inner.node)?
-                    .connect_lazy(),
+                    .connect_with_connector_lazy(TcpConnector),
             )),
         }
     }
@@ -195,7 +196,7 @@ impl Connection {
     /// A fresh channel, for one call in short-connection mode.
     async fn connect(&self) -> Result<NodeChannel, Status> {
         let endpoint = self.inner.settings.endpoint(&self.inner.node)?;
-        match endpoint.connect().await {
+        match endpoint.connect_with_connector(TcpConnector).await {
             Ok(c) => Ok(NodeChannel::Tonic(c)),
             Err(e) => Err(self.observe_err(Status::from_error(Box::new(e)))),
         }

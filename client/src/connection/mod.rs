@@ -34,7 +34,7 @@
 //! `goaway`).
 //!
 //! The modules form one chain: `networks` → `settings` → `classify` →
-//! `report` → `goaway` → `gate` → `transport` → `runtime` →
+//! `report` → `tcp` → `goaway` → `gate` → `transport` → `runtime` →
 //! `stream` → `handle` → `health` → `messages` → `actor`.
 
 mod actor;
@@ -49,6 +49,7 @@ mod report;
 mod runtime;
 mod settings;
 mod stream;
+mod tcp;
 #[cfg(test)]
 mod testing;
 mod transport;

@@ -118,9 +118,9 @@ impl ConnectionSettings {
         self.tls.is_some() || self.allow_plaintext_token || is_loopback(node.addr())
     }
 
-    /// tonic's endpoint of `node` (under TLS, for short connections and
-    /// health probes): its address, TLS when configured, the connect timeout,
-    /// HTTP/2 keepalive and `TCP_NODELAY`.
+    /// tonic's endpoint of `node` (under TLS, and for short connections and
+    /// their health watches): its address, TLS when configured, the connect
+    /// timeout, HTTP/2 keepalive and `TCP_NODELAY`.
     pub(crate) fn endpoint(&self, node: &Node) -> Result<Endpoint, Status> {
         let mut endpoint = Endpoint::from(self.uri(node)?);
         if let Some(tls) = &self.tls {
