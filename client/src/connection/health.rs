@@ -34,6 +34,7 @@ use tracing::{debug, warn};
 
 use super::classify::is_transport_failure;
 use super::report::Report;
+use super::tcp::TcpConnector;
 use super::transport::NodeChannel;
 
 /// First wait before the stream is opened again.
@@ -194,7 +195,7 @@ impl Watcher {
 /// connections without serving them does not answer.
 pub(crate) async fn answers(endpoint: &Endpoint, within: Duration) -> bool {
     let check = async {
-        let mut client = HealthClient::new(endpoint.connect_lazy());
+        let mut client = HealthClient::new(endpoint.connect_with_connector_lazy(TcpConnector));
         client.check(HealthCheckRequest::default()).await
     };
     match tokio::time::timeout(within, check).await {

@@ -31,8 +31,9 @@ pub(crate) async fn connect(uri: &http::Uri, timeout: Option<Duration>) -> io::R
     Ok(stream)
 }
 
-/// The connector of tonic's channels for a short connection's call and its
-/// health watch: plain TCP, with `TCP_NODELAY`. tonic bounds a connection
+/// The connector of tonic's channels for a short connection's call, its
+/// health watch, and a probe of a node whose server closed its connection:
+/// plain TCP, with `TCP_NODELAY`. tonic bounds a connection
 /// made through a connector given to it, TLS handshake included, by the
 /// endpoint's connect timeout (with its own connector the timeout bounds the
 /// TCP connect alone).
