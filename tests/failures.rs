@@ -427,18 +427,45 @@ async fn a_storm_of_hedges_and_retries_stays_within_the_budget() {
 
 #[actix_rt::test]
 async fn a_node_whose_server_sends_goaway_is_not_picked_until_a_fresh_connection_works() {
+    goaway_takes_a_node_out(false).await;
+}
+
+#[actix_rt::test]
+async fn over_tls_a_node_whose_server_sends_goaway_is_not_picked_until_a_fresh_connection_works() {
+    goaway_takes_a_node_out(true).await;
+}
+
+/// Node `a`'s server stops gracefully with a call in flight: its GOAWAY takes
+/// `a` out at once, and `a` comes back once a new server on its address
+/// answers. `tls`: servers and client over TLS.
+async fn goaway_takes_a_node_out(tls: bool) {
     use grpc_cluster::echo::{SlowRequest, SLOW};
+    use support::certs::TestCa;
     use support::PlainEcho;
+    use tonic::transport::{Identity, ServerTlsConfig};
 
     let mut cluster = Cluster::start().await;
+    let ca = tls.then(|| TestCa::new(&cluster.etcd.data_dir().join("certs"), "goaway-ca"));
+    let server_tls = ca.as_ref().map(|ca| {
+        let pem = ca.server();
+        let read = |path: &std::path::Path| std::fs::read(path).expect("PEM");
+        ServerTlsConfig::new().identity(Identity::from_pem(read(&pem.cert), read(&pem.key)))
+    });
     cluster
-        .add(EchoService::new("a"), |n| n.with_group("a"))
+        .add_over(EchoService::new("a"), server_tls.clone(), |n| {
+            n.with_group("a")
+        })
         .await;
-    cluster.add(EchoService::new("b"), |n| n).await;
+    cluster
+        .add_over(EchoService::new("b"), server_tls.clone(), |n| n)
+        .await;
     // Neither health watch nor ejection: only the GOAWAY can take `a` out.
-    let config = test_config()
+    let mut config = test_config()
         .with_strategy(Strategy::Failfast)
         .with_ejection(ejection_after(1000));
+    if let Some(ca) = &ca {
+        config = config.with_tls(registry_actor::TlsConfig::default().with_ca_file(&ca.ca_file));
+    }
     let client = cluster.client(config, 2).await;
     let on_a = || CallOptions::new().with_selector(Selector::new().with_group("a"));
 
@@ -493,7 +520,8 @@ async fn a_node_whose_server_sends_goaway_is_not_picked_until_a_fresh_connection
         .expect("client alive")
         .expect("the call in flight at the GOAWAY completes");
     assert_eq!(drained.node.id(), "a");
-    cluster.nodes[index].server = Some(PlainEcho::serve_on(EchoService::new("a"), addr).await);
+    cluster.nodes[index].server =
+        Some(PlainEcho::serve_on_over(EchoService::new("a"), addr, server_tls).await);
     let back = wait_until(EVENTUALLY, || {
         let client = client.clone();
         async move { !node_status(&client, "a").await.going_away }

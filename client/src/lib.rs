@@ -119,7 +119,9 @@ pub use config::{
     CallPolicy, ClientConfig, EjectionConfig, Hedging, MethodConfig, PickerConfig, ServiceConfig,
     ThrottlingConfig,
 };
-pub use connection::{AllowedNetworks, Close, Connection, ConnectionActor, ConnectionSettings};
+pub use connection::{
+    AllowedNetworks, ClientTls, Close, Connection, ConnectionActor, ConnectionSettings,
+};
 pub use error::Error;
 pub use hash::HashKey;
 pub use locality::{Locality, ZonePreference};

@@ -71,4 +71,4 @@ pub use registry::{
 };
 pub use registry::{WatchState, WatchStatus};
 pub use secret::Secret;
-pub use tls::TlsConfig;
+pub use tls::{TlsConfig, TlsFiles};

@@ -105,10 +105,20 @@ impl TlsConfig {
     ///
     /// # Errors
     ///
+    /// As [`read`](Self::read).
+    pub fn load(&self, section: &str) -> Result<Option<TlsOptions>, InvalidValue> {
+        Ok(self.read(section)?.map(|files| files.options()))
+    }
+
+    /// Reads the files; `None` when TLS is off. `section` is the key path of
+    /// this table (`client.tls`), for errors.
+    ///
+    /// # Errors
+    ///
     /// [`InvalidValue`] naming the key and the path of a file that cannot be
     /// read, TLS on without a CA file, a certificate without its key (or the
     /// reverse), or an empty domain.
-    pub fn load(&self, section: &str) -> Result<Option<TlsOptions>, InvalidValue> {
+    pub fn read(&self, section: &str) -> Result<Option<TlsFiles>, InvalidValue> {
         if !self.is_enabled() {
             return Ok(None);
         }
@@ -121,16 +131,12 @@ impl TlsConfig {
                 ),
             ));
         };
-        let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(read_file(
-            &format!("{section}.ca_file"),
-            ca_file,
-        )?));
-        match (&self.cert_file, &self.key_file) {
-            (Some(cert), Some(key)) => {
-                let cert = read_file(&format!("{section}.cert_file"), cert)?;
-                let key = read_file(&format!("{section}.key_file"), key)?;
-                tls = tls.identity(Identity::from_pem(cert, key));
-            }
+        let ca = read_file(&format!("{section}.ca_file"), ca_file)?;
+        let identity = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Some((
+                read_file(&format!("{section}.cert_file"), cert)?,
+                read_file(&format!("{section}.key_file"), key)?,
+            )),
             (Some(_), None) => {
                 return Err(InvalidValue::new(
                     format!("{section}.key_file"),
@@ -143,8 +149,8 @@ impl TlsConfig {
                     format!("required with {section}.key_file"),
                 ))
             }
-            (None, None) => {}
-        }
+            (None, None) => None,
+        };
         if let Some(domain) = &self.domain {
             if domain.is_empty() || domain.chars().any(char::is_whitespace) {
                 return Err(InvalidValue::new(
@@ -152,9 +158,62 @@ impl TlsConfig {
                     format!("`{domain}` is not a host name"),
                 ));
             }
+        }
+        Ok(Some(TlsFiles {
+            ca,
+            identity,
+            domain: self.domain.clone(),
+        }))
+    }
+}
+
+/// The contents of a [`TlsConfig`]'s files, as [`TlsConfig::read`] found
+/// them: PEM, not yet parsed. Its `Debug` leaves the private key out.
+#[derive(Clone)]
+pub struct TlsFiles {
+    ca: Vec<u8>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+    domain: Option<String>,
+}
+
+impl TlsFiles {
+    /// The CA certificates to trust (PEM).
+    pub fn ca(&self) -> &[u8] {
+        &self.ca
+    }
+
+    /// The client certificate chain and its private key (PEM), when set.
+    pub fn identity(&self) -> Option<(&[u8], &[u8])> {
+        self.identity
+            .as_ref()
+            .map(|(cert, key)| (cert.as_slice(), key.as_slice()))
+    }
+
+    /// The name the server's certificate must carry, when set.
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+
+    /// tonic's client TLS settings with these files.
+    pub fn options(&self) -> TlsOptions {
+        let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(&self.ca));
+        if let Some((cert, key)) = &self.identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(domain) = &self.domain {
             tls = tls.domain_name(domain.clone());
         }
-        Ok(Some(tls))
+        tls
+    }
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("ca", &format_args!("{} bytes", self.ca.len()))
+            .field("identity", &self.identity.is_some())
+            .field("domain", &self.domain)
+            .finish()
     }
 }
 

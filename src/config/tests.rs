@@ -579,15 +579,14 @@ fn debug_output_of_every_config_type_hides_planted_secrets() {
     assert_eq!(settings.registry.user(), Some(("root", SECRET)));
     assert_eq!(settings.client.token(), Some(&*format!("{SECRET}-client")));
 
-    // A client key file whose content is the secret: loaded TLS settings must
-    // not print it either.
-    let key = dir.0.join("client.key");
-    let cert = dir.0.join("client.pem");
-    std::fs::write(&key, SECRET).expect("write key");
-    std::fs::write(&cert, "not a real certificate").expect("write cert");
+    // A client key: loaded TLS settings must not print it either.
+    let ca = registry_actor::testing::TestCa::new(&dir.0, "secrets-ca");
+    let leaf = ca.leaf("client", &["localhost"]);
+    let key = std::fs::read_to_string(&leaf.key).expect("key");
+    let key_line = key.lines().nth(1).expect("a line of the key's body");
     let tls = registry_actor::TlsConfig::default()
-        .with_ca_file(&cert)
-        .with_identity(&cert, &key);
+        .with_ca_file(&ca.ca_file)
+        .with_identity(&leaf.cert, &leaf.key);
     let client = settings.client.clone().with_tls(tls.clone());
     let connection = client.connection_settings().expect("files readable");
     let registry = settings.registry.clone().with_tls(tls);
@@ -605,12 +604,19 @@ fn debug_output_of_every_config_type_hides_planted_secrets() {
         ("BearerAuthLayer", format!("{auth_layer:?}")),
         ("ServeBuilder", format!("{builder:?}")),
     ];
-    // Key bytes would print as a list of numbers.
+    // Secret bytes would print as a list of numbers.
     let as_bytes = format!("{:?}", SECRET.as_bytes());
     let as_bytes = as_bytes.trim_start_matches('[').trim_end_matches(']');
+    let key_bytes = format!("{:?}", &key.as_bytes()[40..80]);
+    let key_bytes = key_bytes.trim_start_matches('[').trim_end_matches(']');
     for (name, text) in outputs {
         assert!(!text.contains(SECRET), "{name} shows a secret: {text}");
-        assert!(!text.contains(as_bytes), "{name} shows key bytes: {text}");
+        assert!(
+            !text.contains(as_bytes),
+            "{name} shows secret bytes: {text}"
+        );
+        assert!(!text.contains(key_line), "{name} shows the key: {text}");
+        assert!(!text.contains(key_bytes), "{name} shows key bytes: {text}");
     }
 }
 

@@ -47,8 +47,18 @@ impl Cluster {
         service: EchoService,
         node: impl FnOnce(Node) -> Node,
     ) -> &TestNode {
+        self.add_over(service, None, node).await
+    }
+
+    /// As [`add`](Self::add), the server over `tls` when set.
+    pub async fn add_over(
+        &mut self,
+        service: EchoService,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+        node: impl FnOnce(Node) -> Node,
+    ) -> &TestNode {
         let id = service.node_id().to_owned();
-        let server = PlainEcho::serve(service).await;
+        let server = PlainEcho::serve_over(service, tls).await;
         let base = Node::new(&id, "echo", server.addr.to_string()).expect("node");
         self.register(id, Some(server), node(base)).await
     }

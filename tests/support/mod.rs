@@ -63,32 +63,57 @@ impl PlainEcho {
 
     /// Serves `service` (a plain tonic server) on a fresh loopback port.
     pub async fn serve(service: EchoService) -> Self {
+        Self::serve_over(service, None).await
+    }
+
+    /// Serves `service` on a fresh loopback port, over `tls` when set.
+    pub async fn serve_over(
+        service: EchoService,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
-        Self::serve_with(service, listener)
+        Self::serve_with(service, listener, tls)
     }
 
     /// Serves `service` on `addr` (e.g. where a stopped server was), binding
     /// it as soon as it is free, within [`EVENTUALLY`].
     pub async fn serve_on(service: EchoService, addr: SocketAddr) -> Self {
+        Self::serve_on_over(service, addr, None).await
+    }
+
+    /// As [`serve_on`](Self::serve_on), over `tls` when set.
+    pub async fn serve_on_over(
+        service: EchoService,
+        addr: SocketAddr,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> Self {
         let deadline = std::time::Instant::now() + EVENTUALLY;
         loop {
             match TcpListener::bind(addr).await {
-                Ok(listener) => return Self::serve_with(service, listener),
+                Ok(listener) => return Self::serve_with(service, listener, tls),
                 Err(e) if std::time::Instant::now() > deadline => panic!("bind {addr}: {e}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             }
         }
     }
 
-    fn serve_with(service: EchoService, listener: TcpListener) -> Self {
+    fn serve_with(
+        service: EchoService,
+        listener: TcpListener,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> Self {
         let addr = listener.local_addr().expect("local addr");
         let stats = service.stats();
         let (stop, stopped) = oneshot::channel::<()>();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).expect("usable server TLS");
+        }
         tokio::spawn(async move {
             let incoming = tokio_stream_from(listener);
-            let _ = tonic::transport::Server::builder()
+            let _ = builder
                 .add_service(service.into_server())
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;

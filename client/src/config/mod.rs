@@ -585,17 +585,28 @@ impl ClientConfig {
         )
     }
 
+    /// TLS to the nodes from the `[client.tls]` files; `None` when off.
+    fn client_tls(&self) -> Result<Option<crate::ClientTls>, Error> {
+        const SECTION: &str = "client.tls";
+        let files = self.tls.read(SECTION).map_err(Error::Config)?;
+        files
+            .map(|files| crate::ClientTls::from_files(&files, SECTION))
+            .transpose()
+            .map_err(Error::Config)
+    }
+
     /// How the client connects to nodes. Reads the `[client.tls]` files.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] naming the key and path of a TLS file that cannot be
-    /// read, or an entry of `client.allowed_networks` that is not a CIDR.
+    /// read or holds no usable certificate or key, or an entry of
+    /// `client.allowed_networks` that is not a CIDR.
     pub fn connection_settings(&self) -> Result<crate::ConnectionSettings, Error> {
         Ok(crate::ConnectionSettings::default()
             .with_connect_timeout(self.connect_timeout)
             .with_short_connection(self.short_connection)
-            .with_tls(self.tls.load("client.tls").map_err(Error::Config)?)
+            .with_tls(self.client_tls()?)
             .with_allow_plaintext_token(self.allow_plaintext_token)
             .with_allowed_networks(
                 crate::AllowedNetworks::parse(&self.allowed_networks).map_err(Error::Config)?,
@@ -771,7 +782,7 @@ impl ClientConfig {
                 "must be visible ASCII",
             )));
         }
-        self.tls.load("client.tls").map_err(Error::Config)?;
+        self.client_tls()?;
         crate::AllowedNetworks::parse(&self.allowed_networks).map_err(Error::Config)?;
         self.propagate()?;
         self.service_call_policy("")?;

@@ -4,9 +4,12 @@
 
 use tonic::{Code, Status};
 
+use super::tls::HandshakeFailed;
+
 /// Whether a failed attempt failed in the transport: the node refused, reset or
-/// dropped the connection, was unreachable, or did not accept it within the
-/// connect timeout. Decided from the error's source chain, never its message.
+/// dropped the connection, was unreachable, did not accept it within the
+/// connect timeout, or failed the TLS handshake. Decided from the error's
+/// source chain, never its message.
 pub(crate) fn is_connection_failure(status: &Status) -> bool {
     if !matches!(status.code(), Code::Unavailable | Code::Unknown) {
         return false;
@@ -14,6 +17,12 @@ pub(crate) fn is_connection_failure(status: &Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<HandshakeFailed>())
+            {
+                return true;
+            }
             use std::io::ErrorKind::*;
             if matches!(
                 io.kind(),

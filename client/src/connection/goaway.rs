@@ -4,14 +4,12 @@
 //! A GOAWAY is seen only by hyper's connection task, which lets the calls in
 //! flight finish and ends; the next call connects afresh (refused, when the
 //! server is going down). So the channel of each node is made with a
-//! connector of ours
-//! ([`WatchingConnector`]) whose connections ([`Watched`]) read the frames
-//! the server sends as they pass (the 9-byte frame headers only, see
-//! [`Frames`]) and report the first GOAWAY — or, when the frames cannot be
-//! read (under TLS, which tonic puts on top of this connector) or no GOAWAY
-//! came, the end of the connection (end of stream or a read error) — once,
-//! as [`Report::going_away`]. The picker then stops picking the node until its
-//! server answers on a fresh connection.
+//! connector of ours ([`WatchingConnector`]) whose connections ([`Watched`],
+//! above TLS when there is TLS) read the frames the server sends as they
+//! pass (the 9-byte frame headers only, see [`Frames`]) and report the first
+//! GOAWAY — or, when none came, the end of the connection (end of stream or a
+//! read error) — once, as [`Report::going_away`]. The picker then stops
+//! picking the node until its server answers on a fresh connection.
 
 use std::future::Future;
 use std::io;
@@ -22,18 +20,18 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::report::Report;
-use super::tcp;
+use super::tcp::{self, NodeIo};
+use super::tls::ClientTls;
 
 /// The HTTP/2 frame type of GOAWAY.
 const GOAWAY: u8 = 0x7;
 /// The length of an HTTP/2 frame header.
 const HEADER: usize = 9;
 
-/// Follows the HTTP/2 frames a server sends on a cleartext connection (a
-/// server sends nothing before its first frame), whatever the sizes of the
+/// Follows the HTTP/2 frames a server sends on a connection (a server sends
+/// nothing before its first frame), whatever the sizes of the
 /// reads: a 9-byte header, then as many payload bytes as it says.
 #[derive(Debug, Default)]
 pub(crate) struct Frames {
@@ -70,10 +68,10 @@ impl Frames {
 }
 
 /// A connection that reports, once, that its server is closing it: a GOAWAY
-/// frame read (when `frames` follows them), or the end of the stream.
+/// frame read, or the end of the stream.
 pub(crate) struct Watched<T> {
     io: T,
-    frames: Option<Frames>,
+    frames: Frames,
     report: Arc<dyn Report>,
     told: bool,
 }
@@ -81,19 +79,17 @@ pub(crate) struct Watched<T> {
 impl<T> std::fmt::Debug for Watched<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watched")
-            .field("frames", &self.frames.is_some())
             .field("told", &self.told)
             .finish_non_exhaustive()
     }
 }
 
 impl<T> Watched<T> {
-    /// Watches `io`; reads its frames when `cleartext` (under TLS the bytes
-    /// read here are encrypted, and only the end of the stream is seen).
-    pub(crate) fn new(io: T, cleartext: bool, report: Arc<dyn Report>) -> Self {
+    /// Watches `io`, reporting to `report`.
+    pub(crate) fn new(io: T, report: Arc<dyn Report>) -> Self {
         Self {
             io,
-            frames: cleartext.then(Frames::default),
+            frames: Frames::default(),
             report,
             told: false,
         }
@@ -124,7 +120,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
                     if room {
                         this.tell();
                     }
-                } else if !this.told && this.frames.as_mut().is_some_and(|f| f.feed(read)) {
+                } else if !this.told && this.frames.feed(read) {
                     this.tell();
                 }
             }
@@ -165,49 +161,43 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 }
 
-/// The connector of a node's channel (hyper's client in cleartext, tonic's
-/// `Endpoint::connect_with_connector_lazy` under TLS): TCP to the URI's
-/// authority with `TCP_NODELAY`, within the connect timeout when it has one,
-/// each connection [`Watched`] and reporting to `report`. (Under TLS, tonic
-/// adds the connect timeout and TLS on top.)
+/// The connector of a node's channel: TCP to the URI's authority with
+/// `TCP_NODELAY`, then the TLS handshake when there is TLS, all within the
+/// connect timeout; each connection [`Watched`], reporting to `report`.
 #[derive(Clone)]
 pub(crate) struct WatchingConnector {
     report: Arc<dyn Report>,
-    /// In cleartext, the connect timeout (frames are read); `None` under TLS.
-    cleartext: Option<Duration>,
+    connect_timeout: Duration,
+    tls: Option<ClientTls>,
 }
 
 impl std::fmt::Debug for WatchingConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WatchingConnector")
-            .field("cleartext", &self.cleartext)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl WatchingConnector {
-    /// For a cleartext channel: connections made within `connect_timeout`,
-    /// each reading the server's frames and reporting to `report`.
-    pub(crate) fn cleartext(report: Arc<dyn Report>, connect_timeout: Duration) -> Self {
+    /// Connections made within `connect_timeout`, over `tls` when set, each
+    /// reporting to `report`.
+    pub(crate) fn new(
+        report: Arc<dyn Report>,
+        connect_timeout: Duration,
+        tls: Option<ClientTls>,
+    ) -> Self {
         Self {
             report,
-            cleartext: Some(connect_timeout),
-        }
-    }
-
-    /// For tonic's TLS channel, which bounds the connect and the handshake on
-    /// top: connections reporting their end to `report` (their frames are
-    /// encrypted, so a GOAWAY is not read).
-    pub(crate) fn under_tls(report: Arc<dyn Report>) -> Self {
-        Self {
-            report,
-            cleartext: None,
+            connect_timeout,
+            tls,
         }
     }
 }
 
 impl tower::Service<http::Uri> for WatchingConnector {
-    type Response = TokioIo<Watched<TcpStream>>;
+    type Response = TokioIo<Watched<NodeIo>>;
     type Error = io::Error;
     // Boxed: connecting is rare.
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
@@ -217,11 +207,19 @@ impl tower::Service<http::Uri> for WatchingConnector {
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let (connect_timeout, report) = (self.cleartext, self.report.clone());
+        let (limit, report, tls) = (self.connect_timeout, self.report.clone(), self.tls.clone());
         Box::pin(async move {
-            let stream = tcp::connect(&uri, connect_timeout).await?;
-            let cleartext = connect_timeout.is_some();
-            Ok(TokioIo::new(Watched::new(stream, cleartext, report)))
+            let connect = async {
+                let stream = tcp::connect(&uri).await?;
+                match &tls {
+                    None => Ok::<_, io::Error>(NodeIo::Plain(stream)),
+                    Some(tls) => Ok(NodeIo::Tls(Box::new(tls.handshake(&uri, stream).await?))),
+                }
+            };
+            let io = tokio::time::timeout(limit, connect)
+                .await
+                .map_err(|_| tcp::timed_out(&uri, limit))??;
+            Ok(TokioIo::new(Watched::new(io, report)))
         })
     }
 }
@@ -317,7 +315,7 @@ mod tests {
         let settings = ConnectionSettings::default()
             .with_connect_timeout(Duration::from_millis(200))
             .with_short_connection(true)
-            .with_tls(Some(tonic::transport::ClientTlsConfig::new()));
+            .with_tls(Some(crate::connection::testing::client_tls()));
         let (status, failures) = call_failing(addr, settings).await;
         assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
         assert_eq!(failures.len(), 1, "the failure is reported: {failures:?}");

@@ -28,18 +28,17 @@
 //! picked until the server says it serves again.
 //!
 //! The server closing a connection is noticed as it happens: each channel's
-//! connections read the HTTP/2 frame headers the server sends (cleartext
-//! only) and report its GOAWAY, or else the end of the connection; the node
-//! is then not picked until its server answers on a fresh connection (see
-//! `goaway`).
+//! connections read the HTTP/2 frame headers the server sends (above TLS,
+//! whose handshake the channel does itself) and report its GOAWAY, or else
+//! the end of the connection; the node is then not picked until its server
+//! answers on a fresh connection (see `goaway`).
 //!
-//! The modules form one chain: `networks` → `settings` → `classify` →
-//! `report` → `tcp` → `goaway` → `gate` → `transport` → `runtime` →
+//! The modules form one chain: `networks` → `tls` → `settings` → `classify` →
+//! `report` → `tcp` → `goaway` → `transport` → `runtime` →
 //! `stream` → `handle` → `health` → `messages` → `actor`.
 
 mod actor;
 mod classify;
-mod gate;
 mod goaway;
 mod handle;
 mod health;
@@ -52,6 +51,7 @@ mod stream;
 mod tcp;
 #[cfg(test)]
 mod testing;
+mod tls;
 mod transport;
 
 pub use actor::ConnectionActor;
@@ -62,3 +62,4 @@ pub use networks::AllowedNetworks;
 pub(crate) use report::{Outcomes, Report};
 pub(crate) use runtime::{Alive, Home, HomeKey, IoRuntime};
 pub use settings::ConnectionSettings;
+pub use tls::ClientTls;

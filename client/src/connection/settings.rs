@@ -5,10 +5,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use registry_actor::Node;
-use tonic::transport::{ClientTlsConfig, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::Status;
 
 use super::networks::AllowedNetworks;
+use super::tls::ClientTls;
 
 /// How connections to nodes are made. Every setter states its default.
 #[derive(Clone)]
@@ -17,7 +18,7 @@ pub struct ConnectionSettings {
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
     short_connection: bool,
-    tls: Option<ClientTlsConfig>,
+    tls: Option<ClientTls>,
     allow_plaintext_token: bool,
     allowed_networks: AllowedNetworks,
 }
@@ -72,7 +73,7 @@ impl ConnectionSettings {
     }
 
     /// Connects over TLS with these settings (default `None`: plaintext).
-    pub fn with_tls(mut self, tls: Option<ClientTlsConfig>) -> Self {
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Self {
         self.tls = tls;
         self
     }
@@ -107,9 +108,9 @@ impl ConnectionSettings {
         self.short_connection
     }
 
-    /// Whether connections use TLS.
-    pub(crate) fn tls(&self) -> bool {
-        self.tls.is_some()
+    /// TLS to the nodes, when on.
+    pub(crate) fn tls(&self) -> Option<&ClientTls> {
+        self.tls.as_ref()
     }
 
     /// Whether calls to `node` may carry a bearer token: under TLS, when
@@ -118,14 +119,15 @@ impl ConnectionSettings {
         self.tls.is_some() || self.allow_plaintext_token || is_loopback(node.addr())
     }
 
-    /// tonic's endpoint of `node` (under TLS, and for short connections and
-    /// their health watches): its address, TLS when configured, the connect
-    /// timeout, HTTP/2 keepalive and `TCP_NODELAY`.
+    /// tonic's endpoint of `node` (for short connections, their health
+    /// watches, and probes of a node whose server closed its connection):
+    /// its address, TLS when configured, the connect timeout, HTTP/2
+    /// keepalive and `TCP_NODELAY`.
     pub(crate) fn endpoint(&self, node: &Node) -> Result<Endpoint, Status> {
         let mut endpoint = Endpoint::from(self.uri(node)?);
         if let Some(tls) = &self.tls {
             endpoint = endpoint
-                .tls_config(tls.clone())
+                .tls_config(tls.tonic().clone())
                 .map_err(|e| unusable(node, &e))?;
         }
         Ok(endpoint

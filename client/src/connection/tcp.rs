@@ -1,5 +1,5 @@
-//! TCP connections to nodes: [`connect`], and [`TcpConnector`] for tonic's
-//! channels that carry one call.
+//! Connections to nodes: TCP ([`connect`]), TLS over it ([`NodeIo`]), and
+//! [`TcpConnector`] for tonic's channels that carry one call.
 
 use std::future::Future;
 use std::io;
@@ -8,27 +8,94 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
-/// A TCP connection to the authority of `uri`, with `TCP_NODELAY`, made
-/// within `timeout` when there is one.
-pub(crate) async fn connect(uri: &http::Uri, timeout: Option<Duration>) -> io::Result<TcpStream> {
+/// A TCP connection to the authority of `uri`, with `TCP_NODELAY`.
+pub(crate) async fn connect(uri: &http::Uri) -> io::Result<TcpStream> {
     let authority = uri
         .authority()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}")))?
-        .as_str();
-    let connect = TcpStream::connect(authority);
-    let stream = match timeout {
-        None => connect.await?,
-        Some(limit) => tokio::time::timeout(limit, connect).await.map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no connection to {authority} within the connect timeout of {limit:?}"),
-            )
-        })??,
-    };
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}")))?;
+    let stream = TcpStream::connect(authority.as_str()).await?;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// `TimedOut`: no connection to `uri` within `limit`.
+pub(crate) fn timed_out(uri: &http::Uri, limit: Duration) -> io::Error {
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no connection to {authority} within the connect timeout of {limit:?}"),
+    )
+}
+
+/// A node's connection: TCP, or TLS over TCP.
+#[derive(Debug)]
+pub(crate) enum NodeIo {
+    /// Cleartext.
+    Plain(TcpStream),
+    /// TLS (boxed: its buffers are large).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for NodeIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Self::Tls(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for NodeIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Self::Tls(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Self::Tls(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(io) => io.is_write_vectored(),
+            Self::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_flush(cx),
+            Self::Tls(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Self::Tls(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
 }
 
 /// The connector of tonic's channels for a short connection's call, its
@@ -51,6 +118,6 @@ impl tower::Service<http::Uri> for TcpConnector {
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        Box::pin(async move { connect(&uri, None).await.map(TokioIo::new) })
+        Box::pin(async move { connect(&uri).await.map(TokioIo::new) })
     }
 }

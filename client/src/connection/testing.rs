@@ -1,8 +1,28 @@
 //! Loopback parts for the connection modules' tests.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use registry_actor::testing::TestCa;
+use registry_actor::TlsConfig;
 use tokio::net::TcpStream;
+
+use super::ClientTls;
+
+/// TLS trusting a CA made for the call (its files are removed once read).
+pub(super) fn client_tls() -> ClientTls {
+    static MADE: AtomicUsize = AtomicUsize::new(0);
+    let n = MADE.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("gc-conn-tls-{}-{n}", std::process::id()));
+    let ca = TestCa::new(&dir, "conn-test-ca");
+    let files = TlsConfig::default()
+        .with_ca_file(&ca.ca_file)
+        .read("client.tls")
+        .expect("readable")
+        .expect("TLS on");
+    let _ = std::fs::remove_dir_all(&dir);
+    ClientTls::from_files(&files, "client.tls").expect("a usable CA")
+}
 
 /// A loopback listener that completes no more connections: its accept
 /// queue (of one) is full, so the kernel drops further SYNs and a

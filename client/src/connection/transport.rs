@@ -1,19 +1,18 @@
 //! [`NodeChannel`]: the HTTP/2 channel a node's calls go out on.
 //!
-//! In cleartext the channel drives hyper's HTTP/2 client itself ([`Direct`]):
-//! a call hands its request to the connection's sender, which passes it to
-//! hyper's connection task, and awaits the answer. tonic's `Channel` puts a
-//! queue with a task of its own, a timer for each call's `grpc-timeout` and a
-//! stack of boxed services in front of every call; a call of ours is bounded
-//! by its own deadline, so none of that is needed. The connection is made by
-//! the first call that needs it, and made again by the first call after it
-//! closed; calls arriving meanwhile wait for the same connection, and fail
-//! with its error when it cannot be made (each starting an attempt of its own
-//! would queue them one connect timeout after another).
+//! A node's channel drives hyper's HTTP/2 client itself ([`Direct`]), over
+//! TLS when the client has TLS: a call hands its request to the connection's
+//! sender, which passes it to hyper's connection task, and awaits the
+//! answer. tonic's `Channel` puts a queue with a task of its own, a timer for
+//! each call's `grpc-timeout` and a stack of boxed services in front of every
+//! call; a call of ours is bounded by its own deadline, so none of that is
+//! needed. The connection is made by the first call that needs it, and made
+//! again by the first call after it closed; calls arriving meanwhile wait for
+//! the same connection, and fail with its error when it cannot be made (each
+//! starting an attempt of its own would queue them one connect timeout after
+//! another).
 //!
-//! Under TLS the channel is tonic's (its TLS connector is its own), with the
-//! same rule for calls waiting on a connect that fails (see `gate`); a
-//! short-connection call's channel is tonic's too.
+//! A short-connection call's channel is tonic's.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,7 +30,6 @@ use tonic::transport::Channel;
 use tonic::Status;
 use tracing::debug;
 
-use super::gate::TlsChannel;
 use super::goaway::WatchingConnector;
 use super::report::Report;
 use super::settings::ConnectionSettings;
@@ -50,7 +48,7 @@ pub(crate) type ResponseFuture =
 pub(crate) enum NodeBody {
     /// From [`Direct`].
     Direct(hyper::body::Incoming),
-    /// From tonic's channel ([`TlsChannel`] or a plain one).
+    /// From tonic's channel.
     Tonic(Body),
 }
 
@@ -87,11 +85,9 @@ impl http_body::Body for NodeBody {
 /// shares the connection.
 #[derive(Clone, Debug)]
 pub(crate) enum NodeChannel {
-    /// Cleartext HTTP/2 driven here.
+    /// HTTP/2 driven here.
     Direct(Direct),
-    /// tonic's channel under TLS.
-    Tls(TlsChannel),
-    /// tonic's channel as it is: short connections, their health watches.
+    /// tonic's channel: short connections, their health watches.
     Tonic(Channel),
 }
 
@@ -103,14 +99,8 @@ pub(crate) fn watched_channel(
     node: &Node,
     report: Arc<dyn Report>,
 ) -> Result<NodeChannel, Status> {
-    if settings.tls() {
-        let connector = WatchingConnector::under_tls(report);
-        let endpoint = settings.endpoint(node)?;
-        return Ok(NodeChannel::Tls(TlsChannel::new(
-            endpoint.connect_with_connector_lazy(connector),
-        )));
-    }
-    let connector = WatchingConnector::cleartext(report, settings.connect_timeout());
+    let connector =
+        WatchingConnector::new(report, settings.connect_timeout(), settings.tls().cloned());
     Direct::new(settings, node, connector).map(NodeChannel::Direct)
 }
 
@@ -123,7 +113,6 @@ impl tower::Service<http::Request<Body>> for NodeChannel {
         match self {
             // Connecting is the request's own work (see `Direct::send`).
             Self::Direct(_) => Poll::Ready(Ok(())),
-            Self::Tls(channel) => channel.poll_ready(cx),
             Self::Tonic(channel) => channel.poll_ready(cx).map_err(Into::into),
         }
     }
@@ -131,11 +120,6 @@ impl tower::Service<http::Request<Body>> for NodeChannel {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         match self {
             Self::Direct(direct) => Box::pin(direct.clone().send(request)),
-            Self::Tls(channel) => Box::pin(
-                channel
-                    .call(request)
-                    .map_ok(|response| response.map(NodeBody::Tonic)),
-            ),
             Self::Tonic(channel) => Box::pin(
                 channel
                     .call(request)
@@ -146,15 +130,17 @@ impl tower::Service<http::Request<Body>> for NodeChannel {
     }
 }
 
-/// A node's cleartext HTTP/2 connection, driven by hyper's client.
+/// A node's HTTP/2 connection, driven by hyper's client.
 #[derive(Clone)]
 pub(crate) struct Direct {
     shared: Arc<Shared>,
 }
 
 struct Shared {
-    /// Where the connector connects (`http://host:port`).
+    /// Where the connector connects (`http://host:port`, `https://` under
+    /// TLS).
     uri: http::Uri,
+    scheme: Scheme,
     authority: Authority,
     connector: WatchingConnector,
     builder: http2::Builder<BoxingExecutor>,
@@ -199,6 +185,7 @@ impl Direct {
             .authority()
             .cloned()
             .ok_or_else(|| Status::invalid_argument(format!("no host in {uri}")))?;
+        let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
         let home = tokio::runtime::Handle::try_current().map_err(|e| {
             Status::internal(format!(
                 "node {}: a channel needs a tokio runtime: {e}",
@@ -215,6 +202,7 @@ impl Direct {
         Ok(Self {
             shared: Arc::new(Shared {
                 uri,
+                scheme,
                 authority,
                 connector,
                 builder,
@@ -245,7 +233,7 @@ impl Direct {
         // hyper takes `:scheme` and `:authority` from the URI; tonic gives
         // the path only.
         let mut parts = std::mem::take(request.uri_mut()).into_parts();
-        parts.scheme = Some(Scheme::HTTP);
+        parts.scheme = Some(self.shared.scheme.clone());
         parts.authority = Some(self.shared.authority.clone());
         *request.uri_mut() = http::Uri::from_parts(parts)?;
         let mut request = Some(request);
@@ -321,7 +309,7 @@ impl Shared {
         let mut connector = self.connector.clone();
         let io = tower::Service::call(&mut connector, self.uri.clone())
             .await
-            .map_err(|e| unavailable(&self.uri, "tcp connect error", e))?;
+            .map_err(|e| unavailable(&self.uri, "no connection", e))?;
         let (sender, connection) = self
             .builder
             .handshake(io)
@@ -372,6 +360,12 @@ mod tests {
 
     struct Silent;
 
+    fn request() -> http::Request<Body> {
+        let mut request = http::Request::new(Body::empty());
+        *request.uri_mut() = http::Uri::from_static("/svc.Svc/Call");
+        request
+    }
+
     impl Report for Silent {
         fn failed(&self, _: &str) {}
         fn succeeded(&self) {}
@@ -379,22 +373,22 @@ mod tests {
         fn going_away(&self) {}
     }
 
-    #[tokio::test]
-    async fn calls_waiting_for_a_connect_that_fails_answer_its_failure_without_trying_again() {
+    /// Sends four calls at once on a channel to `addr` (over `tls` when set)
+    /// with a connect timeout of 200 ms that no connection can meet; checks
+    /// that each fails with that timeout, after one attempt for the four.
+    async fn four_calls_waiting_for_one_failed_attempt(
+        addr: std::net::SocketAddr,
+        tls: Option<crate::connection::ClientTls>,
+    ) -> Direct {
         use crate::connection::classify::is_connection_failure;
 
-        let (addr, _held, _listener) = crate::connection::testing::full_listener().await;
         let node = Node::new("stuck", "svc", addr.to_string()).expect("node");
-        let settings =
-            ConnectionSettings::default().with_connect_timeout(Duration::from_millis(200));
+        let settings = ConnectionSettings::default()
+            .with_connect_timeout(Duration::from_millis(200))
+            .with_tls(tls);
         let Ok(NodeChannel::Direct(direct)) = watched_channel(&settings, &node, Arc::new(Silent))
         else {
-            panic!("a cleartext channel is driven directly");
-        };
-        let request = || {
-            let mut request = http::Request::new(Body::empty());
-            *request.uri_mut() = http::Uri::from_static("/svc.Svc/Call");
-            request
+            panic!("a node's channel is driven directly");
         };
         let calls = (0..4).map(|_| direct.clone().send(request()));
         let answers = tokio::time::timeout(
@@ -404,7 +398,7 @@ mod tests {
         .await
         .expect("the calls end before the test's bound");
         for answer in answers {
-            let error = answer.expect_err("nothing accepts the connection");
+            let error = answer.expect_err("no connection can be made");
             let status = error.downcast::<Status>().expect("a status");
             assert!(is_connection_failure(&status), "{status:?}");
             assert!(
@@ -417,66 +411,28 @@ mod tests {
             1,
             "one attempt for the calls waiting together"
         );
+        direct
+    }
+
+    #[tokio::test]
+    async fn calls_waiting_for_a_connect_that_fails_answer_its_failure_without_trying_again() {
+        let (addr, _held, _listener) = crate::connection::testing::full_listener().await;
+        let direct = four_calls_waiting_for_one_failed_attempt(addr, None).await;
         // A call after that failure tries again.
         let again = direct.clone().send(request()).await;
         assert!(again.is_err());
         assert_eq!(direct.attempts(), 2);
     }
 
-    /// The error a failure was made from: one object per failed attempt.
-    fn cause(status: &Status) -> *const () {
-        let source = std::error::Error::source(status).expect("a source");
-        source as *const dyn std::error::Error as *const ()
-    }
-
     #[tokio::test]
-    async fn calls_waiting_for_a_tls_connect_that_fails_answer_its_failure_together() {
-        use crate::connection::classify::is_connection_failure;
-
+    async fn calls_waiting_for_a_tls_handshake_that_hangs_answer_its_failure_without_trying_again()
+    {
         // The kernel takes the TCP connection (nothing accepts it) and the
         // TLS handshake is never answered.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let node = Node::new("silent", "svc", addr.to_string()).expect("node");
-        let settings = ConnectionSettings::default()
-            .with_connect_timeout(Duration::from_millis(200))
-            .with_tls(Some(tonic::transport::ClientTlsConfig::new()));
-        let channel = watched_channel(&settings, &node, Arc::new(Silent)).expect("channel");
-        assert!(matches!(channel, NodeChannel::Tls(_)));
-        let send = || {
-            let mut channel = channel.clone();
-            let mut request = http::Request::new(Body::empty());
-            *request.uri_mut() = http::Uri::from_static("/svc.Svc/Call");
-            async move {
-                let answer = match tower::ServiceExt::ready(&mut channel).await {
-                    Ok(ready) => tower::Service::call(ready, request).await,
-                    Err(e) => Err(e),
-                };
-                let error = answer.expect_err("the handshake never completes");
-                *error.downcast::<Status>().expect("a status")
-            }
-        };
-
-        let calls = (0..4).map(|_| send());
-        let failures = tokio::time::timeout(
-            Duration::from_secs(20),
-            futures_util::future::join_all(calls),
-        )
-        .await
-        .expect("the calls end before the test's bound");
-        for failure in &failures {
-            assert!(is_connection_failure(failure), "{failure:?}");
-            assert_eq!(
-                cause(failure),
-                cause(&failures[0]),
-                "every waiting call answers the one attempt's failure"
-            );
-        }
-
-        // A call after that failure gets a failure of its own.
-        let again = send().await;
-        assert!(is_connection_failure(&again), "{again:?}");
-        assert_ne!(cause(&again), cause(&failures[0]));
+        let tls = crate::connection::testing::client_tls();
+        four_calls_waiting_for_one_failed_attempt(addr, Some(tls)).await;
     }
 
     #[test]

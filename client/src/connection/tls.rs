@@ -1,0 +1,259 @@
+//! [`ClientTls`]: TLS to the nodes, made from `[client.tls]`'s files.
+//!
+//! A node's channel does its TLS handshake itself (rustls, through
+//! `tokio-rustls`), inside the connect timeout, and reads the server's HTTP/2
+//! frames above it as it does in cleartext. tonic's own TLS settings, made
+//! from the same files, serve the channels tonic connects: a short
+//! connection's, and the probe of a node whose server closed its connection.
+
+use std::io;
+use std::sync::Arc;
+
+use registry_actor::config::InvalidValue;
+use registry_actor::TlsFiles;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+use tonic::transport::ClientTlsConfig;
+
+/// TLS to the nodes: the CA certificates to trust, an optional client
+/// certificate (mutual TLS), and the name the servers' certificates must
+/// carry (default: the host of the node's address). Cheap to clone.
+///
+/// # Examples
+///
+/// ```no_run
+/// use cluster_client::{ClientTls, ConnectionSettings};
+/// use registry_actor::TlsConfig;
+///
+/// let files = TlsConfig::default()
+///     .with_ca_file("certs/ca.pem")
+///     .read("client.tls")?
+///     .expect("TLS is on");
+/// let tls = ClientTls::from_files(&files, "client.tls")?;
+/// let settings = ConnectionSettings::default().with_tls(Some(tls));
+/// # Ok::<(), registry_actor::config::InvalidValue>(())
+/// ```
+#[derive(Clone)]
+pub struct ClientTls {
+    connector: TlsConnector,
+    domain: Option<ServerName<'static>>,
+    tonic: ClientTlsConfig,
+}
+
+impl std::fmt::Debug for ClientTls {
+    // Not the key: only what is public.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// TLS with the PEM `files` read from the table at key path `section`
+    /// (named in errors).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidValue`] naming the file's key when the CA file holds no
+    /// usable certificate, or the client certificate or key cannot be read
+    /// or do not go together, or naming `{section}.domain` when the domain
+    /// is not a server name.
+    pub fn from_files(files: &TlsFiles, section: &str) -> Result<Self, InvalidValue> {
+        let key = |name: &str| format!("{section}.{name}");
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(files.ca()) {
+            let cert = cert.map_err(|e| InvalidValue::new(key("ca_file"), format!("{e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| InvalidValue::new(key("ca_file"), format!("{e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(InvalidValue::new(
+                key("ca_file"),
+                "holds no PEM certificate".to_owned(),
+            ));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| InvalidValue::new(section, format!("{e}")))?
+            .with_root_certificates(roots);
+        let mut config = match files.identity() {
+            None => builder.with_no_client_auth(),
+            Some((cert, private)) => {
+                let chain = CertificateDer::pem_slice_iter(cert)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| InvalidValue::new(key("cert_file"), format!("{e}")))?;
+                if chain.is_empty() {
+                    return Err(InvalidValue::new(
+                        key("cert_file"),
+                        "holds no PEM certificate".to_owned(),
+                    ));
+                }
+                let private = PrivateKeyDer::from_pem_slice(private)
+                    .map_err(|e| InvalidValue::new(key("key_file"), format!("{e}")))?;
+                builder
+                    .with_client_auth_cert(chain, private)
+                    .map_err(|e| InvalidValue::new(key("key_file"), format!("{e}")))?
+            }
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let domain = match files.domain() {
+            None => None,
+            Some(domain) => Some(ServerName::try_from(domain.to_owned()).map_err(|e| {
+                InvalidValue::new(
+                    key("domain"),
+                    format!("`{domain}` is not a server name: {e}"),
+                )
+            })?),
+        };
+        Ok(Self {
+            connector: TlsConnector::from(Arc::new(config)),
+            domain,
+            tonic: files.options(),
+        })
+    }
+
+    /// The handshake on `stream`, a connection to the node at `uri`.
+    /// Its failure is a [`HandshakeFailed`].
+    pub(crate) async fn handshake(
+        &self,
+        uri: &http::Uri,
+        stream: TcpStream,
+    ) -> io::Result<TlsStream<TcpStream>> {
+        let host = uri.host().unwrap_or_default();
+        let failed = |error: io::Error| {
+            io::Error::other(HandshakeFailed {
+                host: host.to_owned(),
+                error,
+            })
+        };
+        let name = match &self.domain {
+            Some(domain) => domain.clone(),
+            // An IPv6 address comes bracketed in a URI's host.
+            None => ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+                .map_err(|e| failed(io::Error::new(io::ErrorKind::InvalidInput, e)))?
+                .to_owned(),
+        };
+        self.connector.connect(name, stream).await.map_err(failed)
+    }
+
+    /// tonic's settings with the same files.
+    pub(crate) fn tonic(&self) -> &ClientTlsConfig {
+        &self.tonic
+    }
+}
+
+/// A TLS handshake with a node that failed (the certificate is not trusted
+/// or names another host, the server wants a client certificate, ...): the
+/// node cannot be reached as configured, a failure of its connection.
+#[derive(Debug)]
+pub(crate) struct HandshakeFailed {
+    host: String,
+    error: io::Error,
+}
+
+impl std::fmt::Display for HandshakeFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TLS handshake with {} failed: {}", self.host, self.error)
+    }
+}
+
+impl std::error::Error for HandshakeFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use registry_actor::testing::TestCa;
+    use registry_actor::TlsConfig;
+
+    use super::*;
+
+    struct Dir(std::path::PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("gc-client-tls-{}-{name}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("dir");
+            Self(dir)
+        }
+
+        fn file(&self, name: &str, text: &str) -> std::path::PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn made(config: TlsConfig) -> Result<ClientTls, InvalidValue> {
+        let files = config.read("client.tls").expect("readable").expect("on");
+        ClientTls::from_files(&files, "client.tls")
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused_naming_its_key() {
+        let dir = Dir::new("no-ca");
+        let ca = dir.file("ca.pem", "not a certificate");
+        let err = made(TlsConfig::default().with_ca_file(ca)).expect_err("no CA");
+        assert!(err.to_string().contains("client.tls.ca_file"), "{err}");
+    }
+
+    #[test]
+    fn a_key_file_without_a_key_is_refused_naming_its_key() {
+        let dir = Dir::new("no-key");
+        let ca = TestCa::new(&dir.0, "ca");
+        let leaf = ca.leaf("client", &["client.test"]);
+        let key = dir.file("client.key", "not a key");
+        let err = made(
+            TlsConfig::default()
+                .with_ca_file(&ca.ca_file)
+                .with_identity(&leaf.cert, key),
+        )
+        .expect_err("no key");
+        assert!(err.to_string().contains("client.tls.key_file"), "{err}");
+    }
+
+    #[test]
+    fn a_domain_that_is_not_a_server_name_is_refused_naming_its_key() {
+        let dir = Dir::new("domain");
+        let ca = TestCa::new(&dir.0, "ca");
+        let err = made(
+            TlsConfig::default()
+                .with_ca_file(&ca.ca_file)
+                .with_domain("bad..name"),
+        )
+        .expect_err("not a name");
+        assert!(err.to_string().contains("client.tls.domain"), "{err}");
+    }
+
+    #[test]
+    fn a_ca_and_a_client_certificate_make_tls_whose_debug_shows_no_key() {
+        let dir = Dir::new("ok");
+        let ca = TestCa::new(&dir.0, "ca");
+        let leaf = ca.leaf("client", &["client.test"]);
+        let tls = made(
+            TlsConfig::default()
+                .with_ca_file(&ca.ca_file)
+                .with_identity(&leaf.cert, &leaf.key),
+        )
+        .expect("usable");
+        let key = std::fs::read_to_string(&leaf.key).expect("key");
+        let line = key.lines().nth(1).expect("a body line");
+        assert!(!format!("{tls:?}").contains(line));
+    }
+}
