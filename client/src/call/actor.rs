@@ -1,8 +1,13 @@
 //! The [`ClusterClient`] actor.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
+use futures_util::FutureExt;
 use registry_actor::{RegistryActor, RegistryConfig};
 
 use super::error::CallError;
@@ -22,16 +27,24 @@ impl<Req: 'static, Resp: 'static> Message for Broadcast<Req, Resp> {
 /// (failfast, failover, failretry, forking, broadcast, multicast).
 ///
 /// The actor is a front for a [`ClientHandle`]: a `Call` sent to it runs
-/// exactly as [`ClientHandle::call`] does, in a task of the actor's arbiter.
-/// Code that can hold the handle saves the mailbox hop and that task.
+/// exactly as [`ClientHandle::call`] does, in the actor's own task while it
+/// is the only call running there, else in a task of the actor's arbiter (the
+/// actor's task polls everything it runs each time it wakes). Code that can
+/// hold the handle saves the mailbox hop.
 pub struct ClusterClient {
     handle: ClientHandle,
+    /// Calls running in the actor's own task.
+    inline: usize,
 }
+
+/// Calls that may run in the actor's own task at once.
+const INLINE_CALLS: usize = 1;
 
 impl std::fmt::Debug for ClusterClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterClient")
             .field("handle", &self.handle)
+            .field("inline", &self.inline)
             .finish()
     }
 }
@@ -49,6 +62,7 @@ impl ClusterClient {
     pub fn new(registry: Addr<RegistryActor>, config: ClientConfig) -> Result<Self, Error> {
         Ok(Self {
             handle: ClientHandle::new(registry, config, None)?,
+            inline: 0,
         })
     }
 
@@ -66,7 +80,7 @@ impl ClusterClient {
         let endpoints: Arc<str> = registry.endpoints().join(",").into();
         let registry = RegistryActor::new(etcd, registry).start();
         let handle = ClientHandle::new(registry, config, Some(endpoints))?;
-        Ok(Self { handle }.start())
+        Ok(Self { handle, inline: 0 }.start())
     }
 
     /// A handle that runs calls in the caller's task, sharing this client's
@@ -90,10 +104,67 @@ where
     Req: prost::Message + Clone + Send + 'static,
     Resp: prost::Message + Default + Send + 'static,
 {
-    type Result = ResponseFuture<Result<Reply<Resp>, CallError>>;
+    type Result = Running<Result<Reply<Resp>, CallError>>;
 
     fn handle(&mut self, msg: Call<Req, Resp>, _: &mut Self::Context) -> Self::Result {
-        self.handle.call(msg)
+        let call = self.handle.call(msg);
+        if self.inline < INLINE_CALLS {
+            self.inline += 1;
+            return Running::Inline(call);
+        }
+        Running::Task(call)
+    }
+}
+
+/// A call's future, and where it runs: in the actor's own task, or in a task
+/// of the arbiter.
+pub enum Running<T> {
+    /// In the actor's task (counted in `ClusterClient::inline`).
+    Inline(Pin<Box<dyn Future<Output = T> + Send>>),
+    /// In a task of its own.
+    Task(Pin<Box<dyn Future<Output = T> + Send>>),
+}
+
+impl<T> std::fmt::Debug for Running<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Inline(_) => "Running::Inline",
+            Self::Task(_) => "Running::Task",
+        })
+    }
+}
+
+/// Sends `answer` to whoever waits for it (a caller may have stopped waiting).
+fn answer_to<T>(tx: Option<OneshotSender<T>>, answer: T) {
+    if let Some(tx) = tx {
+        let _ = tx.send(answer);
+    }
+}
+
+impl<M> MessageResponse<ClusterClient, M> for Running<M::Result>
+where
+    M: Message,
+    M::Result: 'static,
+{
+    fn handle(self, ctx: &mut Context<ClusterClient>, tx: Option<OneshotSender<M::Result>>) {
+        match self {
+            Self::Inline(call) => {
+                // A panic ends the call, not the actor: the caller sees the
+                // answer dropped, as when a task of its own panics.
+                let call = AssertUnwindSafe(call).catch_unwind();
+                ctx.spawn(actix::fut::wrap_future(call).map(
+                    move |answer, client: &mut ClusterClient, _| {
+                        client.inline -= 1;
+                        if let Ok(answer) = answer {
+                            answer_to(tx, answer);
+                        }
+                    },
+                ));
+            }
+            Self::Task(call) => {
+                actix::spawn(async { answer_to(tx, call.await) });
+            }
+        }
     }
 }
 
