@@ -395,6 +395,33 @@ async fn health_reports_serving_and_not_serving_of_a_real_echo_server() {
     );
 }
 
+/// A server that takes the connection and never answers the TLS handshake:
+/// `health` gives up within its timeout, naming the address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_of_a_server_that_never_answers_the_tls_handshake_fails_naming_it() {
+    let etcd = EtcdServer::start().await.expect("etcd starts");
+    // The kernel takes the TCP connection; nothing accepts it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let ca = support::certs::TestCa::new(&etcd.data_dir().join("certs"), "health-ca");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        cli(&etcd.endpoint())
+            .env("GRPC_CLUSTER__CLIENT__TLS__CA_FILE", &ca.ca_file)
+            .args(["health", &addr])
+            .output(),
+    )
+    .await
+    .expect("health ends before the test's bound")
+    .expect("grpc-cluster runs");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("cannot connect to {addr}")),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_endpoint_exits_non_zero_naming_it() {
     // A port nobody listens on: bound, then released.

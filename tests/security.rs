@@ -421,3 +421,35 @@ async fn a_node_outside_the_allowed_networks_is_left_out_and_never_dialled() {
     serving.handle().shutdown();
     serving.wait().await.expect("clean shutdown");
 }
+
+/// In short-connection mode over TLS each call makes its own TLS
+/// connection (tonic's channel over the client's TCP connector), and is
+/// answered.
+#[actix_rt::test]
+async fn short_connections_over_tls_are_answered() {
+    use support::cluster::Cluster;
+    use tonic::transport::{Identity, ServerTlsConfig};
+
+    let mut cluster = Cluster::start().await;
+    let ca = TestCa::new(&cluster.etcd.data_dir().join("certs"), "short-ca");
+    let pem = ca.server();
+    let read = |path: &std::path::Path| std::fs::read(path).expect("PEM");
+    let tls = ServerTlsConfig::new().identity(Identity::from_pem(read(&pem.cert), read(&pem.key)));
+    cluster
+        .add_over(
+            grpc_cluster::echo::EchoService::new("short"),
+            Some(tls),
+            |n| n,
+        )
+        .await;
+    let config = test_config()
+        .with_short_connection(true)
+        .with_tls(TlsConfig::default().with_ca_file(&ca.ca_file));
+    let client = cluster.client(config, 1).await;
+    for _ in 0..3 {
+        let id = call(&client, Strategy::Failfast)
+            .await
+            .expect("answered over TLS");
+        assert_eq!(id, "short");
+    }
+}

@@ -51,9 +51,15 @@ pub(crate) async fn check(
             .tls_config(tls)
             .map_err(|e| Failure::new(format!("client.tls is not usable: {e}")))?;
     }
-    let channel = endpoint
-        .connect()
+    // tonic's connect timeout bounds the TCP connect alone: the whole
+    // connection, TLS handshake included, is bounded here.
+    let channel = tokio::time::timeout(TIMEOUT, endpoint.connect())
         .await
+        .map_err(|_| {
+            Failure::new(format!(
+                "cannot connect to {addr}: no connection within {TIMEOUT:?}"
+            ))
+        })?
         .map_err(|e| Failure::new(format!("cannot connect to {addr}: {}", chain(&e))))?;
     let mut health = HealthClient::new(channel);
     let mut answers = Vec::with_capacity(services.len());
