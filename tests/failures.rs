@@ -440,17 +440,12 @@ async fn over_tls_a_node_whose_server_sends_goaway_is_not_picked_until_a_fresh_c
 /// answers. `tls`: servers and client over TLS.
 async fn goaway_takes_a_node_out(tls: bool) {
     use grpc_cluster::echo::{SlowRequest, SLOW};
-    use support::certs::TestCa;
+    use support::certs::{server_tls, TestCa};
     use support::PlainEcho;
-    use tonic::transport::{Identity, ServerTlsConfig};
 
     let mut cluster = Cluster::start().await;
     let ca = tls.then(|| TestCa::new(&cluster.etcd.data_dir().join("certs"), "goaway-ca"));
-    let server_tls = ca.as_ref().map(|ca| {
-        let pem = ca.server();
-        let read = |path: &std::path::Path| std::fs::read(path).expect("PEM");
-        ServerTlsConfig::new().identity(Identity::from_pem(read(&pem.cert), read(&pem.key)))
-    });
+    let server_tls = ca.as_ref().map(server_tls);
     cluster
         .add_over(EchoService::new("a"), server_tls.clone(), |n| {
             n.with_group("a")

@@ -428,13 +428,10 @@ async fn a_node_outside_the_allowed_networks_is_left_out_and_never_dialled() {
 #[actix_rt::test]
 async fn short_connections_over_tls_are_answered() {
     use support::cluster::Cluster;
-    use tonic::transport::{Identity, ServerTlsConfig};
 
     let mut cluster = Cluster::start().await;
     let ca = TestCa::new(&cluster.etcd.data_dir().join("certs"), "short-ca");
-    let pem = ca.server();
-    let read = |path: &std::path::Path| std::fs::read(path).expect("PEM");
-    let tls = ServerTlsConfig::new().identity(Identity::from_pem(read(&pem.cert), read(&pem.key)));
+    let tls = support::certs::server_tls(&ca);
     cluster
         .add_over(
             grpc_cluster::echo::EchoService::new("short"),
