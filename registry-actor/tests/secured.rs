@@ -144,3 +144,30 @@ async fn tls_without_a_ca_file_is_refused_at_connect_naming_the_key() {
         "{err}"
     );
 }
+
+/// With a user, connecting authenticates at once: against an endpoint that
+/// takes the connection and never answers the TLS handshake, it gives up
+/// within the connect and request timeouts, naming the endpoint.
+#[actix_rt::test]
+async fn connecting_with_a_user_to_an_endpoint_that_never_answers_times_out_naming_it() {
+    // The kernel takes the TCP connection; nothing accepts it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let dir = std::env::temp_dir().join(format!("gc-silent-etcd-{}", std::process::id()));
+    let ca = TestCa::new(&dir, "silent-ca");
+    let config = registry_actor::RegistryConfig::default()
+        .with_endpoints([format!("https://{addr}")])
+        .with_connect_timeout(Duration::from_millis(200))
+        .with_request_timeout(Duration::from_millis(300))
+        .with_tls(TlsConfig::default().with_ca_file(&ca.ca_file))
+        .with_user(ROOT_USER, PASSWORD);
+    let made = tokio::time::timeout(Duration::from_secs(15), registry_actor::connect(&config))
+        .await
+        .expect("connect ends before the test's bound");
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = made.expect_err("nothing answers").to_string();
+    assert!(err.contains(&addr.to_string()), "{err}");
+    assert!(err.contains("timed out"), "{err}");
+    assert!(err.contains("registry.username"), "{err}");
+    assert!(!err.contains(PASSWORD), "{err}");
+}

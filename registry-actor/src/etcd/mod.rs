@@ -111,15 +111,19 @@ impl std::fmt::Debug for Etcd {
 /// request fails instead, so a server started before etcd keeps retrying
 /// rather than exiting. With `registry.username` set it authenticates at once
 /// instead, so a wrong password fails here, naming the user (never the
-/// password) — and so does an etcd that cannot be reached. No overall request timeout is set on the channels (it
-/// would cut watch streams); every unary call of this crate carries its own.
+/// password) — and so does an etcd that cannot be reached, or does not answer
+/// within `connect_timeout` + `request_timeout`. No overall request timeout is
+/// set on the channels (it would cut watch streams); every unary call of this
+/// crate carries its own.
 ///
 /// # Errors
 ///
 /// [`Error::Config`] when the settings are invalid or a `[registry.tls]` file
 /// cannot be read; [`Error::Etcd`] when a client cannot be built from an
 /// endpoint or, with a user, etcd refuses the password or cannot be reached
-/// (a failed TLS handshake names `registry.tls`).
+/// (a failed TLS handshake names `registry.tls`); [`Error::Timeout`] when,
+/// with a user, a connection and its authentication take longer than
+/// `connect_timeout` + `request_timeout`.
 pub async fn connect(config: &RegistryConfig) -> Result<Etcd, Error> {
     config.validate()?;
     let tls = config.tls().load("registry.tls")?;
@@ -146,11 +150,12 @@ pub async fn connect(config: &RegistryConfig) -> Result<Etcd, Error> {
         None => String::new(),
     };
     let limit = decoding_limit(config.max_value_bytes());
+    // With a user, connecting authenticates: a connection and a request.
+    let within = config.connect_timeout() + config.request_timeout();
     let mut members = Vec::with_capacity(urls.len());
     for (endpoint, url) in config.endpoints().iter().zip(&urls) {
-        let client = Client::connect([url], Some(options.clone()))
-            .await
-            .map_err(|e| Error::etcd(format!("connect to {endpoint}{who}"), e))?;
+        let op = format!("connect to {endpoint}{who}");
+        let client = bounded(within, op, Client::connect([url], Some(options.clone()))).await?;
         members.push(Member {
             endpoint: endpoint.clone(),
             kv: client.kv_client().max_decoding_message_size(limit),
@@ -158,9 +163,8 @@ pub async fn connect(config: &RegistryConfig) -> Result<Etcd, Error> {
             client,
         });
     }
-    let balanced = Client::connect(&urls, Some(options))
-        .await
-        .map_err(|e| Error::etcd(format!("connect to {:?}{who}", config.endpoints()), e))?;
+    let op = format!("connect to {:?}{who}", config.endpoints());
+    let balanced = bounded(within, op, Client::connect(&urls, Some(options))).await?;
     let first = rand::rng().random_range(0..members.len().max(1));
     Ok(Etcd {
         inner: Arc::new(Inner {
@@ -170,6 +174,18 @@ pub async fn connect(config: &RegistryConfig) -> Result<Etcd, Error> {
         }),
         balanced,
     })
+}
+
+/// `connect` (named `op` in errors) within `limit`.
+async fn bounded<T>(
+    limit: Duration,
+    op: String,
+    connect: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(limit, connect).await {
+        Ok(made) => made.map_err(|e| Error::etcd(op, e)),
+        Err(_) => Err(Error::Timeout { op, timeout: limit }),
+    }
 }
 
 /// `endpoint` as a URL: as written when it has a scheme, else with `scheme`.
