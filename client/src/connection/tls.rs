@@ -4,7 +4,8 @@
 //! `tokio-rustls`), inside the connect timeout, and reads the server's HTTP/2
 //! frames above it as it does in cleartext. tonic's own TLS settings, made
 //! from the same files, serve the channels tonic connects: a short
-//! connection's, and the probe of a node whose server closed its connection.
+//! connection's and its health watch's, and the probe of a node whose server
+//! closed its connection.
 
 use std::io;
 use std::sync::Arc;

@@ -42,8 +42,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<NodeBody>, BoxError>> + Send>>;
 
-/// A response body from a [`NodeChannel`]: hyper's own in cleartext, tonic's
-/// otherwise. Not boxed, so that whoever wraps it boxes it once.
+/// A response body from a [`NodeChannel`]: hyper's own from a node's
+/// channel, tonic's from a short connection's. Not boxed, so that whoever
+/// wraps it boxes it once.
 #[derive(Debug)]
 pub(crate) enum NodeBody {
     /// From [`Direct`].
