@@ -154,11 +154,14 @@ async fn a_client_trusting_another_ca_fails_unavailable_naming_the_certificate()
     assert_eq!(stats.processed(), 0);
 }
 
-#[actix_rt::test]
-async fn a_client_without_a_certificate_is_refused_by_a_mutual_tls_server() {
+/// A call to a mutual-TLS server, from a client presenting `identity` (a
+/// certificate of a CA the server does not trust) or none: refused before
+/// the service, `UNAVAILABLE`, naming what to change in `[client.tls]`.
+async fn refused_by_a_mutual_tls_server(foreign_identity: bool, names: &[&str]) {
     init_tracing();
     let etcd = EtcdServer::start().await.expect("etcd");
-    let ca = TestCa::new(&etcd.data_dir().join("certs"), "ca");
+    let dir = etcd.data_dir().join("certs");
+    let ca = TestCa::new(&dir, "ca");
     let server = ca.server();
     let (_serving, stats) = tls_server(
         &etcd,
@@ -168,14 +171,41 @@ async fn a_client_without_a_certificate_is_refused_by_a_mutual_tls_server() {
             .with_client_ca_file(&ca.ca_file),
     )
     .await;
-    let config = test_config().with_tls(TlsConfig::default().with_ca_file(&ca.ca_file));
+    let mut tls = TlsConfig::default().with_ca_file(&ca.ca_file);
+    if foreign_identity {
+        let client = TestCa::new(&dir, "other").leaf("client", &["client.test"]);
+        tls = tls.with_identity(client.cert, client.key);
+    }
+    let config = test_config().with_tls(tls);
     let (_registry, client) = start_client(&etcd.registry_config(), config).await;
 
     let err = call_when_listed(&client)
         .await
-        .expect_err("no client certificate");
+        .expect_err("refused by the server");
     assert_eq!(err.code(), Code::Unavailable, "{err}");
+    let text = err.to_string();
+    for name in names {
+        assert!(text.contains(name), "`{name}` in: {text}");
+    }
     assert_eq!(stats.processed(), 0, "the call never reached the service");
+}
+
+#[actix_rt::test]
+async fn a_client_without_a_certificate_is_refused_by_a_mutual_tls_server_and_told_to_set_one() {
+    refused_by_a_mutual_tls_server(
+        false,
+        &["requires a client certificate", "client.tls.cert_file"],
+    )
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_client_whose_certificate_the_server_does_not_trust_is_told_so() {
+    refused_by_a_mutual_tls_server(
+        true,
+        &["refused this client's certificate", "client.tls.cert_file"],
+    )
+    .await;
 }
 
 /// Registers node `far` of `echo` at a documentation address (TEST-NET-1,

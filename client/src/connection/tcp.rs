@@ -10,7 +10,8 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
+
+use super::tls::TlsIo;
 
 /// A TCP connection to the authority of `uri`, with `TCP_NODELAY`.
 pub(crate) async fn connect(uri: &http::Uri) -> io::Result<TcpStream> {
@@ -37,7 +38,7 @@ pub(crate) enum NodeIo {
     /// Cleartext.
     Plain(TcpStream),
     /// TLS (boxed: its buffers are large).
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsIo>),
 }
 
 impl AsyncRead for NodeIo {
@@ -48,7 +49,7 @@ impl AsyncRead for NodeIo {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(io) => Pin::new(io).poll_read(cx, buf),
-            Self::Tls(io) => Pin::new(io).poll_read(cx, buf),
+            Self::Tls(io) => io.poll_read(cx, buf),
         }
     }
 }
@@ -61,7 +62,7 @@ impl AsyncWrite for NodeIo {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(io) => Pin::new(io).poll_write(cx, buf),
-            Self::Tls(io) => Pin::new(io).poll_write(cx, buf),
+            Self::Tls(io) => Pin::new(&mut io.stream).poll_write(cx, buf),
         }
     }
 
@@ -72,28 +73,28 @@ impl AsyncWrite for NodeIo {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            Self::Tls(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Self::Tls(io) => Pin::new(&mut io.stream).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Self::Plain(io) => io.is_write_vectored(),
-            Self::Tls(io) => io.is_write_vectored(),
+            Self::Tls(io) => io.stream.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(io) => Pin::new(io).poll_flush(cx),
-            Self::Tls(io) => Pin::new(io).poll_flush(cx),
+            Self::Tls(io) => Pin::new(&mut io.stream).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(io) => Pin::new(io).poll_shutdown(cx),
-            Self::Tls(io) => Pin::new(io).poll_shutdown(cx),
+            Self::Tls(io) => Pin::new(&mut io.stream).poll_shutdown(cx),
         }
     }
 }

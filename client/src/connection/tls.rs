@@ -2,16 +2,23 @@
 //!
 //! A node's channel does its TLS handshake itself (rustls, through
 //! `tokio-rustls`), inside the connect timeout, and reads the server's HTTP/2
-//! frames above it as it does in cleartext. tonic's own TLS settings, made
-//! from the same files, serve the channels tonic connects: a short
-//! connection's and its health watch's, and the probe of a node whose server
-//! closed its connection.
+//! frames above it as it does in cleartext. Under TLS 1.3 the connection is
+//! made once the server's first bytes arrive: a server refusing the client's
+//! certificate (which TLS 1.3 does after the handshake) then fails the
+//! connection, with an error that says what to set in `[client.tls]`.
+//!
+//! tonic's own TLS settings, made from the same files, serve the channels
+//! tonic connects: a short connection's and its health watch's, and the
+//! probe of a node whose server closed its connection.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use registry_actor::config::InvalidValue;
 use registry_actor::TlsFiles;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -122,16 +129,18 @@ impl ClientTls {
 
     /// The handshake on `stream`, a connection to the node at `uri`.
     /// Its failure is a [`HandshakeFailed`].
-    pub(crate) async fn handshake(
-        &self,
-        uri: &http::Uri,
-        stream: TcpStream,
-    ) -> io::Result<TlsStream<TcpStream>> {
+    ///
+    /// Under TLS 1.3 the server judges the client's certificate (or its
+    /// absence) after the handshake, and refuses with an alert in answer to
+    /// the client's last handshake message. So the connection is made once
+    /// the server's first bytes arrive (an HTTP/2 server sends its SETTINGS
+    /// first), and a refusal fails the handshake, naming what to change.
+    pub(crate) async fn handshake(&self, uri: &http::Uri, stream: TcpStream) -> io::Result<TlsIo> {
         let host = uri.host().unwrap_or_default();
         let failed = |error: io::Error| {
             io::Error::other(HandshakeFailed {
                 host: host.to_owned(),
-                error,
+                error: explained(error),
             })
         };
         let name = match &self.domain {
@@ -141,12 +150,119 @@ impl ClientTls {
                 .map_err(|e| failed(io::Error::new(io::ErrorKind::InvalidInput, e)))?
                 .to_owned(),
         };
-        self.connector.connect(name, stream).await.map_err(failed)
+        let mut stream = self.connector.connect(name, stream).await.map_err(failed)?;
+        let mut early = Early::default();
+        if stream.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
+            early.bytes = vec![0; EARLY_READ];
+            let n = stream.read(&mut early.bytes).await.map_err(failed)?;
+            if n == 0 {
+                return Err(failed(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the node closed the connection after the handshake",
+                )));
+            }
+            early.bytes.truncate(n);
+        }
+        Ok(TlsIo { stream, early })
     }
 
     /// tonic's settings with the same files.
     pub(crate) fn tonic(&self) -> &ClientTlsConfig {
         &self.tonic
+    }
+}
+
+/// `error` with what to change in `[client.tls]` when it is a TLS alert by
+/// which the server refused this client's certificate, or its absence (see
+/// [`refusal`]); any other error as it is.
+fn explained(error: io::Error) -> io::Error {
+    refusal(&error).unwrap_or(error)
+}
+
+/// When `error` is a TLS alert by which the server refused this client's
+/// certificate, or its absence: an io error of the same kind whose message
+/// names the alert and what to change in `[client.tls]`.
+fn refusal(error: &io::Error) -> Option<io::Error> {
+    use rustls::AlertDescription as Alert;
+    let alert = match error.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert) => *alert,
+        _ => return None,
+    };
+    let hint = match alert {
+        Alert::CertificateRequired => {
+            "the node requires a client certificate: set client.tls.cert_file and \
+             client.tls.key_file"
+        }
+        Alert::BadCertificate
+        | Alert::UnsupportedCertificate
+        | Alert::CertificateRevoked
+        | Alert::CertificateExpired
+        | Alert::CertificateUnknown
+        | Alert::UnknownCA
+        | Alert::AccessDenied => {
+            "the node refused this client's certificate (client.tls.cert_file): is it \
+             signed by a CA the node trusts, and valid?"
+        }
+        _ => return None,
+    };
+    Some(io::Error::new(
+        error.kind(),
+        format!("the node sent the TLS alert {alert:?}: {hint}"),
+    ))
+}
+
+/// The size of the first read after a TLS 1.3 handshake: room for the
+/// server's SETTINGS frame and more.
+const EARLY_READ: usize = 1024;
+
+/// A node's TLS connection, made by [`ClientTls::handshake`]: reads get the
+/// bytes read while it was made first, then the stream's (a TLS alert by
+/// which the server refuses this client's certificate says so, see
+/// [`explained`]); writes go to the stream.
+#[derive(Debug)]
+pub(crate) struct TlsIo {
+    pub(super) stream: TlsStream<TcpStream>,
+    early: Early,
+}
+
+/// Bytes read while a connection was made, for its first reads.
+#[derive(Debug, Default)]
+struct Early {
+    bytes: Vec<u8>,
+    /// How many of them were read.
+    given: usize,
+}
+
+impl Early {
+    /// Fills `buf` with what is left; whether anything was.
+    fn give(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        let left = &self.bytes[self.given..];
+        if left.is_empty() {
+            return false;
+        }
+        let n = buf.remaining().min(left.len());
+        buf.put_slice(&left[..n]);
+        self.given += n;
+        if self.given == self.bytes.len() {
+            *self = Self::default();
+        }
+        true
+    }
+}
+
+impl TlsIo {
+    /// Reads what was read while connecting, then from the stream.
+    pub(super) fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.early.give(buf) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream)
+            .poll_read(cx, buf)
+            .map_err(explained)
     }
 }
 
@@ -177,6 +293,49 @@ mod tests {
     use registry_actor::TlsConfig;
 
     use super::*;
+
+    #[test]
+    fn an_alert_refusing_the_client_certificate_names_what_to_set_and_others_stay() {
+        let alert = |a| io::Error::new(io::ErrorKind::InvalidData, rustls::Error::AlertReceived(a));
+        let required = explained(alert(rustls::AlertDescription::CertificateRequired));
+        assert_eq!(required.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            required.to_string().contains("client.tls.cert_file"),
+            "{required}"
+        );
+        let unknown_ca = explained(alert(rustls::AlertDescription::UnknownCA)).to_string();
+        assert!(
+            unknown_ca.contains("refused this client's certificate"),
+            "{unknown_ca}"
+        );
+        let other = explained(alert(rustls::AlertDescription::HandshakeFailure));
+        assert!(
+            other.get_ref().is_some_and(|e| e.is::<rustls::Error>()),
+            "{other}"
+        );
+        let plain = explained(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert_eq!(plain.kind(), io::ErrorKind::ConnectionReset);
+    }
+
+    #[test]
+    fn bytes_read_while_connecting_are_given_in_order_to_reads_of_any_size() {
+        let mut early = Early {
+            bytes: (0..10).collect(),
+            given: 0,
+        };
+        let mut got = Vec::new();
+        let mut storage = [0u8; 4];
+        loop {
+            let mut buf = ReadBuf::new(&mut storage);
+            if !early.give(&mut buf) {
+                break;
+            }
+            assert!(!buf.filled().is_empty());
+            got.extend_from_slice(buf.filled());
+        }
+        assert_eq!(got, (0..10).collect::<Vec<u8>>());
+        assert!(early.bytes.is_empty(), "freed once given");
+    }
 
     struct Dir(std::path::PathBuf);
 
