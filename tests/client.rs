@@ -942,3 +942,54 @@ async fn short_connections_connect_once_per_call() {
         "one connection per call"
     );
 }
+
+/// A reply type whose decoding panics: the only way found for a call's own
+/// code to panic inside the client actor.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct PanicsWhenDecoded;
+
+impl prost::Message for PanicsWhenDecoded {
+    fn encode_raw(&self, _: &mut impl prost::bytes::BufMut) {}
+
+    fn merge_field(
+        &mut self,
+        _: u32,
+        _: prost::encoding::WireType,
+        _: &mut impl prost::bytes::Buf,
+        _: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        panic!("decoding PanicsWhenDecoded");
+    }
+
+    fn encoded_len(&self) -> usize {
+        0
+    }
+
+    fn clear(&mut self) {}
+}
+
+#[actix_rt::test]
+async fn a_call_that_panics_in_the_client_actor_ends_alone_and_the_actor_serves_the_next() {
+    let mut cluster = Cluster::start().await;
+    cluster.add(EchoService::new("a"), |n| n).await;
+    let client = cluster.client(test_config(), 1).await;
+    let panicking =
+        cluster_client::Method::<SayRequest, PanicsWhenDecoded>::from_static("/echo.v1.Echo/Say");
+
+    for round in 0..2 {
+        let answer = client
+            .send(Call::new("echo", panicking.clone(), say("boom")))
+            .await;
+        assert!(
+            answer.is_err(),
+            "round {round}: the answer is dropped: {answer:?}"
+        );
+        let reply = client
+            .send(Call::new("echo", SAY, say("after")))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the actor is alive: {e}"))
+            .expect("the next call is answered");
+        assert_eq!(reply.message.message, "after");
+    }
+    assert_eq!(cluster.node("a").stats().processed(), 4);
+}
