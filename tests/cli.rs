@@ -5,7 +5,7 @@ mod support;
 use std::process::{Output, Stdio};
 
 use grpc_cluster::registry::etcd_client::{Client, PutOptions, Txn, TxnOp};
-use grpc_cluster::server::{ServeBuilder, REGISTRATION_HEALTH};
+use grpc_cluster::server::{ServeBuilder, ServerTlsConfig, REGISTRATION_HEALTH};
 use serde_json::Value;
 use support::server_kit::{echo_config, key_exists, start_echo};
 use support::{init_tracing, wait_until, EtcdServer, EVENTUALLY};
@@ -497,4 +497,51 @@ async fn listings_read_every_page_of_a_large_service() {
         .filter_map(|n| n["node"]["id"].as_str())
         .collect();
     assert_eq!(listed, ids, "every node, once, in key order");
+}
+
+/// A mutual-TLS server: without a client certificate (refused after a TLS 1.3
+/// handshake) `health` says what to set; with one, it is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_of_a_mutual_tls_server_says_to_set_a_client_certificate_and_answers_with_one() {
+    let etcd = EtcdServer::start().await.expect("etcd starts");
+    let ca = support::certs::TestCa::new(&etcd.data_dir().join("certs"), "ca");
+    let server = ca.server();
+    let (serving, stats) = start_echo(
+        "mtls-cli",
+        ServeBuilder::new(
+            echo_config(Default::default()).with_tls(
+                ServerTlsConfig::default()
+                    .with_identity(&server.cert, &server.key)
+                    .with_client_ca_file(&ca.ca_file),
+            ),
+        ),
+        None,
+    )
+    .await;
+    let addr = serving.local_addr().to_string();
+    let out = cli(&etcd.endpoint())
+        .env("GRPC_CLUSTER__CLIENT__TLS__CA_FILE", &ca.ca_file)
+        .args(["health", &addr])
+        .output()
+        .await
+        .expect("grpc-cluster runs");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("cannot connect to {addr}")), "{err}");
+    assert!(err.contains("client.tls.cert_file"), "{err}");
+    assert_eq!(stats.processed(), 0);
+
+    // With a certificate of the server's CA, the same check is answered.
+    let client = ca.leaf("client", &["client.test"]);
+    let out = cli(&etcd.endpoint())
+        .env("GRPC_CLUSTER__CLIENT__TLS__CA_FILE", &ca.ca_file)
+        .env("GRPC_CLUSTER__CLIENT__TLS__CERT_FILE", &client.cert)
+        .env("GRPC_CLUSTER__CLIENT__TLS__KEY_FILE", &client.key)
+        .args(["health", &addr])
+        .output()
+        .await
+        .expect("grpc-cluster runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(row(&text, "(server)"), ["(server)", "SERVING"], "{text}");
 }

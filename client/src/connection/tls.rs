@@ -166,6 +166,22 @@ impl ClientTls {
         Ok(TlsIo { stream, early })
     }
 
+    /// Connects to `addr` (`host:port`) and makes the TLS handshake a node's
+    /// channel makes, then closes the connection: for tools that report on a
+    /// server. Not bounded in time: bound it by the caller's timeout.
+    ///
+    /// # Errors
+    ///
+    /// The io error of the TCP connect or of the handshake. A server that
+    /// refuses this client's certificate, or its absence, is named as such,
+    /// with the `[client.tls]` keys to set.
+    pub async fn check_server(&self, addr: &str) -> io::Result<()> {
+        let uri = http::Uri::try_from(format!("https://{addr}"))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let stream = TcpStream::connect(addr).await?;
+        self.handshake(&uri, stream).await.map(drop)
+    }
+
     /// tonic's settings with the same files.
     pub(crate) fn tonic(&self) -> &ClientTlsConfig {
         &self.tonic

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cluster_client::ClientConfig;
+use cluster_client::{ClientConfig, ClientTls};
 use serde_json::json;
 use server_kit::REGISTRATION_HEALTH;
 use tonic::transport::Endpoint;
@@ -37,10 +37,22 @@ pub(crate) async fn check(
     } else {
         vec![String::new(), REGISTRATION_HEALTH.to_owned()]
     };
-    let tls = client
+    let files = client
         .tls()
-        .load("client.tls")
+        .read("client.tls")
         .map_err(|e| Failure::new(e.to_string()))?;
+    let tls = files.as_ref().map(|files| files.options());
+    if let Some(files) = &files {
+        // tonic's channel reports a server that refuses the client's
+        // certificate after a TLS 1.3 handshake only as a broken call: the
+        // client's own handshake says why first.
+        let check =
+            ClientTls::from_files(files, "client.tls").map_err(|e| Failure::new(e.to_string()))?;
+        tokio::time::timeout(TIMEOUT, check.check_server(addr))
+            .await
+            .map_err(|_| no_connection_within(addr))?
+            .map_err(|e| Failure::new(format!("cannot connect to {addr}: {}", chain(&e))))?;
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
         .map_err(|e| Failure::new(format!("`{addr}` is not host:port: {e}")))?
@@ -55,11 +67,7 @@ pub(crate) async fn check(
     // connection, TLS handshake included, is bounded here.
     let channel = tokio::time::timeout(TIMEOUT, endpoint.connect())
         .await
-        .map_err(|_| {
-            Failure::new(format!(
-                "cannot connect to {addr}: no connection within {TIMEOUT:?}"
-            ))
-        })?
+        .map_err(|_| no_connection_within(addr))?
         .map_err(|e| Failure::new(format!("cannot connect to {addr}: {}", chain(&e))))?;
     let mut health = HealthClient::new(channel);
     let mut answers = Vec::with_capacity(services.len());
@@ -107,6 +115,13 @@ pub(crate) async fn check(
     } else {
         ExitCode::from(NOT_SERVING_EXIT)
     })
+}
+
+/// No connection to `addr` within [`TIMEOUT`].
+fn no_connection_within(addr: &str) -> Failure {
+    Failure::new(format!(
+        "cannot connect to {addr}: no connection within {TIMEOUT:?}"
+    ))
 }
 
 /// An error and its sources, `: `-separated.
