@@ -87,6 +87,10 @@ struct Shared {
     etcd: Option<Arc<str>>,
     /// The configuration in force; replaced whole on reload.
     config: ArcSwap<ClientConfig>,
+    /// How the channels of services added from now on connect: built from
+    /// `config` with it (the `[client.tls]` files read once per
+    /// configuration, not per service).
+    connection: ArcSwap<crate::ConnectionSettings>,
     services: ArcSwap<Services>,
     /// Serialises the control path: adding a service, reloading.
     control: Mutex<()>,
@@ -110,7 +114,7 @@ impl ClientHandle {
         config: ClientConfig,
         etcd: Option<Arc<str>>,
     ) -> Result<Self, Error> {
-        config.validate()?;
+        let connection = config.validated()?;
         let arbiter = Arbiter::try_current().ok_or_else(|| {
             Error::Config(InvalidValue::new(
                 "client",
@@ -125,6 +129,7 @@ impl ClientHandle {
                 dedicated: config.dedicated_io(),
                 etcd,
                 config: ArcSwap::from_pointee(config),
+                connection: ArcSwap::from_pointee(connection),
                 services: ArcSwap::default(),
                 control: Mutex::new(()),
             }),
@@ -263,13 +268,14 @@ impl ClientHandle {
     pub fn update_config(&self, config: ClientConfig) -> Result<(), Error> {
         let _control = self.shared.control.lock();
         let services = self.shared.services.load_full();
-        let resolved: Result<Vec<_>, Error> = config.validate().and_then(|()| {
-            services
+        let resolved: Result<(_, Vec<_>), Error> = config.validated().and_then(|connection| {
+            let settings = services
                 .iter()
                 .map(|(name, service)| Ok((service.clone(), service_settings(&config, name)?)))
-                .collect()
+                .collect::<Result<_, Error>>()?;
+            Ok((connection, settings))
         });
-        let resolved = match resolved {
+        let (connection, resolved) = match resolved {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "client configuration refused; the old one stays in force");
@@ -295,6 +301,7 @@ impl ClientHandle {
             service.settings.store(Arc::new(settings));
         }
         self.shared.config.store(Arc::new(config));
+        self.shared.connection.store(Arc::new(connection));
         info!("client configuration updated");
         Ok(())
     }
@@ -315,7 +322,7 @@ impl ClientHandle {
             settings.policy.picker.clone(),
             self.shared.registry.clone(),
         )
-        .with_connection_settings(config.connection_settings()?)
+        .with_connection_settings(self.shared.connection.load().as_ref().clone())
         .with_io(self.shared.io.clone());
         if let Some(etcd) = &self.shared.etcd {
             actor = actor.with_etcd_endpoints(etcd.clone());

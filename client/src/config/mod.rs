@@ -735,6 +735,12 @@ impl ClientConfig {
     /// outside 0..=1, a `[client.tls]` file that cannot be read, or an entry of
     /// `client.allowed_networks` that is not a CIDR.
     pub fn validate(&self) -> Result<(), Error> {
+        self.validated().map(drop)
+    }
+
+    /// [`validate`](Self::validate), answering the connection settings it
+    /// built (the `[client.tls]` files read and parsed once).
+    pub(crate) fn validated(&self) -> Result<crate::ConnectionSettings, Error> {
         self.defaults("client")?;
         check_share("client.budget_ratio", self.budget_ratio)?;
         self.throttling.validate("client.throttling")?;
@@ -782,8 +788,7 @@ impl ClientConfig {
                 "must be visible ASCII",
             )));
         }
-        self.client_tls()?;
-        crate::AllowedNetworks::parse(&self.allowed_networks).map_err(Error::Config)?;
+        let connection = self.connection_settings()?;
         self.propagate()?;
         self.service_call_policy("")?;
         for (name, svc) in &self.services {
@@ -802,7 +807,7 @@ impl ClientConfig {
             }
             self.resolve_service(name)?;
         }
-        Ok(())
+        Ok(connection)
     }
 
     /// The resolved settings of `service`: its table over the defaults. A service
