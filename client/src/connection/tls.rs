@@ -75,10 +75,8 @@ impl ClientTls {
         let key = |name: &str| format!("{section}.{name}");
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(files.ca()) {
-            let cert = cert.map_err(|e| InvalidValue::new(key("ca_file"), format!("{e}")))?;
-            roots
-                .add(cert)
-                .map_err(|e| InvalidValue::new(key("ca_file"), format!("{e}")))?;
+            let cert = cert.map_err(invalid(key("ca_file")))?;
+            roots.add(cert).map_err(invalid(key("ca_file")))?;
         }
         if roots.is_empty() {
             return Err(InvalidValue::new(
@@ -89,25 +87,25 @@ impl ClientTls {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| InvalidValue::new(section, format!("{e}")))?
+            .map_err(invalid(section.to_owned()))?
             .with_root_certificates(roots);
         let mut config = match files.identity() {
             None => builder.with_no_client_auth(),
             Some((cert, private)) => {
                 let chain = CertificateDer::pem_slice_iter(cert)
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| InvalidValue::new(key("cert_file"), format!("{e}")))?;
+                    .map_err(invalid(key("cert_file")))?;
                 if chain.is_empty() {
                     return Err(InvalidValue::new(
                         key("cert_file"),
                         "holds no PEM certificate".to_owned(),
                     ));
                 }
-                let private = PrivateKeyDer::from_pem_slice(private)
-                    .map_err(|e| InvalidValue::new(key("key_file"), format!("{e}")))?;
+                let private =
+                    PrivateKeyDer::from_pem_slice(private).map_err(invalid(key("key_file")))?;
                 builder
                     .with_client_auth_cert(chain, private)
-                    .map_err(|e| InvalidValue::new(key("key_file"), format!("{e}")))?
+                    .map_err(invalid(key("key_file")))?
             }
         };
         config.alpn_protocols = vec![b"h2".to_vec()];
@@ -186,6 +184,12 @@ impl ClientTls {
     pub(crate) fn tonic(&self) -> &ClientTlsConfig {
         &self.tonic
     }
+}
+
+/// Makes an error of a TLS file or setting into an [`InvalidValue`] naming
+/// its key.
+fn invalid<E: std::fmt::Display>(key: String) -> impl FnOnce(E) -> InvalidValue {
+    move |error| InvalidValue::new(key, error.to_string())
 }
 
 /// `error` with what to change in `[client.tls]` when it is a TLS alert by
