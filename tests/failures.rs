@@ -443,6 +443,7 @@ async fn goaway_takes_a_node_out(tls: bool) {
     use support::certs::{server_tls, TestCa};
     use support::PlainEcho;
 
+    support::init_tracing();
     let mut cluster = Cluster::start().await;
     let ca = tls.then(|| TestCa::new(&cluster.etcd.data_dir().join("certs"), "goaway-ca"));
     let server_tls = ca.as_ref().map(server_tls);
@@ -466,7 +467,13 @@ async fn goaway_takes_a_node_out(tls: bool) {
 
     // A call that stays in flight on `a` keeps its connection open while
     // its server drains: what the client sees then is the GOAWAY, not the
-    // connection's end.
+    // connection's end. The connection is made first: a server that drains
+    // while a connection is being made may close it before its first call.
+    client
+        .send(Call::new("echo", SAY, say("open")).with_options(on_a()))
+        .await
+        .expect("client alive")
+        .expect("a answers");
     let slow = SlowRequest {
         message: "stays".into(),
         delay_ms: 5_000,

@@ -208,10 +208,88 @@ async fn a_client_whose_certificate_the_server_does_not_trust_is_told_so() {
     .await;
 }
 
+/// A TLS 1.3 front that sends nothing until the client's HTTP/2 connection
+/// preface has arrived, as a proxy that makes its HTTP/2 codec on a
+/// connection's first bytes does, then passes the connection on to the
+/// cleartext server at `backend`. Its address.
+async fn quiet_tls_front(ca: &TestCa, backend: std::net::SocketAddr) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::{self, pki_types::pem::PemObject};
+
+    let pem = ca.server();
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(&pem.cert)
+        .expect("certificate file")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certificate");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&pem.key).expect("key");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server identity");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut front) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut preface = [0u8; 24];
+                if front.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                let Ok(mut back) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                if back.write_all(&preface).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut front, &mut back).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[actix_rt::test]
+async fn a_tls_server_that_answers_only_after_the_client_preface_is_called() {
+    init_tracing();
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let ca = TestCa::new(&etcd.data_dir().join("certs"), "ca");
+    let (backend, stats) = start_echo(
+        "quiet-1",
+        ServeBuilder::new(echo_config(RateLimitConfig::default())),
+        None,
+    )
+    .await;
+    let front = quiet_tls_front(&ca, backend.local_addr()).await;
+    let _registered = register(&etcd.registry_config(), "quiet-1", &front.to_string()).await;
+    let config = test_config().with_tls(TlsConfig::default().with_ca_file(&ca.ca_file));
+    let (_registry, client) = start_client(&etcd.registry_config(), config).await;
+
+    let served = call_when_listed(&client)
+        .await
+        .expect("a call over TLS 1.3");
+    assert_eq!(served, "quiet-1");
+    assert_eq!(stats.processed(), 1);
+}
+
 /// Registers node `far` of `echo` at a documentation address (TEST-NET-1,
 /// `192.0.2.1:50051`): nothing is there, and tests check it is never dialled.
 async fn register_far(registry: &registry_actor::RegistryConfig) -> Registrar {
-    let node = Node::new("far", "echo", "192.0.2.1:50051").expect("node");
+    register(registry, "far", "192.0.2.1:50051").await
+}
+
+/// Registers node `id` of `echo` at `addr`, waiting until it is registered.
+async fn register(registry: &registry_actor::RegistryConfig, id: &str, addr: &str) -> Registrar {
+    let node = Node::new(id, "echo", addr).expect("node");
     let registrar = Registrar::start(
         registry_actor::connect(registry)
             .await

@@ -62,7 +62,7 @@ impl AsyncWrite for NodeIo {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(io) => Pin::new(io).poll_write(cx, buf),
-            Self::Tls(io) => Pin::new(&mut io.stream).poll_write(cx, buf),
+            Self::Tls(io) => io.poll_write(cx, buf),
         }
     }
 
@@ -73,7 +73,7 @@ impl AsyncWrite for NodeIo {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            Self::Tls(io) => Pin::new(&mut io.stream).poll_write_vectored(cx, bufs),
+            Self::Tls(io) => io.poll_write_vectored(cx, bufs),
         }
     }
 

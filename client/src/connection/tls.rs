@@ -2,10 +2,11 @@
 //!
 //! A node's channel does its TLS handshake itself (rustls, through
 //! `tokio-rustls`), inside the connect timeout, and reads the server's HTTP/2
-//! frames above it as it does in cleartext. Under TLS 1.3 the connection is
-//! made once the server's first bytes arrive: a server refusing the client's
-//! certificate (which TLS 1.3 does after the handshake) then fails the
-//! connection, with an error that says what to set in `[client.tls]`.
+//! frames above it as it does in cleartext. Under TLS 1.3 the client sends
+//! its HTTP/2 connection preface and the connection is made once the
+//! server's first bytes arrive: a server refusing the client's certificate
+//! (which TLS 1.3 does after the handshake) then fails the connection, with
+//! an error that says what to set in `[client.tls]`.
 //!
 //! tonic's own TLS settings, made from the same files, serve the channels
 //! tonic connects: a short connection's and its health watch's, and the
@@ -18,7 +19,7 @@ use std::task::{Context, Poll};
 
 use registry_actor::config::InvalidValue;
 use registry_actor::TlsFiles;
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -130,9 +131,12 @@ impl ClientTls {
     ///
     /// Under TLS 1.3 the server judges the client's certificate (or its
     /// absence) after the handshake, and refuses with an alert in answer to
-    /// the client's last handshake message. So the connection is made once
-    /// the server's first bytes arrive (an HTTP/2 server sends its SETTINGS
-    /// first), and a refusal fails the handshake, naming what to change.
+    /// the client's last handshake message. So the client sends the HTTP/2
+    /// connection preface (a server may wait for it before it sends
+    /// anything), the connection is made once the server's first bytes
+    /// arrive (its SETTINGS), and a refusal fails the handshake, naming what
+    /// to change. The HTTP/2 client's own writing of the preface is then
+    /// skipped (see [`TlsIo::poll_write`]).
     pub(crate) async fn handshake(&self, uri: &http::Uri, stream: TcpStream) -> io::Result<TlsIo> {
         let host = uri.host().unwrap_or_default();
         let failed = |error: io::Error| {
@@ -150,18 +154,35 @@ impl ClientTls {
         };
         let mut stream = self.connector.connect(name, stream).await.map_err(failed)?;
         let mut early = Early::default();
+        let mut preface = Preface::default();
         if stream.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
-            early.bytes = vec![0; EARLY_READ];
-            let n = stream.read(&mut early.bytes).await.map_err(failed)?;
-            if n == 0 {
-                return Err(failed(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the node closed the connection after the handshake",
-                )));
+            let sent = async {
+                stream.write_all(PREFACE).await?;
+                stream.flush().await
             }
+            .await;
+            // Read even when the preface could not be sent: a server that
+            // refused the certificate and closed has sent its alert first.
+            early.bytes = vec![0; EARLY_READ];
+            let read = stream.read(&mut early.bytes).await;
+            let n = match (sent, read) {
+                (_, Err(error)) | (Err(error), Ok(_)) => return Err(failed(error)),
+                (Ok(()), Ok(0)) => {
+                    return Err(failed(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the node closed the connection after the handshake",
+                    )))
+                }
+                (Ok(()), Ok(n)) => n,
+            };
             early.bytes.truncate(n);
+            preface = Preface::sent();
         }
-        Ok(TlsIo { stream, early })
+        Ok(TlsIo {
+            stream,
+            early,
+            preface,
+        })
     }
 
     /// Connects to `addr` (`host:port`) and makes the TLS handshake a node's
@@ -235,14 +256,58 @@ fn refusal(error: &io::Error) -> Option<io::Error> {
 /// server's SETTINGS frame and more.
 const EARLY_READ: usize = 1024;
 
+/// The HTTP/2 client connection preface's fixed part, the first bytes an
+/// HTTP/2 client sends.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// A node's TLS connection, made by [`ClientTls::handshake`]: reads get the
 /// bytes read while it was made first, then the stream's (a TLS alert by
 /// which the server refuses this client's certificate says so, see
-/// [`explained`]); writes go to the stream.
+/// [`explained`]); writes go to the stream, but for the connection preface
+/// when the handshake sent it.
 #[derive(Debug)]
 pub(crate) struct TlsIo {
     pub(super) stream: TlsStream<TcpStream>,
     early: Early,
+    preface: Preface,
+}
+
+/// The connection preface the handshake sent, which the HTTP/2 client
+/// writes again.
+#[derive(Debug, Default)]
+struct Preface {
+    /// How many of its bytes the HTTP/2 client has yet to write.
+    left: usize,
+}
+
+impl Preface {
+    /// Sent in full by the handshake.
+    fn sent() -> Self {
+        Self {
+            left: PREFACE.len(),
+        }
+    }
+
+    /// While some of the preface is left, takes `buf`'s first bytes as its
+    /// next ones: how many, or `InvalidData` when they are not the
+    /// preface's (an HTTP/2 client writes nothing before it). `None` once
+    /// all of it was taken, or for an empty `buf`: the bytes go to the
+    /// stream.
+    fn take(&mut self, buf: &[u8]) -> Option<io::Result<usize>> {
+        if self.left == 0 || buf.is_empty() {
+            return None;
+        }
+        let sent = &PREFACE[PREFACE.len() - self.left..];
+        let n = sent.len().min(buf.len());
+        if buf[..n] != sent[..n] {
+            return Some(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the HTTP/2 client's first bytes are not its connection preface",
+            )));
+        }
+        self.left -= n;
+        Some(Ok(n))
+    }
 }
 
 /// Bytes read while a connection was made, for its first reads.
@@ -283,6 +348,32 @@ impl TlsIo {
         Pin::new(&mut self.stream)
             .poll_read(cx, buf)
             .map_err(explained)
+    }
+
+    /// Writes `buf` to the stream, but for the bytes of the preface the
+    /// handshake sent (see [`Preface::take`]).
+    pub(super) fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.preface.take(buf) {
+            Some(taken) => Poll::Ready(taken),
+            None => Pin::new(&mut self.stream).poll_write(cx, buf),
+        }
+    }
+
+    /// Writes `bufs` to the stream, as [`TlsIo::poll_write`] does.
+    pub(super) fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.preface.left == 0 {
+            return Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        }
+        let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+        self.poll_write(cx, first)
     }
 }
 
@@ -355,6 +446,26 @@ mod tests {
         }
         assert_eq!(got, (0..10).collect::<Vec<u8>>());
         assert!(early.bytes.is_empty(), "freed once given");
+    }
+
+    #[test]
+    fn the_preface_sent_is_taken_from_the_first_writes_and_then_bytes_pass() {
+        let mut preface = Preface::sent();
+        let (head, tail) = PREFACE.split_at(10);
+        assert_eq!(preface.take(head).expect("taken").expect("the preface"), 10);
+        let mut more = tail.to_vec();
+        more.extend_from_slice(b"SETTINGS");
+        let n = preface.take(&more).expect("taken").expect("the preface");
+        assert_eq!(n, tail.len(), "only the preface's bytes");
+        assert!(preface.take(b"SETTINGS").is_none(), "then bytes pass");
+
+        let mut other = Preface::sent();
+        let error = other.take(b"GET / HTTP/1.1").expect("refused");
+        assert_eq!(
+            error.expect_err("not the preface").kind(),
+            io::ErrorKind::InvalidData
+        );
+        assert!(Preface::default().take(PREFACE).is_none(), "none was sent");
     }
 
     struct Dir(std::path::PathBuf);
