@@ -6,11 +6,19 @@
 //! The TLS server is a second server process (as [`Servers`], with a
 //! certificate made at start by a [`TestCa`]); the plaintext rows call node
 //! `n0` of the run's servers. Both processes have the same worker threads.
+//!
+//! Then the time to make a TLS connection, to a tonic server in this process
+//! that serves its own listener's connections (`serve_with_incoming`, which
+//! leaves Nagle's algorithm on): tonic's `Endpoint::connect` against
+//! [`ClientTls::check_server`], the handshake a node's channel makes and its
+//! wait for the server's first bytes.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use cluster_client::{ClientConfig, Strategy};
+use std::time::Instant;
+
+use cluster_client::{ClientConfig, ClientTls, Strategy};
 use registry_actor::testing::TestCa;
 use registry_actor::TlsConfig;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
@@ -72,6 +80,7 @@ pub(crate) async fn run(report: &mut Report, setup: &Setup, server_threads: usiz
     let rounds = setup.rounds;
     interleave(&mut rows, rounds, "tls", Measure::BOTH).await;
     drop(servers);
+    let connects = connect_times(&ca, rounds).await;
     let _ = std::fs::remove_dir_all(&dir);
 
     let mut out = String::new();
@@ -109,7 +118,93 @@ pub(crate) async fn run(report: &mut Report, setup: &Setup, server_threads: usiz
             value(&row.rps, 0),
         );
     }
+    let [tonic, ours] = &connects;
+    let _ = writeln!(
+        out,
+        "\nMaking a TLS connection to a tonic server that leaves Nagle's algorithm on \
+         (`serve_with_incoming`), {CONNECTS} connections per round, the two taking turns, \
+         {rounds} rounds; each connection closed once made.\n"
+    );
+    table_head(&mut out, "| connect | median µs | ratio to tonic |");
+    let _ = writeln!(
+        out,
+        "| tonic's `Endpoint::connect` (TCP, TLS, HTTP/2 handshake) | {} | |",
+        value(tonic, 0)
+    );
+    let _ = writeln!(
+        out,
+        "| a node's channel (`ClientTls::check_server`: TCP, TLS, the connection preface, the server's first bytes) | {} | {} |",
+        value(ours, 0),
+        ratio_text(ours, tonic)
+    );
     report.section(out);
+}
+
+/// Connections made per round and way in [`connect_times`].
+const CONNECTS: usize = 10;
+
+/// Per round, the median time in µs to make a TLS connection, tonic's way
+/// and a node channel's way, to a tonic server that serves its own
+/// listener's connections (Nagle's algorithm on).
+async fn connect_times(ca: &TestCa, rounds: usize) -> [Vec<f64>; 2] {
+    use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+    let pem = ca.server();
+    let identity = Identity::from_pem(
+        std::fs::read(&pem.cert).expect("certificate"),
+        std::fs::read(&pem.key).expect("key"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let incoming = futures_util::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        Some((accepted, listener))
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        Server::builder()
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .expect("server TLS")
+            .add_service(grpc_cluster::echo::EchoService::new("connect").into_server())
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            }),
+    );
+
+    let files = TlsConfig::default()
+        .with_ca_file(&ca.ca_file)
+        .read("client.tls")
+        .expect("CA file")
+        .expect("TLS on");
+    let ours = ClientTls::from_files(&files, "client.tls").expect("client TLS");
+    let pem = std::fs::read(&ca.ca_file).expect("CA file");
+    let endpoint = Channel::from_shared(format!("https://{addr}"))
+        .expect("uri")
+        .tcp_nodelay(true)
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+        .expect("TLS settings");
+    let (mut tonic_us, mut ours_us) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..CONNECTS {
+            let start = Instant::now();
+            let channel = endpoint.connect().await.expect("tonic connects");
+            a.push(start.elapsed().as_secs_f64() * 1e6);
+            drop(channel);
+            let start = Instant::now();
+            ours.check_server(&addr.to_string())
+                .await
+                .expect("the node's handshake");
+            b.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+        tonic_us.push(median(&a));
+        ours_us.push(median(&b));
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    [tonic_us, ours_us]
 }
 
 /// A raw tonic channel to `addr` over TLS, trusting `ca`, connected.
