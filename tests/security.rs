@@ -154,6 +154,29 @@ async fn a_client_trusting_another_ca_fails_unavailable_naming_the_certificate()
     assert_eq!(stats.processed(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_spawned_on_its_own_thread_calls_a_tls_server() {
+    init_tracing();
+    let etcd = EtcdServer::start().await.expect("etcd");
+    let ca = TestCa::new(&etcd.data_dir().join("certs"), "ca");
+    let server = ca.server();
+    let (_serving, stats) = tls_server(
+        &etcd,
+        "spawned-tls-1",
+        ServerTlsConfig::default().with_identity(&server.cert, &server.key),
+    )
+    .await;
+    let config = test_config().with_tls(TlsConfig::default().with_ca_file(&ca.ca_file));
+    let client = ClusterClient::spawn(&etcd.registry_config(), config).expect("the client starts");
+
+    let reply = client
+        .call(Call::new("echo", SAY, say()))
+        .await
+        .expect("a call over TLS");
+    assert_eq!(reply.message.node_id, "spawned-tls-1");
+    assert_eq!(stats.processed(), 1);
+}
+
 /// A call to a mutual-TLS server, from a client presenting `identity` (a
 /// certificate of a CA the server does not trust) or none: refused before
 /// the service, `UNAVAILABLE`, naming what to change in `[client.tls]`.

@@ -115,6 +115,17 @@ impl ClientHandle {
         etcd: Option<Arc<str>>,
     ) -> Result<Self, Error> {
         let connection = config.validated()?;
+        Self::validated(registry, config, connection, etcd)
+    }
+
+    /// As [`new`](Self::new), with `connection`, the settings `config`'s
+    /// validation built.
+    pub(crate) fn validated(
+        registry: Addr<RegistryActor>,
+        config: ClientConfig,
+        connection: crate::ConnectionSettings,
+        etcd: Option<Arc<str>>,
+    ) -> Result<Self, Error> {
         let arbiter = Arbiter::try_current().ok_or_else(|| {
             Error::Config(InvalidValue::new(
                 "client",

@@ -48,7 +48,7 @@ impl ClusterClient {
     /// thread cannot be started.
     pub fn spawn(registry: &RegistryConfig, config: ClientConfig) -> Result<ClientHandle, Error> {
         registry.validate()?;
-        config.validate()?;
+        let connection = config.validated()?;
         let registry = registry.clone();
         let (made, ready) = mpsc::sync_channel(1);
         thread::Builder::new()
@@ -59,7 +59,7 @@ impl ClusterClient {
                     let etcd = registry_actor::connect(&registry).await?;
                     let endpoints: Arc<str> = registry.endpoints().join(",").into();
                     let registry = RegistryActor::new(etcd, &registry).start();
-                    ClientHandle::new(registry, config, Some(endpoints))
+                    ClientHandle::validated(registry, config, connection, Some(endpoints))
                         .map(|handle| (handle, System::current()))
                 });
                 let started = handle.is_ok();
