@@ -187,8 +187,10 @@ impl ClientTls {
     }
 
     /// Connects to `addr` (`host:port`) and makes the TLS handshake a node's
-    /// channel makes, then closes the connection: for tools that report on a
-    /// server. Not bounded in time: bound it by the caller's timeout.
+    /// channel makes (under TLS 1.3: the HTTP/2 connection preface sent and
+    /// the server's first bytes read), then closes the connection: for tools
+    /// that report on a server. Not bounded in time: bound it by the
+    /// caller's timeout.
     ///
     /// # Errors
     ///
