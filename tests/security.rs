@@ -115,6 +115,12 @@ async fn round_robin_and_failover_over_mutual_tls() {
     round_robin_and_failover(true).await;
 }
 
+/// Server TLS with `ca`'s server certificate (for `127.0.0.1` and `localhost`).
+fn identity_of(ca: &TestCa) -> ServerTlsConfig {
+    let server = ca.server();
+    ServerTlsConfig::default().with_identity(&server.cert, &server.key)
+}
+
 /// A TLS server registered in `etcd`, serving `echo` in this process.
 async fn tls_server(
     etcd: &EtcdServer,
@@ -135,13 +141,7 @@ async fn a_client_trusting_another_ca_fails_unavailable_naming_the_certificate()
     let dir = etcd.data_dir().join("certs");
     let ca = TestCa::new(&dir, "ca");
     let other = TestCa::new(&dir, "other");
-    let server = ca.server();
-    let (_serving, stats) = tls_server(
-        &etcd,
-        "tls-1",
-        ServerTlsConfig::default().with_identity(&server.cert, &server.key),
-    )
-    .await;
+    let (_serving, stats) = tls_server(&etcd, "tls-1", identity_of(&ca)).await;
     let config = test_config().with_tls(TlsConfig::default().with_ca_file(&other.ca_file));
     let (_registry, client) = start_client(&etcd.registry_config(), config).await;
 
@@ -159,13 +159,7 @@ async fn a_client_spawned_on_its_own_thread_calls_a_tls_server() {
     init_tracing();
     let etcd = EtcdServer::start().await.expect("etcd");
     let ca = TestCa::new(&etcd.data_dir().join("certs"), "ca");
-    let server = ca.server();
-    let (_serving, stats) = tls_server(
-        &etcd,
-        "spawned-tls-1",
-        ServerTlsConfig::default().with_identity(&server.cert, &server.key),
-    )
-    .await;
+    let (_serving, stats) = tls_server(&etcd, "spawned-tls-1", identity_of(&ca)).await;
     let config = test_config().with_tls(TlsConfig::default().with_ca_file(&ca.ca_file));
     let client = ClusterClient::spawn(&etcd.registry_config(), config).expect("the client starts");
 
@@ -185,13 +179,10 @@ async fn refused_by_a_mutual_tls_server(foreign_identity: bool, names: &[&str]) 
     let etcd = EtcdServer::start().await.expect("etcd");
     let dir = etcd.data_dir().join("certs");
     let ca = TestCa::new(&dir, "ca");
-    let server = ca.server();
     let (_serving, stats) = tls_server(
         &etcd,
         "mtls-1",
-        ServerTlsConfig::default()
-            .with_identity(&server.cert, &server.key)
-            .with_client_ca_file(&ca.ca_file),
+        identity_of(&ca).with_client_ca_file(&ca.ca_file),
     )
     .await;
     let mut tls = TlsConfig::default().with_ca_file(&ca.ca_file);

@@ -115,12 +115,12 @@ impl ClientHandle {
         etcd: Option<Arc<str>>,
     ) -> Result<Self, Error> {
         let connection = config.validated()?;
-        Self::validated(registry, config, connection, etcd)
+        Self::from_validated(registry, config, connection, etcd)
     }
 
     /// As [`new`](Self::new), with `connection`, the settings `config`'s
     /// validation built.
-    pub(crate) fn validated(
+    pub(crate) fn from_validated(
         registry: Addr<RegistryActor>,
         config: ClientConfig,
         connection: crate::ConnectionSettings,

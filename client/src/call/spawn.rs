@@ -59,7 +59,7 @@ impl ClusterClient {
                     let etcd = registry_actor::connect(&registry).await?;
                     let endpoints: Arc<str> = registry.endpoints().join(",").into();
                     let registry = RegistryActor::new(etcd, &registry).start();
-                    ClientHandle::validated(registry, config, connection, Some(endpoints))
+                    ClientHandle::from_validated(registry, config, connection, Some(endpoints))
                         .map(|handle| (handle, System::current()))
                 });
                 let started = handle.is_ok();

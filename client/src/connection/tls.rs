@@ -332,7 +332,7 @@ impl Preface {
 #[derive(Debug, Default)]
 struct Early {
     bytes: Vec<u8>,
-    /// How many of them were read.
+    /// How many of them were given to reads.
     given: usize,
 }
 
