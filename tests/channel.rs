@@ -154,6 +154,21 @@ async fn one_node() -> (Cluster, Addr<ClusterClient>, Stub) {
     (cluster, client, stub)
 }
 
+/// What a caller put in its request's extensions.
+#[derive(Debug, Clone, PartialEq)]
+struct Marker;
+
+#[actix_rt::test]
+async fn a_response_carries_its_call_record_and_none_of_the_requests_extensions() {
+    let (_cluster, _client, mut stub) = one_node().await;
+    let mut request = Request::new(say("marked"));
+    request.extensions_mut().insert(Marker);
+    let reply = stub.say(request).await.expect("answered");
+    assert_eq!(record(&reply).node.id(), "a");
+    assert_eq!(reply.extensions().get::<Marker>(), None);
+    assert_eq!(reply.into_inner().message, "marked");
+}
+
 #[actix_rt::test]
 async fn round_robin_spreads_generated_client_calls_evenly_over_three_nodes() {
     let mut cluster = Cluster::start().await;

@@ -7,8 +7,11 @@
 
 use std::future::Future;
 
+use http::HeaderValue;
+use tonic::metadata::MetadataMap;
 use tonic::Status;
 
+use super::status::GRPC_TIMEOUT_HEADER;
 use crate::connection::Connection;
 use crate::Method;
 
@@ -18,6 +21,24 @@ pub(crate) trait Rpc<Req, Resp>: Send + Sync + 'static {
     /// The method's path, `/package.Service/Method`; its settings are looked
     /// up by it.
     fn path(&self) -> &str;
+
+    /// The request of one attempt: `message` with the call's `metadata`,
+    /// and `timeout` (the attempt's remaining time) sent as its
+    /// `grpc-timeout`, over any in the metadata.
+    fn request(
+        &self,
+        message: Req,
+        metadata: MetadataMap,
+        timeout: HeaderValue,
+    ) -> tonic::Request<Req> {
+        let mut request = tonic::Request::new(message);
+        *request.metadata_mut() = metadata;
+        request
+            .metadata_mut()
+            .as_mut()
+            .insert(GRPC_TIMEOUT_HEADER, timeout);
+        request
+    }
 
     /// Sends one attempt of `request` on `connection`.
     fn send(

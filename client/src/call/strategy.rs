@@ -29,7 +29,7 @@ use super::error::CallError;
 use super::messages::{Attempt, BroadcastReply, Completion, NodeResult, Reply};
 use super::rpc::Rpc;
 use super::service::Service;
-use super::status::{grpc_timeout, pushback, GRPC_TIMEOUT_HEADER};
+use super::status::{grpc_timeout, pushback};
 use crate::connection::HomeKey;
 use crate::observe::CallObserver;
 use crate::picker::{Attach, Fast, PushedBack, WaitDiscovered, WaitNodes};
@@ -279,12 +279,9 @@ where
             Some(t) if now + t < self.deadline => (now + t, true),
             _ => (self.deadline, false),
         };
-        let mut request = tonic::Request::new(message);
-        *request.metadata_mut() = metadata;
-        request
-            .metadata_mut()
-            .as_mut()
-            .insert(GRPC_TIMEOUT_HEADER, grpc_timeout(until - now));
+        let mut request = self
+            .method
+            .request(message, metadata, grpc_timeout(until - now));
         observer.inject(request.metadata_mut());
         // The attempt runs in this task: timing out drops it, which cancels the RPC.
         // Boxed: the RPC's future is large, and the attempt's future is moved

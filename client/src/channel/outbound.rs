@@ -3,22 +3,26 @@
 
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
 use http::uri::PathAndQuery;
+use http::HeaderValue;
+use parking_lot::Mutex;
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 use super::replay::Replay;
-use crate::call::Rpc;
+use crate::call::{Rpc, GRPC_TIMEOUT_HEADER};
 use crate::connection::Connection;
 
 /// One request of a [`ClusterChannel`](super::ClusterChannel): its head and
-/// its body, as its attempts send them. Cheap to clone.
+/// its body, as its attempts send them, and the `grpc-timeout` of the
+/// attempt at hand.
 #[derive(Clone, Debug)]
 pub(crate) struct Outbound {
     sent: Sent,
+    /// The attempt's remaining time, set as the attempt is made; sent as its
+    /// `grpc-timeout`, over the one the request came with.
+    timeout: Option<HeaderValue>,
 }
 
 /// How a request is sent.
@@ -58,6 +62,7 @@ impl Outbound {
     pub(crate) fn replayed(parts: http::request::Parts, body: Body, retry_buffer: usize) -> Self {
         Self {
             sent: Sent::Replayed(Arc::new(Self::head(parts)), Replay::new(body, retry_buffer)),
+            timeout: None,
         }
     }
 
@@ -65,6 +70,7 @@ impl Outbound {
     pub(crate) fn once(parts: http::request::Parts, body: Body) -> Self {
         Self {
             sent: Sent::Once(Arc::new(Mutex::new(Some((Self::head(parts), body))))),
+            timeout: None,
         }
     }
 
@@ -106,6 +112,9 @@ impl Outbound {
                 }
             }
         }
+        if let Some(timeout) = self.timeout {
+            headers.insert(GRPC_TIMEOUT_HEADER, timeout);
+        }
         *request.headers_mut() = headers;
         Ok(request)
     }
@@ -129,6 +138,20 @@ impl Raw {
 impl Rpc<Outbound, http::Response<Body>> for Raw {
     fn path(&self) -> &str {
         self.path.path()
+    }
+
+    /// The attempt's `grpc-timeout` goes into the request's own head when it
+    /// is sent: no header map is made for it.
+    fn request(
+        &self,
+        mut message: Outbound,
+        metadata: MetadataMap,
+        timeout: HeaderValue,
+    ) -> tonic::Request<Outbound> {
+        message.timeout = Some(timeout);
+        let mut request = tonic::Request::new(message);
+        *request.metadata_mut() = metadata;
+        request
     }
 
     async fn send(
@@ -174,6 +197,34 @@ mod tests {
             .into_http(MetadataMap::new())
             .expect_err("the body is gone");
         assert_eq!(second.code(), tonic::Code::Internal);
+    }
+
+    #[test]
+    fn an_attempt_sends_its_own_grpc_timeout_over_the_requests() {
+        let mut parts = parts();
+        parts
+            .headers
+            .insert(GRPC_TIMEOUT_HEADER, HeaderValue::from_static("5S"));
+        let raw = Raw::new(PathAndQuery::from_static("/s/m"));
+        for outbound in [
+            Outbound::once(parts.clone(), Body::empty()),
+            Outbound::replayed(parts, Body::empty(), 1024),
+        ] {
+            let (metadata, _, outbound) = raw
+                .request(
+                    outbound,
+                    MetadataMap::new(),
+                    HeaderValue::from_static("250m"),
+                )
+                .into_parts();
+            let request = outbound.into_http(metadata).expect("sent");
+            let timeouts: Vec<_> = request
+                .headers()
+                .get_all(GRPC_TIMEOUT_HEADER)
+                .iter()
+                .collect();
+            assert_eq!(timeouts, ["250m"]);
+        }
     }
 
     #[test]

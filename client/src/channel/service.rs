@@ -131,6 +131,9 @@ impl ClusterChannel {
     fn run(&self, request: http::Request<Body>) -> ResponseFuture {
         let (mut parts, body) = request.into_parts();
         let options = self.options(&mut parts);
+        // Not sent: the map is kept, emptied, for the response's record.
+        let mut extensions = std::mem::take(&mut parts.extensions);
+        extensions.clear();
         let path = parts
             .uri
             .path_and_query()
@@ -144,7 +147,7 @@ impl ClusterChannel {
             .handle
             .plan(&self.service, Raw::new(path), outbound, options, false);
         let inner = self.handle.holding_thread(run_planned(planned));
-        ResponseFuture { inner }
+        ResponseFuture { inner, extensions }
     }
 }
 
@@ -191,6 +194,9 @@ impl tower::Service<http::Request<Body>> for ClusterChannel {
 /// or the call's final status.
 pub struct ResponseFuture {
     inner: CallFuture<Reply<http::Response<Body>>>,
+    /// The request's extensions map, emptied: the response's, so that its
+    /// record takes no map of its own.
+    extensions: http::Extensions,
 }
 
 impl std::fmt::Debug for ResponseFuture {
@@ -206,11 +212,14 @@ impl Future for ResponseFuture {
         self.inner.as_mut().poll(cx).map(|answer| match answer {
             Ok(reply) => {
                 let mut response = reply.message;
-                response.extensions_mut().insert(CallRecord {
+                let mut extensions = std::mem::take(&mut self.extensions);
+                extensions.extend(std::mem::take(response.extensions_mut()));
+                extensions.insert(CallRecord {
                     node: reply.node,
                     attempts: reply.attempts,
                     latency: reply.latency,
                 });
+                *response.extensions_mut() = extensions;
                 Ok(response)
             }
             Err(error) => {
