@@ -31,6 +31,19 @@ pub(crate) fn recorder() -> &'static grpc_cluster::metrics::Metrics {
     })
 }
 
+/// What observes the observed row: the process's Prometheus recorder,
+/// installed by this call if it was not, and an info-level `fmt` subscriber
+/// writing to a sink.
+pub(crate) fn observing() -> Dispatch {
+    recorder();
+    Dispatch::new(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::sink)
+            .finish(),
+    )
+}
+
 pub(crate) async fn run(report: &mut Report, setup: &Setup) {
     let registry = &setup.registry;
     let plain =
@@ -43,13 +56,10 @@ pub(crate) async fn run(report: &mut Report, setup: &Setup) {
             .is_some(),
         "observe: first plain call"
     );
+    let observing = observing();
     let metrics = recorder();
     let observed =
         Via::handle(&listed_client(registry, ClientConfig::default(), "echo", 1).await).await;
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(std::io::sink)
-        .finish();
     let mut rows = [
         Row::new(
             "`ClientHandle::call` failfast, not observed",
@@ -62,7 +72,7 @@ pub(crate) async fn run(report: &mut Report, setup: &Setup) {
             "`ClientHandle::call` failfast, metrics + spans",
             Caller::Observed(
                 Box::new(Caller::Cluster(observed, "echo", Strategy::Failfast)),
-                Dispatch::new(subscriber),
+                observing,
             ),
         ),
     ];

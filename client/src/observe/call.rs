@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
-use tracing::field::Empty;
+use tracing::field::{display, Empty};
 use tracing::instrument::Instrumented;
 use tracing::{debug, Instrument, Span};
 
@@ -89,13 +89,15 @@ impl CallObserver {
     /// The observer of a call of `metrics`' method, run as `shape`; its span
     /// is a child of the current span.
     pub(crate) fn new(metrics: Arc<MethodMetrics>, shape: Shape) -> Self {
-        // The fields are evaluated only when the span is enabled.
+        // The fields are evaluated only when the span is enabled. Text goes
+        // in as `Display`: a formatting subscriber writes it as it is,
+        // where a `&str` would be escaped character by character.
         let span = tracing::info_span!(
             "call",
-            rpc.system = "grpc",
-            rpc.service = split_path(metrics.path()).0,
-            rpc.method = split_path(metrics.path()).1,
-            service = &**metrics.service(),
+            rpc.system = %"grpc",
+            rpc.service = %split_path(metrics.path()).0,
+            rpc.method = %split_path(metrics.path()).1,
+            service = %&**metrics.service(),
             strategy = %shape,
             attempts = Empty,
             code = Empty,
@@ -128,10 +130,10 @@ impl CallObserver {
         let span = tracing::info_span!(
             parent: &self.span,
             "attempt",
-            node = node.id(),
-            server.address = node.addr(),
+            node = %node.id(),
+            server.address = %node.addr(),
             attempt = n,
-            kind = kind.name(),
+            kind = %kind.name(),
             code = Empty,
         );
         AttemptObserver {
@@ -213,7 +215,7 @@ impl AttemptObserver<'_> {
     fn record(&mut self, code: Code) {
         self.done = true;
         self.call.metrics.attempt(self.kind, code);
-        self.span.record("code", code_label(code));
+        self.span.record("code", display(code_label(code)));
     }
 }
 
@@ -277,7 +279,7 @@ where
             call.as_ref()
                 .get_ref()
                 .span()
-                .record("code", code_label(code));
+                .record("code", display(code_label(code)));
         }
         Poll::Ready(result)
     }

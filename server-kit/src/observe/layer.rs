@@ -14,7 +14,7 @@ use registry_actor::metrics::code_name;
 use tonic::transport::server::TcpConnectInfo;
 use tonic::Code;
 use tower::{Layer, Service};
-use tracing::field::Empty;
+use tracing::field::{display, Empty};
 use tracing::Span;
 
 use super::context;
@@ -69,15 +69,17 @@ where
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
         let metrics = self.methods.method(request.uri().path());
+        // Text goes in as `Display`: a formatting subscriber writes it as it
+        // is, where a `&str` would be escaped character by character.
         let span = tracing::info_span!(
             "request",
-            method = request.uri().path(),
+            method = %request.uri().path(),
             caller = Empty,
             code = Empty,
         );
         if !span.is_disabled() {
             if let Some(caller) = caller_of(&request) {
-                span.record("caller", caller.as_str());
+                span.record("caller", display(caller.as_str()));
             }
             context::set_parent(&span, request.headers());
         }
@@ -125,7 +127,7 @@ impl End {
     fn record(self, code: Code) {
         self.metrics
             .request(code, self.started.elapsed().as_secs_f64());
-        self.span.record("code", code_name(code));
+        self.span.record("code", display(code_name(code)));
     }
 }
 
