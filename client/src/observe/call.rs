@@ -95,8 +95,8 @@ impl CallObserver {
         let span = tracing::info_span!(
             "call",
             rpc.system = %"grpc",
-            rpc.service = %split_path(metrics.path()).0,
-            rpc.method = %split_path(metrics.path()).1,
+            rpc.service = %metrics.rpc_names().0,
+            rpc.method = %metrics.rpc_names().1,
             service = %&**metrics.service(),
             strategy = %shape,
             attempts = Empty,
@@ -291,21 +291,9 @@ pub(crate) trait Outcome {
     fn code(&self) -> Code;
 }
 
-/// `/package.Service/Method` as (`package.Service`, `Method`).
-fn split_path(path: &str) -> (&str, &str) {
-    let path = path.strip_prefix('/').unwrap_or(path);
-    path.rsplit_once('/').unwrap_or(("", path))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_path_splits_into_service_and_method() {
-        assert_eq!(split_path("/echo.v1.Echo/Say"), ("echo.v1.Echo", "Say"));
-        assert_eq!(split_path("Say"), ("", "Say"));
-    }
 
     #[test]
     fn attempt_kinds_follow_the_strategy() {

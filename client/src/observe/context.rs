@@ -23,13 +23,13 @@ pub(crate) fn inject(span: &Span, metadata: &mut MetadataMap) {
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-    if span.is_disabled() || metadata.contains_key(TRACEPARENT) {
+    if span.is_disabled() {
         return;
     }
     let context = span.context();
     let span_ref = context.span();
     let parent = span_ref.span_context();
-    if !parent.is_valid() {
+    if !parent.is_valid() || metadata.contains_key(TRACEPARENT) {
         return;
     }
     let header = format!(

@@ -1,5 +1,6 @@
 //! The client's metric handles, resolved once per service and method.
 
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -127,6 +128,8 @@ impl ServiceMetrics {
 pub(crate) struct MethodMetrics {
     service: Arc<str>,
     method: Arc<str>,
+    /// Where the path's gRPC service and method names lie in it.
+    rpc: (Range<usize>, Range<usize>),
     calls: [Lazy<Counter>; CODES],
     attempts: [[Lazy<Counter>; CODES]; AttemptKind::ALL],
     duration: Lazy<Histogram>,
@@ -136,6 +139,7 @@ impl MethodMetrics {
     fn new(service: Arc<str>, method: Arc<str>) -> Self {
         Self {
             service,
+            rpc: rpc_names(&method),
             method,
             calls: Default::default(),
             attempts: Default::default(),
@@ -151,6 +155,16 @@ impl MethodMetrics {
     /// The gRPC path.
     pub(crate) fn path(&self) -> &Arc<str> {
         &self.method
+    }
+
+    /// The path's gRPC service and method names: `/package.Service/Method`
+    /// as (`package.Service`, `Method`), a path without a service as (``,
+    /// the path).
+    pub(crate) fn rpc_names(&self) -> (&str, &str) {
+        (
+            &self.method[self.rpc.0.clone()],
+            &self.method[self.rpc.1.clone()],
+        )
     }
 
     /// Counts a finished call and its latency.
@@ -222,5 +236,34 @@ impl PickerMetrics {
     /// Counts an ejection.
     pub(crate) fn ejected(&self) {
         self.ejections.increment(1);
+    }
+}
+
+/// Where the gRPC service and method names lie in `path` (see
+/// [`MethodMetrics::rpc_names`]).
+fn rpc_names(path: &str) -> (Range<usize>, Range<usize>) {
+    let start = usize::from(path.starts_with('/'));
+    match path[start..].rfind('/') {
+        Some(at) => (start..start + at, start + at + 1..path.len()),
+        None => (start..start, start..path.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_splits_into_its_service_and_method_names() {
+        for (path, names) in [
+            ("/echo.v1.Echo/Say", ("echo.v1.Echo", "Say")),
+            ("echo.v1.Echo/Say", ("echo.v1.Echo", "Say")),
+            ("/Say", ("", "Say")),
+            ("Say", ("", "Say")),
+            ("", ("", "")),
+        ] {
+            let metrics = MethodMetrics::new("echo".into(), path.into());
+            assert_eq!(metrics.rpc_names(), names, "{path:?}");
+        }
     }
 }
