@@ -35,10 +35,11 @@
 //! `LOAD_KIT_ROUNDS=N` paired rounds of `server_kit` (default 40);
 //! `LOAD_SERVER_THREADS=N` worker threads of the echo servers (default 1);
 //! `LOAD_SCALE_NODES=N` nodes of the `scale` section (default 100,000).
-//! `LOAD_PROFILE=failfast` (or `failfast-send`, `observed`, `raw`, `raw-bare`,
-//! `stub`, `stub-raw`, `round_robin`, `least_request`, `balance_list`; `:c1` appended for
-//! concurrency 1) only runs that client's 100,000 calls (`LOAD_PROFILE_CALLS=N`
-//! for another count, rounded down to whole rounds), for a profiler;
+//! `LOAD_PROFILE=failfast` (or `failfast-send`, `observed`,
+//! `observed-registry`, `raw`, `raw-bare`, `stub`, `stub-raw`, `round_robin`,
+//! `least_request`, `balance_list`; `:c1` appended for concurrency 1) only
+//! runs that client's 100,000 calls (`LOAD_PROFILE_CALLS=N` for another
+//! count, rounded down to whole rounds), for a profiler;
 //! `server_kit` (or `server_kit-plain`) serves that many calls at c=64 on the
 //! kit (or plain tonic) alone, as the `server_kit` section's servers run
 //! (metrics recorded)
@@ -103,8 +104,9 @@ const SERVERS: usize = 8;
 
 /// For a profiler: one client's calls alone, 100,000 at concurrency 64, or one
 /// at a time with a `:c1` suffix (`failfast:c1`). To one node: `failfast`,
-/// `failfast-send` (the cluster client), `observed` (`failfast` with the
-/// `observe` section's recorder and subscriber), `raw` (tonic + deadline),
+/// `failfast-send` (the cluster client), `observed` and `observed-registry`
+/// (`failfast` with the `observe` section's recorder and `fmt` or registry
+/// subscriber), `raw` (tonic + deadline),
 /// `raw-bare` (tonic, no deadline); to three: `round_robin`, `least_request`,
 /// `balance_list`.
 fn profile(which: &str) {
@@ -153,14 +155,15 @@ fn profile(which: &str) {
                     .with_options(CallOptions::new().with_strategy(Strategy::Failfast));
                 Caller::ClusterStub(EchoClient::new(channel), deadline())
             }
-            "observed" => Caller::Observed(
-                Box::new(Caller::Cluster(
-                    Via::handle(&client).await,
-                    service,
-                    Strategy::Failfast,
-                )),
-                observe::observing(),
-            ),
+            "observed" | "observed-registry" => {
+                let spans = observe::CallSpans::default();
+                let dispatch = match name {
+                    "observed" => observe::observing(spans),
+                    _ => observe::observing_unformatted(spans),
+                };
+                let call = Caller::Cluster(Via::handle(&client).await, service, Strategy::Failfast);
+                Caller::Observed(Box::new(call), dispatch)
+            }
             _ => Caller::Cluster(Via::handle(&client).await, service, Strategy::Failfast),
         };
         let mut row = Row::new("profile", caller);

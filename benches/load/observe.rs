@@ -1,22 +1,26 @@
 //! Section `observe`: the cost of observability on the call path.
 //! `ClientHandle::call` failfast to 1 node with nothing observing (no metrics
 //! recorder, no `tracing` subscriber) against the same with the Prometheus
-//! recorder installed and an info-level `fmt` subscriber writing to a sink:
-//! p50 at concurrency 1, calls/s at 64.
+//! recorder installed and an info-level subscriber: `fmt` writing to a sink
+//! (the target's row), and `tracing_subscriber`'s registry alone, which keeps
+//! spans and formats nothing. p50 at concurrency 1, calls/s at 64.
 //!
 //! The recorder is global: the plain row's client resolves its metric
-//! handles (to no-ops) before [`recorder`] installs it, the observed row's
+//! handles (to no-ops) before [`recorder`] installs it, the observed rows'
 //! after. Sections run after this one (the server kit's) run with the
-//! recorder on. Both rows run each call inside `WithDispatch` (the plain row
+//! recorder on. Every row runs each call inside `WithDispatch` (the plain row
 //! with `Dispatch::none()`), so the per-poll cost of switching dispatchers,
 //! which an application with one global subscriber does not pay, is the same
-//! on both sides.
+//! on every side.
 
 use std::fmt::Write as _;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use cluster_client::{ClientConfig, Strategy};
-use tracing::Dispatch;
+use tracing::span::{Attributes, Id};
+use tracing::{Dispatch, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
 use crate::cluster::{listed_client, Setup};
 use crate::harness::{interleave, Caller, Measure, Row, Via, CONCURRENCY, THROUGHPUT_CALLS};
@@ -31,16 +35,50 @@ pub(crate) fn recorder() -> &'static grpc_cluster::metrics::Metrics {
     })
 }
 
+/// Counts the `call` spans a subscriber makes: the proof that a row's calls
+/// were observed. (With scoped dispatchers, `tracing` can cache a callsite
+/// as disabled for every subscriber when it is first hit outside them, so
+/// that a subscriber in force sees no span.)
+#[derive(Clone, Default)]
+pub(crate) struct CallSpans(Arc<AtomicU64>);
+
+impl CallSpans {
+    fn made(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl<S: Subscriber> Layer<S> for CallSpans {
+    fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
+        if attrs.metadata().name() == "call" {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// What observes the observed row: the process's Prometheus recorder,
 /// installed by this call if it was not, and an info-level `fmt` subscriber
-/// writing to a sink.
-pub(crate) fn observing() -> Dispatch {
+/// writing to a sink; `spans` counts its `call` spans.
+pub(crate) fn observing(spans: CallSpans) -> Dispatch {
     recorder();
     Dispatch::new(
         tracing_subscriber::fmt()
             .with_max_level(tracing::Level::INFO)
             .with_writer(std::io::sink)
-            .finish(),
+            .finish()
+            .with(spans),
+    )
+}
+
+/// The recorder, installed if it was not, and an info-level subscriber that
+/// keeps spans and formats nothing (`tracing_subscriber`'s registry); `spans`
+/// counts its `call` spans.
+pub(crate) fn observing_unformatted(spans: CallSpans) -> Dispatch {
+    recorder();
+    Dispatch::new(
+        tracing_subscriber::registry()
+            .with(spans)
+            .with(tracing_subscriber::filter::LevelFilter::INFO),
     )
 }
 
@@ -56,9 +94,12 @@ pub(crate) async fn run(report: &mut Report, setup: &Setup) {
             .is_some(),
         "observe: first plain call"
     );
-    let observing = observing();
+    let (formatted_spans, unformatted_spans) = (CallSpans::default(), CallSpans::default());
+    let observing = observing(formatted_spans.clone());
     let metrics = recorder();
     let observed =
+        Via::handle(&listed_client(registry, ClientConfig::default(), "echo", 1).await).await;
+    let unformatted =
         Via::handle(&listed_client(registry, ClientConfig::default(), "echo", 1).await).await;
     let mut rows = [
         Row::new(
@@ -69,10 +110,17 @@ pub(crate) async fn run(report: &mut Report, setup: &Setup) {
             ),
         ),
         Row::new(
-            "`ClientHandle::call` failfast, metrics + spans",
+            "`ClientHandle::call` failfast, metrics + spans (`fmt`)",
             Caller::Observed(
                 Box::new(Caller::Cluster(observed, "echo", Strategy::Failfast)),
                 observing,
+            ),
+        ),
+        Row::new(
+            "`ClientHandle::call` failfast, metrics + spans (registry, nothing formatted)",
+            Caller::Observed(
+                Box::new(Caller::Cluster(unformatted, "echo", Strategy::Failfast)),
+                observing_unformatted(unformatted_spans.clone()),
             ),
         ),
     ];
@@ -86,16 +134,25 @@ pub(crate) async fn run(report: &mut Report, setup: &Setup) {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>();
     assert!(counted > 0.0, "observe: the observed calls are counted");
+    for (row, spans) in [(1, &formatted_spans), (2, &unformatted_spans)] {
+        assert!(
+            spans.made() > 0,
+            "observe: the calls of `{}` made no span",
+            rows[row].name
+        );
+    }
 
     let mut out = String::new();
     let _ = writeln!(
         out,
         "## Observability cost: `ClientHandle::call` failfast, 1 node\n\n\
          Not observed: no metrics recorder, no `tracing` subscriber. Observed: the Prometheus \
-         recorder of `grpc_cluster::metrics::install` and a `tracing_subscriber::fmt` \
-         subscriber at info writing to a sink (each call a `call` and an `attempt` span, and \
-         its counters and histogram). Both rows run each call under `WithDispatch` (the \
-         plain row with no subscriber). Rows interleaved as in `unary`, {rounds} rounds, \
+         recorder of `grpc_cluster::metrics::install` and a subscriber at info (each call a \
+         `call` and an `attempt` span, and its counters and histogram): \
+         `tracing_subscriber::fmt` writing to a sink, which formats each span's fields as \
+         the span is made and recorded (the target's row), or `tracing_subscriber`'s registry \
+         alone, which keeps the spans and formats nothing. Every row runs each call under \
+         `WithDispatch` (the plain row with no subscriber). Rows interleaved as in `unary`, {rounds} rounds, \
          {THROUGHPUT_CALLS} calls at c={CONCURRENCY} per row and round; {counted:.0} calls \
          counted by the recorder.\n"
     );
