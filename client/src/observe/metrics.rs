@@ -158,8 +158,8 @@ impl MethodMetrics {
     }
 
     /// The path's gRPC service and method names: `/package.Service/Method`
-    /// as (`package.Service`, `Method`), a path without a service as (``,
-    /// the path).
+    /// as (`package.Service`, `Method`); a path without a service has an
+    /// empty service name.
     pub(crate) fn rpc_names(&self) -> (&str, &str) {
         (
             &self.method[self.rpc.0.clone()],
