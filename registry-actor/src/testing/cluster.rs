@@ -30,9 +30,10 @@ impl EtcdCluster {
     /// When `etcd` is not installed, or the cluster is not ready within 20 s on
     /// any of three sets of ports.
     pub async fn start(size: usize) -> io::Result<Self> {
+        super::leftovers::clean(&std::env::temp_dir());
         let mut last_err = None;
         for _ in 0..3 {
-            let name = unique_name("gc-cluster");
+            let name = unique_name(super::leftovers::CLUSTER);
             let dir = temp_dir(&name);
             let members = (0..size)
                 .map(|i| Member::new(format!("{name}-m{i}"), dir.join(format!("m{i}"))))

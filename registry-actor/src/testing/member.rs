@@ -128,6 +128,7 @@ impl Member {
                     format!("cannot run `etcd` ({e}); install it with scripts/bootstrap"),
                 )
             })?;
+        super::leftovers::record_pid(&self.dir, child.id());
         self.child = Some(child);
         Ok(())
     }

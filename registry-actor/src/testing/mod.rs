@@ -21,6 +21,11 @@
 //! Members run with a 50 ms heartbeat and a 500 ms election timeout, so a lost
 //! leader is replaced within about a second.
 //!
+//! A test process that dies without dropping its fixtures (a crash, a
+//! signal) leaves their etcd processes and directories behind; the next
+//! fixture to start, in any test process, kills and removes them (on Linux,
+//! where `/proc` tells which test processes are gone).
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -41,6 +46,7 @@
 
 mod certs;
 mod cluster;
+mod leftovers;
 mod logs;
 mod member;
 mod security;

@@ -41,9 +41,10 @@ impl EtcdServer {
     ///
     /// As [`start`](Self::start), and when authentication cannot be turned on.
     pub async fn start_secured(security: EtcdSecurity) -> io::Result<Self> {
+        super::leftovers::clean(&std::env::temp_dir());
         let mut last_err = None;
         for _ in 0..3 {
-            let name = unique_name("gc-test");
+            let name = unique_name(super::leftovers::SERVER);
             let dir = temp_dir(&name);
             let mut member = Member::new(name, dir.clone())?;
             member.access.tls = security.tls_files(&dir);
