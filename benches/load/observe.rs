@@ -36,9 +36,9 @@ pub(crate) fn recorder() -> &'static grpc_cluster::metrics::Metrics {
 }
 
 /// Counts the `call` spans a subscriber makes: the proof that a row's calls
-/// were observed. (With scoped dispatchers, `tracing` can cache a callsite
-/// as disabled for every subscriber when it is first hit outside them, so
-/// that a subscriber in force sees no span.)
+/// were observed. (With the `fmt` subscriber as the only scoped dispatcher
+/// in the process, the callsites being first hit outside it by the plain
+/// client, its calls made no span.)
 #[derive(Clone, Default)]
 pub(crate) struct CallSpans(Arc<AtomicU64>);
 
