@@ -15,7 +15,6 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-
 use std::time::Instant;
 
 use cluster_client::{ClientConfig, ClientTls, Strategy};

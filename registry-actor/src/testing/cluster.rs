@@ -30,7 +30,7 @@ impl EtcdCluster {
     /// When `etcd` is not installed, or the cluster is not ready within 20 s on
     /// any of three sets of ports.
     pub async fn start(size: usize) -> io::Result<Self> {
-        super::leftovers::clean(&std::env::temp_dir());
+        super::leftovers::clean_once();
         let mut last_err = None;
         for _ in 0..3 {
             let name = unique_name(super::leftovers::CLUSTER);

@@ -1,6 +1,6 @@
 //! What test processes that died without dropping their fixtures (a crash,
 //! a signal, a timeout's kill) left behind: their etcd processes and data
-//! directories, cleaned up by the next fixture that starts.
+//! directories, cleaned up by the first fixture the next process starts.
 //!
 //! A fixture's directory is named `{prefix}-{pid}-…` after the test process
 //! that made it, and each member's directory holds its etcd's pid. Where
@@ -25,6 +25,13 @@ const PID_FILE: &str = "etcd.pid";
 pub(super) fn record_pid(dir: &Path, pid: u32) {
     // Only a later cleanup reads it: failing to write loses nothing else.
     let _ = std::fs::write(dir.join(PID_FILE), pid.to_string());
+}
+
+/// [`clean`]s the temp dir, once per process: what dies after that is the
+/// next process's to clean.
+pub(super) fn clean_once() {
+    static CLEANED: std::sync::Once = std::sync::Once::new();
+    CLEANED.call_once(|| clean(&std::env::temp_dir()));
 }
 
 /// Removes the fixtures' directories under `temp` whose test process is

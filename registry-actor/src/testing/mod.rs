@@ -22,8 +22,8 @@
 //! leader is replaced within about a second.
 //!
 //! A test process that dies without dropping its fixtures (a crash, a
-//! signal) leaves their etcd processes and directories behind; the next
-//! fixture to start, in any test process, kills and removes them (on Linux,
+//! signal) leaves their etcd processes and directories behind; the first
+//! fixture the next test process starts kills and removes them (on Linux,
 //! where `/proc` tells which test processes are gone).
 //!
 //! # Examples

@@ -41,7 +41,7 @@ impl EtcdServer {
     ///
     /// As [`start`](Self::start), and when authentication cannot be turned on.
     pub async fn start_secured(security: EtcdSecurity) -> io::Result<Self> {
-        super::leftovers::clean(&std::env::temp_dir());
+        super::leftovers::clean_once();
         let mut last_err = None;
         for _ in 0..3 {
             let name = unique_name(super::leftovers::SERVER);
