@@ -3,6 +3,7 @@
 //! `least_request`: calls/s at 64, and which node answered.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 
 use cluster_client::{Balancer, ClientConfig, Strategy};
 use tonic::transport::Channel;
@@ -14,15 +15,19 @@ use crate::harness::{
 use crate::report::{ratio, ratio_text, table_head, value, Report, Target};
 
 /// Nodes of the section (service `echo3`).
-const NODES: usize = 3;
+pub(crate) const NODES: usize = 3;
+
+/// tonic's balancer over the section's nodes: the first [`NODES`] of `addrs`.
+pub(crate) fn balance_list(addrs: &[SocketAddr]) -> Channel {
+    Channel::balance_list(addrs[..NODES].iter().map(|a| endpoint(*a)))
+}
 
 pub(crate) async fn run(report: &mut Report, setup: &Setup) {
-    let addrs = &setup.addrs[..NODES];
     let client = |balancer| {
         let config = ClientConfig::default().with_balancer(balancer);
         listed_client(&setup.registry, config, "echo3", NODES)
     };
-    let balanced = Channel::balance_list(addrs.iter().map(|a| endpoint(*a)));
+    let balanced = balance_list(&setup.addrs);
     let rr = client(Balancer::RoundRobin).await;
     let lr = client(Balancer::LeastRequest).await;
     let mut rows = [

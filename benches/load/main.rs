@@ -90,9 +90,8 @@ use actix::prelude::*;
 use cluster_client::{Balancer, CallOptions, ClientConfig, GetHandle, Strategy};
 use grpc_cluster::echo::EchoClient;
 use registry_actor::testing::EtcdServer;
-use tonic::transport::Channel;
 
-use crate::cluster::{deadline, endpoint, listed_client, raw_channel, Setup};
+use crate::cluster::{deadline, listed_client, raw_channel, Setup};
 use crate::harness::{latency_round, throughput_round, Caller, Row, Via};
 use crate::report::{value, Report};
 use crate::servers::Servers;
@@ -135,17 +134,14 @@ fn profile(which: &str) {
         };
         let config = ClientConfig::default().with_balancer(balancer);
         let (service, nodes) = match name {
-            "round_robin" | "least_request" => ("echo3", 3),
+            "round_robin" | "least_request" | "balance_list" => ("echo3", balancer::NODES),
             _ => ("echo", 1),
         };
         let client = listed_client(&setup.registry, config, service, nodes).await;
         let caller = match name {
             "raw" => Caller::Raw(raw_channel(addrs[0]).await, Some(deadline())),
             "raw-bare" => Caller::Raw(raw_channel(addrs[0]).await, None),
-            "balance_list" => Caller::Raw(
-                Channel::balance_list(addrs.iter().map(|a| endpoint(*a))),
-                Some(deadline()),
-            ),
+            "balance_list" => Caller::Raw(balancer::balance_list(&addrs), Some(deadline())),
             "failfast-send" => Caller::Cluster(Via::Actor(client), service, Strategy::Failfast),
             "stub-raw" => Caller::RawStub(EchoClient::new(raw_channel(addrs[0]).await), deadline()),
             "stub" => {
@@ -177,6 +173,13 @@ fn profile(which: &str) {
                 throughput_round(std::slice::from_mut(&mut row), round).await;
             }
             println!("profile run ({which}): {} calls/s", value(&row.rps, 0));
+            // The calls went to the nodes of the section it stands for.
+            assert_eq!(
+                row.shares.len(),
+                nodes,
+                "profile {which}: answered by {}",
+                row.share_text()
+            );
         }
     });
     drop(servers);
