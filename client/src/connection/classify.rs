@@ -47,12 +47,17 @@ pub(crate) fn is_connection_failure(status: &Status) -> bool {
     false
 }
 
-/// Whether a transport's error (tonic's channel's, or hyper's) is in the
-/// source chain of `status`.
+/// Whether a transport's error is in the source chain of `status`: tonic's
+/// channel's or hyper's, or a node channel's (an HTTP/2 error, or the I/O
+/// error its connection failed with). A status a server sent has none.
 pub(crate) fn has_transport_source(status: &Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(err) = source {
-        if err.is::<tonic::transport::Error>() || err.is::<hyper::Error>() {
+        if err.is::<tonic::transport::Error>()
+            || err.is::<hyper::Error>()
+            || err.is::<h2::Error>()
+            || err.is::<std::io::Error>()
+        {
             return true;
         }
         source = err.source();

@@ -1,8 +1,8 @@
 //! Noticing that a server is closing a node's connection: its GOAWAY frame,
 //! or the end of the connection.
 //!
-//! A GOAWAY is seen only by hyper's connection task, which lets the calls in
-//! flight finish and ends; the next call connects afresh (refused, when the
+//! A GOAWAY is seen only by the connection's task (h2's), which lets the
+//! calls in flight finish and ends; the next call connects afresh (refused, when the
 //! server is going down). So the channel of each node is made with a
 //! connector of ours ([`WatchingConnector`]) whose connections ([`Watched`],
 //! above TLS when there is TLS) read the frames the server sends as they
@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::report::Report;
@@ -197,7 +196,7 @@ impl WatchingConnector {
 }
 
 impl tower::Service<http::Uri> for WatchingConnector {
-    type Response = TokioIo<Watched<NodeIo>>;
+    type Response = Watched<NodeIo>;
     type Error = io::Error;
     // Boxed: connecting is rare.
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
@@ -219,7 +218,7 @@ impl tower::Service<http::Uri> for WatchingConnector {
             let io = tokio::time::timeout(limit, connect)
                 .await
                 .map_err(|_| tcp::timed_out(&uri, limit))??;
-            Ok(TokioIo::new(Watched::new(io, report)))
+            Ok(Watched::new(io, report))
         })
     }
 }

@@ -34,7 +34,7 @@
 //! answers on a fresh connection (see `goaway`).
 //!
 //! The modules form one chain: `networks` → `tls` → `settings` → `classify` →
-//! `report` → `tcp` → `goaway` → `transport` → `runtime` →
+//! `report` → `tcp` → `goaway` → `http2` → `transport` → `runtime` →
 //! `stream` → `handle` → `health` → `messages` → `actor`.
 
 mod actor;
@@ -42,6 +42,7 @@ mod classify;
 mod goaway;
 mod handle;
 mod health;
+mod http2;
 mod messages;
 mod networks;
 mod report;

@@ -1,54 +1,54 @@
 //! [`NodeChannel`]: the HTTP/2 channel a node's calls go out on.
 //!
-//! A node's channel drives hyper's HTTP/2 client itself ([`Direct`]), over
-//! TLS when the client has TLS: a call hands its request to the connection's
-//! sender, which passes it to hyper's connection task, and awaits the
-//! answer. tonic's `Channel` puts a queue with a task of its own, a timer for
-//! each call's `grpc-timeout` and a stack of boxed services in front of every
-//! call; a call of ours is bounded by its own deadline, so none of that is
-//! needed. The connection is made by the first call that needs it, and made
-//! again by the first call after it closed; calls arriving meanwhile wait for
-//! the same connection, and fail with its error when it cannot be made (each
-//! starting an attempt of its own would queue them one connect timeout after
-//! another).
+//! A node's channel drives an HTTP/2 connection itself ([`Direct`], on `h2`;
+//! see `http2`), over TLS when the client has TLS: a call opens its stream
+//! on the connection from its own task, sends its body there when it can,
+//! and awaits the answer there. tonic's `Channel` (and hyper's client under
+//! it) puts a queue with a task of its own, a task per request, a timer for
+//! each call's `grpc-timeout` and a stack of boxed services in front of
+//! every call; a call of ours is bounded by its own deadline, so none of
+//! that is needed. The connection is made by the first call that needs it,
+//! and made again by the first call after it closed or began to go away;
+//! calls arriving meanwhile wait for the same connection, and fail with its
+//! error when it cannot be made (each starting an attempt of its own would
+//! queue them one connect timeout after another).
 //!
 //! A short-connection call's channel is tonic's.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures_util::TryFutureExt;
 use http::uri::{Authority, Scheme};
-use hyper::client::conn::http2;
-use hyper_util::rt::TokioTimer;
+use http_body::Body as _;
 use parking_lot::Mutex;
 use registry_actor::Node;
+use tokio::sync::oneshot;
 use tonic::body::Body;
 use tonic::transport::Channel;
 use tonic::Status;
 use tracing::debug;
 
 use super::goaway::WatchingConnector;
+use super::http2::{self, broken, BoxError, Detached, Keepalive, Pipe, RecvBody, Streams};
 use super::report::Report;
 use super::settings::ConnectionSettings;
-
-/// What a channel's calls fail with: a transport error (hyper's, tonic's)
-/// or a [`Status`] saying why no connection could be made.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The future of one request on a [`NodeChannel`].
 pub(crate) type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<NodeBody>, BoxError>> + Send>>;
 
-/// A response body from a [`NodeChannel`]: hyper's own from a node's
+/// A response body from a [`NodeChannel`]: read from its stream on a node's
 /// channel, tonic's from a short connection's. Not boxed, so that whoever
 /// wraps it boxes it once.
 #[derive(Debug)]
 pub(crate) enum NodeBody {
     /// From [`Direct`].
-    Direct(hyper::body::Incoming),
+    Direct(RecvBody),
     /// From tonic's channel.
     Tonic(Body),
 }
@@ -62,7 +62,7 @@ impl http_body::Body for NodeBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         match self.get_mut() {
-            Self::Direct(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Direct(body) => Pin::new(body).poll_frame(cx),
             Self::Tonic(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }
@@ -131,7 +131,7 @@ impl tower::Service<http::Request<Body>> for NodeChannel {
     }
 }
 
-/// A node's HTTP/2 connection, driven by hyper's client.
+/// A node's HTTP/2 connection, driven here.
 #[derive(Clone)]
 pub(crate) struct Direct {
     shared: Arc<Shared>,
@@ -144,15 +144,32 @@ struct Shared {
     scheme: Scheme,
     authority: Authority,
     connector: WatchingConnector,
-    builder: http2::Builder<BoxingExecutor>,
+    builder: h2::client::Builder,
+    keepalive: Keepalive,
     /// The runtime that carries the connection's task (and its socket).
     home: tokio::runtime::Handle,
-    /// The open connection's sender, once made.
-    sender: Mutex<Option<http2::SendRequest<Body>>>,
+    /// The open connection, once made.
+    open: Mutex<Option<Open>>,
+    /// Connections made, which numbers them.
+    made: AtomicU64,
+    /// Counts the streams open on the channel's connections (for their
+    /// keepalive): each request holds a clone until its response ends.
+    streams: Streams,
     /// Held while a connection is made: one at a time.
     connecting: tokio::sync::Mutex<()>,
     /// Attempts to connect that have ended, and why the last one failed.
     attempts: Mutex<Attempts>,
+}
+
+/// An open connection's sender, and what lets its task know when the channel
+/// lets go of it.
+struct Open {
+    sender: h2::client::SendRequest<Bytes>,
+    /// Which connection it is: a failed one is forgotten, not one made since.
+    number: u64,
+    /// Dropped with this: the connection's task then closes the connection
+    /// once its last stream has ended.
+    _release: oneshot::Sender<()>,
 }
 
 /// The connect attempts of a [`Direct`] channel that have ended.
@@ -194,57 +211,62 @@ impl Direct {
             ))
         })?;
         let (interval, timeout) = settings.keepalive();
-        let mut builder = http2::Builder::new(BoxingExecutor);
-        builder
-            .timer(TokioTimer::new())
-            .keep_alive_interval(interval)
-            .keep_alive_timeout(timeout)
-            .keep_alive_while_idle(false);
         Ok(Self {
             shared: Arc::new(Shared {
                 uri,
                 scheme,
                 authority,
                 connector,
-                builder,
+                builder: http2::builder(),
+                keepalive: Keepalive { interval, timeout },
                 home,
-                sender: Mutex::new(None),
+                open: Mutex::new(None),
+                made: AtomicU64::new(0),
+                streams: Streams::default(),
                 connecting: tokio::sync::Mutex::new(()),
                 attempts: Mutex::default(),
             }),
         })
     }
 
-    /// Sends the request in `request` on the open connection; leaves it
-    /// there when there is none.
-    fn try_send(
-        &self,
-        request: &mut Option<http::Request<Body>>,
-    ) -> Option<impl Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>> {
-        let mut sender = self.shared.sender.lock();
-        let sender = sender.as_mut().filter(|s| !s.is_closed())?;
-        request.take().map(|request| sender.send_request(request))
+    /// The open connection's sender, ready for a request; `None` when no
+    /// connection is open, or when the open one takes no more requests (it
+    /// is going away, or broke), which is then forgotten.
+    async fn sender(&self) -> Option<h2::client::SendRequest<Bytes>> {
+        let (sender, number) = {
+            let open = self.shared.open.lock();
+            let open = open.as_ref()?;
+            (open.sender.clone(), open.number)
+        };
+        match sender.ready().await {
+            Ok(sender) => Some(sender),
+            Err(error) => {
+                debug!(node = %self.shared.authority, %error, "connection takes no more requests");
+                self.shared.forget(number);
+                None
+            }
+        }
     }
 
     /// Sends one request, connecting first when no connection is open.
     async fn send(
         self,
-        mut request: http::Request<Body>,
+        request: http::Request<Body>,
     ) -> Result<http::Response<NodeBody>, BoxError> {
-        // hyper takes `:scheme` and `:authority` from the URI; tonic gives
-        // the path only.
-        let mut parts = std::mem::take(request.uri_mut()).into_parts();
+        let (mut head, body) = request.into_parts();
+        // h2 takes `:scheme` and `:authority` from the URI; tonic gives the
+        // path only.
+        let mut parts = std::mem::take(&mut head.uri).into_parts();
         parts.scheme = Some(self.shared.scheme.clone());
         parts.authority = Some(self.shared.authority.clone());
-        *request.uri_mut() = http::Uri::from_parts(parts)?;
-        let mut request = Some(request);
-        let answer = match self.try_send(&mut request) {
-            Some(answer) => answer,
+        head.uri = http::Uri::from_parts(parts)?;
+        let mut sender = match self.sender().await {
+            Some(sender) => sender,
             None => {
                 // Boxed: connecting is rare, and its future large.
                 Box::pin(self.connect()).await?;
-                match self.try_send(&mut request) {
-                    Some(answer) => answer,
+                match self.sender().await {
+                    Some(sender) => sender,
                     None => {
                         let closed = std::io::Error::new(
                             std::io::ErrorKind::NotConnected,
@@ -256,8 +278,18 @@ impl Direct {
                 }
             }
         };
-        let response = answer.await?;
-        Ok(response.map(NodeBody::Direct))
+        let end = body.is_end_stream();
+        let (response, stream) = sender
+            .send_request(http::Request::from_parts(head, ()), end)
+            .map_err(broken)?;
+        drop(sender);
+        let open = self.shared.streams.clone();
+        let call = match end {
+            true => None,
+            false => send_body(body, stream).await,
+        };
+        let response = response.await.map_err(broken)?;
+        Ok(response.map(|stream| NodeBody::Direct(RecvBody::new(stream, open, call))))
     }
 
     /// Makes a connection unless another call has made one meanwhile, or
@@ -298,151 +330,77 @@ impl Direct {
     }
 }
 
+/// Sends `body` on `stream` as far as it goes at once; the rest in a task of
+/// its own, which resets the stream when the returned sender is dropped
+/// (the call let go) before the body ended.
+async fn send_body(body: Body, stream: h2::SendStream<Bytes>) -> Option<oneshot::Sender<()>> {
+    let mut pipe = Pipe::new(body, stream);
+    let sent = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut pipe).poll(cx))).await;
+    if sent.is_ready() {
+        return None;
+    }
+    let (call, dropped) = oneshot::channel();
+    tokio::spawn(Detached {
+        pipe,
+        call: dropped,
+    });
+    Some(call)
+}
+
 impl Shared {
     /// Whether a connection is open.
     fn is_open(&self) -> bool {
-        self.sender.lock().as_ref().is_some_and(|s| !s.is_closed())
+        self.open.lock().is_some()
+    }
+
+    /// Forgets connection `number` if it is the open one.
+    fn forget(&self, number: u64) {
+        let mut open = self.open.lock();
+        if open.as_ref().is_some_and(|o| o.number == number) {
+            *open = None;
+        }
     }
 
     /// Connects, shakes hands and keeps the new connection's sender; its
-    /// connection runs as a task of the current runtime.
-    async fn handshake(&self) -> Result<(), Status> {
+    /// connection runs as a task of the current runtime, which forgets it
+    /// when it ends.
+    async fn handshake(self: &Arc<Self>) -> Result<(), Status> {
         let mut connector = self.connector.clone();
         let io = tower::Service::call(&mut connector, self.uri.clone())
             .await
             .map_err(|e| unavailable(&self.uri, "no connection", e))?;
         let (sender, connection) = self
             .builder
-            .handshake(io)
+            .handshake::<_, Bytes>(io)
             .await
-            .map_err(|e| unavailable(&self.uri, "HTTP/2 handshake failed", e))?;
-        let authority = self.authority.clone();
+            .map_err(|e| unavailable(&self.uri, "HTTP/2 handshake failed", broken(e)))?;
+        let number = self.made.fetch_add(1, Ordering::Relaxed);
+        let (release, released) = oneshot::channel();
+        let (shared, streams) = (Arc::downgrade(self), Arc::downgrade(&self.streams));
+        let (keepalive, authority) = (self.keepalive, self.authority.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(node = %authority, error = %e, "connection ended");
+            http2::drive(connection, keepalive, streams, released, authority).await;
+            if let Some(shared) = shared.upgrade() {
+                shared.forget(number);
             }
         });
-        *self.sender.lock() = Some(sender);
+        *self.open.lock() = Some(Open {
+            sender,
+            number,
+            _release: release,
+        });
         Ok(())
     }
 }
 
 /// `UNAVAILABLE`: no connection to `uri` could be made, for `error` (kept as
 /// the status's source, where failures are recognised).
-fn unavailable<E>(uri: &http::Uri, what: &str, error: E) -> Status
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
+fn unavailable(uri: &http::Uri, what: &str, error: impl Into<BoxError>) -> Status {
+    let error: BoxError = error.into();
     let mut status = Status::unavailable(format!("{what} to {uri}: {error}"));
-    status.set_source(Arc::new(error));
+    status.set_source(Arc::from(error));
     status
 }
 
-/// Spawns the tasks hyper makes for each request (sending its body, waiting
-/// for its answer) on the current runtime, boxed: a task's future is moved
-/// into the task and overwritten whole when it ends, and a box is a pointer.
-#[derive(Clone, Copy, Debug)]
-struct BoxingExecutor;
-
-impl<F> hyper::rt::Executor<F> for BoxingExecutor
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    fn execute(&self, future: F) {
-        tokio::spawn(Box::pin(future));
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    struct Silent;
-
-    fn request() -> http::Request<Body> {
-        let mut request = http::Request::new(Body::empty());
-        *request.uri_mut() = http::Uri::from_static("/svc.Svc/Call");
-        request
-    }
-
-    impl Report for Silent {
-        fn failed(&self, _: &str) {}
-        fn succeeded(&self) {}
-        fn serving(&self, _: bool) {}
-        fn going_away(&self) {}
-    }
-
-    /// Sends four calls at once on a channel to `addr` (over `tls` when set)
-    /// with a connect timeout of 200 ms that no connection can meet; checks
-    /// that each fails with that timeout, after one attempt for the four.
-    async fn four_calls_waiting_for_one_failed_attempt(
-        addr: std::net::SocketAddr,
-        tls: Option<crate::connection::ClientTls>,
-    ) -> Direct {
-        use crate::connection::classify::is_connection_failure;
-
-        let node = Node::new("stuck", "svc", addr.to_string()).expect("node");
-        let settings = ConnectionSettings::default()
-            .with_connect_timeout(Duration::from_millis(200))
-            .with_tls(tls);
-        let Ok(NodeChannel::Direct(direct)) = watched_channel(&settings, &node, Arc::new(Silent))
-        else {
-            panic!("a node's channel is driven directly");
-        };
-        let calls = (0..4).map(|_| direct.clone().send(request()));
-        let answers = tokio::time::timeout(
-            Duration::from_secs(20),
-            futures_util::future::join_all(calls),
-        )
-        .await
-        .expect("the calls end before the test's bound");
-        for answer in answers {
-            let error = answer.expect_err("no connection can be made");
-            let status = error.downcast::<Status>().expect("a status");
-            assert!(is_connection_failure(&status), "{status:?}");
-            assert!(
-                format!("{status:?}").contains("within the connect timeout of 200ms"),
-                "{status:?}"
-            );
-        }
-        assert_eq!(
-            direct.attempts(),
-            1,
-            "one attempt for the calls waiting together"
-        );
-        direct
-    }
-
-    #[tokio::test]
-    async fn calls_waiting_for_a_connect_that_fails_answer_its_failure_without_trying_again() {
-        let (addr, _held, _listener) = crate::connection::testing::full_listener().await;
-        let direct = four_calls_waiting_for_one_failed_attempt(addr, None).await;
-        // A call after that failure tries again.
-        let again = direct.clone().send(request()).await;
-        assert!(again.is_err());
-        assert_eq!(direct.attempts(), 2);
-    }
-
-    #[tokio::test]
-    async fn calls_waiting_for_a_tls_handshake_that_hangs_answer_its_failure_without_trying_again()
-    {
-        // The kernel takes the TCP connection (nothing accepts it) and the
-        // TLS handshake is never answered.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let tls = crate::connection::testing::client_tls();
-        four_calls_waiting_for_one_failed_attempt(addr, Some(tls)).await;
-    }
-
-    #[test]
-    fn a_channel_made_outside_a_tokio_runtime_is_an_error_naming_the_node() {
-        let node = Node::new("n1", "svc", "127.0.0.1:1").expect("node");
-        let made = watched_channel(&ConnectionSettings::default(), &node, Arc::new(Silent));
-        let status = made.expect_err("no runtime to carry the channel");
-        assert_eq!(status.code(), tonic::Code::Internal);
-        assert!(status.message().contains("node n1"), "{status:?}");
-        assert!(status.message().contains("tokio runtime"), "{status:?}");
-    }
-}
+mod tests;
