@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -584,10 +585,25 @@ where
         let mut pending: Vec<Picked> = nodes.clone();
         // One timer for the whole fan-out: at the deadline the attempts still
         // running are dropped (cancelled) and listed below.
-        let mut running: FuturesUnordered<_> = nodes
-            .into_iter()
-            .map(|p| self.attempt_within(p, self.copy(), false))
-            .collect();
+        // Each attempt is started, and its connection's task let run, before
+        // the next is made: the first request leaves as the fan-out begins,
+        // and its node works while the others are being sent. (Started all
+        // before any leaves, the fan-out's last answer comes later by the
+        // time it takes to make them.) Attempts that end at once wait in
+        // `early`.
+        let mut running = FuturesUnordered::new();
+        let mut early = Vec::new();
+        for p in nodes {
+            running.push(self.attempt_within(p, self.copy(), false));
+            std::future::poll_fn(|cx| {
+                while let Poll::Ready(Some(outcome)) = running.poll_next_unpin(cx) {
+                    early.push(outcome);
+                }
+                Poll::Ready(())
+            })
+            .await;
+            tokio::task::yield_now().await;
+        }
         let deadline = tokio::time::sleep_until(self.deadline);
         tokio::pin!(deadline);
         let mut results: Vec<NodeResult<Resp>> = Vec::with_capacity(total);
@@ -602,10 +618,13 @@ where
             if done {
                 break ok >= needed;
             }
-            let next = tokio::select! {
-                biased;
-                next = running.next() => next,
-                () = &mut deadline => break ok >= needed,
+            let next = match early.pop() {
+                Some(outcome) => Some(outcome),
+                None => tokio::select! {
+                    biased;
+                    next = running.next() => next,
+                    () = &mut deadline => break ok >= needed,
+                },
             };
             let Some(outcome) = next else {
                 break ok >= needed;
