@@ -113,12 +113,12 @@ type Accepted = (
     h2::server::SendResponse<Bytes>,
 );
 
-/// An h2 server on a loopback port, with a stream window of `window`
-/// bytes, sending each request it accepts to the receiver. With `stall`
-/// it stops reading its connection after the first request (and keeps
-/// it open): no frame is answered, PINGs included.
+/// An h2 server on a loopback port, made by `server`, sending each request
+/// it accepts to the receiver. With `stall` it stops reading its
+/// connection after the first request (and keeps it open): no frame is
+/// answered, PINGs included.
 async fn h2_server(
-    window: u32,
+    server: h2::server::Builder,
     stall: bool,
 ) -> (
     std::net::SocketAddr,
@@ -131,8 +131,7 @@ async fn h2_server(
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let (socket, _) = listener.accept().await.expect("accept");
-        let mut connection = h2::server::Builder::new()
-            .initial_window_size(window)
+        let mut connection = server
             .handshake::<_, Bytes>(socket)
             .await
             .expect("server handshake");
@@ -144,6 +143,13 @@ async fn h2_server(
         }
     });
     (addr, rx)
+}
+
+/// An h2 server's settings with a stream window of `window` bytes.
+fn window(window: u32) -> h2::server::Builder {
+    let mut server = h2::server::Builder::new();
+    server.initial_window_size(window);
+    server
 }
 
 fn direct_to(addr: std::net::SocketAddr, settings: ConnectionSettings) -> Direct {
@@ -164,7 +170,7 @@ const BOUND: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn a_request_body_past_the_servers_window_is_sent_whole() {
-    let (addr, mut accepted) = h2_server(16 * 1024, false).await;
+    let (addr, mut accepted) = h2_server(window(16 * 1024), false).await;
     let direct = direct_to(addr, ConnectionSettings::default());
     let (chunks, body) = tokio::sync::mpsc::unbounded_channel();
     for _ in 0..64 {
@@ -200,7 +206,7 @@ async fn a_request_body_past_the_servers_window_is_sent_whole() {
 
 #[tokio::test]
 async fn a_request_body_still_sending_is_reset_when_its_call_lets_go() {
-    let (addr, mut accepted) = h2_server(64 * 1024, false).await;
+    let (addr, mut accepted) = h2_server(window(64 * 1024), false).await;
     let direct = direct_to(addr, ConnectionSettings::default());
     let (chunks, body) = tokio::sync::mpsc::unbounded_channel();
     chunks.send(Bytes::from_static(b"first")).expect("queued");
@@ -232,7 +238,7 @@ async fn a_request_body_still_sending_is_reset_when_its_call_lets_go() {
 async fn a_connection_whose_server_stops_answering_is_closed_by_its_keepalive() {
     use crate::connection::classify::is_connection_failure;
 
-    let (addr, mut accepted) = h2_server(64 * 1024, true).await;
+    let (addr, mut accepted) = h2_server(window(64 * 1024), true).await;
     let settings = ConnectionSettings::default()
         .with_keepalive(Duration::from_millis(100), Duration::from_millis(100));
     let direct = direct_to(addr, settings);
@@ -252,5 +258,44 @@ async fn a_connection_whose_server_stops_answering_is_closed_by_its_keepalive() 
             "the dead connection is not kept"
         );
         tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn calls_past_the_servers_stream_limit_wait_for_a_stream_and_are_answered() {
+    let mut server = h2::server::Builder::new();
+    server.max_concurrent_streams(1);
+    let (addr, mut accepted) = h2_server(server, false).await;
+    let direct = direct_to(addr, ConnectionSettings::default());
+    // The first call makes the connection, and the server's limit is known.
+    let first = tokio::spawn(direct.clone().send(request()));
+    let (_, mut respond) = accepted.recv().await.expect("a request");
+    respond
+        .send_response(http::Response::new(()), true)
+        .expect("answered");
+    let answer = tokio::time::timeout(BOUND, first)
+        .await
+        .expect("the first call ends")
+        .expect("call task");
+    assert_eq!(answer.expect("an answer").status(), http::StatusCode::OK);
+    // Four at once: one stream at a time is open, the others wait for it.
+    let calls: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(direct.clone().send(request())))
+        .collect();
+    for _ in 0..4 {
+        let (_, mut respond) = tokio::time::timeout(BOUND, accepted.recv())
+            .await
+            .expect("the next request arrives")
+            .expect("a request");
+        respond
+            .send_response(http::Response::new(()), true)
+            .expect("answered");
+    }
+    for call in calls {
+        let answer = tokio::time::timeout(BOUND, call)
+            .await
+            .expect("every call ends")
+            .expect("call task");
+        assert_eq!(answer.expect("an answer").status(), http::StatusCode::OK);
     }
 }
