@@ -31,8 +31,8 @@
 //! (node, code, latency); it converts into a `tonic::Status`.
 //!
 //! The modules form one chain, each using only those before it: `messages` →
-//! `status` → `inherit` → `service` → `error` → `rpc` → `strategy` → `hedging`
-//! → `handle` → `actor`.
+//! `status` → `inherit` → `service` → `error` → `outcome` → `rpc` →
+//! `strategy` → `hedging` → `system` → `handle` → `actor` → `spawn`.
 //!
 //! # Examples
 //!
@@ -70,6 +70,7 @@ mod service;
 mod spawn;
 mod status;
 mod strategy;
+mod system;
 
 pub use actor::{BudgetTokens, ClusterClient, ServiceStatus, UpdateConfig};
 pub use error::{CallError, Cause};

@@ -1,7 +1,6 @@
 //! [`ClusterClient::spawn`]: a cluster client on its own actix system thread,
 //! for apps that run no actix system (tokio, tonic servers, axum).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 
@@ -10,6 +9,7 @@ use registry_actor::{RegistryActor, RegistryConfig};
 
 use super::actor::ClusterClient;
 use super::handle::ClientHandle;
+use super::system::SystemThread;
 use crate::{ClientConfig, Error};
 
 /// The name of the thread that runs a spawned client's actors.
@@ -73,38 +73,5 @@ impl ClusterClient {
             .recv()
             .map_err(|_| Error::Spawn("the thread ended before the client started".into()))??;
         Ok(handle.owning(SystemThread::new(system)))
-    }
-}
-
-/// The actix system of a spawned client; stopped when the last handle that
-/// owns it is dropped.
-#[derive(Debug)]
-pub(crate) struct SystemThread {
-    system: System,
-    stopped: AtomicBool,
-}
-
-impl SystemThread {
-    fn new(system: System) -> Self {
-        Self {
-            system,
-            stopped: AtomicBool::new(false),
-        }
-    }
-
-    /// Stops the system; calls are refused from now on.
-    pub(crate) fn stop(&self) {
-        self.stopped.store(true, Ordering::Release);
-        self.system.stop();
-    }
-
-    pub(crate) fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for SystemThread {
-    fn drop(&mut self) {
-        self.system.stop();
     }
 }
