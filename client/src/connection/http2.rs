@@ -58,6 +58,36 @@ pub(crate) fn broken(error: h2::Error) -> BoxError {
     Box::new(error)
 }
 
+/// Drops from `headers` the fields HTTP/2 forbids in a request, which a
+/// caller's metadata may carry: the connection-specific ones (`connection`,
+/// `keep-alive`, `proxy-connection`, `transfer-encoding`, `upgrade`) and a
+/// `te` other than `trailers`. h2 refuses a request that has any of them;
+/// hyper's client, and so raw tonic, drops them.
+pub(crate) fn strip_connection_headers(headers: &mut http::HeaderMap) {
+    use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+
+    let forbidden = |(name, value): (&http::HeaderName, &http::HeaderValue)| {
+        name == CONNECTION
+            || name == TRANSFER_ENCODING
+            || name == UPGRADE
+            || name.as_str() == "keep-alive"
+            || name.as_str() == "proxy-connection"
+            || (name == TE && value != "trailers")
+    };
+    if !headers.iter().any(forbidden) {
+        return;
+    }
+    debug!("dropping request headers HTTP/2 forbids");
+    for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    if headers.get_all(TE).iter().any(|v| v != "trailers") {
+        headers.remove(TE);
+    }
+}
+
 /// Counts a connection's open streams: each holds a clone.
 pub(crate) type Streams = Arc<()>;
 

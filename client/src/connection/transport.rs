@@ -260,6 +260,7 @@ impl Direct {
         parts.scheme = Some(self.shared.scheme.clone());
         parts.authority = Some(self.shared.authority.clone());
         head.uri = http::Uri::from_parts(parts)?;
+        http2::strip_connection_headers(&mut head.headers);
         let mut sender = match self.sender().await {
             Some(sender) => sender,
             None => {

@@ -299,3 +299,51 @@ async fn calls_past_the_servers_stream_limit_wait_for_a_stream_and_are_answered(
         assert_eq!(answer.expect("an answer").status(), http::StatusCode::OK);
     }
 }
+
+#[tokio::test]
+async fn headers_http2_forbids_are_dropped_and_the_rest_sent() {
+    let (addr, mut accepted) = h2_server(window(64 * 1024), false).await;
+    let direct = direct_to(addr, ConnectionSettings::default());
+    let mut call = request();
+    for (name, value) in [
+        ("connection", "close"),
+        ("keep-alive", "5"),
+        ("proxy-connection", "keep-alive"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "h2c"),
+        ("te", "gzip"),
+        ("x-kept", "1"),
+    ] {
+        call.headers_mut().insert(
+            http::HeaderName::from_static(name),
+            http::HeaderValue::from_static(value),
+        );
+    }
+    let answer = tokio::spawn(direct.send(call));
+    let (request, mut respond) = tokio::time::timeout(BOUND, accepted.recv())
+        .await
+        .expect("the request is sent")
+        .expect("a request");
+    let names: Vec<&str> = request.headers().keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["x-kept"], "{:?}", request.headers());
+    respond
+        .send_response(http::Response::new(()), true)
+        .expect("answered");
+    let answer = tokio::time::timeout(BOUND, answer)
+        .await
+        .expect("the call ends")
+        .expect("call task");
+    assert_eq!(answer.expect("an answer").status(), http::StatusCode::OK);
+}
+
+#[test]
+fn a_te_of_trailers_is_kept() {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    headers.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    http2::strip_connection_headers(&mut headers);
+    assert_eq!(headers.len(), 2, "{headers:?}");
+}
