@@ -46,14 +46,22 @@ pub(crate) fn builder() -> h2::client::Builder {
 }
 
 /// An HTTP/2 error as a call sees it: an I/O error as itself (its kind says
-/// how the connection failed: reset, broken pipe), any other as h2's (a
-/// stream reset, a GOAWAY, a protocol error, whose reason gives the code).
+/// how the connection failed: reset, broken pipe); the server's GOAWAY as
+/// `UNAVAILABLE` (the stream was refused, or its connection closed, as the
+/// server went away: a broken transport, not an answer), with h2's error as
+/// its source; any other as h2's (a stream reset, a protocol error, whose
+/// reason gives the code).
 pub(crate) fn broken(error: h2::Error) -> BoxError {
     if error.is_io() {
         if let Some(io) = error.into_io() {
             return Box::new(io);
         }
         return Box::new(std::io::Error::other("HTTP/2 connection failed"));
+    }
+    if error.is_go_away() && error.is_remote() {
+        let mut status = tonic::Status::unavailable(format!("the server is going away: {error}"));
+        status.set_source(Arc::new(error));
+        return Box::new(status);
     }
     Box::new(error)
 }

@@ -347,3 +347,58 @@ fn a_te_of_trailers_is_kept() {
     http2::strip_connection_headers(&mut headers);
     assert_eq!(headers.len(), 2, "{headers:?}");
 }
+
+/// A server that answers the client's first request with a GOAWAY naming no
+/// stream as processed (the request refused), and keeps the connection open.
+async fn refusing_server() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        // The server's SETTINGS (empty).
+        socket
+            .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+            .await
+            .expect("settings");
+        // The client's preface, then its frames until a HEADERS frame.
+        let (mut read, mut at, mut seen) = (Vec::new(), 24, false);
+        while !seen {
+            let mut chunk = [0u8; 4096];
+            let n = socket.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "the client closed before its request");
+            read.extend_from_slice(&chunk[..n]);
+            while read.len() >= at + 9 {
+                let len = usize::from(read[at]) << 16
+                    | usize::from(read[at + 1]) << 8
+                    | usize::from(read[at + 2]);
+                seen |= read[at + 3] == 1;
+                at += 9 + len;
+            }
+        }
+        // SETTINGS ACK, then GOAWAY: last stream 0, NO_ERROR.
+        let mut frames = vec![0, 0, 0, 4, 1, 0, 0, 0, 0];
+        frames.extend_from_slice(&[0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        socket.write_all(&frames).await.expect("goaway");
+        let mut rest = [0u8; 4096];
+        while socket.read(&mut rest).await.is_ok_and(|n| n > 0) {}
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_request_the_server_refuses_by_goaway_fails_unavailable() {
+    use crate::connection::classify::is_transport_failure;
+
+    let direct = direct_to(refusing_server().await, ConnectionSettings::default());
+    let answer = tokio::time::timeout(BOUND, direct.send(request()))
+        .await
+        .expect("the call ends");
+    let status = Status::from_error(answer.expect_err("refused"));
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("going away"), "{status:?}");
+    assert!(is_transport_failure(&status), "{status:?}");
+}
