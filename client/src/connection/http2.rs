@@ -167,17 +167,20 @@ impl Pinger {
     /// Ready when a PING went unanswered (or could not be sent): the
     /// connection is dead. `open`: whether a stream is open.
     fn poll_unanswered(&mut self, cx: &mut Context<'_>, open: bool) -> Poll<()> {
-        if self.waiting {
-            match self.pings.poll_pong(cx) {
-                Poll::Ready(Ok(_)) => {
-                    self.waiting = false;
-                    self.rearm(self.keepalive.interval);
+        loop {
+            if self.waiting {
+                match self.pings.poll_pong(cx) {
+                    Poll::Ready(Ok(_)) => {
+                        self.waiting = false;
+                        self.rearm(self.keepalive.interval);
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Pending => {}
                 }
-                Poll::Ready(Err(_)) => return Poll::Ready(()),
-                Poll::Pending => {}
             }
-        }
-        while self.timer.as_mut().poll(cx).is_ready() {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
             if self.waiting {
                 return Poll::Ready(());
             }
@@ -187,15 +190,10 @@ impl Pinger {
                 }
                 self.waiting = true;
                 self.rearm(self.keepalive.timeout);
-                // Registers for the PONG.
-                if let Poll::Ready(Err(_)) = self.pings.poll_pong(cx) {
-                    return Poll::Ready(());
-                }
             } else {
                 self.rearm(self.keepalive.interval);
             }
         }
-        Poll::Pending
     }
 
     fn rearm(&mut self, after: Duration) {

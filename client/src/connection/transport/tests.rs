@@ -168,6 +168,17 @@ fn request_of(body: Chunks) -> http::Request<Body> {
 
 const BOUND: Duration = Duration::from_secs(20);
 
+type Sent = tokio::task::JoinHandle<Result<http::Response<NodeBody>, BoxError>>;
+
+/// Checks that the call in `sent` ends within the test's bound with `200 OK`.
+async fn answered_ok(sent: Sent, what: &str) {
+    let answer = tokio::time::timeout(BOUND, sent)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the call ends"))
+        .expect("call task");
+    assert_eq!(answer.expect(what).status(), http::StatusCode::OK);
+}
+
 #[tokio::test]
 async fn a_request_body_past_the_servers_window_is_sent_whole() {
     let (addr, mut accepted) = h2_server(window(16 * 1024), false).await;
@@ -197,11 +208,7 @@ async fn a_request_body_past_the_servers_window_is_sent_whole() {
     respond
         .send_response(http::Response::new(()), true)
         .expect("answered");
-    let answer = tokio::time::timeout(BOUND, call)
-        .await
-        .expect("the call ends")
-        .expect("call task");
-    assert_eq!(answer.expect("the answer").status(), http::StatusCode::OK);
+    answered_ok(call, "the call ends").await;
 }
 
 #[tokio::test]
@@ -273,11 +280,7 @@ async fn calls_past_the_servers_stream_limit_wait_for_a_stream_and_are_answered(
     respond
         .send_response(http::Response::new(()), true)
         .expect("answered");
-    let answer = tokio::time::timeout(BOUND, first)
-        .await
-        .expect("the first call ends")
-        .expect("call task");
-    assert_eq!(answer.expect("an answer").status(), http::StatusCode::OK);
+    answered_ok(first, "the first call ends").await;
     // Four at once: one stream at a time is open, the others wait for it.
     let calls: Vec<_> = (0..4)
         .map(|_| tokio::spawn(direct.clone().send(request())))
@@ -292,11 +295,7 @@ async fn calls_past_the_servers_stream_limit_wait_for_a_stream_and_are_answered(
             .expect("answered");
     }
     for call in calls {
-        let answer = tokio::time::timeout(BOUND, call)
-            .await
-            .expect("every call ends")
-            .expect("call task");
-        assert_eq!(answer.expect("an answer").status(), http::StatusCode::OK);
+        answered_ok(call, "every call ends").await;
     }
 }
 
@@ -329,11 +328,7 @@ async fn headers_http2_forbids_are_dropped_and_the_rest_sent() {
     respond
         .send_response(http::Response::new(()), true)
         .expect("answered");
-    let answer = tokio::time::timeout(BOUND, answer)
-        .await
-        .expect("the call ends")
-        .expect("call task");
-    assert_eq!(answer.expect("an answer").status(), http::StatusCode::OK);
+    answered_ok(answer, "the call ends").await;
 }
 
 #[test]
@@ -401,4 +396,94 @@ async fn a_request_the_server_refuses_by_goaway_fails_unavailable() {
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("going away"), "{status:?}");
     assert!(is_transport_failure(&status), "{status:?}");
+}
+
+/// A server's side of a connection that counts the client's PING frames
+/// (not their acknowledgements) as it reads them.
+struct CountingPings {
+    io: tokio::net::TcpStream,
+    read: Vec<u8>,
+    /// Where the next frame header starts in `read` (after the preface).
+    at: usize,
+    pings: tokio::sync::watch::Sender<usize>,
+}
+
+impl tokio::io::AsyncRead for CountingPings {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        let this = &mut *self;
+        this.read.extend_from_slice(&buf.filled()[before..]);
+        while this.read.len() >= this.at + 9 {
+            let header = &this.read[this.at..this.at + 9];
+            let len =
+                usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+            if header[3] == 6 && header[4] & 1 == 0 {
+                this.pings.send_modify(|n| *n += 1);
+            }
+            this.at += 9 + len;
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for CountingPings {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_call_outlasting_several_keepalive_pings_that_are_answered_is_answered() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (pings, mut counted) = tokio::sync::watch::channel(0usize);
+    let (tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (io, _) = listener.accept().await.expect("accept");
+        let io = CountingPings {
+            io,
+            read: Vec::new(),
+            at: 24,
+            pings,
+        };
+        let mut connection = h2::server::handshake(io).await.expect("server handshake");
+        // Polled throughout: PINGs are answered.
+        while let Some(Ok(request)) = connection.accept().await {
+            let _ = tx.send(request);
+        }
+    });
+    let settings = ConnectionSettings::default()
+        .with_keepalive(Duration::from_millis(20), Duration::from_secs(5));
+    let direct = direct_to(addr, settings);
+    let call = tokio::spawn(direct.clone().send(request()));
+    let (_, mut respond) = accepted.recv().await.expect("a request");
+    // The call stays open while the client pings three times.
+    tokio::time::timeout(BOUND, counted.wait_for(|n| *n >= 3))
+        .await
+        .expect("PINGs while the stream is open")
+        .expect("server alive");
+    respond
+        .send_response(http::Response::new(()), true)
+        .expect("answered");
+    answered_ok(call, "the call ends").await;
+    assert!(direct.shared.is_open(), "the connection is kept");
 }
