@@ -2,8 +2,8 @@
 //! or the end of the connection.
 //!
 //! A GOAWAY is seen only by the connection's task (h2's), which lets the
-//! calls in flight finish and ends; the next call connects afresh (refused, when the
-//! server is going down). So the channel of each node is made with a
+//! calls in flight finish and ends; the next call connects afresh (refused,
+//! when the server is going down). So the channel of each node is made with a
 //! connector of ours ([`WatchingConnector`]) whose connections ([`Watched`],
 //! above TLS when there is TLS) read the frames the server sends as they
 //! pass (the 9-byte frame headers only, see [`Frames`]) and report the first
