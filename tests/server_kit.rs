@@ -12,7 +12,7 @@ use std::time::Duration;
 use grpc_cluster::echo::{EchoClient, EchoService, SayRequest};
 use grpc_cluster::server::governor::clock::FakeRelativeClock;
 use grpc_cluster::server::{
-    Deregistration, Phase, RateLimitConfig, ServeBuilder, ServeHandle, ShutdownConfig,
+    Deregistration, Phase, RateLimitConfig, Routes, ServeBuilder, ServeHandle, ShutdownConfig,
     ShutdownTrigger,
 };
 use support::server_kit::*;
@@ -706,4 +706,79 @@ async fn health_reports_the_registration_while_etcd_comes_and_goes() {
     assert!(back, "SERVING again once registered again");
     serving.handle().shutdown();
     serving.wait().await.expect("clean shutdown");
+}
+
+/// `Say` to `path` on `addr`: the reply's node, or the status.
+async fn say_at(addr: SocketAddr, path: &'static str) -> Result<String, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel(addr).await);
+    grpc.ready().await.expect("ready");
+    let codec = tonic_prost::ProstCodec::<SayRequest, grpc_cluster::echo::SayReply>::default();
+    let request = Request::new(SayRequest {
+        message: "hi".into(),
+    });
+    let path = http::uri::PathAndQuery::from_static(path);
+    let reply = grpc.unary(request, path, codec).await?;
+    Ok(reply.into_inner().node_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_naming_no_service_or_method_served_is_unimplemented_and_the_rest_served() {
+    init_tracing();
+    let (serving, stats) = start_echo(
+        "routes-1",
+        ServeBuilder::new(echo_config(unlimited())),
+        None,
+    )
+    .await;
+    let addr = serving.local_addr();
+    assert_eq!(say_at(addr, SAY).await.expect("served"), "routes-1");
+    for path in ["/echo.v1.Echo/Nope", "/echo.v9.Nope/Say", "/echo.v1.Echo"] {
+        let status = say_at(addr, path).await.expect_err(path);
+        assert_eq!(status.code(), Code::Unimplemented, "{path}: {status:?}");
+    }
+    assert_eq!(
+        stats.processed(),
+        1,
+        "only the served path reached the service"
+    );
+    let mut health = HealthClient::new(channel(addr).await);
+    let check = health
+        .check(HealthCheckRequest {
+            service: "echo.v1.Echo".into(),
+        })
+        .await
+        .expect("health answers");
+    assert_eq!(check.into_inner().status(), ServingStatus::Serving);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_routes_are_served_behind_the_services_added_by_name() {
+    init_tracing();
+    let tonic_routes = tonic::service::Routes::new(EchoService::new("from-tonic").into_server());
+    let alone = ServeBuilder::new(echo_config(unlimited()))
+        .routes(Routes::from_tonic(tonic_routes.clone()))
+        .signals(false)
+        .start()
+        .await
+        .expect("server starts");
+    assert_eq!(
+        say_at(alone.local_addr(), SAY).await.expect("served"),
+        "from-tonic"
+    );
+    let status = say_at(alone.local_addr(), "/echo.v9.Nope/Say")
+        .await
+        .expect_err("no such service");
+    assert_eq!(status.code(), Code::Unimplemented);
+
+    let both = ServeBuilder::new(echo_config(unlimited()))
+        .routes(Routes::from_tonic(tonic_routes))
+        .add_service(EchoService::new("by-name").into_server())
+        .signals(false)
+        .start()
+        .await
+        .expect("server starts");
+    assert_eq!(
+        say_at(both.local_addr(), SAY).await.expect("served"),
+        "by-name"
+    );
 }

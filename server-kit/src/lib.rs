@@ -42,7 +42,9 @@
 //!    (`server.token`), the request's span and metrics,
 //!    [rate limits](crate::rate_limit), [load shedding](crate::shedding),
 //!    in-flight counting, then the layers of
-//!    [`ServeBuilder::layer`] (the first added outermost), then the services.
+//!    [`ServeBuilder::layer`] (the first added outermost), then the services:
+//!    a request goes straight to the service its path names, with no router
+//!    in between (see [`Routes`]).
 //! 5. Only now, with a registry given, the node registers through a
 //!    [`Registrar`](registry_actor::Registrar) (lease, keepalive,
 //!    re-registration for ever; etcd down at start-up is retried, not fatal),

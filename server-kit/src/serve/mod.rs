@@ -33,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+mod dispatch;
 mod handle;
 mod layers;
 mod routes;
@@ -67,6 +68,7 @@ use crate::observe::ObserveLayer;
 use crate::rate_limit::{LimiterClock, RateLimitLayer, RateLimits};
 use crate::shedding::Shedder;
 use crate::{Error, ServerConfig};
+use dispatch::DispatchLayer;
 use layers::{ServerOptions, UserLayers};
 
 /// Serves `routes` as a cluster member until SIGTERM or SIGINT, then shuts down
@@ -321,14 +323,14 @@ impl<C: LimiterClock> ServeBuilder<C> {
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        let (routes, names) = routes.into_parts();
+        let (mut services, fallback, names) = routes.into_parts();
         for name in &names {
             health
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
         }
         let watches = DrainSignal::new();
-        let routes = routes.add_service(watches.end_watches(health_service));
+        services.insert(watches.end_watches(health_service));
 
         let counters = Arc::new(InFlight::new());
         let connections = Arc::new(Connections::new());
@@ -360,7 +362,8 @@ impl<C: LimiterClock> ServeBuilder<C> {
             builder
                 .layer(stack)
                 .layer(layers)
-                .add_routes(routes)
+                .layer(DispatchLayer::new(services))
+                .add_routes(fallback)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = goaway_rx.await;
                 }),

@@ -7,6 +7,8 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tower::Service;
 
+use super::dispatch::Services;
+
 /// The tonic services to serve, and their names: each is reported `SERVING` by
 /// the health service while the server is up, `NOT_SERVING` during shutdown.
 ///
@@ -14,9 +16,15 @@ use tower::Service;
 /// converts into `Routes`, so every function taking `impl Into<Routes>` takes
 /// it directly; a `tonic::service::Routes` is taken by
 /// [`from_tonic`](Self::from_tonic).
+///
+/// A request goes straight to the service its path names
+/// (`/package.Service/Method`), with no router in between. A path naming no
+/// service added here goes to the tonic routes given to `from_tonic`; with
+/// none, or when they do not know it either, it is answered `UNIMPLEMENTED`.
 #[derive(Default)]
 pub struct Routes {
-    routes: tonic::service::Routes,
+    services: Services,
+    fallback: tonic::service::Routes,
     names: Vec<&'static str>,
 }
 
@@ -36,6 +44,7 @@ impl Routes {
     }
 
     /// Adds `service` (a generated tonic server such as `EchoServer::new(..)`).
+    /// A service added under a name already added replaces it.
     pub fn add_service<S>(mut self, service: S) -> Self
     where
         S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
@@ -46,19 +55,21 @@ impl Routes {
             + 'static,
         S::Future: Send + 'static,
     {
-        self.routes = self.routes.add_service(service);
-        if !self.names.contains(&S::NAME) {
+        if !self.services.contains(S::NAME) {
             self.names.push(S::NAME);
         }
+        self.services.insert(service);
         self
     }
 
-    /// Routes serving a `tonic::service::Routes` as it is. Only the overall
-    /// health (service `""`) is reported for them, as their names cannot be
-    /// read back.
+    /// Routes serving a `tonic::service::Routes` as it is, behind the
+    /// services added with [`add_service`](Self::add_service). Only the
+    /// overall health (service `""`) is reported for them, as their names
+    /// cannot be read back.
     pub fn from_tonic(routes: tonic::service::Routes) -> Self {
         Self {
-            routes,
+            services: Services::default(),
+            fallback: routes,
             names: Vec::new(),
         }
     }
@@ -68,8 +79,10 @@ impl Routes {
         &self.names
     }
 
-    pub(crate) fn into_parts(self) -> (tonic::service::Routes, Vec<&'static str>) {
-        (self.routes, self.names)
+    /// The services called by name, the tonic routes behind them, and the
+    /// names.
+    pub(crate) fn into_parts(self) -> (Services, tonic::service::Routes, Vec<&'static str>) {
+        (self.services, self.fallback, self.names)
     }
 }
 
