@@ -19,7 +19,7 @@
 //! | `propagation` | `propagation.rs` | 100 registrations: `Registrar` start → the client's picker lists the node; `deregister` → the node leaves the picker's list |
 //! | `memory` | `memory.rs` | RSS of a client process watching a service of 10,000 nodes (a child process) |
 //! | `scale` | `scale.rs` | 100,000 nodes in etcd: RSS, time to list, one-node change, calls during rebuilds (a child process); pick p99 during a rebuild (public `Picker`) |
-//! | `observe` | `observe.rs` | `ClientHandle::call` failfast, 1 node, not observed vs with the Prometheus recorder and an info-level `fmt` subscriber writing to a sink: p50 at c=1, calls/s at 64 |
+//! | `observe` | `observe.rs` | `ClientHandle::call` failfast, 1 node, not observed vs with the Prometheus recorder and an info-level subscriber: `tracing-subscriber`'s registry (spans kept, no output; the target's row) and `fmt` writing to a sink: p50 at c=1, calls/s at 64 |
 //! | `server_kit` | `server_kit.rs` | plain tonic server vs `server_kit::serve` with the Prometheus recorder installed, limits never refusing: calls/s (`benches/support/server_kit.rs`) |
 //!
 //! Method (`harness.rs`): every row is measured once per round, and the rows
